@@ -1,0 +1,347 @@
+"""XLMRobertaForSequenceClassification in numpy: one pure function per transformers module.
+
+Read top to bottom, in the order data flows: primitives -> embeddings -> attention -> feed-forward ->
+layer -> encoder -> classification head. Each function names the transformers module it mirrors
+(transformers/models/xlm_roberta/modeling_xlm_roberta.py) and takes that module's weights under the
+checkpoint's own key names.
+
+Symbols, used in every shape comment:
+    B batch (pairs)      T padded tokens per pair      N real tokens in the batch (sum of lengths)
+    D hidden size        H attention heads             Dh head size (D / H)
+    F feed-forward size  V vocabulary                  P position slots     L labels
+
+The batch is *packed*: the real tokens of all pairs are stacked into one [N, D] matrix, so padding costs
+nothing in the dense layers, and attention runs per pair over that pair's own tokens. A padded batch
+with an attention mask gives exactly the same numbers (transformers adds a large negative number to the
+masked scores, which softmax turns into zero weight; here masked tokens are simply absent).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import XLMRobertaConfig
+from .errors import InputError
+
+# ----------------------------------------------------------------------------------------------------
+# Primitives
+
+
+def linear(x, weight, bias):
+    """torch.nn.Linear: weights are stored [out, in], so y = x W^T + b."""
+    return x @ weight.T + bias  # [N, in] -> [N, out]
+
+
+def layer_norm(x, weight, bias, eps):
+    """torch.nn.LayerNorm over the last axis, with the biased variance torch uses."""
+    mean = x.mean(axis=-1, keepdims=True)  # [N, D] -> [N, 1]
+    centered = x - mean
+    var = np.mean(centered * centered, axis=-1, keepdims=True)  # [N, D] -> [N, 1]
+    return centered / np.sqrt(var + x.dtype.type(eps)) * weight + bias
+
+
+# erf(x) ~= x * P(x^2) / Q(x^2) on |x| <= 3.92 (beyond it erf rounds to +-1 in float32). Coefficients
+# fitted for this project by tools/fit_erf.py; max abs error 1.6e-8 in float64 arithmetic.
+_ERF_P = (1.1283790229061552, 0.1927543054619726, 0.05305918883577923, 0.003867902871003706,
+          0.0002874687126993998, 2.0347985474473244e-06)
+_ERF_Q = (1.0, 0.5041557264778932, 0.11508058163447117, 0.015171455139495834, 0.0011880096011740848,
+          3.8070733793562595e-05)
+_ERF_CLIP = 3.92
+
+
+def _erf_rational(x):
+    """erf to float32 accuracy (max abs error 5e-8 after rounding to float32).
+
+    Evaluated in float64: in float32 arithmetic the rational's own rounding reaches 4e-7 near |x| = 3.6.
+    """
+    x = np.clip(x.astype(np.float64), -_ERF_CLIP, _ERF_CLIP)
+    t = x * x
+    p = np.full_like(t, _ERF_P[-1])
+    for c in _ERF_P[-2::-1]:
+        p *= t
+        p += c
+    q = np.full_like(t, _ERF_Q[-1])
+    for c in _ERF_Q[-2::-1]:
+        q *= t
+        q += c
+    return x * p / q
+
+
+def _erf_series(x):
+    """erf to float64 accuracy (max abs error 2e-15), for the float64 reference mode.
+
+    erf(x) = 2/sqrt(pi) * exp(-x^2) * sum_n x (2x^2)^n / (1*3*...*(2n+1)): every term is positive, so
+    nothing cancels; it is summed until the last term is below 1e-17 of the sum (~100 terms at |x| = 6,
+    beyond which erf is +-1 in float64).
+    """
+    x = np.clip(x, -6.0, 6.0)
+    x2 = x * x
+    term = x.copy()
+    total = x.copy()
+    n = 0
+    while True:
+        n += 1
+        term *= x2 * (2.0 / (2 * n + 1))
+        total += term
+        if n % 8 == 0 and np.all(np.abs(term) <= 1e-17 * np.abs(total)):
+            break
+    return (2.0 / math.sqrt(math.pi)) * np.exp(-x2) * total
+
+
+def erf(x):
+    """The error function, elementwise, accurate to the rounding of x's dtype (float32 or float64)."""
+    if x.dtype == np.float64:
+        return _erf_series(x)
+    return _erf_rational(x).astype(x.dtype)
+
+
+def gelu(x):
+    """transformers ACT2FN["gelu"]: the exact form x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)), not tanh."""
+    return x * (0.5 * (1.0 + erf(x * x.dtype.type(1 / math.sqrt(2))))).astype(x.dtype)
+
+
+def softmax(x, axis=-1):
+    """Softmax with the row maximum subtracted first, so exp never overflows."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tracing: record named intermediates (names are transformers' module names without "roberta.")
+
+
+@dataclass
+class Trace:
+    """Collects intermediates by name during a forward pass.
+
+    `names` selects what to keep: exact names or shell patterns (`encoder.layer.*.output`); None keeps
+    everything. Token-level tensors are stored unpacked as [B, T, ...] (zeros at padding), attention
+    probabilities as [B, H, T, T], head tensors as [B, ...].
+
+    >>> trace = Trace(["embeddings", "encoder.layer.*.output"])
+    """
+
+    names: Iterable[str] | None = None
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    keep: np.ndarray | None = None  # [B, T] bool: where each packed token sits in the padded batch
+
+    def __post_init__(self):
+        if isinstance(self.names, str):
+            self.names = [self.names]
+        self.names = None if self.names is None else list(self.names)
+
+    def wants(self, name: str) -> bool:
+        return self.names is None or any(fnmatch.fnmatchcase(name, p) for p in self.names)
+
+    def tokens(self, name: str, x: np.ndarray) -> None:
+        """Record a packed token tensor [N, ...] as [B, T, ...]."""
+        if self.wants(name):
+            out = np.zeros(self.keep.shape + x.shape[1:], dtype=x.dtype)  # [B, T, ...]
+            out[self.keep] = x
+            self.tensors[name] = out
+
+    def pairs(self, name: str, x: np.ndarray) -> None:
+        """Record a per-pair tensor [B, ...] as it is."""
+        if self.wants(name):
+            self.tensors[name] = np.array(x)
+
+
+def _module(key_prefix: str) -> str:
+    """Checkpoint key prefix -> trace name: "roberta.encoder.layer.3.output." -> "encoder.layer.3.output"."""
+    return key_prefix.removeprefix("roberta.").rstrip(".")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Embeddings (XLMRobertaEmbeddings)
+
+
+def position_ids(input_ids, padding_idx):
+    """XLM-R quirk: positions count from padding_idx + 1 (= 2), and padding sits at padding_idx.
+
+    Inherited from fairseq, which reserved the slots below padding_idx; so 514 slots hold 512 tokens.
+    transformers derives them from input_ids != padding_idx (not from the attention mask); so do we.
+
+    >>> position_ids(np.array([[0, 9, 2, 1]]), padding_idx=1)   # -> [[2, 3, 4, 1]]
+    """
+    is_token = (input_ids != padding_idx).astype(np.int64)  # [B, T]
+    return np.cumsum(is_token, axis=1) * is_token + padding_idx  # [B, T]
+
+
+def embeddings(ids, positions, params, config, trace=None):
+    """XLMRobertaEmbeddings: word + position + token type (all type 0), then LayerNorm.
+
+    ids, positions: [N] packed token ids and their position ids.
+    """
+    p = "roberta.embeddings."
+    word = params[p + "word_embeddings.weight"][ids]  # [N] -> [N, D]  (rows read on demand)
+    position = params[p + "position_embeddings.weight"][positions]  # [N] -> [N, D]
+    token_type = params[p + "token_type_embeddings.weight"][0]  # [D]: type_vocab_size 1, every token is 0
+    x = word + token_type + position  # transformers' order of additions, for identical rounding
+    x = layer_norm(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps)
+    if trace is not None:
+        trace.tokens("embeddings.word_embeddings", word)
+        trace.tokens("embeddings.position_embeddings", position)
+        trace.tokens("embeddings", x)
+    return x  # [N, D]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Attention (XLMRobertaSelfAttention + XLMRobertaSelfOutput)
+
+
+def self_attention(x, offsets, params, prefix, config, trace=None):
+    """XLMRobertaSelfAttention: softmax(Q K^T / sqrt(Dh)) V per head, each pair over its own tokens.
+
+    offsets: [B + 1] start of each pair's tokens in the packed x (pair b is x[offsets[b]:offsets[b+1]]).
+    Returns the per-head contexts concatenated back to [N, D].
+    """
+    p = prefix + "attention.self."
+    H, Dh = config.num_attention_heads, config.head_size
+    q = linear(x, params[p + "query.weight"], params[p + "query.bias"])  # [N, D] -> [N, D]
+    k = linear(x, params[p + "key.weight"], params[p + "key.bias"])  # [N, D] -> [N, D]
+    v = linear(x, params[p + "value.weight"], params[p + "value.bias"])  # [N, D] -> [N, D]
+    scale = x.dtype.type(Dh**-0.5)
+    context = np.empty_like(q)  # [N, D]
+    probs_all = []
+    for start, end in zip(offsets[:-1], offsets[1:]):  # one pair at a time, never one token at a time
+        n = end - start
+        qh = q[start:end].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
+        kh = k[start:end].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
+        vh = v[start:end].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
+        scores = (qh @ kh.transpose(0, 2, 1)) * scale  # [H, n, Dh] @ [H, Dh, n] -> [H, n, n]
+        probs = softmax(scores, axis=-1)  # [H, n, n]
+        context[start:end] = (probs @ vh).transpose(1, 0, 2).reshape(n, H * Dh)  # [H, n, Dh] -> [n, D]
+        if trace is not None:
+            probs_all.append(probs)
+    if trace is not None:
+        name = _module(p)
+        trace.tokens(name + ".query", q)
+        trace.tokens(name + ".key", k)
+        trace.tokens(name + ".value", v)
+        if trace.wants(name + ".probs"):
+            trace.tensors[name + ".probs"] = _pad_probs(probs_all, trace.keep)  # [B, H, T, T]
+        trace.tokens(name, context)
+    return context  # [N, D]
+
+
+def _pad_probs(probs_per_pair, keep):
+    """[H, n_b, n_b] per pair -> [B, H, T, T], zero where either token is padding."""
+    B, T = keep.shape
+    H = probs_per_pair[0].shape[0]
+    out = np.zeros((B, H, T, T), dtype=probs_per_pair[0].dtype)
+    for b, probs in enumerate(probs_per_pair):
+        idx = np.flatnonzero(keep[b])
+        out[b][:, idx[:, None], idx[None, :]] = probs
+    return out
+
+
+def attention_output(context, residual, params, prefix, config, trace=None):
+    """XLMRobertaSelfOutput: dense, then post-LN: LayerNorm(residual + dense(context))."""
+    p = prefix + "attention.output."
+    h = linear(context, params[p + "dense.weight"], params[p + "dense.bias"])  # [N, D] -> [N, D]
+    h = layer_norm(h + residual, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"],
+                   config.layer_norm_eps)  # post-LN: the residual is added *before* the norm
+    if trace is not None:
+        trace.tokens(_module(p), h)
+    return h  # [N, D]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Feed-forward (XLMRobertaIntermediate + XLMRobertaOutput)
+
+
+def intermediate(x, params, prefix, trace=None):
+    """XLMRobertaIntermediate: dense up to F, then exact erf GELU."""
+    p = prefix + "intermediate.dense."
+    h = gelu(linear(x, params[p + "weight"], params[p + "bias"]))  # [N, D] -> [N, F]
+    if trace is not None:
+        trace.tokens(_module(prefix + "intermediate"), h)
+    return h  # [N, F]
+
+
+def output(h, residual, params, prefix, config, trace=None):
+    """XLMRobertaOutput: dense back down to D, then post-LN: LayerNorm(residual + dense(h))."""
+    p = prefix + "output."
+    y = linear(h, params[p + "dense.weight"], params[p + "dense.bias"])  # [N, F] -> [N, D]
+    y = layer_norm(y + residual, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"],
+                   config.layer_norm_eps)
+    if trace is not None:
+        trace.tokens(_module(p), y)
+    return y  # [N, D]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layer, encoder, head
+
+
+def encoder_layer(x, offsets, params, i, config, trace=None):
+    """XLMRobertaLayer i: attention block then feed-forward block, each post-LN."""
+    prefix = f"roberta.encoder.layer.{i}."
+    context = self_attention(x, offsets, params, prefix, config, trace)  # [N, D]
+    a = attention_output(context, x, params, prefix, config, trace)  # [N, D]
+    h = intermediate(a, params, prefix, trace)  # [N, D] -> [N, F]
+    return output(h, a, params, prefix, config, trace)  # [N, F] -> [N, D]
+
+
+def classification_head(first_tokens, params, trace=None):
+    """XLMRobertaClassificationHead: the <s> state -> dense -> tanh -> out_proj (dropout is off).
+
+    Its activation is tanh, not GELU (a known port once used GELU here and shipped wrong scores).
+    """
+    h = linear(first_tokens, params["classifier.dense.weight"], params["classifier.dense.bias"])  # [B, D]
+    if trace is not None:
+        trace.pairs("classifier.dense", h)
+    logits = linear(np.tanh(h), params["classifier.out_proj.weight"],
+                    params["classifier.out_proj.bias"])  # [B, D] -> [B, L]
+    if trace is not None:
+        trace.pairs("classifier.out_proj", logits)
+    return logits  # [B, L]
+
+
+def forward(params, config: XLMRobertaConfig, input_ids, attention_mask, trace: Trace | None = None):
+    """XLMRobertaForSequenceClassification.forward: token ids -> logits [B, L].
+
+    input_ids, attention_mask: [B, T] integer arrays as a tokenizer returns them (right-padded; mask 1
+    for real tokens). Every pair must start with a real token, the <s> the head reads.
+    """
+    input_ids = np.asarray(input_ids)
+    keep = np.asarray(attention_mask).astype(bool)  # [B, T]
+    _check_batch(input_ids, keep, config)
+    lengths = keep.sum(axis=1)  # [B]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])  # [B + 1]
+    ids = input_ids[keep]  # [B, T] -> [N]
+    positions = position_ids(input_ids, config.pad_token_id)[keep]  # [B, T] -> [N]
+    if trace is not None:
+        trace.keep = keep
+
+    x = embeddings(ids, positions, params, config, trace)  # [N] -> [N, D]
+    for i in range(config.num_hidden_layers):
+        x = encoder_layer(x, offsets, params, i, config, trace)  # [N, D] -> [N, D]
+    return classification_head(x[offsets[:-1]], params, trace)  # [N, D] -> [B, D] -> [B, L]
+
+
+def _check_batch(input_ids, keep, config):
+    if input_ids.ndim != 2 or keep.shape != input_ids.shape:
+        raise InputError(
+            f"input_ids and attention_mask must both be [B, T]; got {input_ids.shape} and {keep.shape}"
+        )
+    if input_ids.shape[0] == 0:
+        raise InputError("the batch is empty")
+    if not np.issubdtype(input_ids.dtype, np.integer):
+        raise InputError(f"input_ids must be integers, got {input_ids.dtype}")
+    if not keep[:, 0].all():
+        bad = np.flatnonzero(~keep[:, 0]).tolist()
+        raise InputError(f"pairs {bad} do not start with a real token (left padding or an empty pair)")
+    if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+        raise InputError(f"token ids must lie in [0, {config.vocab_size}); found {input_ids.min()}..{input_ids.max()}")
+    longest = int(position_ids(input_ids, config.pad_token_id).max())
+    if longest >= config.max_position_embeddings:
+        raise InputError(
+            f"a pair has {longest - config.pad_token_id} tokens but the model's position table holds "
+            f"{config.max_tokens} (max_position_embeddings {config.max_position_embeddings}); truncate it"
+        )

@@ -1,0 +1,160 @@
+"""The public API: load a cross-encoder directory and score (query, document) pairs.
+
+    >>> from xlmr_np import Reranker
+    >>> reranker = Reranker.from_pretrained("path/to/bge-reranker-base")
+    >>> reranker.compute_score([("capital of France", "Paris is the capital of France."),
+    ...                         ("capital of France", "Bananas are yellow.")])
+    [7.6, -9.2]   # raw logits; normalize=True gives sigmoid scores in (0, 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import model
+from .config import XLMRobertaConfig
+from .errors import ConfigError, InputError
+from .tokenizer import Batch, PairTokenizer, check_pairs
+from .weights import load_params
+
+
+@dataclass
+class ModelOutput:
+    """What Reranker.forward returns; tuples are indexed like transformers' outputs."""
+
+    logits: np.ndarray  # [B, L]
+    hidden_states: tuple[np.ndarray, ...] | None = None  # (L_layers + 1) x [B, T, D]: embeddings, then each layer
+    attentions: tuple[np.ndarray, ...] | None = None  # L_layers x [B, H, T, T], zero at padding
+    trace: dict[str, np.ndarray] | None = None  # every recorded intermediate by module name
+
+
+def sigmoid64(logits) -> np.ndarray:
+    """The logistic function in float64, so scores near 0 or 1 stay distinct instead of tying.
+
+    Written as exp(-|x|) forms so that no intermediate overflows for any finite logit.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    z = np.exp(-np.abs(x))  # in (0, 1]
+    return np.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+
+
+class Reranker:
+    """A cross-encoder reranker: numpy forward pass, tokenizers tokenization."""
+
+    def __init__(self, params: dict, config: XLMRobertaConfig, tokenizer: PairTokenizer,
+                 dtype=np.float32, model_dir: str | None = None):
+        self.params = params
+        self.config = config
+        self.tokenizer = tokenizer
+        self.dtype = np.dtype(dtype)
+        self.model_dir = model_dir
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, max_length: int = 512, dtype=np.float32,
+                        truncation: str = "longest_first") -> Reranker:
+        """Load config.json, model.safetensors (or its sharded index) and tokenizer.json from a directory.
+
+        max_length: tokens per pair including the 4 special tokens; at most the model's position table
+        (512 for bge-reranker-base). dtype: np.float32 (default) or np.float64 for a reference run.
+        truncation: "longest_first" (as the published scores) or "only_second" (keeps the query whole).
+        """
+        model_dir = Path(path)
+        if not model_dir.is_dir():
+            raise ConfigError(f"{model_dir}: not a directory (expected a model directory with config.json)")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype}")
+        config = XLMRobertaConfig.from_file(model_dir / "config.json")
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length > config.max_tokens:
+            raise ValueError(
+                f"max_length must be an int of at most {config.max_tokens}: the position table has "
+                f"{config.max_position_embeddings} slots, starting at pad_token_id + 1; got {max_length!r}"
+            )
+        tokenizer = PairTokenizer.from_file(model_dir / "tokenizer.json", max_length=max_length,
+                                            truncation=truncation, pad_token_id=config.pad_token_id)
+        params = load_params(model_dir, config, dtype)
+        return cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir))
+
+    @property
+    def max_length(self) -> int:
+        return self.tokenizer.max_length
+
+    def tokenize(self, pairs) -> Batch:
+        """(query, document) pairs -> a padded Batch (input_ids, attention_mask, truncated)."""
+        return self.tokenizer(pairs)
+
+    def forward(self, input_ids, attention_mask, output_hidden_states: bool = False,
+                output_attentions: bool = False, trace=None) -> ModelOutput:
+        """Run the model on a token batch; optionally return hidden states, attentions, or a trace.
+
+        trace: None, True (record every intermediate), or names/patterns to record
+        (e.g. ["encoder.layer.3.output", "encoder.layer.*.attention.self.probs"]).
+        """
+        names: list[str] | None = []
+        if trace is True:
+            names = None
+        elif trace:
+            names = [trace] if isinstance(trace, str) else list(trace)
+        if names is not None and output_hidden_states:
+            names += ["embeddings", "encoder.layer.*.output"]
+        if names is not None and output_attentions:
+            names += ["encoder.layer.*.attention.self.probs"]
+        recorder = model.Trace(names) if names is None or names else None
+        logits = model.forward(self.params, self.config, input_ids, attention_mask, recorder)
+        out = ModelOutput(logits=logits)
+        if recorder is not None:
+            t = recorder.tensors
+            layers = range(self.config.num_hidden_layers)
+            if output_hidden_states:
+                out.hidden_states = (t["embeddings"],) + tuple(t[f"encoder.layer.{i}.output"] for i in layers)
+            if output_attentions:
+                out.attentions = tuple(t[f"encoder.layer.{i}.attention.self.probs"] for i in layers)
+            if trace:
+                out.trace = t
+        return out
+
+    def predict_logits(self, pairs, batch_size: int = 32) -> tuple[np.ndarray, list[bool]]:
+        """Logits [B, L] in input order, and per pair whether it was truncated.
+
+        Pairs are batched longest first (less padding and similar lengths per batch); the scores do
+        not depend on it, since every pair only ever attends to its own tokens.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
+        encoded = self.tokenizer.encode(pairs)
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].ids))
+        logits = np.empty((len(encoded), self.config.num_labels), dtype=self.dtype)  # [B, L]
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = self.tokenizer.pad([encoded[i] for i in chunk])
+            logits[chunk] = model.forward(self.params, self.config, batch.input_ids, batch.attention_mask)
+        if not np.isfinite(logits).all():
+            bad = np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist()
+            raise FloatingPointError(f"non-finite logits for pairs {bad[:10]}: the weights are broken")
+        return logits, [e.truncated for e in encoded]
+
+    def compute_score(self, pairs, batch_size: int = 32, normalize: bool = False):
+        """Relevance scores like FlagEmbedding's FlagReranker.compute_score.
+
+        pairs: a list of (query, document) string pairs, or one pair. Returns a list of floats in input
+        order; a single pair (bare, or the only one in the list) gives a float, as FlagEmbedding did.
+        normalize=True maps logits to (0, 1) with a float64 sigmoid. For a multi-label classifier each
+        score is the list of its L logits (normalize=True: softmax probabilities in float64).
+        """
+        if (isinstance(pairs, (tuple, list)) and len(pairs) == 2 and isinstance(pairs[0], str)
+                and isinstance(pairs[1], str)):
+            pairs = [pairs]
+        pairs = check_pairs(pairs)
+        logits, _ = self.predict_logits(pairs, batch_size=batch_size)
+        logits = logits.astype(np.float64)
+        if self.config.num_labels == 1:
+            scores = (sigmoid64(logits[:, 0]) if normalize else logits[:, 0]).tolist()
+        else:
+            if normalize:
+                e = np.exp(logits - logits.max(axis=1, keepdims=True))
+                logits = e / e.sum(axis=1, keepdims=True)
+            scores = logits.tolist()
+        return scores[0] if len(scores) == 1 else scores
