@@ -114,7 +114,8 @@ def run(model_dir, tmp_path, name="run", **kwargs):
     kwargs.setdefault("task_name", "CMedQAv1-reranking")
     kwargs.setdefault("cache_dir", tmp_path / "cache")
     kwargs.setdefault("batch_size", 4)
-    return run_eval(model_dir, out_dir=tmp_path / name, stream=io.StringIO(), **kwargs)
+    kwargs.setdefault("stream", io.StringIO())
+    return run_eval(model_dir, out_dir=tmp_path / name, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -216,7 +217,9 @@ def test_finished_run_rescores_from_the_cache_without_the_model(pq, hub, model_d
         raise AssertionError("the model was loaded although every score is cached")
 
     monkeypatch.setattr(evaluate, "_load_reranker", no_model)
-    assert run(model_dir, tmp_path, "second")["results"] == first
+    progress = io.StringIO()
+    assert run(model_dir, tmp_path, "second", stream=progress)["results"] == first
+    assert progress.getvalue() == "every score is in the cache: nothing to compute\n"
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_result(pq, hub, model_dir, tmp_path, fast_load):

@@ -461,6 +461,7 @@ def run_eval(model_dir: str | Path, task_name: str, *, out_dir: str | Path, cach
     cache_root = Path(cache_dir if cache_dir is not None else default_cache_dir()) / model_key
     writer = "all" if shard is None else f"shard-{shard[0]}-of-{shard[1]}"
     header = {"model_fingerprint": fingerprint, "settings": settings}
+    stream = stream if stream is not None else sys.stderr
     runs: list[TaskRun] = []
     try:
         for task in resolve_tasks(task_name):
@@ -470,6 +471,8 @@ def run_eval(model_dir: str | Path, task_name: str, *, out_dir: str | Path, cach
         try:
             if total:
                 scorer.start()
+            else:
+                print("every score is in the cache: nothing to compute", file=stream)
             progress = Progress(total, stream)
             for run in runs:
                 for b, scores in scorer.map(run.todo):

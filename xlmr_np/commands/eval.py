@@ -20,6 +20,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def shard_spec(text: str) -> tuple[int, int]:
     """"I/N" -> (I, N), with 0 <= I < N."""
     try:
@@ -46,7 +56,7 @@ def register(subparsers) -> None:
                    help="score only batches I, I+N, I+2N, ... (0 <= I < N) and write a shard file for merge")
     p.add_argument("--max-queries", type=positive_int, metavar="N",
                    help="evaluate a random sample of N queries per task, with a bootstrap 95%% interval")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --max-queries sample (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the --max-queries sample (default 0)")
     p.add_argument("--max-length", type=positive_int, default=512, help="tokens per pair (default 512)")
     p.add_argument("--truncation", choices=TRUNCATION_STRATEGIES, default="longest_first",
                    help="longest_first (default) is what the published scores used")
