@@ -98,16 +98,16 @@ class Reranker:
             names = None
         elif trace:
             names = [trace] if isinstance(trace, str) else list(trace)
+        layers = range(self.config.num_hidden_layers)
         if names is not None and output_hidden_states:
-            names += ["embeddings", "encoder.layer.*.output"]
+            names += ["embeddings"] + [f"encoder.layer.{i}.output" for i in layers]
         if names is not None and output_attentions:
-            names += ["encoder.layer.*.attention.self.probs"]
+            names += [f"encoder.layer.{i}.attention.self.probs" for i in layers]
         recorder = model.Trace(names) if names is None or names else None
         logits = model.forward(self.params, self.config, input_ids, attention_mask, recorder)
         out = ModelOutput(logits=logits)
         if recorder is not None:
             t = recorder.tensors
-            layers = range(self.config.num_hidden_layers)
             if output_hidden_states:
                 out.hidden_states = (t["embeddings"],) + tuple(t[f"encoder.layer.{i}.output"] for i in layers)
             if output_attentions:
