@@ -103,6 +103,13 @@ def test_padded_batch_matches_transformers(hf_tokenizer):
     assert batch.input_ids.dtype == np.int64
 
 
+def test_pairs_may_come_as_tuples_lists_generators_or_arrays():
+    pairs = [("a query", "a document"), ("another", "")]
+    expected = [e.ids for e in ours().encode(pairs)]
+    for form in ([list(p) for p in pairs], (p for p in pairs), np.array(pairs)):
+        assert [e.ids for e in ours().encode(form)] == expected
+
+
 def test_padding_is_per_batch_not_to_max_length():
     batch = ours()([("a", "b"), ("a", "b c d")])
     assert batch.input_ids.shape[1] == max(batch.lengths) < 512
@@ -112,6 +119,8 @@ def test_padding_is_per_batch_not_to_max_length():
 @pytest.mark.parametrize("pairs, message", [
     ([], "empty"),
     ("query", "list of"),
+    ({"q": "d"}, "list of"),
+    (42, "list of"),
     ([("q", None)], "document must be a str"),
     ([(1, "d")], "query must be a str"),
     ([("q", "d", "extra")], r"pairs\[0\]"),

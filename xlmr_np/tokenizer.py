@@ -14,7 +14,7 @@ Every pair reports whether anything was cut.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +47,14 @@ class EncodedPair:
 
 def check_pairs(pairs) -> list[tuple[str, str]]:
     """Validate a list of (query, document) string pairs; raise InputError naming the first bad one."""
-    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+    if isinstance(pairs, (str, bytes, dict)) or not isinstance(pairs, Iterable):
         raise InputError(f"pairs must be a list of (query, document) pairs, got {type(pairs).__name__}")
+    pairs = list(pairs)  # a generator or an array of pairs is fine too
     if len(pairs) == 0:
         raise InputError("pairs is empty: give at least one (query, document) pair")
     checked = []
     for i, pair in enumerate(pairs):
-        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, (Sequence, np.ndarray)) or len(pair) != 2:
             raise InputError(f"pairs[{i}] must be a (query, document) pair of strings, got {pair!r:.80}")
         for j, what in enumerate(("query", "document")):
             if not isinstance(pair[j], str):
