@@ -16,7 +16,8 @@ import numpy as np
 
 from . import model
 from .config import XLMRobertaConfig
-from .errors import ConfigError, InputError
+from .errors import InputError
+from .hub import resolve_model_dir
 from .tokenizer import Batch, PairTokenizer, check_pairs
 from .weights import load_params
 
@@ -54,16 +55,20 @@ class Reranker:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, max_length: int = 512, dtype=np.float32,
-                        truncation: str = "longest_first") -> Reranker:
+                        truncation: str = "longest_first", revision: str | None = None, cache_dir=None,
+                        local_files_only: bool = False, token=None) -> Reranker:
         """Load config.json, model.safetensors (or its sharded index) and tokenizer.json from a directory.
+
+        path: a local directory, or a hub repo id such as "BAAI/bge-reranker-base", fetched (only the files
+        above) through huggingface-hub's cache with revision, cache_dir, local_files_only and token
+        (HF_HUB_OFFLINE=1 is honoured); see xlmr_np.hub.
 
         max_length: tokens per pair including the 4 special tokens; at most the model's position table
         (512 for bge-reranker-base). dtype: np.float32 (default) or np.float64 for a reference run.
         truncation: "longest_first" (as the published scores) or "only_second" (keeps the query whole).
         """
-        model_dir = Path(path)
-        if not model_dir.is_dir():
-            raise ConfigError(f"{model_dir}: not a directory (expected a model directory with config.json)")
+        model_dir = resolve_model_dir(path, revision=revision, cache_dir=cache_dir,
+                                      local_files_only=local_files_only, token=token)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype}")
