@@ -104,20 +104,46 @@ class PairTokenizer:
             return [EncodedPair(e.ids, bool(e.overflowing)) for e in encodings]
         return self._encode_only_second(pairs)
 
-    def _encode_only_second(self, pairs):
+    def _capped_queries(self, pairs):
+        """(query, document, room, query_cut) per pair, without special tokens: the query capped at
+        max_length * 3 // 4 tokens (and so that one document token fits), `room` what is left for the
+        document."""
         texts = self._plain.encode_batch([t for pair in pairs for t in pair], add_special_tokens=False)
-        query_max = self.max_length * 3 // 4
-        out = []
+        query_max = min(self.max_length * 3 // 4, self.max_length - self.special_tokens - 1)
         for query, document in zip(texts[0::2], texts[1::2]):
             cut = len(query) > query_max
             if cut:
                 query.truncate(query_max)
-            room = self.max_length - self.special_tokens - len(query)
+            yield query, document, self.max_length - self.special_tokens - len(query), cut
+
+    def _encode_only_second(self, pairs):
+        out = []
+        for query, document, room, cut in self._capped_queries(pairs):
             if len(document) > room:
                 cut = True
                 document.truncate(room)
             out.append(EncodedPair(self._plain.post_process(query, document).ids, cut))
         return out
+
+    def encode_windows(self, pairs, overlap: int = 64) -> tuple[list[EncodedPair], list[int]]:
+        """Every pair as one or more sequences, each holding the query and a window of the document that
+        fits beside it; returns the sequences and, for each, the index of its pair.
+
+        Nothing of the document is dropped. The query is capped as for only_second, and a pair is flagged
+        truncated only if its query was cut. Consecutive windows share `overlap` tokens (at most half a
+        window), so text cut at one window's edge appears whole in the next.
+        Example: a 30-token document with room for 10 and overlap 3 -> windows [0:10] [7:17] [14:24] [21:30].
+        """
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+            raise InputError(f"overlap must be a non-negative int of tokens, got {overlap!r}")
+        sequences, owners = [], []
+        for i, (query, document, room, cut) in enumerate(self._capped_queries(check_pairs(pairs))):
+            if len(document) > room:
+                document.truncate(room, stride=min(overlap, room // 2))  # the rest goes to .overflowing
+            for window in [document, *document.overflowing]:
+                sequences.append(EncodedPair(self._plain.post_process(query, window).ids, cut))
+                owners.append(i)
+        return sequences, owners
 
     def pad(self, encoded: Sequence[EncodedPair]) -> Batch:
         """Right-pad to the longest pair of this batch (not to max_length)."""
