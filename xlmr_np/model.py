@@ -32,9 +32,27 @@ from .errors import InputError
 # Primitives
 
 
+# BLAS picks its kernel, and with it the order of summation, by the matrix sizes: one row alone (gemv)
+# or a few rows (a small-matrix kernel) round differently than many. Running every product on blocks of
+# exactly GEMM_ROWS rows (the last one zero-padded) makes each pair's numbers, bit for bit, independent
+# of how many other pairs share its batch.
+GEMM_ROWS = 128
+
+
 def linear(x, weight, bias):
-    """torch.nn.Linear: weights are stored [out, in], so y = x W^T + b."""
-    return x @ weight.T + bias  # [N, in] -> [N, out]
+    """torch.nn.Linear: weights are stored [out, in], so y = x W^T + b, computed GEMM_ROWS rows at a time."""
+    n = x.shape[0]
+    y = np.empty((n, weight.shape[0]), dtype=x.dtype)  # [N, in] -> [N, out]
+    for start in range(0, n, GEMM_ROWS):
+        block = x[start : start + GEMM_ROWS]  # [R, in], R = GEMM_ROWS except in the tail
+        if len(block) == GEMM_ROWS:
+            np.matmul(block, weight.T, out=y[start : start + GEMM_ROWS])
+        else:
+            padded = np.zeros((GEMM_ROWS, x.shape[1]), dtype=x.dtype)  # [GEMM_ROWS, in]
+            padded[: len(block)] = block
+            y[start:] = (padded @ weight.T)[: len(block)]  # [GEMM_ROWS, out] -> [R, out]
+    y += bias
+    return y
 
 
 def layer_norm(x, weight, bias, eps):
