@@ -53,7 +53,7 @@ def resolve_model_dir(name_or_path, revision: str | None = None, cache_dir=None,
 
 def _snapshot(repo_id: str, revision, cache_dir, local_files_only: bool, token) -> Path:
     from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import (
+    from huggingface_hub.utils import (  # where every huggingface-hub since 0.20 exports them
         HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
