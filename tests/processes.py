@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from functools import cache
 from pathlib import Path
 
 from hubcache import add_snapshot
@@ -70,3 +71,11 @@ class ServerProcess:
 
     def log(self) -> str:
         return Path(self.stderr_path).read_text()
+
+
+@cache
+def reranker_in_process(model_dir):
+    """The model loaded once per test session (loading the tokenizer takes seconds), for expected answers."""
+    from xlmr_np import Reranker
+
+    return Reranker.from_pretrained(model_dir)

@@ -10,9 +10,9 @@ import json
 
 import numpy as np
 import pytest
-from processes import offline_hub, run
+from processes import offline_hub, reranker_in_process, run
 
-from xlmr_np import Reranker, sigmoid64
+from xlmr_np import sigmoid64
 
 QUERY = "capital of France"
 README_DOCS = ["Paris is the capital of France.", "Bananas are yellow."]
@@ -26,7 +26,7 @@ def env(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reranker(tiny_model):
-    return Reranker.from_pretrained(tiny_model[0])
+    return reranker_in_process(tiny_model[0])
 
 
 def table_rows(stdout: str) -> list[tuple[int, int, float, str]]:
@@ -107,7 +107,8 @@ def test_score_jsonl_to_file_with_truncation_report(env, reranker, tmp_path):
     (["score"], "q\td\n\nq\td\n", "-:2: empty line"),
     (["score", "--jsonl"], '{"query": "q", "document": 3}\n', "-:1: field 'document' must be a string"),
     (["score", "/no/such/file.tsv"], None, "/no/such/file.tsv: cannot read"),
-    (["serve", "--max-documents", "0"], None, "--max-documents must be positive"),
+    (["serve", "--max-documents", "0"], None, "--max-documents must be at least 1, got 0"),
+    (["serve", "--window-overlap", "-1"], None, "--window-overlap must be at least 0, got -1"),
 ])
 def test_user_errors_are_one_line_with_exit_status_1(env, args, stdin, message):
     result = run(args, env, input=stdin)

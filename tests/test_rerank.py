@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import pytest
+from processes import reranker_in_process
 
 from xlmr_np import InputError, PairTokenizer, Reranker, sigmoid64
 from xlmr_np.errors import ConfigError
@@ -20,7 +21,7 @@ LONG_DOC = " ".join(f"sentence {i} is about something else." for i in range(12))
 
 @pytest.fixture(scope="module")
 def reranker(tiny_model):
-    return Reranker.from_pretrained(tiny_model[0])
+    return reranker_in_process(tiny_model[0])
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from processes import HUB_REPO, ServerProcess, offline_hub
+from processes import HUB_REPO, ServerProcess, offline_hub, reranker_in_process
 
 from xlmr_np import Reranker
 from xlmr_np.api import encode
@@ -57,7 +57,7 @@ def secured(servers):
 
 @pytest.fixture(scope="module")
 def reranker(tiny_model):
-    return Reranker.from_pretrained(tiny_model[0])
+    return reranker_in_process(tiny_model[0])
 
 
 def request(url, path, body=None, key=KEY, method=None, content_type="application/json", headers=()):

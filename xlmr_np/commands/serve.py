@@ -40,9 +40,9 @@ def _stop(signum, frame):
 def run(args) -> int:
     from ..server import API_KEY_ENV, RerankServer, ServerSettings, is_loopback
 
-    for name in ("max_documents", "max_body_bytes"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name, least in (("max_documents", 1), ("max_body_bytes", 1), ("batch_size", 1), ("window_overlap", 0)):
+        if getattr(args, name) < least:
+            raise InputError(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(args, name)}")
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     settings = ServerSettings(
         model_name=args.served_model_name or args.model, api_key=api_key, max_documents=args.max_documents,
