@@ -21,7 +21,8 @@ def register(subparsers) -> None:
                         help="the model name clients send and /v1/models lists (default: --model)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
-    parser.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set)")
+    parser.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set; "
+                                          f"prefer the variable: other users can see arguments in ps)")
     parser.add_argument("--max-documents", type=int, default=DEFAULT_MAX_DOCUMENTS,
                         help=f"documents per request (default: {DEFAULT_MAX_DOCUMENTS})")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
