@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pytest
 from processes import reranker_in_process
+from tokenizers import Tokenizer
 
 from xlmr_np import InputError, PairTokenizer, Reranker, sigmoid64
 from xlmr_np.errors import ConfigError
@@ -25,9 +26,18 @@ def reranker(tiny_model):
 
 
 @pytest.fixture(scope="module")
-def short(reranker):
+def short(reranker, tiny_model):
     """The same model with room for only 24 tokens per sequence, so LONG_DOC needs several windows."""
-    return Reranker(reranker.params, reranker.config, PairTokenizer(reranker.tokenizer._plain, max_length=24))
+    tokenizer = PairTokenizer.from_file(tiny_model[0] / "tokenizer.json", max_length=24)
+    return Reranker(reranker.params, reranker.config, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_model):
+    """The tokenizer without truncation: the reference for building windows by hand."""
+    tokenizer = Tokenizer.from_file(str(tiny_model[0] / "tokenizer.json"))
+    tokenizer.no_truncation()
+    return tokenizer
 
 
 def test_results_sorted_with_indices_into_input(reranker):
@@ -73,12 +83,11 @@ def test_truncation_is_reported_per_document(short):
     assert (results[0]["truncated"], results[1]["truncated"]) == (False, True)
 
 
-def test_windows_cover_the_document_and_score_the_best_window(short):
+def test_windows_cover_the_document_and_score_the_best_window(short, plain):
     """Rebuild the windows by hand (template <s> q </s></s> w </s>) and score them with model.forward."""
     from xlmr_np import model
 
     overlap = 4
-    plain = short.tokenizer._plain
     q = plain.encode(QUERY, add_special_tokens=False).ids
     d = plain.encode(LONG_DOC, add_special_tokens=False).ids
     room = 24 - 4 - len(q)

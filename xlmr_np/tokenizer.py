@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from .errors import InputError, TokenizerError
 
@@ -78,12 +78,11 @@ class PairTokenizer:
         self.max_length = max_length
         self.truncation = truncation
         self.pad_token_id = pad_token_id
-        # Two configured copies, never reconfigured afterwards, so concurrent callers cannot race.
-        self._plain = Tokenizer.from_str(tokenizer.to_str())
-        self._plain.no_truncation()
-        self._plain.no_padding()
-        self._pairs = Tokenizer.from_str(self._plain.to_str())
-        self._pairs.enable_truncation(max_length, strategy="longest_first")
+        # Configured once here and never again, so concurrent callers cannot race. The tokenizer is
+        # taken over, not copied: loading a second copy of the 17 MB tokenizer.json costs seconds.
+        self._tokenizer = tokenizer
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length, strategy="longest_first")
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> PairTokenizer:
@@ -100,48 +99,54 @@ class PairTokenizer:
         """Token ids for each pair, truncated to max_length, with a flag for each pair that was cut."""
         pairs = check_pairs(pairs)
         if self.truncation == "longest_first":
-            encodings = self._pairs.encode_batch(pairs)
+            encodings = self._tokenizer.encode_batch(pairs)
             return [EncodedPair(e.ids, bool(e.overflowing)) for e in encodings]
         return self._encode_only_second(pairs)
 
-    def _capped_queries(self, pairs):
-        """(query, document, room, query_cut) per pair, without special tokens: the query capped at
-        max_length * 3 // 4 tokens (and so that one document token fits), `room` what is left for the
-        document."""
-        texts = self._plain.encode_batch([t for pair in pairs for t in pair], add_special_tokens=False)
-        query_max = min(self.max_length * 3 // 4, self.max_length - self.special_tokens - 1)
+    def _encode_only_second(self, pairs):
+        # Each text alone: the tokenizer's own truncation may already cut it to max_length, a prefix of
+        # what is kept below, so the result is the same and the flag still sees the cut.
+        texts = self._tokenizer.encode_batch([t for pair in pairs for t in pair], add_special_tokens=False)
+        query_max = self.max_length * 3 // 4
+        out = []
         for query, document in zip(texts[0::2], texts[1::2]):
             cut = len(query) > query_max
             if cut:
                 query.truncate(query_max)
-            yield query, document, self.max_length - self.special_tokens - len(query), cut
-
-    def _encode_only_second(self, pairs):
-        out = []
-        for query, document, room, cut in self._capped_queries(pairs):
+            room = self.max_length - self.special_tokens - len(query)
             if len(document) > room:
                 cut = True
                 document.truncate(room)
-            out.append(EncodedPair(self._plain.post_process(query, document).ids, cut))
+            out.append(EncodedPair(self._tokenizer.post_process(query, document).ids, cut))
         return out
 
     def encode_windows(self, pairs, overlap: int = 64) -> tuple[list[EncodedPair], list[int]]:
         """Every pair as one or more sequences, each holding the query and a window of the document that
         fits beside it; returns the sequences and, for each, the index of its pair.
 
-        Nothing of the document is dropped. The query is capped as for only_second, and a pair is flagged
-        truncated only if its query was cut. Consecutive windows share `overlap` tokens (at most half a
-        window), so text cut at one window's edge appears whole in the next.
-        Example: a 30-token document with room for 10 and overlap 3 -> windows [0:10] [7:17] [14:24] [21:30].
+        Nothing of the document is dropped. The query is capped as for only_second (and so that a document
+        token still fits), and a pair is flagged truncated only if its query was cut. Consecutive windows
+        share `overlap` tokens (at most half a window), so text cut at one window's edge appears whole in
+        the next. Example: a 30-token document with room for 10 and overlap 3 -> windows [0:10] [7:17]
+        [14:24] [21:30].
         """
         if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
             raise InputError(f"overlap must be a non-negative int of tokens, got {overlap!r}")
+        texts = self._tokenizer.encode_batch([t for pair in check_pairs(pairs) for t in pair],
+                                             add_special_tokens=False)
+        query_max = min(self.max_length * 3 // 4, self.max_length - self.special_tokens - 1)
         sequences, owners = [], []
-        for i, (query, document, room, cut) in enumerate(self._capped_queries(check_pairs(pairs))):
+        for i, (query, document) in enumerate(zip(texts[0::2], texts[1::2])):
+            cut = len(query) > query_max
+            if cut:
+                query.truncate(query_max)
+            # The shared tokenizer cut the document into max_length chunks (stride 0): rejoin them.
+            document = Encoding.merge([document, *document.overflowing], growing_offsets=True)
+            room = self.max_length - self.special_tokens - len(query)
             if len(document) > room:
                 document.truncate(room, stride=min(overlap, room // 2))  # the rest goes to .overflowing
             for window in [document, *document.overflowing]:
-                sequences.append(EncodedPair(self._plain.post_process(query, window).ids, cut))
+                sequences.append(EncodedPair(self._tokenizer.post_process(query, window).ids, cut))
                 owners.append(i)
         return sequences, owners
 
