@@ -263,3 +263,17 @@ def test_non_finite_score_is_an_error_not_a_number(reranker):
         server.server_close()
     with pytest.raises(ValueError):
         encode({"relevance_score": float("inf")})
+
+
+def test_malformed_http_gets_a_json_error(secured):
+    import socket
+
+    parts = urlsplit(secured.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as connection:
+        connection.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    # no parseable version, so http.server answers HTTP/0.9-style: the body alone
+    assert "Bad request" in json.loads(answer)["error"]["message"]
+    assert request(secured.url, "/health")[0] == 200
