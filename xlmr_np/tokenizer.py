@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from .errors import InputError, TokenizerError
 
@@ -120,6 +120,36 @@ class PairTokenizer:
                 document.truncate(room)
             out.append(EncodedPair(self._tokenizer.post_process(query, document).ids, cut))
         return out
+
+    def encode_windows(self, pairs, overlap: int = 64) -> tuple[list[EncodedPair], list[int]]:
+        """Every pair as one or more sequences, each holding the query and a window of the document that
+        fits beside it; returns the sequences and, for each, the index of its pair.
+
+        Nothing of the document is dropped. The query is capped as for only_second (and so that a document
+        token still fits), and a pair is flagged truncated only if its query was cut. Consecutive windows
+        share `overlap` tokens (at most half a window), so text cut at one window's edge appears whole in
+        the next. Example: a 30-token document with room for 10 and overlap 3 -> windows [0:10] [7:17]
+        [14:24] [21:30].
+        """
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+            raise InputError(f"overlap must be a non-negative int of tokens, got {overlap!r}")
+        texts = self._tokenizer.encode_batch([t for pair in check_pairs(pairs) for t in pair],
+                                             add_special_tokens=False)
+        query_max = min(self.max_length * 3 // 4, self.max_length - self.special_tokens - 1)
+        sequences, owners = [], []
+        for i, (query, document) in enumerate(zip(texts[0::2], texts[1::2])):
+            cut = len(query) > query_max
+            if cut:
+                query.truncate(query_max)
+            # The shared tokenizer cut the document into max_length chunks (stride 0): rejoin them.
+            document = Encoding.merge([document, *document.overflowing], growing_offsets=True)
+            room = self.max_length - self.special_tokens - len(query)
+            if len(document) > room:
+                document.truncate(room, stride=min(overlap, room // 2))  # the rest goes to .overflowing
+            for window in [document, *document.overflowing]:
+                sequences.append(EncodedPair(self._tokenizer.post_process(query, window).ids, cut))
+                owners.append(i)
+        return sequences, owners
 
     def pad(self, encoded: Sequence[EncodedPair]) -> Batch:
         """Right-pad to the longest pair of this batch (not to max_length)."""
