@@ -110,6 +110,13 @@ def test_pairs_may_come_as_tuples_lists_generators_or_arrays():
         assert [e.ids for e in ours().encode(form)] == expected
 
 
+def test_only_second_leaves_the_document_room_at_tiny_max_length():
+    for max_length in range(6, 20):
+        [got] = ours(max_length=max_length, truncation="only_second").encode([("query " * 30, "document " * 30)])
+        assert len(got.ids) == max_length and got.truncated
+        assert got.ids[-2] not in (0, 2)  # at least one document token before the closing </s>
+
+
 def test_padding_is_per_batch_not_to_max_length():
     batch = ours()([("a", "b"), ("a", "b c d")])
     assert batch.input_ids.shape[1] == max(batch.lengths) < 512

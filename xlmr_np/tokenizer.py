@@ -104,16 +104,22 @@ class PairTokenizer:
             return [EncodedPair(e.ids, bool(e.overflowing)) for e in encodings]
         return self._encode_only_second(pairs)
 
+    def _cap_query(self, query: Encoding) -> bool:
+        """Cut a query (no special tokens) to max_length * 3 // 4 tokens, as FlagEmbedding does, and always
+        leave room for one document token; returns whether it was cut."""
+        query_max = min(self.max_length * 3 // 4, self.max_length - self.special_tokens - 1)
+        if len(query) <= query_max:
+            return False
+        query.truncate(query_max)
+        return True
+
     def _encode_only_second(self, pairs):
         # Each text alone: the tokenizer's own truncation may already cut it to max_length, a prefix of
         # what is kept below, so the result is the same and the flag still sees the cut.
         texts = self._tokenizer.encode_batch([t for pair in pairs for t in pair], add_special_tokens=False)
-        query_max = self.max_length * 3 // 4
         out = []
         for query, document in zip(texts[0::2], texts[1::2]):
-            cut = len(query) > query_max
-            if cut:
-                query.truncate(query_max)
+            cut = self._cap_query(query)
             room = self.max_length - self.special_tokens - len(query)
             if len(document) > room:
                 cut = True
@@ -135,12 +141,9 @@ class PairTokenizer:
             raise InputError(f"overlap must be a non-negative int of tokens, got {overlap!r}")
         texts = self._tokenizer.encode_batch([t for pair in check_pairs(pairs) for t in pair],
                                              add_special_tokens=False)
-        query_max = min(self.max_length * 3 // 4, self.max_length - self.special_tokens - 1)
         sequences, owners = [], []
         for i, (query, document) in enumerate(zip(texts[0::2], texts[1::2])):
-            cut = len(query) > query_max
-            if cut:
-                query.truncate(query_max)
+            cut = self._cap_query(query)
             # The shared tokenizer cut the document into max_length chunks (stride 0): rejoin them.
             document = Encoding.merge([document, *document.overflowing], growing_offsets=True)
             room = self.max_length - self.special_tokens - len(query)
