@@ -444,8 +444,11 @@ def test_progress_reports_rate_and_time_left():
 
 def test_model_errors(pq, hub, model_dir, tmp_path):
     write_parquet(pq, hub_path(hub, TASKS["CMedQAv1-reranking"]), make_rows(9, 5))
-    with pytest.raises(ConfigError, match="not a model directory"):
+    with pytest.raises(ConfigError, match="nowhere: not a directory"):
         run(tmp_path / "nowhere", tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="empty: not a model directory"):
+        run(tmp_path / "empty", tmp_path)
     two_labels = tmp_path / "two-labels"
     two_labels.mkdir()
     for f in model_dir.iterdir():

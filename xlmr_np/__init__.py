@@ -1,7 +1,7 @@
 """xlmr-np: a pure-numpy XLM-RoBERTa cross-encoder (the architecture of BAAI/bge-reranker-base)."""
 
 from .config import XLMRobertaConfig
-from .errors import CheckpointError, ConfigError, InputError, TokenizerError, XlmrNpError
+from .errors import CheckpointError, ConfigError, HubError, InputError, TokenizerError, XlmrNpError
 from .reranker import ModelOutput, Reranker, sigmoid64
 from .tokenizer import Batch, PairTokenizer
 
@@ -11,6 +11,7 @@ __all__ = [
     "Batch",
     "CheckpointError",
     "ConfigError",
+    "HubError",
     "InputError",
     "ModelOutput",
     "PairTokenizer",

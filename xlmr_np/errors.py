@@ -29,6 +29,11 @@ class InputError(XlmrNpError, ValueError):
     """The pairs passed to the model are malformed (empty list, non-string text, bad shape)."""
 
 
+class HubError(XlmrNpError, OSError):
+    """A model name could not be resolved to a local directory: not cached while offline, unknown repo,
+    unknown revision, or a repo without the files xlmr_np reads."""
+
+
 class DatasetError(XlmrNpError, ValueError):
     """An evaluation dataset cannot be downloaded or read, or does not have the expected layout."""
 

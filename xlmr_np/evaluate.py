@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, DatasetError, InputError, ShardError, XlmrNpError
+from .hub import resolve_model_dir
 from .metrics import bootstrap_interval, per_query_metrics
 from .score_cache import ScoreCache, pair_key
 
@@ -447,7 +448,8 @@ def run_eval(model_dir: str | Path, task_name: str, *, out_dir: str | Path, cach
              batch_size: int = 32, workers: int = 1, shard: tuple[int, int] | None = None,
              max_queries: int | None = None, seed: int = 0, max_length: int = 512,
              truncation: str = "longest_first", stream=None) -> dict:
-    """Evaluate a model on one task or "all"; returns the results (None for a shard) and files written.
+    """Evaluate a model (directory or hub repo id) on one task or "all"; returns the results (None for a
+    shard) and the files written.
 
     Without shard: writes out_dir/results.json (the table and the per-query figures). With shard=(i, n):
     writes out_dir/<task>.shard-<i>-of-<n>.json per task, for merge_shards().
@@ -455,6 +457,7 @@ def run_eval(model_dir: str | Path, task_name: str, *, out_dir: str | Path, cach
     if shard is not None and not (0 <= shard[0] < shard[1]):
         raise InputError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
     out_dir = Path(out_dir)
+    model_dir = resolve_model_dir(model_dir)  # a directory, or a hub repo id fetched through its cache
     settings = {"max_length": max_length, "truncation": truncation, "dtype": "float32"}
     fingerprint = model_fingerprint(model_dir)
     model_key = hashlib.sha256((fingerprint + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:16]

@@ -47,7 +47,8 @@ def register(subparsers) -> None:
         description="Score a C-MTEB reranking task with the numpy model and print MAP and MRR@10 beside the "
                     "published bge-reranker-base figures. Scores are cached per batch: rerun the same command "
                     "to resume an interrupted run.")
-    p.add_argument("--model", required=True, help="model directory (config.json, model.safetensors, tokenizer.json)")
+    p.add_argument("--model", required=True,
+                   help="model directory (config.json, model.safetensors, tokenizer.json) or hub repo id")
     p.add_argument("--task", required=True, choices=[*TASKS, "all"])
     p.add_argument("--batch-size", type=positive_int, default=32, help="pairs per forward pass (default 32)")
     p.add_argument("--workers", type=positive_int, default=1,
