@@ -10,6 +10,12 @@ in length (1 to 120,026 characters), and shorter ones are cheaper, so its estima
     python tools/eval_throughput.py --model /work/models/full-random
 
 Scores go through Reranker.predict_logits in batches, as `xlmr-np eval --workers 1` scores them.
+To time `xlmr-np eval` itself, write a small dataset of the same shape into a hub cache and point the
+command at it:
+
+    python tools/eval_throughput.py --write-hub /tmp/hub --task CMedQAv2-reranking --queries 6 --docs 8
+    HF_HUB_CACHE=/tmp/hub HF_HUB_OFFLINE=1 xlmr-np eval --model /work/models/full-random \
+        --task CMedQAv2-reranking --batch-size 8 --workers 2
 """
 
 from __future__ import annotations
@@ -59,6 +65,26 @@ def make_pairs(text: str, query_chars: float, doc_chars: float, count: int, rng)
     return [(text[s : s + q], text[s + q : s + q + d]) for s in starts]
 
 
+def write_hub_task(hub: str, task_name: str, queries: int, docs: int, text: str, rng) -> str:
+    """A parquet file shaped like the task (one positive and docs - 1 negatives per query) where
+    huggingface-hub looks for the task's file at its pinned revision under the cache `hub`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from xlmr_np.evaluate import TASKS
+
+    task = TASKS[task_name]
+    query_chars, doc_chars, _ = PROFILES[task_name]
+    pairs = make_pairs(text, query_chars, doc_chars, queries * docs, rng)
+    rows = {"query": [pairs[i * docs][0] for i in range(queries)],
+            "positive": [[pairs[i * docs][1]] for i in range(queries)],
+            "negative": [[d for _, d in pairs[i * docs + 1 : (i + 1) * docs]] for i in range(queries)]}
+    path = os.path.join(hub, f"datasets--{task.repo.replace('/', '--')}", "snapshots", task.revision, task.filename)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(pa.table(rows), path)
+    return path
+
+
 def environment() -> str:
     from threadpoolctl import threadpool_info
 
@@ -71,11 +97,23 @@ def environment() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", help="model directory to time")
+    parser.add_argument("--write-hub", metavar="DIR", help="instead, write a --task shaped dataset into this hub cache")
+    parser.add_argument("--task", choices=PROFILES)
+    parser.add_argument("--queries", type=int, default=6)
+    parser.add_argument("--docs", type=int, default=8, help="documents per query")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=3, help="timed batches per task (after one warm-up batch)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.write_hub:
+        if not args.task:
+            parser.error("--write-hub needs --task")
+        print(write_hub_task(args.write_hub, args.task, args.queries, args.docs, chinese_text(),
+                             np.random.default_rng(args.seed)))
+        return
+    if not args.model:
+        parser.error("--model is required (or --write-hub)")
 
     print(environment())
     reranker = Reranker.from_pretrained(args.model)
