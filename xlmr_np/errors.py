@@ -27,3 +27,7 @@ class TokenizerError(XlmrNpError, ValueError):
 
 class InputError(XlmrNpError, ValueError):
     """The pairs passed to the model are malformed (empty list, non-string text, bad shape)."""
+
+
+class ComparisonError(XlmrNpError, ValueError):
+    """The reference model cannot be compared module by module (a module or an output is missing)."""
