@@ -140,8 +140,8 @@ def layer_table(inspection: Inspection) -> list[dict]:
     t = inspection.tensors
     doc = np.array([s == 1 for s in inspection.segments])  # [T]
     x = t["embeddings"].astype(np.float64)  # [T, D]
-    rows = [dict(stage="embeddings", rms=_rms(x), **{"max|x|": float(np.abs(x).max())}, change=float("nan"),
-                 entropy=float("nan"), **{"<s> looks at": "", "<s> on doc": float("nan")})]
+    rows = [{"stage": "embeddings", "rms": _rms(x), "max|x|": float(np.abs(x).max()), "change": "",
+             "entropy": "", "<s> looks at": "", "<s> on doc": ""}]  # no attention before the first layer
     for i in range(inspection.num_layers):
         y = t[f"encoder.layer.{i}.output"].astype(np.float64)  # [T, D]
         probs = inspection.attention(i).astype(np.float64)  # [H, T, T]
