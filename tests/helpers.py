@@ -28,12 +28,14 @@ TINY = dict(BGE_RERANKER_BASE, hidden_size=32, num_hidden_layers=2, num_attentio
             intermediate_size=37)
 
 
-def build_model(directory, seed=0, dtype=None, init_std=None, **overrides):
+def build_model(directory, seed=0, dtype=None, init_std=None, head_scale=1.0, **overrides):
     """Save a random XLMRobertaForSequenceClassification (eager attention) plus the real tokenizer.
 
     Returns the torch model (eval mode, float32) so tests can compare against it.
     init_std: a larger initializer range than BERT's 0.02 gives activations with real dynamic range,
     so the comparison is not trivially passed by near-zero layers.
+    head_scale: multiplies classifier.out_proj, to give logits the spread of a trained reranker (about
+    -10..10) rather than the near-zero logits of a freshly initialised head.
     """
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
@@ -49,6 +51,8 @@ def build_model(directory, seed=0, dtype=None, init_std=None, **overrides):
         for name, p in model.named_parameters():
             if "LayerNorm" in name or name.endswith(".bias"):
                 p.add_(torch.randn_like(p) * 0.1)
+        model.classifier.out_proj.weight.mul_(head_scale)
+        model.classifier.out_proj.bias.mul_(head_scale)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     saved = model if dtype is None else model.to(dtype)
