@@ -66,11 +66,13 @@ def build_model(directory, seed=0, dtype=None, init_std=None, head_scale=1.0, **
 def notebook_model(seed=0, **overrides) -> str:
     """The model directory a notebook runs on: $XLMR_NP_MODEL if set (e.g. the real bge-reranker-base),
     else a tiny random model (TINY, with overrides) built in a fresh temporary directory, no hub access."""
+    import atexit
     import os
     import tempfile
 
     if os.environ.get("XLMR_NP_MODEL"):
         return os.environ["XLMR_NP_MODEL"]
     directory = tempfile.mkdtemp(prefix="xlmr-np-notebook-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # removed when the kernel exits
     build_model(directory, seed=seed, init_std=0.2, **overrides)
     return directory
