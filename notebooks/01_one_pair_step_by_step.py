@@ -60,7 +60,8 @@ print(format_table([dict(i=i, token=t, id=int(n), segment=str(s), position=int(p
 #
 # XLM-R inherits fairseq's offset: with padding index $p = 1$,
 #
-# $$\text{pos}_t = p + \sum_{s \le t} m_s \quad\text{for real tokens } (m_t = 1), \qquad \text{pos}_t = p \text{ at padding},$$
+# $$\text{pos}_t = p + \sum_{s \le t} m_s \quad\text{for real tokens } (m_t = 1),
+# \qquad \text{pos}_t = p \text{ at padding},$$
 #
 # so the first real token sits at position 2, and a 514-slot table holds 512 tokens.
 

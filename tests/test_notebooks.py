@@ -55,5 +55,6 @@ def test_notebook_does_not_redefine_package_code(source):
     ours = set()
     for module in (xlmr_np, model, inspect, parity, plot):
         ours |= {n for n in vars(module) if not n.startswith("__")}
-    defined = {n.name for n in ast.walk(ast.parse(source.read_text())) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    tree = ast.parse(source.read_text())
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     assert not defined & ours, f"{source.name} redefines {sorted(defined & ours)}: import them instead"

@@ -15,6 +15,7 @@ transformers module names (`encoder.layer.3.attention.self.probs`) and nothing i
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,10 +108,20 @@ def format_table(rows: list, columns: list[str] | None = None) -> str:
     dicts = [r if isinstance(r, dict) else vars(r) for r in rows]
     columns = columns or list(dicts[0])
     cells = [[_cell(d[c]) for c in columns] for d in dicts]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    widths = [max(_width(c), *(_width(row[i]) for row in cells)) for i, c in enumerate(columns)]
+
+    def pad(v, w):
+        fill = " " * (w - _width(v))
+        return fill + v if _numeric(v) else v + fill
+
+    lines = ["  ".join(c + " " * (w - _width(c)) for c, w in zip(columns, widths))]
+    lines += ["  ".join(pad(v, w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _width(text: str) -> int:
+    """Terminal columns: CJK characters take two, so Chinese queries stay aligned."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def _cell(v) -> str:
