@@ -72,6 +72,9 @@ def notebook_model(seed=0, **overrides) -> str:
 
     if os.environ.get("XLMR_NP_MODEL"):
         return os.environ["XLMR_NP_MODEL"]
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # progress bars would only add noise (and timings) to saved outputs
     directory = tempfile.mkdtemp(prefix="xlmr-np-notebook-")
     atexit.register(shutil.rmtree, directory, ignore_errors=True)  # removed when the kernel exits
     build_model(directory, seed=seed, init_std=0.2, **overrides)

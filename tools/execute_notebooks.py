@@ -26,7 +26,9 @@ def execute(source: Path, timeout: int = 300):
     from nbclient import NotebookClient
 
     notebook = jupytext.read(source)
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+    for i, cell in enumerate(notebook.cells):
+        cell.id = f"cell-{i:02d}"  # stable ids (jupytext draws random ones), so re-runs diff cleanly
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(source.parent)}}).execute()
     return notebook
 

@@ -91,18 +91,19 @@ def attribution_figure(attribution: Attribution, title: str | None = None, width
                 continue
         placed.append((text, delta, x, y))
         x += w
-    height_px = y + line_h + 2 * margin + 1.0 * fig.dpi  # text, title and colour bar
+    height_px = y + line_h + 2 * margin + 1.2 * fig.dpi  # text, a two-line title and the colour bar
     fig.set_size_inches(width, height_px / fig.dpi)
     for text, delta, x, y in placed:
         box = None if delta is None else dict(facecolor=cmap(norm(delta)), edgecolor="none", pad=2)
-        fig.text((margin + x) / (width * fig.dpi), 1 - (margin + 0.35 * fig.dpi + y) / height_px, text,
-                 fontproperties=font, va="top", ha="left", bbox=box)
+        strong = delta is not None and abs(delta) > 0.7 * scale  # dark background: white text
+        fig.text((margin + x) / (width * fig.dpi), 1 - (margin + 0.55 * fig.dpi + y) / height_px, text,
+                 fontproperties=font, va="top", ha="left", bbox=box, color="white" if strong else "black")
     bar = fig.add_axes((0.15, 0.45 * fig.dpi / height_px, 0.7, 0.12 * fig.dpi / height_px))
     verb = "removed" if attribution.method == "remove" else "masked"
     fig.colorbar(ScalarMappable(norm, cmap), cax=bar, orientation="horizontal",
                  label=f"score change when the {attribution.unit} is {verb} (logit)")
     fig.suptitle(title or f"Attribution by {attribution.unit} {verb}: score {attribution.score:.4g}",
-                 y=1 - 0.12 * fig.dpi / height_px)
+                 y=1 - 0.08 * fig.dpi / height_px, va="top", wrap=True)
     return fig
 
 

@@ -100,6 +100,6 @@ def _plot(seen, result, args) -> None:
     side = out.with_name(f"{out.stem}-attribution{out.suffix}")
     attention_figure(seen, layers=args.layers, heads=args.heads).savefig(out, dpi=100)
     verb = "removed" if args.method == "remove" else "masked"
-    title = f"Attribution (score change when a {args.unit} is {verb}): query {args.query!r}, logit {result.score:.4g}"
+    title = f"Score change when a {args.unit} is {verb}\nquery {args.query!r}, logit {result.score:.4g}"
     attribution_figure(result, title=title).savefig(side, dpi=100)
     print(f"\nwrote {out} (attention heatmaps) and {side} (attribution)")
