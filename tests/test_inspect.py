@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import require
 from helpers import build_model
 
 from xlmr_np import InputError, Reranker, model
@@ -120,3 +121,15 @@ def test_attribution_errors(reranker, monkeypatch):
     monkeypatch.setattr(reranker.tokenizer, "token_to_id", lambda token: None)
     with pytest.raises(InputError, match="needs a '<mask>' token"):
         attribute(reranker, QUERY, DOCUMENT, method="mask")
+
+
+def test_attention_figure_labels_tokens_and_checks_heads(seen):
+    require("matplotlib")
+    from xlmr_np.plot import attention_figure
+
+    fig = attention_figure(seen, layers=[1], heads=[0, 3])
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["layer 1, head 0", "layer 1, head 3"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == seen.tokens
+    assert fig.axes[0].get_ylabel() == "attending token (query)"
+    with pytest.raises(InputError, match=r"head must be in \[0, 4\), got 4"):
+        attention_figure(seen, heads=[4])

@@ -139,3 +139,10 @@ def test_mismatched_traces_are_refused():
         diff_traces(ours, {}, keep)
     with pytest.raises(ComparisonError, match=r"shapes differ, \(1, 2, 4\) here and \(1, 2, 3\)"):
         diff_traces(ours, {"embeddings": np.zeros((1, 2, 3))}, keep)
+
+
+def test_compare_from_a_directory_loads_transformers_itself(tiny):
+    reranker, _ = tiny
+    result = xlmr_np.compare(reranker.model_dir, PAIRS[:1])
+    assert result.first_divergence is None
+    assert result.rows[-1].name == "classifier.out_proj"
