@@ -51,12 +51,12 @@ def test_plot_writes_heatmaps_and_attribution(model_dir, tmp_path, capsys):
     (["--heads", "0,7"], "--heads: the model has 4 heads (0..3); got [7]"),
 ])
 def test_out_of_range_layers_and_heads(model_dir, capsys, argv, message):
-    assert main(["inspect", "--model", model_dir, QUERY, DOCUMENT, *argv]) == 2
+    assert main(["inspect", "--model", model_dir, QUERY, DOCUMENT, *argv]) == 1
     assert message in capsys.readouterr().err
 
 
 def test_missing_model_directory(tmp_path, capsys):
-    assert main(["inspect", "--model", str(tmp_path / "nope"), QUERY, DOCUMENT]) == 2
+    assert main(["inspect", "--model", str(tmp_path / "nope"), QUERY, DOCUMENT]) == 1
     assert "not a directory" in capsys.readouterr().err
 
 

@@ -1,7 +1,7 @@
 """xlmr-np: a pure-numpy XLM-RoBERTa cross-encoder (the architecture of BAAI/bge-reranker-base)."""
 
 from .config import XLMRobertaConfig
-from .errors import CheckpointError, ComparisonError, ConfigError, InputError, TokenizerError, XlmrNpError
+from .errors import CheckpointError, ComparisonError, ConfigError, HubError, InputError, TokenizerError, XlmrNpError
 from .parity import compare
 from .reranker import ModelOutput, Reranker, sigmoid64
 from .tokenizer import Batch, PairTokenizer
@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointError",
     "ComparisonError",
     "ConfigError",
+    "HubError",
     "InputError",
     "ModelOutput",
     "PairTokenizer",

@@ -29,5 +29,10 @@ class InputError(XlmrNpError, ValueError):
     """The pairs passed to the model are malformed (empty list, non-string text, bad shape)."""
 
 
+class HubError(XlmrNpError, OSError):
+    """A model name could not be resolved to a local directory: not cached while offline, unknown repo,
+    unknown revision, or a repo without the files xlmr_np reads."""
+
+
 class ComparisonError(XlmrNpError, ValueError):
     """The reference model cannot be compared module by module (a module or an output is missing)."""

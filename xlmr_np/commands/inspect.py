@@ -13,16 +13,15 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import InputError, XlmrNpError
+from ..errors import InputError
+from .common import add_model_arguments, load_reranker, reports_errors
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("inspect", help="look inside the forward pass of one (query, document) pair",
                               description=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--model", required=True, help="model directory (config.json, model.safetensors, tokenizer.json)")
     p.add_argument("query")
     p.add_argument("document")
-    p.add_argument("--max-length", type=int, default=512, help="tokens per pair, special tokens included")
     p.add_argument("--all", action="store_true", help="also print every named intermediate with statistics")
     p.add_argument("--unit", choices=("word", "token"), default="word", help="attribution unit")
     p.add_argument("--method", choices=("remove", "mask"), default="remove",
@@ -33,7 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--heads", type=_indices, help="heads to plot, e.g. 0-3 (default: all)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="highlight with ANSI colours (auto: when stdout is a terminal and NO_COLOR is unset)")
-    p.set_defaults(func=run)
+    add_model_arguments(p)
+    p.set_defaults(func=reports_errors(run))
 
 
 def _indices(text: str) -> list[int]:
@@ -49,18 +49,10 @@ def _indices(text: str) -> list[int]:
 
 
 def run(args) -> int:
-    try:
-        return _run(args)
-    except XlmrNpError as e:
-        print(f"xlmr-np inspect: error: {e}", file=sys.stderr)
-        return 2
-
-
-def _run(args) -> int:
     from ..inspect import attribute, format_table, inspect_pair, layer_table, render_terminal, stats
-    from ..reranker import Reranker, sigmoid64
+    from ..reranker import sigmoid64
 
-    reranker = Reranker.from_pretrained(args.model, max_length=args.max_length)
+    reranker = load_reranker(args)
     config = reranker.config
     for name, chosen, count in (("layer", args.layers, config.num_hidden_layers),
                                 ("head", args.heads, config.num_attention_heads)):
@@ -79,7 +71,8 @@ def _run(args) -> int:
     if args.all:
         print()
         print(format_table(stats(seen)))
-    result = attribute(reranker, args.query, args.document, unit=args.unit, method=args.method)
+    result = attribute(reranker, args.query, args.document, unit=args.unit, method=args.method,
+                       batch_size=args.batch_size)
     print()
     print(render_terminal(result, color=_use_color(args.color)))
     if args.plot:
