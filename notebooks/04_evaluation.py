@@ -22,7 +22,8 @@
 #   $\mathrm{AP} = \sum_t (R_t - R_{t-1})\,P_t$ over the distinct score thresholds $t$;
 # * **MRR@10**: the mean over queries of $1/\text{rank}$ of the first relevant document in the top 10 (else 0);
 #
-# both as percentages, computed by `xlmr_np.metrics` exactly as the published numbers were.
+# both as percentages, computed by `xlmr_np.metrics` exactly as the published numbers were, after
+# `xlmr_np.evaluate.apply_protocol` drops the queries without a positive or a negative (as mteb does).
 #
 # Here the data is `data/reranking_sample.jsonl`: 8 queries (Chinese and English) written for this
 # notebook in the C-MTEB layout, not a C-MTEB dataset (the hub is not reachable from CI). The model is
@@ -41,31 +42,28 @@ sys.path.insert(0, "../tests")
 from helpers import notebook_model  # noqa: E402
 
 from xlmr_np import Reranker  # noqa: E402
+from xlmr_np.evaluate import Query, apply_protocol  # noqa: E402
 from xlmr_np.inspect import format_table  # noqa: E402
-from xlmr_np.metrics import average_precision, bootstrap_interval, mrr_at_k  # noqa: E402
+from xlmr_np.metrics import bootstrap_interval, per_query_metrics  # noqa: E402
 
 reranker = Reranker.from_pretrained(notebook_model(seed=0))
 with open("data/reranking_sample.jsonl", encoding="utf-8") as f:
     rows = [json.loads(line) for line in f]
-rows = [r for r in rows if r["positive"] and r["negative"]]  # as mteb: a query needs both kinds
-print(f"{len(rows)} queries, {sum(len(r['positive']) + len(r['negative']) for r in rows)} pairs")
+queries = apply_protocol([Query(i, r["query"], r["positive"], r["negative"]) for i, r in enumerate(rows)])
+print(f"{len(queries)} queries, {sum(len(q.documents) for q in queries)} pairs")
 
 # %% [markdown]
 # ## Score every pair
 #
-# Per query, the positives first and then the negatives, as C-MTEB lists them; raw logits
-# (`normalize=False`), since the sigmoid does not change any ranking.
+# Per query, the positives first and then the negatives (`Query.documents`), as C-MTEB lists them;
+# raw logits (`normalize=False`), since the sigmoid does not change any ranking.
 
 # %%
-runs = []
-for r in rows:
-    documents = r["positive"] + r["negative"]
-    scores = reranker.compute_score([(r["query"], d) for d in documents], batch_size=32)
-    runs.append((np.array([True] * len(r["positive"]) + [False] * len(r["negative"])), np.array(scores)))
-
-per_query = [dict(q=i, query=r["query"][:28], docs=len(rel), relevant=int(rel.sum()),
-                  AP=100 * average_precision(rel, s), **{"RR@10": 100 * mrr_at_k(rel, s, k=10)})
-             for i, (r, (rel, s)) in enumerate(zip(rows, runs))]
+labels = [np.arange(len(q.documents)) < len(q.positives) for q in queries]  # True for the positives
+scores = [np.array(reranker.compute_score([(q.text, d) for d in q.documents], batch_size=32)) for q in queries]
+ap, rr = per_query_metrics(zip(labels, scores), k=10)
+per_query = [dict(q=i, query=q.text[:28], docs=len(q.documents), relevant=len(q.positives), AP=100 * a,
+                  **{"RR@10": 100 * r}) for i, (q, a, r) in enumerate(zip(queries, ap, rr))]
 print(format_table(per_query))
 
 # %% [markdown]
@@ -75,25 +73,19 @@ print(format_table(per_query))
 # oracle that scores every relevant document above every irrelevant one (100 by construction).
 
 # %%
-def map_and_mrr(score_lists):
-    ap = [average_precision(rel, s) for (rel, _), s in zip(runs, score_lists)]
-    rr = [mrr_at_k(rel, s, k=10) for (rel, _), s in zip(runs, score_lists)]
-    return 100 * np.mean(ap), 100 * np.mean(rr), np.array(ap)
-
-
-model_map, model_mrr, model_ap = map_and_mrr([s for _, s in runs])
 rng = np.random.default_rng(0)
-random_draws = [map_and_mrr([rng.random(len(rel)) for rel, _ in runs])[:2] for _ in range(1000)]
-oracle_map, oracle_mrr, _ = map_and_mrr([rel.astype(float) for rel, _ in runs])
-low, high = bootstrap_interval(100 * model_ap, seed=0)
+random_draws = [per_query_metrics([(rel, rng.random(len(rel))) for rel in labels]) for _ in range(1000)]
+random_ap = np.mean([draw_ap for draw_ap, _ in random_draws], axis=0)  # [queries]
+oracle_ap, oracle_rr = per_query_metrics([(rel, rel.astype(float)) for rel in labels])
+low, high = bootstrap_interval(100 * ap, seed=0)
 table = [
-    {"system": "xlmr_np (this model)", "MAP": model_map, "MRR@10": model_mrr},
-    {"system": "random scores", "MAP": float(np.mean([d[0] for d in random_draws])),
-     "MRR@10": float(np.mean([d[1] for d in random_draws]))},
-    {"system": "oracle", "MAP": oracle_map, "MRR@10": oracle_mrr},
+    {"system": "xlmr_np (this model)", "MAP": 100 * ap.mean(), "MRR@10": 100 * rr.mean()},
+    {"system": "random scores", "MAP": 100 * random_ap.mean(),
+     "MRR@10": 100 * float(np.mean([draw_rr.mean() for _, draw_rr in random_draws]))},
+    {"system": "oracle", "MAP": 100 * oracle_ap.mean(), "MRR@10": 100 * oracle_rr.mean()},
 ]
 print(format_table(table))
-print(f"\nMAP 95% bootstrap interval over these {len(rows)} queries: {low:.1f} .. {high:.1f}")
+print(f"\nMAP 95% bootstrap interval over these {len(queries)} queries: {low:.1f} .. {high:.1f}")
 
 # %% [markdown]
 # ## Per query
@@ -102,11 +94,10 @@ print(f"\nMAP 95% bootstrap interval over these {len(rows)} queries: {low:.1f} .
 # per-query table above for the text).
 
 # %%
-random_ap = np.mean([[average_precision(rel, rng.random(len(rel))) for rel, _ in runs] for _ in range(300)], axis=0)
-x = np.arange(len(rows))
+x = np.arange(len(queries))
 fig, ax = plt.subplots(figsize=(8, 3.8), layout="constrained")
-ax.bar(x - 0.2, 100 * model_ap, width=0.4, label="xlmr_np")
-ax.bar(x + 0.2, 100 * random_ap, width=0.4, label="random scores (mean of 300)")
+ax.bar(x - 0.2, 100 * ap, width=0.4, label="xlmr_np")
+ax.bar(x + 0.2, 100 * random_ap, width=0.4, label="random scores (mean of 1,000 draws)")
 ax.set_xticks(x, [f"q{i}" for i in x])
 ax.set_xlabel("query")
 ax.set_ylabel("average precision (%)")
