@@ -107,8 +107,7 @@ probs = trace.tensors["encoder.layer.0.attention.self.probs"][0]  # [H, T, T]
 print("query", trace.tensors["encoder.layer.0.attention.self.query"].shape[1:], "probs", probs.shape,
       "context", context.shape)
 print("every row of every head sums to 1:", np.allclose(probs.sum(axis=-1), 1))
-print("head 0, where <s> looks (top 3): "
-      + ", ".join(f"{seen.tokens[j]} {probs[0, 0, j]:.3f}" for j in np.argsort(-probs[0, 0])[:3]))
+print("layer 0, head 0, where <s> looks (top 3):", seen.attends_to(layer=0, head=0, token=0, k=3))
 
 # %% [markdown]
 # ## 5. Attention output: dense, residual, LayerNorm (post-LN)

@@ -67,6 +67,15 @@ def test_layer_table(reranker, seen):
         assert r["<s> looks at"] in seen.tokens
 
 
+def test_attends_to_maps_attention_back_to_token_strings(seen):
+    top = seen.attends_to(layer=1, head=2, token=0, k=3)
+    row = seen.attention(1, 2)[0]
+    assert [p for _, p in top] == sorted(row.tolist(), reverse=True)[:3]
+    assert top[0][0] == seen.tokens[int(row.argmax())]
+    mean = seen.attends_to(layer=0, head=None, token=4, k=len(seen.tokens))
+    assert sum(p for _, p in mean) == pytest.approx(1, abs=1e-6)
+
+
 def test_attention_index_errors(seen):
     with pytest.raises(InputError, match=r"layer must be in \[0, 2\), got 2"):
         seen.attention(2)

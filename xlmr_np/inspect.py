@@ -9,6 +9,7 @@ transformers module names (`encoder.layer.3.attention.self.probs`) and nothing i
     >>> seen = inspect_pair(r, "capital of France", "Paris is the capital of France.")
     >>> seen.tokens[:4], seen.tensors["embeddings"].shape        # (['<s>', '▁capital', '▁of', '▁France'], (T, D))
     >>> seen.attention(layer=11, head=0)                         # [T, T]: row i = how token i spreads its attention
+    >>> seen.attends_to(layer=11, head=0, token=0, k=3)          # [('</s>', 0.4), ...]: where <s> looks, as tokens
     >>> print(format_table(stats(seen)))                         # every intermediate: shape, mean, std, min, max
     >>> print(render_terminal(attribute(r, "capital of France", "Paris is the capital of France.")))
 """
@@ -58,6 +59,15 @@ class Inspection:
         if not 0 <= head < probs.shape[0]:
             raise InputError(f"head must be in [0, {probs.shape[0]}), got {head}")
         return probs[head]  # [T, T]
+
+    def attends_to(self, layer: int, head: int | None, token: int = 0, k: int = 5) -> list[tuple[str, float]]:
+        """The k tokens that token `token` attends to most, as (token string, probability), strongest first.
+
+        head None averages the heads. Example: seen.attends_to(11, None) -> [('</s>', 0.41), ('▁Paris', 0.12), ...]
+        """
+        probs = self.attention(layer, head)  # [T, T] or [H, T, T]
+        row = (probs if head is not None else probs.mean(axis=0))[token]  # [T]
+        return [(self.tokens[j], float(row[j])) for j in np.argsort(-row, kind="stable")[:k]]
 
 
 def inspect_pair(reranker, query: str, document: str) -> Inspection:
