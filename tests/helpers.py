@@ -61,3 +61,21 @@ def build_model(directory, seed=0, dtype=None, init_std=None, head_scale=1.0, **
         model = model.float()
     shutil.copy(xlmr_tokenizer_json(), directory / "tokenizer.json")
     return model
+
+
+def notebook_model(seed=0, **overrides) -> str:
+    """The model directory a notebook runs on: $XLMR_NP_MODEL if set (e.g. the real bge-reranker-base),
+    else a tiny random model (TINY, with overrides) built in a fresh temporary directory, no hub access."""
+    import atexit
+    import os
+    import tempfile
+
+    if os.environ.get("XLMR_NP_MODEL"):
+        return os.environ["XLMR_NP_MODEL"]
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # progress bars would only add noise (and timings) to saved outputs
+    directory = tempfile.mkdtemp(prefix="xlmr-np-notebook-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # removed when the kernel exits
+    build_model(directory, seed=seed, init_std=0.2, **overrides)
+    return directory

@@ -65,3 +65,14 @@ def test_full_size_float64_logits_within_1e_9(full_size, torch):
     reranker = Reranker.from_pretrained(directory, dtype=np.float64)
     batch = reranker.tokenize(PAIRS[:3])
     compare("full-size float64", reranker, batch, *run_torch(torch, model, batch, torch.float64), atol=1e-9)
+
+
+def test_full_size_compare_finds_no_divergence_at_default_tolerance(full_size):
+    """xlmr_np.compare's default tolerance (parity.ATOL, RTOL) must not flag float32 round-off at full size."""
+    import xlmr_np
+
+    directory, model = full_size
+    result = xlmr_np.compare(Reranker.from_pretrained(directory), PAIRS[:2], model)
+    print("\n" + "\n".join(f"{r.name}: max {r.max_abs:.3g}, tolerance {r.tolerance:.3g}" for r in result.rows[-4:]))
+    assert result.first_divergence is None, result.verdict()
+    assert len(result.rows) == 3 + 8 * 12 + 2

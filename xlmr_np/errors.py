@@ -34,6 +34,10 @@ class HubError(XlmrNpError, OSError):
     unknown revision, or a repo without the files xlmr_np reads."""
 
 
+class ComparisonError(XlmrNpError, ValueError):
+    """The reference model cannot be compared module by module (a module or an output is missing)."""
+
+
 class DatasetError(XlmrNpError, ValueError):
     """An evaluation dataset cannot be downloaded or read, or does not have the expected layout."""
 

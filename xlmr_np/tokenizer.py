@@ -98,10 +98,21 @@ class PairTokenizer:
 
     def encode(self, pairs) -> list[EncodedPair]:
         """Token ids for each pair, truncated to max_length, with a flag for each pair that was cut."""
+        return [EncodedPair(e.ids, cut) for e, cut in self._encode(pairs)]
+
+    def encodings(self, pairs) -> list[Encoding]:
+        """The tokenizers Encodings behind encode(), for inspection: token strings, character offsets,
+        word ids and sequence ids (0 query, 1 document, None for the template's special tokens)."""
+        return [e for e, _ in self._encode(pairs)]
+
+    def token_to_id(self, token: str) -> int | None:
+        """The id of a vocabulary entry such as "<mask>", or None if the vocabulary lacks it."""
+        return self._tokenizer.token_to_id(token)
+
+    def _encode(self, pairs) -> list[tuple[Encoding, bool]]:
         pairs = check_pairs(pairs)
         if self.truncation == "longest_first":
-            encodings = self._tokenizer.encode_batch(pairs)
-            return [EncodedPair(e.ids, bool(e.overflowing)) for e in encodings]
+            return [(e, bool(e.overflowing)) for e in self._tokenizer.encode_batch(pairs)]
         return self._encode_only_second(pairs)
 
     def _cap_query(self, query: Encoding) -> bool:
@@ -124,7 +135,7 @@ class PairTokenizer:
             if len(document) > room:
                 cut = True
                 document.truncate(room)
-            out.append(EncodedPair(self._tokenizer.post_process(query, document).ids, cut))
+            out.append((self._tokenizer.post_process(query, document), cut))
         return out
 
     def encode_windows(self, pairs, overlap: int = 64) -> tuple[list[EncodedPair], list[int]]:
