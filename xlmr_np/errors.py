@@ -27,3 +27,7 @@ class TokenizerError(XlmrNpError, ValueError):
 
 class InputError(XlmrNpError, ValueError):
     """The pairs passed to the model are malformed (empty list, non-string text, bad shape)."""
+
+
+class BenchmarkError(XlmrNpError, RuntimeError):
+    """The benchmark cannot run: a peer library or the benchmark model is missing, or a run failed."""
