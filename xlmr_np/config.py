@@ -81,6 +81,10 @@ class XLMRobertaConfig:
         # transformers writes the label count as id2label; num_labels appears only in hand-written files.
         if "id2label" in raw and isinstance(raw["id2label"], dict):
             values["num_labels"] = len(raw["id2label"])
+        elif "num_labels" not in raw:
+            # transformers omits id2label when it holds its own default of two labels; this is the one
+            # default we take, and the checkpoint's classifier.out_proj shape is still checked against it.
+            values["num_labels"] = 2
         if "num_labels" in raw and values.get("num_labels") != raw["num_labels"]:
             raise ConfigError(
                 f"{source}: num_labels is {raw['num_labels']} but id2label has {values['num_labels']} labels"

@@ -1,0 +1,104 @@
+"""Tier 2: random cross-encoders built by transformers at test time, loaded through the public API.
+
+Every hidden state, every attention-probability tensor and the logits must agree with transformers'
+eager implementation, on batches with padding and mixed lengths, in float32 and float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_close
+from helpers import build_model
+
+from xlmr_np import Reranker
+
+PAIRS = [
+    ("what is the capital of France?", "Paris is the capital and most populous city of France."),
+    ("q", ""),
+    ("北京是哪个国家的首都？",
+     "北京是中华人民共和国的首都，也是全国的政治和文化中心。 Beijing is the capital of China."),
+    ("emoji 🙂 test", "Ünïcödé text with emoji 🎉🎉 and mixed scripts: русский, العربية, हिन्दी, 日本語."),
+    ("a much longer query " * 6, "short doc"),
+]
+
+# (name, seed, overrides): odd sizes catch transposed weights; num_labels 2 checks the head's shape.
+MODELS = [
+    ("h32-l2-labels1-seed0", 0, dict()),
+    ("h32-l2-labels2-seed1", 1, dict(num_labels=2)),
+    ("h48-l3-heads6-ff53-seed2", 2, dict(hidden_size=48, num_attention_heads=6, intermediate_size=53,
+                                         num_hidden_layers=3)),
+]
+
+
+@pytest.fixture(scope="module", params=MODELS, ids=[m[0] for m in MODELS])
+def built(request, torch, tmp_path_factory):
+    name, seed, overrides = request.param
+    directory = tmp_path_factory.mktemp(name)
+    return directory, build_model(directory, seed=seed, init_std=0.2, **overrides)
+
+
+def reference(torch, torch_model, batch, dtype):
+    m = torch_model.to(torch.float64 if dtype == np.float64 else torch.float32)
+    with torch.inference_mode():
+        out = m(input_ids=torch.from_numpy(batch.input_ids), attention_mask=torch.from_numpy(batch.attention_mask),
+                output_hidden_states=True, output_attentions=True)
+    torch_model.float()
+    return out
+
+
+@pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+def test_every_hidden_state_attention_and_logit_matches_transformers(built, torch, dtype, atol):
+    directory, torch_model = built
+    reranker = Reranker.from_pretrained(directory, dtype=dtype)
+    batch = reranker.tokenize(PAIRS)
+    assert len(set(batch.lengths.tolist())) > 2, "the batch must mix lengths and padding"
+    ours = reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True,
+                            output_attentions=True)
+    ref = reference(torch, torch_model, batch, dtype)
+    real = batch.attention_mask.astype(bool)  # [B, T]: only real tokens are comparable across implementations
+    assert len(ours.hidden_states) == len(ref.hidden_states) == torch_model.config.num_hidden_layers + 1
+    for i, (a, b) in enumerate(zip(ours.hidden_states, ref.hidden_states)):
+        assert a.dtype == dtype
+        assert_close(f"hidden_states[{i}]", a[real], b.numpy()[real], atol=atol, rtol=atol)
+    pair_real = real[:, None, :, None] & real[:, None, None, :]  # [B, 1, T, T]
+    for i, (a, b) in enumerate(zip(ours.attentions, ref.attentions)):
+        mask = np.broadcast_to(pair_real, a.shape)
+        assert_close(f"attentions[{i}]", a[mask], b.numpy()[mask], atol=atol)
+        assert np.all(a[~mask] == 0)
+    assert_close("logits", ours.logits, ref.logits.numpy(), atol=atol, rtol=atol)
+    assert np.ptp(ref.logits.numpy()[:, 0]) > 100 * atol, "the random model must separate the pairs"
+
+
+def test_compute_score_returns_the_logits_in_input_order(built, torch):
+    directory, torch_model = built
+    reranker = Reranker.from_pretrained(directory)
+    batch = reranker.tokenize(PAIRS)
+    ref = reference(torch, torch_model, batch, np.float32).logits.numpy()
+    scores = reranker.compute_score(PAIRS, batch_size=2)
+    expected = ref[:, 0] if ref.shape[1] == 1 else ref
+    assert_close("compute_score", scores, expected, atol=2e-5, rtol=2e-5)
+
+
+def test_scores_do_not_depend_on_batch_size_neighbours_or_order(tiny_model):
+    directory, _ = tiny_model
+    reranker = Reranker.from_pretrained(directory)
+    alone = np.array([reranker.compute_score([p]) for p in PAIRS])
+    for batch_size in (1, 2, 3, len(PAIRS)):
+        assert_close(f"batch_size {batch_size}", reranker.compute_score(PAIRS, batch_size=batch_size), alone,
+                     atol=0)
+    order = np.random.default_rng(0).permutation(len(PAIRS))
+    shuffled = reranker.compute_score([PAIRS[i] for i in order], batch_size=4)
+    assert_close("shuffled", np.array(shuffled)[np.argsort(order)], alone, atol=0)
+    crowd = PAIRS + [("other query", "other document " * 40)] * 7
+    assert_close("among other pairs", reranker.compute_score(crowd, batch_size=16)[: len(PAIRS)], alone, atol=0)
+
+
+def test_normalize_is_a_float64_sigmoid_of_the_logits(tiny_model):
+    directory, _ = tiny_model
+    reranker = Reranker.from_pretrained(directory)
+    logits = np.array(reranker.compute_score(PAIRS))
+    probs = np.array(reranker.compute_score(PAIRS, normalize=True))
+    assert_close("sigmoid", probs, 1 / (1 + np.exp(-logits)), atol=1e-15)
+    assert isinstance(reranker.compute_score(PAIRS[0]), float)
+    assert isinstance(reranker.compute_score([PAIRS[0]]), float)
