@@ -170,7 +170,7 @@ RERANK_QUERY = "Wie ändere ich das Arbeitsverzeichnis der Shell und was passier
 CATALOG_LANGUAGES = ("de", "fr", "es", "ru", "zh_CN", "ja", "ko", "pl", "pt_BR", "it", "vi", "uk", "tr")
 
 
-def catalog_documents(count: int = 100, domain: str = "bash", min_chars: int = 200,
+def catalog_documents(count: int, domain: str = "bash", min_chars: int = 200,
                       localedir: str = "/usr/share/locale") -> tuple[list[str], str]:
     """Real multilingual documents: the translated help texts in the system's gettext catalogs.
 
@@ -545,7 +545,6 @@ def report_markdown(env: dict, results: list[Result], cold: list[dict], peak: fl
     lines.append("- batch size (docs/s on 32 pairs of the mixed workload): " + "; ".join(
         f"{e}: " + ", ".join(f"{b}: {r:.2f}" for b, r in rates.items()) for e, rates in batch_rates.items()))
     engines = list(dict.fromkeys(r.engine for r in results))
-    peers = [e for e in engines if e != "xlmr_np"]
     by = {(r.workload, r.engine): r for r in results}
     lines += ["", "| workload | engine | batch | docs/s | useful GFLOP/s | % of sgemm peak | xlmr_np speed-up |",
               "|---|---|---|---|---|---|---|"]
@@ -616,8 +615,11 @@ def report_chart(results: list[Result], cold: list[dict], path: Path) -> Path:
 
 def run(model_dir: Path, out_dir: Path, engines: Sequence[str] = ENGINES, repeats: int = 5,
         pairs: int = 64, batch_candidates: Sequence[int] = (8, 16, 32), build: bool = True,
-        cold: bool = True, command: str = "", log=print) -> str:
-    """Build or reuse the model, measure every engine on every workload, write report.md/.json/.png."""
+        cold: bool = True, command: str = "", log=print, documents: int = 100) -> str:
+    """Build or reuse the model, measure every engine on every workload, write report.md/.json/.png.
+
+    pairs: size of the uniform 128/256 workloads (512: half); documents: size of the rerank and mixed ones.
+    """
     from .config import XLMRobertaConfig
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -637,11 +639,12 @@ def run(model_dir: Path, out_dir: Path, engines: Sequence[str] = ENGINES, repeat
     log(f"numpy sgemm peak {peak:.0f} GFLOP/s")
     V = config.vocab_size
     workloads = [uniform(128, pairs, V), uniform(256, pairs, V), uniform(512, max(pairs // 2, 1), V),
-                 rerank(model_dir / "tokenizer.json", count=100, max_length=min(512, config.max_tokens)),
-                 mixed(100, V, high=min(512, config.max_tokens))]
+                 rerank(model_dir / "tokenizer.json", count=documents, max_length=min(512, config.max_tokens)),
+                 mixed(documents, V, high=min(512, config.max_tokens))]
     runners = {e: load_engine(e, model_dir) for e in names}
     mixed_w = workloads[-1]
-    batch_rates = {e: best_batch_size(runners[e], mixed_w, batch_candidates) for e in names}
+    batch_rates = {e: best_batch_size(runners[e], mixed_w, batch_candidates, pairs=min(32, documents))
+                   for e in names}
     batch_sizes = {e: max(rates, key=rates.get) for e, rates in batch_rates.items()}
     log(f"best batch sizes: {batch_sizes}")
     results = measure(runners, workloads, batch_sizes, config, repeats, log=log)

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,12 +57,62 @@ def linear(x, weight, bias):
     return y
 
 
-def layer_norm(x, weight, bias, eps):
-    """torch.nn.LayerNorm over the last axis, with the biased variance torch uses."""
-    mean = x.mean(axis=-1, keepdims=True)  # [N, D] -> [N, 1]
-    centered = x - mean
-    var = np.mean(centered * centered, axis=-1, keepdims=True)  # [N, D] -> [N, 1]
-    return centered / np.sqrt(var + x.dtype.type(eps)) * weight + bias
+# Elementwise work (GELU, layer norm, softmax) would otherwise run on one core while the GEMMs use all
+# of them. numpy's ufuncs release the GIL, so a thread per core can each take a share of the rows; each
+# share is then walked in blocks of about BLOCK_ELEMENTS values, so a block's temporaries stay in the L2
+# cache between the several passes an op makes over it. Blocking and threading never change a value:
+# every op here is elementwise or reduces along one row.
+BLOCK_ELEMENTS = 16384
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_pool: ThreadPoolExecutor | None = None
+
+
+def parallel(task, items):
+    """Run task(item) for every item, spread over THREADS threads (inline when there is one)."""
+    global _pool
+    items = list(items)
+    if THREADS == 1 or len(items) == 1:
+        for item in items:
+            task(item)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="xlmr_np")
+    for _ in _pool.map(task, items):
+        pass
+
+
+def blockwise(kernel, x, out):
+    """kernel(x_block, out_block) over row blocks of x [N, ...]: a share of rows per thread, then
+    cache-sized blocks within each share."""
+    n = x.shape[0]
+    rows = max(1, BLOCK_ELEMENTS // max(1, x[:1].size))  # rows per cache-sized block
+    shares = np.linspace(0, n, min(THREADS, n) + 1).astype(int)  # [THREADS + 1] row boundaries
+
+    def run_share(i):
+        for start in range(shares[i], shares[i + 1], rows):
+            stop = min(start + rows, shares[i + 1])
+            kernel(x[start:stop], out[start:stop])
+
+    parallel(run_share, range(len(shares) - 1))
+    return out
+
+
+def layer_norm(x, weight, bias, eps, out=None):
+    """torch.nn.LayerNorm over the last axis, with the biased variance torch uses.
+
+    out: where to write (may be x itself: the norm is then done in place).
+    """
+    eps = x.dtype.type(eps)
+
+    def kernel(xb, ob):  # [R, D] -> [R, D]
+        mean = xb.mean(axis=-1, keepdims=True)  # [R, D] -> [R, 1]
+        np.subtract(xb, mean, out=ob)  # centered
+        var = np.mean(ob * ob, axis=-1, keepdims=True)  # [R, D] -> [R, 1]
+        ob /= np.sqrt(var + eps)
+        ob *= weight
+        ob += bias
+
+    return blockwise(kernel, x, np.empty_like(x) if out is None else out)
 
 
 # erf(x) ~= x * P(x^2) / Q(x^2) on |x| <= 3.92 (beyond it erf rounds to +-1 in float32). Coefficients
@@ -121,20 +173,33 @@ def erf(x):
     return _erf64(x.astype(np.float64), x.dtype).astype(x.dtype)
 
 
-def gelu(x):
+def gelu(x, out=None):
     """transformers ACT2FN["gelu"]: the exact form x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)), not tanh.
 
     Formed in float64 and rounded once, so a float32 result is within 1 ulp of the exact value.
+    out: where to write (may be x itself). float32 runs blockwise on every core: the float64
+    temporaries of a block stay in cache.
     """
-    x64 = x.astype(np.float64)
-    phi = 0.5 * (1.0 + _erf64(x64 * (1 / math.sqrt(2)), x.dtype))
-    return (x64 * phi).astype(x.dtype)
+
+    def kernel(xb, ob):
+        x64 = xb.astype(np.float64)
+        phi = 0.5 * (1.0 + _erf64(x64 * (1 / math.sqrt(2)), x.dtype))
+        np.multiply(x64, phi, out=phi)
+        ob[...] = phi  # rounded once to x's dtype
+
+    if x.dtype == np.float64:
+        out = np.empty_like(x) if out is None else out
+        kernel(x, out)
+        return out
+    return blockwise(kernel, x, np.empty_like(x) if out is None else out)
 
 
-def softmax(x, axis=-1):
-    """Softmax with the row maximum subtracted first, so exp never overflows."""
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+def softmax(x, axis=-1, out=None):
+    """Softmax with the row maximum subtracted first, so exp never overflows. out may be x itself."""
+    out = np.subtract(x, x.max(axis=axis, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=axis, keepdims=True)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -208,7 +273,7 @@ def embeddings(ids, positions, params, config, trace=None):
     position = params[p + "position_embeddings.weight"][positions]  # [N] -> [N, D]
     token_type = params[p + "token_type_embeddings.weight"][0]  # [D]: type_vocab_size 1, every token is 0
     x = word + token_type + position  # transformers' order of additions, for identical rounding
-    x = layer_norm(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps)
+    layer_norm(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=x)
     if trace is not None:
         trace.tokens("embeddings.word_embeddings", word)
         trace.tokens("embeddings.position_embeddings", position)
@@ -218,6 +283,28 @@ def embeddings(ids, positions, params, config, trace=None):
 
 # ----------------------------------------------------------------------------------------------------
 # Attention (XLMRobertaSelfAttention + XLMRobertaSelfOutput)
+
+
+def attend(q, k, v, context, H, scale, keep_probs=False):
+    """softmax(Q K^T * scale) V for one pair, head by head, written into context [n, D].
+
+    q, k, v: [n, D] with head h in columns h*Dh:(h+1)*Dh. Each head is a plain 2-D product: numpy's
+    stacked [H, n, n] matmul was measured over 100x slower than a loop of 2-D ones on OpenBLAS.
+    Returns the probabilities [H, n, n] if keep_probs (for the trace), else None.
+    """
+    n, D = q.shape
+    Dh = D // H
+    scores = np.empty((n, n), dtype=q.dtype)  # [n, n], reused by every head
+    probs = np.empty((H, n, n), dtype=q.dtype) if keep_probs else None  # [H, n, n]
+    for h in range(H):
+        cols = slice(h * Dh, (h + 1) * Dh)
+        np.matmul(q[:, cols], k[:, cols].T, out=scores)  # [n, Dh] @ [Dh, n] -> [n, n]
+        scores *= scale
+        softmax(scores, axis=-1, out=scores)
+        context[:, cols] = scores @ v[:, cols]  # [n, n] @ [n, Dh] -> [n, Dh]
+        if keep_probs:
+            probs[h] = scores
+    return probs
 
 
 def self_attention(x, offsets, params, prefix, config, trace=None):
@@ -233,23 +320,20 @@ def self_attention(x, offsets, params, prefix, config, trace=None):
     v = linear(x, params[p + "value.weight"], params[p + "value.bias"])  # [N, D] -> [N, D]
     scale = x.dtype.type(Dh**-0.5)
     context = np.empty_like(q)  # [N, D]
-    probs_all = []
-    for start, end in zip(offsets[:-1], offsets[1:]):  # one pair at a time, never one token at a time
-        n = end - start
-        qh = q[start:end].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
-        kh = k[start:end].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
-        vh = v[start:end].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
-        scores = (qh @ kh.transpose(0, 2, 1)) * scale  # [H, n, Dh] @ [H, Dh, n] -> [H, n, n]
-        probs = softmax(scores, axis=-1)  # [H, n, n]
-        context[start:end] = (probs @ vh).transpose(1, 0, 2).reshape(n, H * Dh)  # [H, n, Dh] -> [n, D]
-        if trace is not None:
-            probs_all.append(probs)
+    keep_probs = trace is not None and trace.wants(_module(p) + ".probs")
+    probs_all = [None] * (len(offsets) - 1)
+
+    def one_pair(b):  # pairs run in parallel on every core
+        start, end = offsets[b], offsets[b + 1]
+        probs_all[b] = attend(q[start:end], k[start:end], v[start:end], context[start:end], H, scale, keep_probs)
+
+    parallel(one_pair, range(len(offsets) - 1))
     if trace is not None:
         name = _module(p)
         trace.tokens(name + ".query", q)
         trace.tokens(name + ".key", k)
         trace.tokens(name + ".value", v)
-        if trace.wants(name + ".probs"):
+        if keep_probs:
             trace.tensors[name + ".probs"] = _pad_probs(probs_all, trace.keep)  # [B, H, T, T]
         trace.tokens(name, context)
     return context  # [N, D]
@@ -270,8 +354,8 @@ def attention_output(context, residual, params, prefix, config, trace=None):
     """XLMRobertaSelfOutput: dense, then post-LN: LayerNorm(residual + dense(context))."""
     p = prefix + "attention.output."
     h = linear(context, params[p + "dense.weight"], params[p + "dense.bias"])  # [N, D] -> [N, D]
-    h = layer_norm(h + residual, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"],
-                   config.layer_norm_eps)  # post-LN: the residual is added *before* the norm
+    h += residual  # post-LN: the residual is added *before* the norm
+    layer_norm(h, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=h)
     if trace is not None:
         trace.tokens(_module(p), h)
     return h  # [N, D]
@@ -284,7 +368,8 @@ def attention_output(context, residual, params, prefix, config, trace=None):
 def intermediate(x, params, prefix, trace=None):
     """XLMRobertaIntermediate: dense up to F, then exact erf GELU."""
     p = prefix + "intermediate.dense."
-    h = gelu(linear(x, params[p + "weight"], params[p + "bias"]))  # [N, D] -> [N, F]
+    h = linear(x, params[p + "weight"], params[p + "bias"])  # [N, D] -> [N, F]
+    gelu(h, out=h)  # in place
     if trace is not None:
         trace.tokens(_module(prefix + "intermediate"), h)
     return h  # [N, F]
@@ -294,8 +379,8 @@ def output(h, residual, params, prefix, config, trace=None):
     """XLMRobertaOutput: dense back down to D, then post-LN: LayerNorm(residual + dense(h))."""
     p = prefix + "output."
     y = linear(h, params[p + "dense.weight"], params[p + "dense.bias"])  # [N, F] -> [N, D]
-    y = layer_norm(y + residual, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"],
-                   config.layer_norm_eps)
+    y += residual
+    layer_norm(y, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=y)
     if trace is not None:
         trace.tokens(_module(p), y)
     return y  # [N, D]
