@@ -35,24 +35,32 @@ from .errors import InputError
 
 
 # BLAS picks its kernel, and with it the order of summation, by the matrix sizes: one row alone (gemv)
-# or a few rows (a small-matrix kernel) round differently than many. Running every product on blocks of
-# exactly GEMM_ROWS rows (the last one zero-padded) makes each pair's numbers, bit for bit, independent
-# of how many other pairs share its batch.
+# or a few rows (a small-matrix kernel) round differently than many. Running every product on a multiple
+# of GEMM_ROWS rows (the tail zero-padded to a block of its own) makes each pair's numbers, bit for bit,
+# independent of how many other pairs share its batch. The bulk goes to BLAS as one call, not one call
+# per block: each call costs a thread synchronisation, and the rows' sums do not depend on how many
+# blocks share a call (checked bit for bit at 128 vs 1024 vs 4096 rows for the model's three weight
+# shapes on OpenBLAS; tests/test_parity.py checks it end to end).
 GEMM_ROWS = 128
 
 
-def linear(x, weight, bias):
-    """torch.nn.Linear: weights are stored [out, in], so y = x W^T + b, computed GEMM_ROWS rows at a time."""
+def matmul_wt(x, weight):
+    """x W^T for a torch [out, in] weight, on multiples of GEMM_ROWS rows (see above)."""
     n = x.shape[0]
+    bulk = n - n % GEMM_ROWS
     y = np.empty((n, weight.shape[0]), dtype=x.dtype)  # [N, in] -> [N, out]
-    for start in range(0, n, GEMM_ROWS):
-        block = x[start : start + GEMM_ROWS]  # [R, in], R = GEMM_ROWS except in the tail
-        if len(block) == GEMM_ROWS:
-            np.matmul(block, weight.T, out=y[start : start + GEMM_ROWS])
-        else:
-            padded = np.zeros((GEMM_ROWS, x.shape[1]), dtype=x.dtype)  # [GEMM_ROWS, in]
-            padded[: len(block)] = block
-            y[start:] = (padded @ weight.T)[: len(block)]  # [GEMM_ROWS, out] -> [R, out]
+    if bulk:
+        np.matmul(x[:bulk], weight.T, out=y[:bulk])
+    if bulk < n:
+        padded = np.zeros((GEMM_ROWS, x.shape[1]), dtype=x.dtype)  # [GEMM_ROWS, in]
+        padded[: n - bulk] = x[bulk:]
+        y[bulk:] = (padded @ weight.T)[: n - bulk]  # [GEMM_ROWS, out] -> [R, out]
+    return y
+
+
+def linear(x, weight, bias):
+    """torch.nn.Linear: weights are stored [out, in], so y = x W^T + b."""
+    y = matmul_wt(x, weight)  # [N, in] -> [N, out]
     y += bias
     return y
 
@@ -81,30 +89,33 @@ def parallel(task, items):
         pass
 
 
-def blockwise(kernel, x, out):
-    """kernel(x_block, out_block) over row blocks of x [N, ...]: a share of rows per thread, then
-    cache-sized blocks within each share."""
-    n = x.shape[0]
-    rows = max(1, BLOCK_ELEMENTS // max(1, x[:1].size))  # rows per cache-sized block
+def blockwise(kernel, n, row_size):
+    """kernel(start, stop) over row blocks of an [n, row_size] array: a share of rows per thread, then
+    blocks of about BLOCK_ELEMENTS values within each share."""
+    rows = max(1, BLOCK_ELEMENTS // max(1, row_size))  # rows per cache-sized block
     shares = np.linspace(0, n, min(THREADS, n) + 1).astype(int)  # [THREADS + 1] row boundaries
 
     def run_share(i):
         for start in range(shares[i], shares[i + 1], rows):
-            stop = min(start + rows, shares[i + 1])
-            kernel(x[start:stop], out[start:stop])
+            kernel(start, min(start + rows, shares[i + 1]))
 
     parallel(run_share, range(len(shares) - 1))
-    return out
 
 
-def layer_norm(x, weight, bias, eps, out=None):
+def layer_norm(x, weight, bias, eps, out=None, add=()):
     """torch.nn.LayerNorm over the last axis, with the biased variance torch uses.
 
-    out: where to write (may be x itself: the norm is then done in place).
+    out: where to write (may be x itself: the norm is then done in place). add: arrays added to x first,
+    in order, within the same cache-sized block (a dense layer's bias [D], then the residual [N, D]).
     """
+    out = np.empty_like(x) if out is None else out
     eps = x.dtype.type(eps)
 
-    def kernel(xb, ob):  # [R, D] -> [R, D]
+    def kernel(start, stop):  # rows start:stop, [R, D] -> [R, D]
+        xb, ob = x[start:stop], out[start:stop]
+        for a in add:
+            np.add(xb, a if a.ndim == 1 else a[start:stop], out=ob)
+            xb = ob
         mean = xb.mean(axis=-1, keepdims=True)  # [R, D] -> [R, 1]
         np.subtract(xb, mean, out=ob)  # centered
         var = np.mean(ob * ob, axis=-1, keepdims=True)  # [R, D] -> [R, 1]
@@ -112,7 +123,8 @@ def layer_norm(x, weight, bias, eps, out=None):
         ob *= weight
         ob += bias
 
-    return blockwise(kernel, x, np.empty_like(x) if out is None else out)
+    blockwise(kernel, x.shape[0], x[:1].size)
+    return out
 
 
 # erf(x) ~= x * P(x^2) / Q(x^2) on |x| <= 3.92 (beyond it erf rounds to +-1 in float32). Coefficients
@@ -173,33 +185,45 @@ def erf(x):
     return _erf64(x.astype(np.float64), x.dtype).astype(x.dtype)
 
 
-def gelu(x, out=None):
+def gelu(x, out=None, bias=None):
     """transformers ACT2FN["gelu"]: the exact form x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)), not tanh.
 
     Formed in float64 and rounded once, so a float32 result is within 1 ulp of the exact value.
-    out: where to write (may be x itself). float32 runs blockwise on every core: the float64
-    temporaries of a block stay in cache.
+    out: where to write (may be x itself). bias [F]: added to x first (a dense layer's bias), in the
+    same cache-sized block. Runs blockwise on every core: a block's float64 temporaries stay in cache.
     """
+    out = np.empty_like(x) if out is None else out
 
-    def kernel(xb, ob):
+    def kernel(start, stop):  # rows start:stop, [R, F] -> [R, F]
+        xb = x[start:stop]
+        if bias is not None:
+            xb = np.add(xb, bias, out=out[start:stop])
         x64 = xb.astype(np.float64)
         phi = 0.5 * (1.0 + _erf64(x64 * (1 / math.sqrt(2)), x.dtype))
         np.multiply(x64, phi, out=phi)
-        ob[...] = phi  # rounded once to x's dtype
+        out[start:stop] = phi  # rounded once to x's dtype
 
-    if x.dtype == np.float64:
-        out = np.empty_like(x) if out is None else out
-        kernel(x, out)
-        return out
-    return blockwise(kernel, x, np.empty_like(x) if out is None else out)
+    blockwise(kernel, x.shape[0], x[:1].size)
+    return out
 
 
-def softmax(x, axis=-1, out=None):
-    """Softmax with the row maximum subtracted first, so exp never overflows. out may be x itself."""
+def softmax(x, axis=-1, out=None, scale=None):
+    """Softmax with the row maximum subtracted first, so exp never overflows.
+
+    out may be x itself; scale multiplies x first (attention's 1/sqrt(Dh)), in the same pass over memory.
+    """
+    if scale is not None:
+        x = np.multiply(x, scale, out=out)
     out = np.subtract(x, x.max(axis=axis, keepdims=True), out=out)
     np.exp(out, out=out)
     out /= out.sum(axis=axis, keepdims=True)
     return out
+
+
+def softmax_rows(x, scale):
+    """softmax(x * scale) over the last axis of x [R, n], in place, blockwise on every core."""
+    blockwise(lambda start, stop: softmax(x[start:stop], out=x[start:stop], scale=scale), x.shape[0], x.shape[1])
+    return x
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -285,25 +309,24 @@ def embeddings(ids, positions, params, config, trace=None):
 # Attention (XLMRobertaSelfAttention + XLMRobertaSelfOutput)
 
 
-def attend(q, k, v, context, H, scale, keep_probs=False):
+def attend(q, k, v, context, H, scale):
     """softmax(Q K^T * scale) V for one pair, head by head, written into context [n, D].
 
-    q, k, v: [n, D] with head h in columns h*Dh:(h+1)*Dh. Each head is a plain 2-D product: numpy's
-    stacked [H, n, n] matmul was measured over 100x slower than a loop of 2-D ones on OpenBLAS.
-    Returns the probabilities [H, n, n] if keep_probs (for the trace), else None.
+    q, k, v: [n, D] with head h in columns h*Dh:(h+1)*Dh. Each head is a plain 2-D product on the
+    calling thread (numpy's stacked [H, n, n] matmul was measured 100x slower than a loop of 2-D ones
+    on OpenBLAS, and BLAS calls from several threads at once slower still); the softmax in between is
+    spread over the cores. Returns the probabilities [H, n, n].
     """
     n, D = q.shape
     Dh = D // H
-    scores = np.empty((n, n), dtype=q.dtype)  # [n, n], reused by every head
-    probs = np.empty((H, n, n), dtype=q.dtype) if keep_probs else None  # [H, n, n]
+    probs = np.empty((H, n, n), dtype=q.dtype)  # [H, n, n]
     for h in range(H):
         cols = slice(h * Dh, (h + 1) * Dh)
-        np.matmul(q[:, cols], k[:, cols].T, out=scores)  # [n, Dh] @ [Dh, n] -> [n, n]
-        scores *= scale
-        softmax(scores, axis=-1, out=scores)
-        context[:, cols] = scores @ v[:, cols]  # [n, n] @ [n, Dh] -> [n, Dh]
-        if keep_probs:
-            probs[h] = scores
+        np.matmul(q[:, cols], k[:, cols].T, out=probs[h])  # [n, Dh] @ [Dh, n] -> [n, n]
+    softmax_rows(probs.reshape(H * n, n), scale)  # [H, n, n], in place
+    for h in range(H):
+        cols = slice(h * Dh, (h + 1) * Dh)
+        context[:, cols] = probs[h] @ v[:, cols]  # [n, n] @ [n, Dh] -> [n, Dh]
     return probs
 
 
@@ -314,26 +337,23 @@ def self_attention(x, offsets, params, prefix, config, trace=None):
     Returns the per-head contexts concatenated back to [N, D].
     """
     p = prefix + "attention.self."
-    H, Dh = config.num_attention_heads, config.head_size
     q = linear(x, params[p + "query.weight"], params[p + "query.bias"])  # [N, D] -> [N, D]
     k = linear(x, params[p + "key.weight"], params[p + "key.bias"])  # [N, D] -> [N, D]
     v = linear(x, params[p + "value.weight"], params[p + "value.bias"])  # [N, D] -> [N, D]
-    scale = x.dtype.type(Dh**-0.5)
+    scale = x.dtype.type(config.head_size**-0.5)
     context = np.empty_like(q)  # [N, D]
-    keep_probs = trace is not None and trace.wants(_module(p) + ".probs")
-    probs_all = [None] * (len(offsets) - 1)
-
-    def one_pair(b):  # pairs run in parallel on every core
-        start, end = offsets[b], offsets[b + 1]
-        probs_all[b] = attend(q[start:end], k[start:end], v[start:end], context[start:end], H, scale, keep_probs)
-
-    parallel(one_pair, range(len(offsets) - 1))
+    probs_all = []
+    for start, end in zip(offsets[:-1], offsets[1:]):  # one pair at a time, never one token at a time
+        probs = attend(q[start:end], k[start:end], v[start:end], context[start:end], config.num_attention_heads,
+                       scale)  # [n, D] x 3 -> [n, D]
+        if trace is not None:
+            probs_all.append(probs)
     if trace is not None:
         name = _module(p)
         trace.tokens(name + ".query", q)
         trace.tokens(name + ".key", k)
         trace.tokens(name + ".value", v)
-        if keep_probs:
+        if trace.wants(name + ".probs"):
             trace.tensors[name + ".probs"] = _pad_probs(probs_all, trace.keep)  # [B, H, T, T]
         trace.tokens(name, context)
     return context  # [N, D]
@@ -353,9 +373,10 @@ def _pad_probs(probs_per_pair, keep):
 def attention_output(context, residual, params, prefix, config, trace=None):
     """XLMRobertaSelfOutput: dense, then post-LN: LayerNorm(residual + dense(context))."""
     p = prefix + "attention.output."
-    h = linear(context, params[p + "dense.weight"], params[p + "dense.bias"])  # [N, D] -> [N, D]
-    h += residual  # post-LN: the residual is added *before* the norm
-    layer_norm(h, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=h)
+    h = matmul_wt(context, params[p + "dense.weight"])  # [N, D] -> [N, D]
+    # post-LN: bias and residual are added *before* the norm (in that order, as torch rounds)
+    layer_norm(h, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=h,
+               add=(params[p + "dense.bias"], residual))
     if trace is not None:
         trace.tokens(_module(p), h)
     return h  # [N, D]
@@ -368,8 +389,8 @@ def attention_output(context, residual, params, prefix, config, trace=None):
 def intermediate(x, params, prefix, trace=None):
     """XLMRobertaIntermediate: dense up to F, then exact erf GELU."""
     p = prefix + "intermediate.dense."
-    h = linear(x, params[p + "weight"], params[p + "bias"])  # [N, D] -> [N, F]
-    gelu(h, out=h)  # in place
+    h = matmul_wt(x, params[p + "weight"])  # [N, D] -> [N, F]
+    gelu(h, out=h, bias=params[p + "bias"])  # in place: gelu(h + b)
     if trace is not None:
         trace.tokens(_module(prefix + "intermediate"), h)
     return h  # [N, F]
@@ -378,9 +399,9 @@ def intermediate(x, params, prefix, trace=None):
 def output(h, residual, params, prefix, config, trace=None):
     """XLMRobertaOutput: dense back down to D, then post-LN: LayerNorm(residual + dense(h))."""
     p = prefix + "output."
-    y = linear(h, params[p + "dense.weight"], params[p + "dense.bias"])  # [N, F] -> [N, D]
-    y += residual
-    layer_norm(y, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=y)
+    y = matmul_wt(h, params[p + "dense.weight"])  # [N, F] -> [N, D]
+    layer_norm(y, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=y,
+               add=(params[p + "dense.bias"], residual))
     if trace is not None:
         trace.tokens(_module(p), y)
     return y  # [N, D]
