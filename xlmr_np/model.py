@@ -220,12 +220,6 @@ def softmax(x, axis=-1, out=None, scale=None):
     return out
 
 
-def softmax_rows(x, scale):
-    """softmax(x * scale) over the last axis of x [R, n], in place, blockwise on every core."""
-    blockwise(lambda start, stop: softmax(x[start:stop], out=x[start:stop], scale=scale), x.shape[0], x.shape[1])
-    return x
-
-
 # ----------------------------------------------------------------------------------------------------
 # Tracing: record named intermediates (names are transformers' module names without "roberta.")
 
@@ -309,51 +303,63 @@ def embeddings(ids, positions, params, config, trace=None):
 # Attention (XLMRobertaSelfAttention + XLMRobertaSelfOutput)
 
 
-def attend(q, k, v, context, H, scale):
-    """softmax(Q K^T * scale) V for one pair, head by head, written into context [n, D].
+# OpenBLAS runs a product on one thread when m*n*k <= 2^18 (interface/gemm.c: SMP_THRESHOLD_MIN 65536 x
+# GEMM_MULTITHREAD_THRESHOLD 4). Attention's products are cut into row chunks that small, so the thread
+# pool can run heads in parallel without threads contending for OpenBLAS's own workers: measured on a
+# loaded 2-core machine, one layer of 16 pairs x 256 tokens took 600 ms as whole-head products on
+# OpenBLAS's threads, 65 ms as single-threaded products on the pool.
+SINGLE_THREAD_MNK = 1 << 18
 
-    q, k, v: [n, D] with head h in columns h*Dh:(h+1)*Dh. Each head is a plain 2-D product on the
-    calling thread (numpy's stacked [H, n, n] matmul was measured 100x slower than a loop of 2-D ones
-    on OpenBLAS, and BLAS calls from several threads at once slower still); the softmax in between is
-    spread over the cores. Returns the probabilities [H, n, n].
+
+def attend(q, k, v, context, scale, probs=None):
+    """softmax(Q K^T * scale) V for one head of one pair, written into context [n, Dh].
+
+    q, k, v: [n, Dh]. Walks the query rows in chunks (see SINGLE_THREAD_MNK): each chunk's scores are
+    normalised and multiplied by V while they are still in cache. probs [n, n]: also keep the softmax.
     """
-    n, D = q.shape
-    Dh = D // H
-    probs = np.empty((H, n, n), dtype=q.dtype)  # [H, n, n]
-    for h in range(H):
-        cols = slice(h * Dh, (h + 1) * Dh)
-        np.matmul(q[:, cols], k[:, cols].T, out=probs[h])  # [n, Dh] @ [Dh, n] -> [n, n]
-    softmax_rows(probs.reshape(H * n, n), scale)  # [H, n, n], in place
-    for h in range(H):
-        cols = slice(h * Dh, (h + 1) * Dh)
-        context[:, cols] = probs[h] @ v[:, cols]  # [n, n] @ [n, Dh] -> [n, Dh]
-    return probs
+    n, Dh = q.shape
+    rows = max(1, SINGLE_THREAD_MNK // (n * Dh))
+    scores = np.empty((min(rows, n), n), dtype=q.dtype)  # [R, n], reused by every chunk
+    kt = k.T  # [Dh, n]
+    for start in range(0, n, rows):
+        s = scores[: min(rows, n - start)]  # [R, n]
+        np.matmul(q[start : start + rows], kt, out=s)  # [R, Dh] @ [Dh, n] -> [R, n]
+        softmax(s, out=s, scale=scale)
+        context[start : start + rows] = s @ v  # [R, n] @ [n, Dh] -> [R, Dh]
+        if probs is not None:
+            probs[start : start + rows] = s
 
 
 def self_attention(x, offsets, params, prefix, config, trace=None):
     """XLMRobertaSelfAttention: softmax(Q K^T / sqrt(Dh)) V per head, each pair over its own tokens.
 
     offsets: [B + 1] start of each pair's tokens in the packed x (pair b is x[offsets[b]:offsets[b+1]]).
-    Returns the per-head contexts concatenated back to [N, D].
+    Returns the per-head contexts concatenated back to [N, D]. (pair, head) tasks run on every core.
     """
     p = prefix + "attention.self."
+    H, Dh = config.num_attention_heads, config.head_size
     q = linear(x, params[p + "query.weight"], params[p + "query.bias"])  # [N, D] -> [N, D]
     k = linear(x, params[p + "key.weight"], params[p + "key.bias"])  # [N, D] -> [N, D]
     v = linear(x, params[p + "value.weight"], params[p + "value.bias"])  # [N, D] -> [N, D]
-    scale = x.dtype.type(config.head_size**-0.5)
+    scale = x.dtype.type(Dh**-0.5)
     context = np.empty_like(q)  # [N, D]
-    probs_all = []
-    for start, end in zip(offsets[:-1], offsets[1:]):  # one pair at a time, never one token at a time
-        probs = attend(q[start:end], k[start:end], v[start:end], context[start:end], config.num_attention_heads,
-                       scale)  # [n, D] x 3 -> [n, D]
-        if trace is not None:
-            probs_all.append(probs)
+    lengths = np.diff(offsets)  # [B]
+    keep = trace is not None and trace.wants(_module(p) + ".probs")
+    probs_all = [np.empty((H, n, n), dtype=x.dtype) for n in lengths] if keep else None  # B x [H, n, n]
+
+    def one_head(task):
+        b, h = task
+        rows, cols = slice(offsets[b], offsets[b + 1]), slice(h * Dh, (h + 1) * Dh)
+        attend(q[rows, cols], k[rows, cols], v[rows, cols], context[rows, cols], scale,
+               probs_all[b][h] if keep else None)  # [n, Dh] x 3 -> [n, Dh]
+
+    parallel(one_head, [(b, h) for b in np.argsort(-lengths, kind="stable") for h in range(H)])  # longest first
     if trace is not None:
         name = _module(p)
         trace.tokens(name + ".query", q)
         trace.tokens(name + ".key", k)
         trace.tokens(name + ".value", v)
-        if trace.wants(name + ".probs"):
+        if keep:
             trace.tensors[name + ".probs"] = _pad_probs(probs_all, trace.keep)  # [B, H, T, T]
         trace.tokens(name, context)
     return context  # [N, D]
