@@ -441,7 +441,8 @@ class Result:
 
 def measure(runners: dict, workloads: list[Workload], batch_sizes: dict[str, int], config,
             repeats: int, pause_s: float = 0.2, log=print) -> list[Result]:
-    """Interleave: for each repeat, each workload, each engine, one timed pass; one warm-up pass first.
+    """Interleave: for each repeat, each workload, each engine, one timed pass; first a warm-up batch of
+    each workload's longest shape per engine (allocations, thread pools, lazy initialisation).
 
     pause_s between engines lets the previous engine's spinning worker threads (OpenMP, OpenBLAS) go idle.
     """
@@ -450,7 +451,7 @@ def measure(runners: dict, workloads: list[Workload], batch_sizes: dict[str, int
                                    flops=useful_flops(w.lengths, config)) for w in workloads for e in runners}
     for w in workloads:
         for e, run in runners.items():
-            time_pass(run, prepared[w.name, e])
+            time_pass(run, prepared[w.name, e][:1])
             time.sleep(pause_s)
     for r in range(repeats):
         for w in workloads:
