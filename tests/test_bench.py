@@ -101,3 +101,5 @@ def test_full_run_on_the_tiny_model_writes_table_json_and_chart(tiny_model, tmp_
     assert all(r["docs_per_s"] > 0 and len(r["seconds"]) == 1 for r in report["results"])
     cold = {c["engine"]: c for c in report["cold_start"]}
     assert cold["xlmr_np"]["peak_rss_mb"] > 0 and cold["xlmr_np"]["weights_file_rss_mb"] is not None
+    # 6 short pairs touch a few hundred rows: the 32 MB table must not have been paged in by read-ahead
+    assert 0 < cold["xlmr_np"]["embedding_resident_mb"] < cold["xlmr_np"]["embedding_mb"] / 4

@@ -5,8 +5,9 @@ What it measures, and why this way:
   (config.json, model.safetensors, tokenizer.json, onnx/model.onnx), so every engine reads the same weights
   and nothing needs the hub;
 - token ids fed directly (tokenization is the same tokenizers call for every engine and is not timed);
-- every engine gets its best use: pairs sorted by length before batching, and its own best batch size,
-  picked by timing each candidate on a slice of the mixed workload;
+- every engine gets its best use: pairs sorted by length before batching (so batches hold similar
+  lengths and padding is small), and its own best batch size, picked by timing each candidate on the
+  uniform-128 workload (a cheap probe of how its throughput scales with batch size);
 - engines interleaved within each repeat (so machine load drifts affect all of them alike), one warm-up
   pass first, medians over repeats;
 - load time, time to first score and peak RSS in a fresh process per engine, since within one process
@@ -248,7 +249,12 @@ def load_engine(name: str, model_dir: Path) -> Callable[[np.ndarray, np.ndarray]
 
         config = XLMRobertaConfig.from_file(model_dir / "config.json")
         params = load_params(model_dir, config)
-        return lambda ids, mask: model.forward(params, config, ids, mask)[:, 0]
+
+        def run_numpy(ids, mask):
+            return model.forward(params, config, ids, mask)[:, 0]
+
+        run_numpy.params = params  # for the cold-start child's residency check
+        return run_numpy
     if name.startswith("torch-"):
         try:
             import torch
@@ -500,9 +506,30 @@ def _cold_start_child(engine: str, model_dir: str, pairs_file: str, batch_size: 
     t = time.perf_counter()
     for ids, mask in batches(workload, batch_size):
         run(ids, mask)
+    table = getattr(run, "params", {}).get("roberta.embeddings.word_embeddings.weight")
     print(json.dumps({"rerank_s": time.perf_counter() - t,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "weights_file_rss_mb": _mapped_rss_mb(Path(model_dir) / "model.safetensors")}), flush=True)
+                      "weights_file_rss_mb": _mapped_rss_mb(Path(model_dir) / "model.safetensors"),
+                      "embedding_resident_mb": None if table is None else _resident_mb(table.raw.array),
+                      "embedding_mb": None if table is None else table.raw.array.nbytes / 2**20}), flush=True)
+
+
+def _resident_mb(array: np.ndarray) -> float | None:
+    """MB of `array`'s pages present in this process's page table (Linux /proc/self/pagemap, bit 63).
+
+    Unlike mincore, which reports the page cache (warm for every engine here), this counts only the
+    pages this process has actually touched, i.e. what read-ahead and row lookups paged in.
+    """
+    page = os.sysconf("SC_PAGE_SIZE")
+    start = array.__array_interface__["data"][0] // page
+    stop = (array.__array_interface__["data"][0] + array.nbytes + page - 1) // page
+    try:
+        with open("/proc/self/pagemap", "rb") as f:
+            f.seek(start * 8)
+            entries = np.frombuffer(f.read((stop - start) * 8), dtype="<u8")
+    except OSError:
+        return None
+    return int(((entries >> np.uint64(63)) & np.uint64(1)).sum()) * page / 2**20
 
 
 def _mapped_rss_mb(path: Path) -> float | None:
@@ -543,7 +570,7 @@ def report_markdown(env: dict, results: list[Result], cold: list[dict], peak: fl
     lines += [f"- {s}" for s in skipped]
     lines += [f"- workload {w.name}: {len(w.sequences)} pairs, {int(w.lengths.sum())} tokens "
               f"(median {int(np.median(w.lengths))}), {w.about}" for w in workloads]
-    lines.append("- batch size (docs/s on 32 pairs of the mixed workload): " + "; ".join(
+    lines.append("- batch size: each engine's fastest on the first pairs of uniform 128 (docs/s): " + "; ".join(
         f"{e}: " + ", ".join(f"{b}: {r:.2f}" for b, r in rates.items()) for e, rates in batch_rates.items()))
     engines = list(dict.fromkeys(r.engine for r in results))
     by = {(r.workload, r.engine): r for r in results}
@@ -568,8 +595,10 @@ def report_markdown(env: dict, results: list[Result], cold: list[dict], peak: fl
             lines.append(f"| {c['engine']} | {c['load_s']:.2f} | {c['time_to_first_score_s']:.2f} | "
                          f"{c['rerank_s']:.1f} | {c['peak_rss_mb']:.0f} | {ratios} |")
         if base is not None and base.get("weights_file_rss_mb") is not None:
-            lines.append(f"\nxlmr_np's resident share of the mapped model.safetensors after the rerank: "
-                         f"{base['weights_file_rss_mb']:.0f} MB.")
+            lines.append(f"\nxlmr_np after the rerank: {base['weights_file_rss_mb']:.0f} MB of the mapped "
+                         f"model.safetensors resident in the process, of which the word-embedding table "
+                         f"{base['embedding_resident_mb']:.1f} MB of {base['embedding_mb']:.0f} MB "
+                         f"(/proc/self/pagemap).")
     return "\n".join(lines) + "\n"
 
 
@@ -624,6 +653,9 @@ def run(model_dir: Path, out_dir: Path, engines: Sequence[str] = ENGINES, repeat
     from .config import XLMRobertaConfig
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    missing = [m for m in ("threadpoolctl", "matplotlib") if not _has(m)]
+    if missing:
+        raise BenchmarkError(f"the benchmark needs {', '.join(missing)}: pip install 'xlmr-np[bench]'")
     want_onnx = "onnxruntime" in engines and _has("onnxruntime") and _has("onnxscript")
     if build:
         ensure_model(model_dir, onnx=want_onnx)
@@ -643,8 +675,7 @@ def run(model_dir: Path, out_dir: Path, engines: Sequence[str] = ENGINES, repeat
                  rerank(model_dir / "tokenizer.json", count=documents, max_length=min(512, config.max_tokens)),
                  mixed(documents, V, high=min(512, config.max_tokens))]
     runners = {e: load_engine(e, model_dir) for e in names}
-    mixed_w = workloads[-1]
-    batch_rates = {e: best_batch_size(runners[e], mixed_w, batch_candidates, pairs=min(32, documents))
+    batch_rates = {e: best_batch_size(runners[e], workloads[0], batch_candidates, pairs=min(32, pairs))
                    for e in names}
     batch_sizes = {e: max(rates, key=rates.get) for e, rates in batch_rates.items()}
     log(f"best batch sizes: {batch_sizes}")
