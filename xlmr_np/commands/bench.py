@@ -22,6 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of %(default)s")
     p.add_argument("--repeats", type=int, default=5, help="timed passes per workload and engine (median)")
     p.add_argument("--pairs", type=int, default=64, help="pairs in the uniform 128/256 workloads (512: half)")
+    p.add_argument("--documents", type=int, default=100, help="documents in the rerank and mixed workloads")
     p.add_argument("--batch-sizes", default="8,16,32", help="candidates; each engine gets its fastest")
     p.add_argument("--no-build", action="store_true", help="fail instead of building a missing model")
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process load/RSS measurements")
@@ -31,12 +32,12 @@ def register(subparsers) -> None:
 def handle(args) -> int:
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
-    if args.repeats < 1 or args.pairs < 1 or not sizes or min(sizes) < 1:
-        print("xlmr-np bench: --repeats, --pairs and --batch-sizes must be positive", file=sys.stderr)
+    if min(args.repeats, args.pairs, args.documents) < 1 or not sizes or min(sizes) < 1:
+        print("xlmr-np bench: --repeats, --pairs, --documents and --batch-sizes must be positive", file=sys.stderr)
         return 2
     command = "xlmr-np " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "xlmr-np bench"
     text = run(args.model, args.out, engines=engines, repeats=args.repeats, pairs=args.pairs,
                batch_candidates=sizes, build=not args.no_build, cold=not args.no_cold_start,
-               command=command, log=lambda m: print(m, file=sys.stderr, flush=True))
+               documents=args.documents, command=command, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(text)
     return 0
