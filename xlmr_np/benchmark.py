@@ -508,10 +508,22 @@ def _cold_start_child(engine: str, model_dir: str, pairs_file: str, batch_size: 
         run(ids, mask)
     table = getattr(run, "params", {}).get("roberta.embeddings.word_embeddings.weight")
     print(json.dumps({"rerank_s": time.perf_counter() - t,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "peak_rss_mb": _peak_rss_mb(),
                       "weights_file_rss_mb": _mapped_rss_mb(Path(model_dir) / "model.safetensors"),
                       "embedding_resident_mb": None if table is None else _resident_mb(table.raw.array),
                       "embedding_mb": None if table is None else table.raw.array.nbytes / 2**20}), flush=True)
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM (Linux), which starts afresh at exec; ru_maxrss would carry the
+    parent's peak over a fork + exec, so it is only the fallback."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _resident_mb(array: np.ndarray) -> float | None:
