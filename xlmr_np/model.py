@@ -70,7 +70,7 @@ def linear(x, weight, bias):
 # share is then walked in blocks of about BLOCK_ELEMENTS values, so a block's temporaries stay in the L2
 # cache between the several passes an op makes over it. Blocking and threading never change a value:
 # every op here is elementwise or reduces along one row.
-BLOCK_ELEMENTS = 8192
+BLOCK_ELEMENTS = 16384
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _pool: ThreadPoolExecutor | None = None
 
