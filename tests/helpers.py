@@ -28,12 +28,14 @@ TINY = dict(BGE_RERANKER_BASE, hidden_size=32, num_hidden_layers=2, num_attentio
             intermediate_size=37)
 
 
-def build_model(directory, seed=0, dtype=None, init_std=None, **overrides):
+def build_model(directory, seed=0, dtype=None, init_std=None, head_scale=1.0, **overrides):
     """Save a random XLMRobertaForSequenceClassification (eager attention) plus the real tokenizer.
 
     Returns the torch model (eval mode, float32) so tests can compare against it.
     init_std: a larger initializer range than BERT's 0.02 gives activations with real dynamic range,
     so the comparison is not trivially passed by near-zero layers.
+    head_scale: multiplies classifier.out_proj, to give logits the spread of a trained reranker (about
+    -10..10) rather than the near-zero logits of a freshly initialised head.
     """
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
@@ -49,6 +51,8 @@ def build_model(directory, seed=0, dtype=None, init_std=None, **overrides):
         for name, p in model.named_parameters():
             if "LayerNorm" in name or name.endswith(".bias"):
                 p.add_(torch.randn_like(p) * 0.1)
+        model.classifier.out_proj.weight.mul_(head_scale)
+        model.classifier.out_proj.bias.mul_(head_scale)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     saved = model if dtype is None else model.to(dtype)
@@ -57,3 +61,21 @@ def build_model(directory, seed=0, dtype=None, init_std=None, **overrides):
         model = model.float()
     shutil.copy(xlmr_tokenizer_json(), directory / "tokenizer.json")
     return model
+
+
+def notebook_model(seed=0, **overrides) -> str:
+    """The model directory a notebook runs on: $XLMR_NP_MODEL if set (e.g. the real bge-reranker-base),
+    else a tiny random model (TINY, with overrides) built in a fresh temporary directory, no hub access."""
+    import atexit
+    import os
+    import tempfile
+
+    if os.environ.get("XLMR_NP_MODEL"):
+        return os.environ["XLMR_NP_MODEL"]
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # progress bars would only add noise (and timings) to saved outputs
+    directory = tempfile.mkdtemp(prefix="xlmr-np-notebook-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # removed when the kernel exits
+    build_model(directory, seed=seed, init_std=0.2, **overrides)
+    return directory

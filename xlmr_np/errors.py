@@ -31,3 +31,28 @@ class InputError(XlmrNpError, ValueError):
 
 class BenchmarkError(XlmrNpError, RuntimeError):
     """The benchmark cannot run: a peer library or the benchmark model is missing, or a run failed."""
+
+
+class HubError(XlmrNpError, OSError):
+    """A model name could not be resolved to a local directory: not cached while offline, unknown repo,
+    unknown revision, or a repo without the files xlmr_np reads."""
+
+
+class ComparisonError(XlmrNpError, ValueError):
+    """The reference model cannot be compared module by module (a module or an output is missing)."""
+
+
+class DatasetError(XlmrNpError, ValueError):
+    """An evaluation dataset cannot be downloaded or read, or does not have the expected layout."""
+
+
+class CacheError(XlmrNpError, ValueError):
+    """A score cache file is corrupted, was written by another program, or belongs to another model or task.
+
+    Never used silently: the message names the file, what it holds versus what this run expected, and
+    what to do (usually: move the file away and rescore).
+    """
+
+
+class ShardError(XlmrNpError, ValueError):
+    """Shard results cannot be merged: one is missing, incomplete, duplicated, corrupted or from another run."""

@@ -17,6 +17,8 @@ import numpy as np
 from . import model
 from .config import XLMRobertaConfig
 from .errors import ConfigError, InputError
+from .hub import resolve_model_dir
+from .ranking import DocumentScores, check_documents, check_top_n, progress_bar
 from .tokenizer import Batch, PairTokenizer, check_pairs
 from .weights import load_params
 
@@ -54,16 +56,20 @@ class Reranker:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, max_length: int = 512, dtype=np.float32,
-                        truncation: str = "longest_first") -> Reranker:
+                        truncation: str = "longest_first", revision: str | None = None, cache_dir=None,
+                        local_files_only: bool = False, token=None) -> Reranker:
         """Load config.json, model.safetensors (or its sharded index) and tokenizer.json from a directory.
+
+        path: a local directory, or a hub repo id such as "BAAI/bge-reranker-base", fetched (only the files
+        above) through huggingface-hub's cache with revision, cache_dir, local_files_only and token
+        (HF_HUB_OFFLINE=1 is honoured); see xlmr_np.hub.
 
         max_length: tokens per pair including the 4 special tokens; at most the model's position table
         (512 for bge-reranker-base). dtype: np.float32 (default) or np.float64 for a reference run.
         truncation: "longest_first" (as the published scores) or "only_second" (keeps the query whole).
         """
-        model_dir = Path(path)
-        if not model_dir.is_dir():
-            raise ConfigError(f"{model_dir}: not a directory (expected a model directory with config.json)")
+        model_dir = resolve_model_dir(path, revision=revision, cache_dir=cache_dir,
+                                      local_files_only=local_files_only, token=token)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype}")
@@ -98,16 +104,16 @@ class Reranker:
             names = None
         elif trace:
             names = [trace] if isinstance(trace, str) else list(trace)
+        layers = range(self.config.num_hidden_layers)
         if names is not None and output_hidden_states:
-            names += ["embeddings", "encoder.layer.*.output"]
+            names += ["embeddings"] + [f"encoder.layer.{i}.output" for i in layers]
         if names is not None and output_attentions:
-            names += ["encoder.layer.*.attention.self.probs"]
+            names += [f"encoder.layer.{i}.attention.self.probs" for i in layers]
         recorder = model.Trace(names) if names is None or names else None
         logits = model.forward(self.params, self.config, input_ids, attention_mask, recorder)
         out = ModelOutput(logits=logits)
         if recorder is not None:
             t = recorder.tensors
-            layers = range(self.config.num_hidden_layers)
             if output_hidden_states:
                 out.hidden_states = (t["embeddings"],) + tuple(t[f"encoder.layer.{i}.output"] for i in layers)
             if output_attentions:
@@ -116,25 +122,83 @@ class Reranker:
                 out.trace = t
         return out
 
-    def predict_logits(self, pairs, batch_size: int = 32) -> tuple[np.ndarray, list[bool]]:
+    def predict_logits(self, pairs, batch_size: int = 32, progress: bool | None = None
+                       ) -> tuple[np.ndarray, list[bool]]:
         """Logits [B, L] in input order, and per pair whether it was truncated.
 
-        Pairs are batched longest first (less padding and similar lengths per batch); the scores do
+        progress: a progress bar on stderr; None shows it only on a terminal for large jobs.
+        """
+        encoded = self.tokenizer.encode(pairs)
+        return self.logits_of(encoded, batch_size, progress), [e.truncated for e in encoded]
+
+    def logits_of(self, encoded, batch_size: int = 32, progress: bool | None = None) -> np.ndarray:
+        """Logits [B, L] of tokenized sequences (tokenizer.encode or encode_windows), in their order.
+
+        Sequences are batched longest first (less padding and similar lengths per batch); the scores do
         not depend on it, since every pair only ever attends to its own tokens.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
-        encoded = self.tokenizer.encode(pairs)
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].ids))
         logits = np.empty((len(encoded), self.config.num_labels), dtype=self.dtype)  # [B, L]
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = self.tokenizer.pad([encoded[i] for i in chunk])
-            logits[chunk] = model.forward(self.params, self.config, batch.input_ids, batch.attention_mask)
+        with progress_bar(len(encoded), progress) as bar:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                batch = self.tokenizer.pad([encoded[i] for i in chunk])
+                logits[chunk] = model.forward(self.params, self.config, batch.input_ids, batch.attention_mask)
+                bar.update(len(chunk))
         if not np.isfinite(logits).all():
             bad = np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist()
             raise FloatingPointError(f"non-finite logits for pairs {bad[:10]}: the weights are broken")
-        return logits, [e.truncated for e in encoded]
+        return logits
+
+    def score_documents(self, query: str, documents, batch_size: int = 32, raw_scores: bool = False,
+                        windows: bool = False, window_overlap: int = 64,
+                        progress: bool | None = None) -> DocumentScores:
+        """Score one query against documents (input order); the step under rerank, for callers that also
+        want token counts.
+
+        windows=False truncates long pairs (reported per document); windows=True splits each document into
+        overlapping windows that fit beside the query (see PairTokenizer.encode_windows) and scores it by
+        its best window.
+        """
+        if self.config.num_labels != 1:
+            raise ConfigError(f"reranking needs one relevance logit; this model has {self.config.num_labels} labels")
+        pairs = [(query, document) for document in check_documents(query, documents)]
+        if windows:
+            encoded, owners = self.tokenizer.encode_windows(pairs, window_overlap)
+        else:
+            encoded, owners = self.tokenizer.encode(pairs), list(range(len(pairs)))
+        sequence_logits = self.logits_of(encoded, batch_size, progress)[:, 0].astype(np.float64)  # [S]
+        logits = np.full(len(pairs), -np.inf)  # [N]
+        np.maximum.at(logits, owners, sequence_logits)
+        truncated = [False] * len(pairs)
+        for owner, e in zip(owners, encoded):
+            truncated[owner] |= e.truncated
+        return DocumentScores(
+            logits=logits, relevance=logits.copy() if raw_scores else sigmoid64(logits), truncated=truncated,
+            windows=np.bincount(owners, minlength=len(pairs)).tolist(),
+            total_tokens=sum(len(e.ids) for e in encoded),
+        )
+
+    def rerank(self, query: str, documents, top_n: int | None = None, return_documents: bool = True,
+               raw_scores: bool = False, batch_size: int = 32, windows: bool = False, window_overlap: int = 64,
+               progress: bool | None = None) -> list[dict]:
+        """Rank documents for a query, best first, like the hosted /v1/rerank APIs and CrossEncoder.rank.
+
+            >>> reranker.rerank("capital of France", ["Bananas are yellow.", "Paris is the capital of France."])
+            [{'index': 1, 'relevance_score': <0..1>, 'truncated': False, 'windows': 1,
+              'document': 'Paris is the capital of France.'},
+             {'index': 0, 'relevance_score': <lower>, 'truncated': False, 'windows': 1,
+              'document': 'Bananas are yellow.'}]
+
+        relevance_score is the float64 sigmoid of the logit, in (0, 1); raw_scores=True gives the logit
+        (what compute_score returns). top_n keeps the best n. Long documents: see score_documents.
+        """
+        check_top_n(top_n)
+        scores = self.score_documents(query, documents, batch_size=batch_size, raw_scores=raw_scores,
+                                      windows=windows, window_overlap=window_overlap, progress=progress)
+        return scores.ranked(documents, top_n=top_n, return_documents=return_documents)
 
     def compute_score(self, pairs, batch_size: int = 32, normalize: bool = False):
         """Relevance scores like FlagEmbedding's FlagReranker.compute_score.

@@ -14,12 +14,12 @@ Every pair reports whether anything was cut.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from .errors import InputError, TokenizerError
 
@@ -47,13 +47,14 @@ class EncodedPair:
 
 def check_pairs(pairs) -> list[tuple[str, str]]:
     """Validate a list of (query, document) string pairs; raise InputError naming the first bad one."""
-    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+    if isinstance(pairs, (str, bytes, dict)) or not isinstance(pairs, Iterable):
         raise InputError(f"pairs must be a list of (query, document) pairs, got {type(pairs).__name__}")
+    pairs = list(pairs)  # a generator or an array of pairs is fine too
     if len(pairs) == 0:
         raise InputError("pairs is empty: give at least one (query, document) pair")
     checked = []
     for i, pair in enumerate(pairs):
-        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, (Sequence, np.ndarray)) or len(pair) != 2:
             raise InputError(f"pairs[{i}] must be a (query, document) pair of strings, got {pair!r:.80}")
         for j, what in enumerate(("query", "document")):
             if not isinstance(pair[j], str):
@@ -78,12 +79,11 @@ class PairTokenizer:
         self.max_length = max_length
         self.truncation = truncation
         self.pad_token_id = pad_token_id
-        # Two configured copies, never reconfigured afterwards, so concurrent callers cannot race.
-        self._plain = Tokenizer.from_str(tokenizer.to_str())
-        self._plain.no_truncation()
-        self._plain.no_padding()
-        self._pairs = Tokenizer.from_str(self._plain.to_str())
-        self._pairs.enable_truncation(max_length, strategy="longest_first")
+        # Configured once here and never again, so concurrent callers cannot race. The tokenizer is
+        # taken over, not copied: loading a second copy of the 17 MB tokenizer.json costs seconds.
+        self._tokenizer = tokenizer
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length, strategy="longest_first")
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> PairTokenizer:
@@ -98,26 +98,72 @@ class PairTokenizer:
 
     def encode(self, pairs) -> list[EncodedPair]:
         """Token ids for each pair, truncated to max_length, with a flag for each pair that was cut."""
+        return [EncodedPair(e.ids, cut) for e, cut in self._encode(pairs)]
+
+    def encodings(self, pairs) -> list[Encoding]:
+        """The tokenizers Encodings behind encode(), for inspection: token strings, character offsets,
+        word ids and sequence ids (0 query, 1 document, None for the template's special tokens)."""
+        return [e for e, _ in self._encode(pairs)]
+
+    def token_to_id(self, token: str) -> int | None:
+        """The id of a vocabulary entry such as "<mask>", or None if the vocabulary lacks it."""
+        return self._tokenizer.token_to_id(token)
+
+    def _encode(self, pairs) -> list[tuple[Encoding, bool]]:
         pairs = check_pairs(pairs)
         if self.truncation == "longest_first":
-            encodings = self._pairs.encode_batch(pairs)
-            return [EncodedPair(e.ids, bool(e.overflowing)) for e in encodings]
+            return [(e, bool(e.overflowing)) for e in self._tokenizer.encode_batch(pairs)]
         return self._encode_only_second(pairs)
 
+    def _cap_query(self, query: Encoding) -> bool:
+        """Cut a query (no special tokens) to max_length * 3 // 4 tokens, as FlagEmbedding does, and always
+        leave room for one document token; returns whether it was cut."""
+        query_max = min(self.max_length * 3 // 4, self.max_length - self.special_tokens - 1)
+        if len(query) <= query_max:
+            return False
+        query.truncate(query_max)
+        return True
+
     def _encode_only_second(self, pairs):
-        texts = self._plain.encode_batch([t for pair in pairs for t in pair], add_special_tokens=False)
-        query_max = self.max_length * 3 // 4
+        # Each text alone: the tokenizer's own truncation may already cut it to max_length, a prefix of
+        # what is kept below, so the result is the same and the flag still sees the cut.
+        texts = self._tokenizer.encode_batch([t for pair in pairs for t in pair], add_special_tokens=False)
         out = []
         for query, document in zip(texts[0::2], texts[1::2]):
-            cut = len(query) > query_max
-            if cut:
-                query.truncate(query_max)
+            cut = self._cap_query(query)
             room = self.max_length - self.special_tokens - len(query)
             if len(document) > room:
                 cut = True
                 document.truncate(room)
-            out.append(EncodedPair(self._plain.post_process(query, document).ids, cut))
+            out.append((self._tokenizer.post_process(query, document), cut))
         return out
+
+    def encode_windows(self, pairs, overlap: int = 64) -> tuple[list[EncodedPair], list[int]]:
+        """Every pair as one or more sequences, each holding the query and a window of the document that
+        fits beside it; returns the sequences and, for each, the index of its pair.
+
+        Nothing of the document is dropped. The query is capped as for only_second (and so that a document
+        token still fits), and a pair is flagged truncated only if its query was cut. Consecutive windows
+        share `overlap` tokens (at most half a window), so text cut at one window's edge appears whole in
+        the next. Example: a 30-token document with room for 10 and overlap 3 -> windows [0:10] [7:17]
+        [14:24] [21:30].
+        """
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+            raise InputError(f"overlap must be a non-negative int of tokens, got {overlap!r}")
+        texts = self._tokenizer.encode_batch([t for pair in check_pairs(pairs) for t in pair],
+                                             add_special_tokens=False)
+        sequences, owners = [], []
+        for i, (query, document) in enumerate(zip(texts[0::2], texts[1::2])):
+            cut = self._cap_query(query)
+            # The shared tokenizer cut the document into max_length chunks (stride 0): rejoin them.
+            document = Encoding.merge([document, *document.overflowing], growing_offsets=True)
+            room = self.max_length - self.special_tokens - len(query)
+            if len(document) > room:
+                document.truncate(room, stride=min(overlap, room // 2))  # the rest goes to .overflowing
+            for window in [document, *document.overflowing]:
+                sequences.append(EncodedPair(self._tokenizer.post_process(query, window).ids, cut))
+                owners.append(i)
+        return sequences, owners
 
     def pad(self, encoded: Sequence[EncodedPair]) -> Batch:
         """Right-pad to the longest pair of this batch (not to max_length)."""

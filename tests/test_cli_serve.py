@@ -1,0 +1,116 @@
+"""The installed `xlmr-np` command's rerank and score subcommands, run as subprocesses on a tiny model.
+
+The README example runs exactly as written, with the default --model (the hub id), resolved offline from
+a hub cache built on disk. Expected values come from the Python API in this process.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from processes import offline_hub, reranker_in_process, run
+
+from xlmr_np import sigmoid64
+
+QUERY = "capital of France"
+README_DOCS = ["Paris is the capital of France.", "Bananas are yellow."]
+LONG_DOC = " ".join(f"sentence {i} is about something else." for i in range(12))
+
+
+@pytest.fixture(scope="module")
+def env(tiny_model, tmp_path_factory):
+    return offline_hub(tiny_model[0], tmp_path_factory.mktemp("hub-cache"))
+
+
+@pytest.fixture(scope="module")
+def reranker(tiny_model):
+    return reranker_in_process(tiny_model[0])
+
+
+def table_rows(stdout: str) -> list[tuple[int, int, float, str]]:
+    rows = []
+    for line in stdout.splitlines()[1:]:
+        if line.startswith("*"):
+            continue
+        rank, index, score, text = line.split(maxsplit=3)
+        rows.append((int(rank), int(index), float(score.rstrip("*")), text))
+    return rows
+
+
+def test_readme_example(env, reranker):
+    result = run(["rerank", QUERY, *README_DOCS], env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].split() == ["rank", "index", "score", "document"]
+    want = reranker.rerank(QUERY, README_DOCS)
+    assert table_rows(result.stdout) == [(rank, r["index"], round(r["relevance_score"], 6), r["document"])
+                                         for rank, r in enumerate(want, start=1)]
+
+
+def test_jsonl_documents_on_stdin_as_json(env, reranker, tiny_model):
+    lines = [json.dumps(README_DOCS[0]), json.dumps({"text": README_DOCS[1]}), "", json.dumps("Berlin.")]
+    result = run(["rerank", "--model", str(tiny_model[0]), "--jsonl", "--json", "--top-n", "2", QUERY], env,
+                 input="\n".join(lines))
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    want = reranker.rerank(QUERY, [*README_DOCS, "Berlin."], top_n=2)
+    assert [r["index"] for r in body["results"]] == [r["index"] for r in want]
+    np.testing.assert_allclose([r["relevance_score"] for r in body["results"]],
+                               [r["relevance_score"] for r in want], rtol=1e-6)
+    assert body["results"][0]["document"]["text"] == want[0]["document"]
+    assert body["usage"]["total_tokens"] > 0 and body["model"] == str(tiny_model[0])
+
+
+def test_documents_file_marks_truncated_documents(env, tmp_path):
+    documents = tmp_path / "docs.txt"
+    documents.write_text(f"Paris.\n\n{LONG_DOC}\n", encoding="utf-8")
+    result = run(["rerank", "--max-length", "24", "--documents", str(documents), QUERY], env)
+    assert result.returncode == 0, result.stderr
+    rows = {index: text for _, index, _, text in table_rows(result.stdout)}
+    assert sorted(rows) == [0, 1]  # the blank line is skipped
+    marked = [line for line in result.stdout.splitlines() if "* " in line]
+    assert any("sentence 0" in line for line in marked) and "--windows" in result.stdout.splitlines()[-1]
+
+
+def test_score_tsv_raw_logits(env, reranker, tmp_path):
+    lines = [f"{QUERY}\t{README_DOCS[0]}", f"{QUERY}\t{README_DOCS[1]}", "query\tdocument\twith a tab"]
+    pairs = [(QUERY, README_DOCS[0]), (QUERY, README_DOCS[1]), ("query", "document\twith a tab")]  # first tab splits
+    source = tmp_path / "pairs.tsv"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run(["score", "--raw-scores", str(source)], env)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose([float(x) for x in result.stdout.split()], reranker.compute_score(pairs), rtol=1e-6)
+
+
+def test_score_jsonl_to_file_with_truncation_report(env, reranker, tmp_path):
+    rows = [{"id": "a", "query": QUERY, "document": README_DOCS[0]}, {"id": "b", "query": QUERY, "document": LONG_DOC}]
+    source, output = tmp_path / "pairs.jsonl", tmp_path / "scores.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = run(["score", "--max-length", "24", str(source), "-o", str(output)], env)
+    assert result.returncode == 0, result.stderr
+    written = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert [(w["id"], w["truncated"]) for w in written] == [("a", False), ("b", True)]
+    np.testing.assert_allclose(written[0]["score"], sigmoid64(reranker.compute_score([(QUERY, README_DOCS[0])])),
+                               rtol=1e-6)
+    assert "1 of 2 pairs truncated to 24 tokens (pairs 2)" in result.stderr
+
+
+@pytest.mark.parametrize("args, stdin, message", [
+    (["rerank", QUERY], "", "no documents: give them as arguments"),
+    (["rerank", "--jsonl", QUERY], '"ok"\n{"txt": 1}\n', '-:2: expected a JSON string or {"text": string}'),
+    (["rerank", "--jsonl", QUERY], "not json\n", "-:1: not valid JSON"),
+    (["rerank", "--model", "/no/such/model", QUERY, "doc"], None, "/no/such/model: not a directory"),
+    (["rerank", "--model", "org/not-cached", QUERY, "doc"], None, "not in the hub cache"),
+    (["rerank", "--top-n", "0", QUERY, "doc"], None, "--top-n must be a positive integer"),
+    (["score"], "query without a tab\n", "-:1: no tab: expected query<TAB>document"),
+    (["score"], "q\td\n\nq\td\n", "-:2: empty line"),
+    (["score", "--jsonl"], '{"query": "q", "document": 3}\n', "-:1: field 'document' must be a string"),
+    (["score", "/no/such/file.tsv"], None, "/no/such/file.tsv: cannot read"),
+    (["serve", "--max-documents", "0"], None, "--max-documents must be at least 1, got 0"),
+    (["serve", "--window-overlap", "-1"], None, "--window-overlap must be at least 0, got -1"),
+])
+def test_user_errors_are_one_line_with_exit_status_1(env, args, stdin, message):
+    result = run(args, env, input=stdin)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

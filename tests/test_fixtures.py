@@ -1,0 +1,47 @@
+"""Tier 2 without torch: committed golden outputs of transformers for a tiny random model.
+
+Regenerate with `python tools/make_fixtures.py` (provenance.json records the versions that made them).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+from xlmr_np import XLMRobertaConfig, model
+from xlmr_np.weights import load_params
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tiny-golden"
+FORMAT = 1
+
+
+@pytest.fixture(scope="module")
+def golden():
+    provenance = json.loads((FIXTURE / "provenance.json").read_text())
+    assert provenance["format"] == FORMAT, (
+        f"fixture format {provenance['format']} is stale (expected {FORMAT}): run python tools/make_fixtures.py")
+    return dict(np.load(FIXTURE / "golden.npz"))
+
+
+@pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+def test_matches_committed_transformers_outputs(golden, dtype, atol):
+    config = XLMRobertaConfig.from_file(FIXTURE / "config.json")
+    params = load_params(FIXTURE, config, dtype)
+    trace = model.Trace(["embeddings", "encoder.layer.*.output", "encoder.layer.*.attention.self.probs"])
+    logits = model.forward(params, config, golden["input_ids"], golden["attention_mask"], trace)
+    tag = np.dtype(dtype).name
+    real = golden["attention_mask"].astype(bool)
+    names = ["embeddings"] + [f"encoder.layer.{i}.output" for i in range(config.num_hidden_layers)]
+    for i, name in enumerate(names):
+        assert_close(f"{tag} hidden_states[{i}]", trace.tensors[name][real], golden[f"{tag}/hidden_states/{i}"][real],
+                     atol=atol, rtol=atol)
+    pair_real = np.broadcast_to(real[:, None, :, None] & real[:, None, None, :], golden[f"{tag}/attentions/0"].shape)
+    for i in range(config.num_hidden_layers):
+        probs = trace.tensors[f"encoder.layer.{i}.attention.self.probs"]
+        assert_close(f"{tag} attentions[{i}]", probs[pair_real], golden[f"{tag}/attentions/{i}"][pair_real], atol=atol)
+    assert logits.dtype == dtype
+    assert_close(f"{tag} logits", logits, golden[f"{tag}/logits"], atol=atol, rtol=atol)

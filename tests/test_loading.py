@@ -1,0 +1,239 @@
+"""Checkpoint variants every XLMRobertaForSequenceClassification may come in, and strict validation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from conftest import assert_close
+from helpers import build_model
+from safetensors.numpy import load_file, save_file
+
+from xlmr_np import CheckpointError, ConfigError, InputError, Reranker
+from xlmr_np.weights import RowTable, read_safetensors
+
+PAIRS = [("what is the capital of France?", "Paris is the capital of France."),
+         ("北京", "北京是中国的首都。" * 3), ("q", "")]
+
+
+def torch_logits(torch, model, batch):
+    with torch.inference_mode():
+        return model(input_ids=torch.from_numpy(batch.input_ids),
+                     attention_mask=torch.from_numpy(batch.attention_mask)).logits.numpy()
+
+
+def copy_model(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_half_precision_checkpoints_are_widened_exactly(torch, tmp_path, dtype_name):
+    model = build_model(tmp_path, seed=3, init_std=0.2, dtype=getattr(torch, dtype_name))
+    stored = read_safetensors(tmp_path / "model.safetensors")
+    assert {t.dtype for t in stored.values()} == {"F16" if dtype_name == "float16" else "BF16"}
+    reranker = Reranker.from_pretrained(tmp_path)
+    # the reference holds the same rounded weights, widened to float32 by torch
+    for key, value in model.state_dict().items():
+        if key in reranker.params:
+            ours = np.asarray(reranker.params[key])
+            assert ours.dtype == np.float32 and np.array_equal(ours, value.numpy()), key
+    batch = reranker.tokenize(PAIRS)
+    assert_close(f"{dtype_name} checkpoint logits", reranker.forward(batch.input_ids, batch.attention_mask).logits,
+                 torch_logits(torch, model, batch), atol=2e-5, rtol=2e-5)
+
+
+def test_checkpoint_without_roberta_prefix_with_pooler_and_old_buffers(tiny_model, tmp_path, caplog, torch):
+    src, torch_model = tiny_model
+    directory = copy_model(src, tmp_path / "m")
+    tensors = load_file(directory / "model.safetensors")
+    renamed = {k.removeprefix("roberta."): v for k, v in tensors.items()}
+    D = tensors["roberta.embeddings.LayerNorm.weight"].shape[0]
+    renamed["pooler.dense.weight"] = np.zeros((D, D), np.float32)
+    renamed["pooler.dense.bias"] = np.zeros(D, np.float32)
+    renamed["embeddings.position_ids"] = np.arange(514, dtype=np.int64)[None]  # saved by transformers < 4.31
+    save_file(renamed, directory / "model.safetensors")
+    with caplog.at_level(logging.INFO, logger="xlmr_np.weights"):
+        reranker = Reranker.from_pretrained(directory)
+    assert "pooler.dense.weight" in caplog.text and "embeddings.position_ids" in caplog.text
+    batch = reranker.tokenize(PAIRS)
+    assert_close("renamed checkpoint logits", reranker.forward(batch.input_ids, batch.attention_mask).logits,
+                 torch_logits(torch, torch_model, batch), atol=2e-5, rtol=2e-5)
+
+
+def test_sharded_checkpoint(tiny_model, tmp_path, torch):
+    src, torch_model = tiny_model
+    directory = tmp_path / "sharded"
+    torch_model.save_pretrained(directory, safe_serialization=True, max_shard_size="5MB")
+    shutil.copy(src / "tokenizer.json", directory)
+    index = json.loads((directory / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1 and not (directory / "model.safetensors").exists()
+    reranker = Reranker.from_pretrained(directory)
+    batch = reranker.tokenize(PAIRS)
+    assert_close("sharded logits", reranker.forward(batch.input_ids, batch.attention_mask).logits,
+                 torch_logits(torch, torch_model, batch), atol=2e-5, rtol=2e-5)
+
+
+def test_long_position_table_beyond_512_tokens(torch, tmp_path):
+    """bge-reranker-v2-m3 has 8,194 position slots; nothing may assume 514."""
+    model = build_model(tmp_path, seed=4, init_std=0.2, max_position_embeddings=1026, hidden_size=24,
+                        num_attention_heads=2, intermediate_size=31, num_hidden_layers=3)
+    reranker = Reranker.from_pretrained(tmp_path, max_length=1024)
+    pairs = [("long query " * 20, "a long document about many things " * 250), ("q", "d")]
+    batch = reranker.tokenize(pairs)
+    assert batch.input_ids.shape[1] == 1024 and batch.truncated == [True, False]
+    assert_close("1024-token logits", reranker.forward(batch.input_ids, batch.attention_mask).logits,
+                 torch_logits(torch, model, batch), atol=2e-5, rtol=2e-5)
+
+
+def test_embedding_table_is_read_row_by_row(tiny_model):
+    reranker = Reranker.from_pretrained(tiny_model[0])
+    table = reranker.params["roberta.embeddings.word_embeddings.weight"]
+    assert isinstance(table, RowTable)
+    assert table[np.array([0, 5])].shape == (2, table.shape[1])
+    assert not table.raw.array.flags.writeable  # a read-only view of the mapped file, not a copy
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every failure a user can cause has a clear error
+
+
+def test_missing_directory_config_and_weights(tiny_model, tmp_path):
+    with pytest.raises(ConfigError, match="not a directory"):
+        Reranker.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="config.json not found"):
+        Reranker.from_pretrained(tmp_path)
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        Reranker.from_pretrained(directory)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model_type": "bert"}, "model_type is 'bert'"),
+    ({"architectures": ["XLMRobertaModel"]}, "classification head"),
+    ({"hidden_act": "gelu_new"}, "hidden_act is 'gelu_new'"),
+    ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
+    ({"hidden_size": "32"}, "'hidden_size' should be int"),
+    ({"num_attention_heads": 5}, "not a multiple"),
+    ({"hidden_size": None}, "hidden_size"),
+])
+def test_wrong_config(tiny_model, tmp_path, change, message):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    config = json.loads((directory / "config.json").read_text())
+    config.update(change)
+    config = {k: v for k, v in config.items() if v is not None}
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=message):
+        Reranker.from_pretrained(directory)
+
+
+def test_config_that_is_not_json(tiny_model, tmp_path):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    (directory / "config.json").write_text("{oops")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        Reranker.from_pretrained(directory)
+
+
+def rewrite(directory, edit):
+    tensors = load_file(directory / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, directory / "model.safetensors")
+
+
+def test_missing_tensor_names_the_key(tiny_model, tmp_path):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    rewrite(directory, lambda t: t.pop("roberta.encoder.layer.1.output.dense.weight"))
+    with pytest.raises(CheckpointError, match=r"missing 1 tensor.*encoder.layer.1.output.dense.weight"):
+        Reranker.from_pretrained(directory)
+
+
+def test_encoder_without_classification_head_is_refused(tiny_model, tmp_path):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    rewrite(directory, lambda t: [t.pop(k) for k in list(t) if k.startswith("classifier.")])
+    with pytest.raises(CheckpointError, match="no classification head"):
+        Reranker.from_pretrained(directory)
+
+
+def test_unexpected_tensor(tiny_model, tmp_path):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    rewrite(directory, lambda t: t.update({"roberta.encoder.layer.7.output.dense.weight": np.zeros((2, 2), "f4")}))
+    with pytest.raises(CheckpointError, match="unexpected.*layer.7"):
+        Reranker.from_pretrained(directory)
+
+
+def test_wrong_shape_names_file_key_expected_and_found(tiny_model, tmp_path):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    key = "roberta.encoder.layer.0.intermediate.dense.weight"
+    rewrite(directory, lambda t: t.update({key: np.ascontiguousarray(t[key].T)}))  # a transposed weight
+    with pytest.raises(CheckpointError, match=r"model.safetensors.*intermediate.dense.weight.*\[32, 37\].*\[37, 32\]"):
+        Reranker.from_pretrained(directory)
+
+
+def test_integer_tensor_where_a_float_is_expected(tiny_model, tmp_path):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    rewrite(directory, lambda t: t.update({"classifier.dense.bias": np.zeros(32, np.int32)}))
+    with pytest.raises(CheckpointError, match="classifier.dense.bias.*I32"):
+        Reranker.from_pretrained(directory)
+
+
+@pytest.mark.parametrize("cut", [4, 100, 1000, -10])
+def test_truncated_file(tiny_model, tmp_path, cut):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    path = directory / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[:cut])
+    with pytest.raises(CheckpointError, match="model.safetensors.*(truncated|corrupt|too short)"):
+        Reranker.from_pretrained(directory)
+
+
+def test_corrupted_header(tiny_model, tmp_path):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    path = directory / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[10:30] = b"\xff" * 20
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="model.safetensors.*corrupt"):
+        Reranker.from_pretrained(directory)
+
+
+def test_corrupted_offsets(tiny_model, tmp_path):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    path = directory / "model.safetensors"
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    key = "classifier.out_proj.bias"
+    begin, end = header[key]["data_offsets"]
+    header[key]["data_offsets"] = [begin, end + 4]
+    raw = json.dumps(header, separators=(",", ":")).encode().ljust(n)
+    assert len(raw) == n
+    path.write_bytes(data[:8] + raw + data[8 + n :])
+    with pytest.raises(CheckpointError, match="classifier.out_proj.bias.*should span"):
+        Reranker.from_pretrained(directory)
+
+
+def test_bad_arguments_and_inputs(tiny_model):
+    directory = tiny_model[0]
+    with pytest.raises(ValueError, match="max_length must be an int of at most 512"):
+        Reranker.from_pretrained(directory, max_length=1024)
+    with pytest.raises(ValueError, match="dtype"):
+        Reranker.from_pretrained(directory, dtype=np.float16)
+    reranker = Reranker.from_pretrained(directory)
+    with pytest.raises(InputError, match="empty"):
+        reranker.compute_score([])
+    with pytest.raises(InputError, match="document must be a str"):
+        reranker.compute_score([("q", 3)])
+    with pytest.raises(InputError, match="query must be a str"):
+        reranker.compute_score([(None, "d")])
+    with pytest.raises(InputError, match="batch_size"):
+        reranker.compute_score([("q", "d")], batch_size=0)
+    with pytest.raises(InputError, match="do not start with a real token"):
+        reranker.forward(np.array([[1, 0, 5, 2]]), np.array([[0, 1, 1, 1]]))
+    with pytest.raises(InputError, match="position table holds 512"):
+        reranker.forward(np.zeros((1, 600), np.int64) + 5, np.ones((1, 600), np.int64))
+    with pytest.raises(InputError, match="token ids must lie"):
+        reranker.forward(np.array([[0, 250002, 2]]), np.ones((1, 3), np.int64))

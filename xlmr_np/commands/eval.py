@@ -1,0 +1,97 @@
+"""`xlmr-np eval` (C-MTEB reranking MAP and MRR@10) and `xlmr-np merge` (combine shards of an eval)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import XlmrNpError
+from ..evaluate import TASKS, default_cache_dir, format_table, merge_shards, run_eval
+from ..tokenizer import TRUNCATION_STRATEGIES
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def shard_spec(text: str) -> tuple[int, int]:
+    """"I/N" -> (I, N), with 0 <= I < N."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N (e.g. 0/4 ... 3/4), got {text!r}")
+    return i, n
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="C-MTEB reranking MAP and MRR@10 against bge-reranker-base's published figures",
+        description="Score a C-MTEB reranking task with the numpy model and print MAP and MRR@10 beside the "
+                    "published bge-reranker-base figures. Scores are cached per batch: rerun the same command "
+                    "to resume an interrupted run.")
+    p.add_argument("--model", required=True, help="model directory (config.json, model.safetensors, tokenizer.json)")
+    p.add_argument("--task", required=True, choices=[*TASKS, "all"])
+    p.add_argument("--batch-size", type=positive_int, default=32, help="pairs per forward pass (default 32)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="worker processes, each with its share of the cores (default 1: this process, all cores)")
+    p.add_argument("--shard", type=shard_spec, metavar="I/N",
+                   help="score only batches I, I+N, I+2N, ... (0 <= I < N) and write a shard file for merge")
+    p.add_argument("--max-queries", type=positive_int, metavar="N",
+                   help="evaluate a random sample of N queries per task, with a bootstrap 95%% interval")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --max-queries sample (default 0)")
+    p.add_argument("--max-length", type=positive_int, default=512, help="tokens per pair (default 512)")
+    p.add_argument("--truncation", choices=TRUNCATION_STRATEGIES, default="longest_first",
+                   help="longest_first (default) is what the published scores used")
+    p.add_argument("--cache-dir", default=None,
+                   help=f"score cache directory (default {default_cache_dir()})")
+    p.add_argument("--out", default="eval-results", help="directory for results.json or shard files")
+    p.set_defaults(func=eval_command)
+
+    m = subparsers.add_parser(
+        "merge", help="merge the shard files of an `xlmr-np eval --shard` run into its results",
+        description="Check that the shard files cover every shard of one evaluation (same model, settings, "
+                    "dataset and plan), then print and write the results as one run would.")
+    m.add_argument("shards", nargs="+", help="shard files (<task>.shard-I-of-N.json)")
+    m.add_argument("--out", default="eval-results", help="directory for results.json")
+    m.set_defaults(func=merge_command)
+
+
+def eval_command(args) -> int:
+    try:
+        done = run_eval(args.model, args.task, out_dir=args.out, cache_dir=args.cache_dir,
+                        batch_size=args.batch_size, workers=args.workers, shard=args.shard,
+                        max_queries=args.max_queries, seed=args.seed, max_length=args.max_length,
+                        truncation=args.truncation)
+    except XlmrNpError as e:
+        print(f"xlmr-np eval: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("xlmr-np eval: interrupted; the finished batches are cached, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    if done["results"] is not None:
+        print(format_table(done["results"]))
+    for path in done["files"]:
+        print(f"wrote {path}", file=sys.stderr)
+    if args.shard is not None:
+        print(f"shard {args.shard[0]}/{args.shard[1]} done; once every shard is, run: "
+              f"xlmr-np merge <all shard files> --out DIR", file=sys.stderr)
+    return 0
+
+
+def merge_command(args) -> int:
+    try:
+        results = merge_shards(args.shards, args.out)
+    except XlmrNpError as e:
+        print(f"xlmr-np merge: error: {e}", file=sys.stderr)
+        return 1
+    print(format_table(results))
+    return 0

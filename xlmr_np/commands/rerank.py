@@ -1,0 +1,92 @@
+"""`xlmr-np rerank QUERY DOC...`: rank documents for one query, as a table or as /v1/rerank JSON."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+from ..errors import InputError
+from .common import add_model_arguments, is_jsonl, load_reranker, parse_json_line, read_lines, reports_errors
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "rerank", help="rank documents by relevance to a query",
+        description="Rank documents by relevance to QUERY. Documents come from the arguments, from "
+                    "--documents FILE (one per line, or JSONL: a string or {\"text\": ...} per line), or "
+                    "from stdin. Blank lines are skipped; index counts documents, not lines.")
+    parser.add_argument("query", metavar="QUERY")
+    parser.add_argument("documents", metavar="DOC", nargs="*", help="documents to rank")
+    parser.add_argument("--documents", dest="documents_file", metavar="FILE",
+                        help="read documents from FILE ('-': stdin)")
+    parser.add_argument("--jsonl", action="store_true", help="the documents file is JSONL (implied by .jsonl)")
+    parser.add_argument("--top-n", type=int, help="show only the best N")
+    parser.add_argument("--json", action="store_true", help="print the /v1/rerank response JSON instead of a table")
+    parser.add_argument("--raw-scores", action="store_true",
+                        help="report the raw logit instead of its sigmoid (0..1)")
+    parser.add_argument("--windows", action="store_true",
+                        help="score long documents by their best overlapping window instead of truncating them")
+    parser.add_argument("--window-overlap", type=int, default=64, help="tokens shared by adjacent windows (64)")
+    add_model_arguments(parser)
+    parser.set_defaults(func=reports_errors(run))
+
+
+def read_documents(source: str, jsonl: bool) -> list[str]:
+    documents = []
+    for number, line in read_lines(source):
+        if not line.strip():
+            continue
+        if not jsonl:
+            documents.append(line)
+            continue
+        value = parse_json_line(source, number, line)
+        text = value.get("text") if isinstance(value, dict) else value
+        if not isinstance(text, str):
+            raise InputError(f'{source}:{number}: expected a JSON string or {{"text": string}}, got {line[:60]}')
+        documents.append(text)
+    return documents
+
+
+def gather_documents(args) -> list[str]:
+    documents = list(args.documents)
+    if args.documents_file:
+        documents += read_documents(args.documents_file, is_jsonl(args.documents_file, args.jsonl))
+    elif not documents and not sys.stdin.isatty():
+        documents = read_documents("-", args.jsonl)
+    if not documents:
+        raise InputError("no documents: give them as arguments, with --documents FILE, or on stdin")
+    return documents
+
+
+def table(results: list[dict], raw_scores: bool, max_length: int) -> str:
+    """A ranked table sized to the terminal; truncated documents are marked with *."""
+    width = shutil.get_terminal_size((100, 20)).columns
+    header = f"{'rank':>4}  {'index':>5}  {'logit' if raw_scores else 'score':>9}  document"
+    room = max(20, width - len(header) + len("document"))
+    lines = [header]
+    for rank, r in enumerate(results, start=1):
+        text = " ".join(r["document"].split())
+        if len(text) > room:
+            text = text[: room - 1] + "…"
+        mark = "*" if r["truncated"] else " "
+        lines.append(f"{rank:>4}  {r['index']:>5}  {r['relevance_score']:>9.6f}{mark} {text}")
+    if any(r["truncated"] for r in results):
+        lines.append(f"* truncated to {max_length} tokens; --windows scores the whole document")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from ..api import RerankRequest, encode, rerank_response
+
+    documents = gather_documents(args)
+    if args.top_n is not None and args.top_n < 1:
+        raise InputError(f"--top-n must be a positive integer, got {args.top_n}")
+    reranker = load_reranker(args)
+    scores = reranker.score_documents(args.query, documents, batch_size=args.batch_size, raw_scores=args.raw_scores,
+                                      windows=args.windows, window_overlap=args.window_overlap)
+    if args.json:
+        request = RerankRequest(args.query, documents, args.top_n, True, args.raw_scores)
+        print(encode(rerank_response(args.model, request, scores)).decode("utf-8"))
+    else:
+        print(table(scores.ranked(documents, top_n=args.top_n), args.raw_scores, reranker.max_length))
+    return 0
