@@ -189,19 +189,16 @@ def erf(x):
     return _erf64(x.astype(np.float64), x.dtype).astype(x.dtype)
 
 
-def gelu(x, out=None, bias=None):
+def gelu(x):
     """transformers ACT2FN["gelu"]: the exact form x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)), not tanh.
 
-    Formed in float64 and rounded once, so a float32 result is within 1 ulp of the exact value.
-    out: where to write (may be x itself). bias [F]: added to x first (a dense layer's bias), in the
-    same cache-sized block. Runs blockwise on every core: a block's float64 temporaries stay in cache.
+    Formed in float64 and rounded once, so a float32 result is within 1 ulp of the exact value. Runs
+    blockwise on every core, so a block's float64 temporaries stay in cache.
     """
-    out = np.empty_like(x) if out is None else out
+    out = np.empty_like(x)
 
     def kernel(start, stop):  # rows start:stop, [R, F] -> [R, F]
         xb = x[start:stop]
-        if bias is not None:
-            xb = np.add(xb, bias, out=out[start:stop])
         phi = _erf64(np.multiply(xb, 1 / math.sqrt(2), dtype=np.float64), x.dtype)  # erf(x / sqrt 2)
         phi += 1.0
         phi *= 0.5
@@ -400,8 +397,7 @@ def attention_output(context, residual, params, prefix, config, trace=None):
 def intermediate(x, params, prefix, trace=None):
     """XLMRobertaIntermediate: dense up to F, then exact erf GELU."""
     p = prefix + "intermediate.dense."
-    h = matmul_wt(x, params[p + "weight"])  # [N, D] -> [N, F]
-    gelu(h, out=h, bias=params[p + "bias"])  # in place: gelu(h + b)
+    h = gelu(linear(x, params[p + "weight"], params[p + "bias"]))  # [N, D] -> [N, F]
     if trace is not None:
         trace.tokens(_module(prefix + "intermediate"), h)
     return h  # [N, F]
