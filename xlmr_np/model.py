@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,34 +35,96 @@ from .errors import InputError
 
 
 # BLAS picks its kernel, and with it the order of summation, by the matrix sizes: one row alone (gemv)
-# or a few rows (a small-matrix kernel) round differently than many. Running every product on blocks of
-# exactly GEMM_ROWS rows (the last one zero-padded) makes each pair's numbers, bit for bit, independent
-# of how many other pairs share its batch.
+# or a few rows (a small-matrix kernel) round differently than many. Running every product on a multiple
+# of GEMM_ROWS rows (the tail zero-padded to a block of its own) makes each pair's numbers, bit for bit,
+# independent of how many other pairs share its batch. The bulk goes to BLAS as one call, not one call
+# per block: each call costs a thread synchronisation, and the rows' sums do not depend on how many
+# blocks share a call (checked bit for bit at 128 vs 1024 vs 4096 rows for the model's three weight
+# shapes on OpenBLAS; tests/test_parity.py checks it end to end).
 GEMM_ROWS = 128
 
 
-def linear(x, weight, bias):
-    """torch.nn.Linear: weights are stored [out, in], so y = x W^T + b, computed GEMM_ROWS rows at a time."""
+def matmul_wt(x, weight):
+    """x W^T for a torch [out, in] weight, on multiples of GEMM_ROWS rows (see above)."""
     n = x.shape[0]
+    bulk = n - n % GEMM_ROWS
     y = np.empty((n, weight.shape[0]), dtype=x.dtype)  # [N, in] -> [N, out]
-    for start in range(0, n, GEMM_ROWS):
-        block = x[start : start + GEMM_ROWS]  # [R, in], R = GEMM_ROWS except in the tail
-        if len(block) == GEMM_ROWS:
-            np.matmul(block, weight.T, out=y[start : start + GEMM_ROWS])
-        else:
-            padded = np.zeros((GEMM_ROWS, x.shape[1]), dtype=x.dtype)  # [GEMM_ROWS, in]
-            padded[: len(block)] = block
-            y[start:] = (padded @ weight.T)[: len(block)]  # [GEMM_ROWS, out] -> [R, out]
+    if bulk:
+        np.matmul(x[:bulk], weight.T, out=y[:bulk])
+    if bulk < n:
+        padded = np.zeros((GEMM_ROWS, x.shape[1]), dtype=x.dtype)  # [GEMM_ROWS, in]
+        padded[: n - bulk] = x[bulk:]
+        y[bulk:] = (padded @ weight.T)[: n - bulk]  # [GEMM_ROWS, out] -> [R, out]
+    return y
+
+
+def linear(x, weight, bias):
+    """torch.nn.Linear: weights are stored [out, in], so y = x W^T + b."""
+    y = matmul_wt(x, weight)  # [N, in] -> [N, out]
     y += bias
     return y
 
 
-def layer_norm(x, weight, bias, eps):
-    """torch.nn.LayerNorm over the last axis, with the biased variance torch uses."""
-    mean = x.mean(axis=-1, keepdims=True)  # [N, D] -> [N, 1]
-    centered = x - mean
-    var = np.mean(centered * centered, axis=-1, keepdims=True)  # [N, D] -> [N, 1]
-    return centered / np.sqrt(var + x.dtype.type(eps)) * weight + bias
+# Elementwise work (GELU, layer norm, softmax) would otherwise run on one core while the GEMMs use all
+# of them. numpy's ufuncs release the GIL, so a thread per core can each take a share of the rows; each
+# share is then walked in blocks of about BLOCK_ELEMENTS values, so a block's temporaries stay in the L2
+# cache between the several passes an op makes over it. Blocking and threading never change a value:
+# every op here is elementwise or reduces along one row.
+BLOCK_ELEMENTS = 16384
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_pool: ThreadPoolExecutor | None = None
+
+
+def parallel(task, items):
+    """Run task(item) for every item, spread over THREADS threads (inline when there is one)."""
+    global _pool
+    items = list(items)
+    if THREADS == 1 or len(items) == 1:
+        for item in items:
+            task(item)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="xlmr_np")
+    for _ in _pool.map(task, items):
+        pass
+
+
+def blockwise(kernel, n, row_size):
+    """kernel(start, stop) over row blocks of an [n, row_size] array: a share of rows per thread, then
+    blocks of about BLOCK_ELEMENTS values within each share."""
+    rows = max(1, BLOCK_ELEMENTS // max(1, row_size))  # rows per cache-sized block
+    shares = np.linspace(0, n, min(THREADS, n) + 1).astype(int)  # [THREADS + 1] row boundaries
+
+    def run_share(i):
+        for start in range(shares[i], shares[i + 1], rows):
+            kernel(start, min(start + rows, shares[i + 1]))
+
+    parallel(run_share, range(len(shares) - 1))
+
+
+def layer_norm(x, weight, bias, eps, out=None, add=()):
+    """torch.nn.LayerNorm over the last axis, with the biased variance torch uses.
+
+    out: where to write (may be x itself: the norm is then done in place). add: arrays added to x first,
+    in order, within the same cache-sized block (a dense layer's bias [D], then the residual [N, D]).
+    """
+    out = np.empty_like(x) if out is None else out
+    eps = x.dtype.type(eps)
+
+    def kernel(start, stop):  # rows start:stop, [R, D] -> [R, D]
+        xb, ob = x[start:stop], out[start:stop]
+        for a in add:
+            np.add(xb, a if a.ndim == 1 else a[start:stop], out=ob)
+            xb = ob
+        mean = xb.mean(axis=-1, keepdims=True)  # [R, D] -> [R, 1]
+        np.subtract(xb, mean, out=ob)  # centered
+        var = np.mean(ob * ob, axis=-1, keepdims=True)  # [R, D] -> [R, 1]
+        ob /= np.sqrt(var + eps)
+        ob *= weight
+        ob += bias
+
+    blockwise(kernel, x.shape[0], x[:1].size)
+    return out
 
 
 # erf(x) ~= x * P(x^2) / Q(x^2) on |x| <= 3.92 (beyond it erf rounds to +-1 in float32). Coefficients
@@ -76,18 +140,22 @@ def _erf_rational(x):
     """erf in float64 arithmetic, accurate to float32: max abs error 1.6e-8 (5e-8 once rounded to float32).
 
     Evaluated in float64: in float32 arithmetic the rational's own rounding reaches 4e-7 near |x| = 3.6.
+    x: a float64 array the caller owns, overwritten (clipped) here: every pass runs in place.
     """
-    x = np.clip(x, -_ERF_CLIP, _ERF_CLIP)  # x: float64
+    x = np.clip(x, -_ERF_CLIP, _ERF_CLIP, out=x)
     t = x * x
-    p = np.full_like(t, _ERF_P[-1])
-    for c in _ERF_P[-2::-1]:
+    p = t * _ERF_P[-1]
+    q = t * _ERF_Q[-1]
+    p += _ERF_P[-2]
+    q += _ERF_Q[-2]
+    for cp, cq in zip(_ERF_P[-3::-1], _ERF_Q[-3::-1]):
         p *= t
-        p += c
-    q = np.full_like(t, _ERF_Q[-1])
-    for c in _ERF_Q[-2::-1]:
+        p += cp
         q *= t
-        q += c
-    return x * p / q
+        q += cq
+    p *= x
+    p /= q
+    return p
 
 
 def _erf_series(x):
@@ -124,17 +192,34 @@ def erf(x):
 def gelu(x):
     """transformers ACT2FN["gelu"]: the exact form x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)), not tanh.
 
-    Formed in float64 and rounded once, so a float32 result is within 1 ulp of the exact value.
+    Formed in float64 and rounded once, so a float32 result is within 1 ulp of the exact value. Runs
+    blockwise on every core, so a block's float64 temporaries stay in cache.
     """
-    x64 = x.astype(np.float64)
-    phi = 0.5 * (1.0 + _erf64(x64 * (1 / math.sqrt(2)), x.dtype))
-    return (x64 * phi).astype(x.dtype)
+    out = np.empty_like(x)
+
+    def kernel(start, stop):  # rows start:stop, [R, F] -> [R, F]
+        xb = x[start:stop]
+        phi = _erf64(np.multiply(xb, 1 / math.sqrt(2), dtype=np.float64), x.dtype)  # erf(x / sqrt 2)
+        phi += 1.0
+        phi *= 0.5
+        np.multiply(phi, xb, out=phi)  # x * Phi(x) in float64
+        out[start:stop] = phi  # rounded once to x's dtype
+
+    blockwise(kernel, x.shape[0], x[:1].size)
+    return out
 
 
-def softmax(x, axis=-1):
-    """Softmax with the row maximum subtracted first, so exp never overflows."""
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+def softmax(x, axis=-1, out=None, scale=None):
+    """Softmax with the row maximum subtracted first, so exp never overflows.
+
+    out may be x itself; scale multiplies x first (attention's 1/sqrt(Dh)), in the same pass over memory.
+    """
+    if scale is not None:
+        x = np.multiply(x, scale, out=out)
+    out = np.subtract(x, x.max(axis=axis, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=axis, keepdims=True)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -208,7 +293,7 @@ def embeddings(ids, positions, params, config, trace=None):
     position = params[p + "position_embeddings.weight"][positions]  # [N] -> [N, D]
     token_type = params[p + "token_type_embeddings.weight"][0]  # [D]: type_vocab_size 1, every token is 0
     x = word + token_type + position  # transformers' order of additions, for identical rounding
-    x = layer_norm(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps)
+    layer_norm(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=x)
     if trace is not None:
         trace.tokens("embeddings.word_embeddings", word)
         trace.tokens("embeddings.position_embeddings", position)
@@ -220,11 +305,38 @@ def embeddings(ids, positions, params, config, trace=None):
 # Attention (XLMRobertaSelfAttention + XLMRobertaSelfOutput)
 
 
+# OpenBLAS runs a product on one thread when m*n*k <= 2^18 (interface/gemm.c: SMP_THRESHOLD_MIN 65536 x
+# GEMM_MULTITHREAD_THRESHOLD 4). Attention's products are cut into row chunks that small, so the thread
+# pool can run heads in parallel without threads contending for OpenBLAS's own workers: measured on a
+# loaded 2-core machine, one layer of 16 pairs x 256 tokens took 600 ms as whole-head products on
+# OpenBLAS's threads, 65 ms as single-threaded products on the pool.
+SINGLE_THREAD_MNK = 1 << 18
+
+
+def attend(q, k, v, context, scale, probs=None):
+    """softmax(Q K^T * scale) V for one head of one pair, written into context [n, Dh].
+
+    q, k, v: [n, Dh]. Walks the query rows in chunks (see SINGLE_THREAD_MNK): each chunk's scores are
+    normalised and multiplied by V while they are still in cache. probs [n, n]: also keep the softmax.
+    """
+    n, Dh = q.shape
+    rows = max(1, SINGLE_THREAD_MNK // (n * Dh))
+    scores = np.empty((min(rows, n), n), dtype=q.dtype)  # [R, n], reused by every chunk
+    kt = k.T  # [Dh, n]
+    for start in range(0, n, rows):
+        s = scores[: min(rows, n - start)]  # [R, n]
+        np.matmul(q[start : start + rows], kt, out=s)  # [R, Dh] @ [Dh, n] -> [R, n]
+        softmax(s, out=s, scale=scale)
+        context[start : start + rows] = s @ v  # [R, n] @ [n, Dh] -> [R, Dh]
+        if probs is not None:
+            probs[start : start + rows] = s
+
+
 def self_attention(x, offsets, params, prefix, config, trace=None):
     """XLMRobertaSelfAttention: softmax(Q K^T / sqrt(Dh)) V per head, each pair over its own tokens.
 
     offsets: [B + 1] start of each pair's tokens in the packed x (pair b is x[offsets[b]:offsets[b+1]]).
-    Returns the per-head contexts concatenated back to [N, D].
+    Returns the per-head contexts concatenated back to [N, D]. (pair, head) tasks run on every core.
     """
     p = prefix + "attention.self."
     H, Dh = config.num_attention_heads, config.head_size
@@ -233,23 +345,23 @@ def self_attention(x, offsets, params, prefix, config, trace=None):
     v = linear(x, params[p + "value.weight"], params[p + "value.bias"])  # [N, D] -> [N, D]
     scale = x.dtype.type(Dh**-0.5)
     context = np.empty_like(q)  # [N, D]
-    probs_all = []
-    for start, end in zip(offsets[:-1], offsets[1:]):  # one pair at a time, never one token at a time
-        n = end - start
-        qh = q[start:end].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
-        kh = k[start:end].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
-        vh = v[start:end].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
-        scores = (qh @ kh.transpose(0, 2, 1)) * scale  # [H, n, Dh] @ [H, Dh, n] -> [H, n, n]
-        probs = softmax(scores, axis=-1)  # [H, n, n]
-        context[start:end] = (probs @ vh).transpose(1, 0, 2).reshape(n, H * Dh)  # [H, n, Dh] -> [n, D]
-        if trace is not None:
-            probs_all.append(probs)
+    lengths = np.diff(offsets)  # [B]
+    keep = trace is not None and trace.wants(_module(p) + ".probs")
+    probs_all = [np.empty((H, n, n), dtype=x.dtype) for n in lengths] if keep else None  # B x [H, n, n]
+
+    def one_head(task):
+        b, h = task
+        rows, cols = slice(offsets[b], offsets[b + 1]), slice(h * Dh, (h + 1) * Dh)
+        attend(q[rows, cols], k[rows, cols], v[rows, cols], context[rows, cols], scale,
+               probs_all[b][h] if keep else None)  # [n, Dh] x 3 -> [n, Dh]
+
+    parallel(one_head, [(b, h) for b in np.argsort(-lengths, kind="stable") for h in range(H)])  # longest first
     if trace is not None:
         name = _module(p)
         trace.tokens(name + ".query", q)
         trace.tokens(name + ".key", k)
         trace.tokens(name + ".value", v)
-        if trace.wants(name + ".probs"):
+        if keep:
             trace.tensors[name + ".probs"] = _pad_probs(probs_all, trace.keep)  # [B, H, T, T]
         trace.tokens(name, context)
     return context  # [N, D]
@@ -269,9 +381,10 @@ def _pad_probs(probs_per_pair, keep):
 def attention_output(context, residual, params, prefix, config, trace=None):
     """XLMRobertaSelfOutput: dense, then post-LN: LayerNorm(residual + dense(context))."""
     p = prefix + "attention.output."
-    h = linear(context, params[p + "dense.weight"], params[p + "dense.bias"])  # [N, D] -> [N, D]
-    h = layer_norm(h + residual, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"],
-                   config.layer_norm_eps)  # post-LN: the residual is added *before* the norm
+    h = matmul_wt(context, params[p + "dense.weight"])  # [N, D] -> [N, D]
+    # post-LN: bias and residual are added *before* the norm (in that order, as torch rounds)
+    layer_norm(h, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=h,
+               add=(params[p + "dense.bias"], residual))
     if trace is not None:
         trace.tokens(_module(p), h)
     return h  # [N, D]
@@ -293,9 +406,9 @@ def intermediate(x, params, prefix, trace=None):
 def output(h, residual, params, prefix, config, trace=None):
     """XLMRobertaOutput: dense back down to D, then post-LN: LayerNorm(residual + dense(h))."""
     p = prefix + "output."
-    y = linear(h, params[p + "dense.weight"], params[p + "dense.bias"])  # [N, F] -> [N, D]
-    y = layer_norm(y + residual, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"],
-                   config.layer_norm_eps)
+    y = matmul_wt(h, params[p + "dense.weight"])  # [N, F] -> [N, D]
+    layer_norm(y, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=y,
+               add=(params[p + "dense.bias"], residual))
     if trace is not None:
         trace.tokens(_module(p), y)
     return y  # [N, D]

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import mmap
+import os
 import struct
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ class RawTensor:
     file: str
     dtype: str  # safetensors dtype tag, e.g. "F32" or "BF16"
     array: np.ndarray  # stored bits: float32/float16/float64, or uint16 for BF16
+    offset: int = 0  # byte offset of the tensor's data in the file
 
 
 @dataclass
@@ -60,8 +63,11 @@ class Checkpoint:
 class RowTable:
     """A [V, D] embedding table that stays on disk and is read row by row.
 
-    `table[ids]` gathers only the rows it is asked for and converts them to the compute dtype, so a
-    batch touches a few hundred pages of the 768 MB table rather than all of it.
+    `table[ids]` reads only the rows it is asked for, each with one pread from the file, and converts
+    them to the compute dtype. Reading through the mapping instead would map far more than the rows:
+    on a page fault the kernel also maps the neighbouring pages already in the page cache (fault-around,
+    64 KB), so a few thousand random rows put most of the 768 MB table into the process's RSS. pread
+    copies just the rows; the kernel is told the access is random, so a cold cache is not read ahead.
 
     >>> table[np.array([[0, 5]])].shape   # -> (1, 2, D)
     """
@@ -71,9 +77,22 @@ class RowTable:
         self.dtype = np.dtype(dtype)
         self.shape = raw.array.shape
         self.ndim = 2
+        self._fd = os.open(raw.file, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._fd, raw.offset, raw.array.nbytes, os.POSIX_FADV_RANDOM)
 
     def __getitem__(self, ids) -> np.ndarray:
-        return _to_float(self.raw.array[ids], self.raw.dtype, self.dtype)
+        ids = np.asarray(ids)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.shape[0]):
+            raise IndexError(f"row ids must lie in [0, {self.shape[0]}); found {ids.min()}..{ids.max()}")
+        unique, inverse = np.unique(ids, return_inverse=True)  # each row read once
+        rows = np.empty((len(unique), self.shape[1]), dtype=self.raw.array.dtype)  # [U, D] stored bits
+        row_bytes = rows.strides[0]
+        for i, row in enumerate(unique.tolist()):
+            if os.preadv(self._fd, [rows[i]], self.raw.offset + row * row_bytes) != row_bytes:
+                raise CheckpointError(f"{self.raw.file}: short read of row {row} of {self.raw.key!r}")
+        return _to_float(rows[inverse.reshape(ids.shape)], self.raw.dtype, self.dtype)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         """The whole table in memory (reads all of it: for tests and inspection, not the forward pass)."""
@@ -147,7 +166,7 @@ def read_safetensors(path: str | Path) -> dict[str, RawTensor]:
         array = np.frombuffer(buffer, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset)
         if offset % dtype.itemsize:  # unaligned views work but are slow in BLAS: copy the rare ones
             array = array.copy()
-        tensors[key] = RawTensor(key=key, file=str(path), dtype=tag, array=array.reshape(shape))
+        tensors[key] = RawTensor(key=key, file=str(path), dtype=tag, array=array.reshape(shape), offset=offset)
     if end_max != data_len:
         raise CheckpointError(
             f"{path}: the header's tensors end at byte {end_max} of the data section but the file has "
@@ -284,24 +303,7 @@ def load_params(model_dir: str | Path, config: XLMRobertaConfig, dtype=np.float3
                 f"config.json implies {list(shape)}"
             )
         if key == WORD_EMBEDDINGS:
-            _advise_random(raw.array)
             params[key] = RowTable(raw, dtype)
         else:
             params[key] = _to_float(raw.array, raw.dtype, dtype)
     return params
-
-
-def _advise_random(array: np.ndarray) -> None:
-    """Tell the kernel the embedding table is read at random, so a row lookup does not read ahead MBs."""
-    base = array.base
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = getattr(base, "base", None) if not isinstance(base, memoryview) else base.obj
-    if not isinstance(base, mmap.mmap) or not hasattr(mmap, "MADV_RANDOM"):
-        return
-    start = array.__array_interface__["data"][0] - np.frombuffer(base, np.uint8, 1).__array_interface__["data"][0]
-    page = mmap.PAGESIZE
-    aligned = start - start % page
-    try:
-        base.madvise(mmap.MADV_RANDOM, aligned, array.nbytes + start - aligned)
-    except (OSError, ValueError):  # advice only: a kernel that refuses it loses nothing but speed
-        pass

@@ -1,0 +1,57 @@
+"""Where xlmr_np's forward pass spends its time, by op, on one batch of the full-size model.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/profile_forward.py /work/models/full-random 16 256
+
+Prints wall time per op family (cProfile cumulative time of the model's functions: the GEMMs, attention,
+GELU, layer norm, embeddings) against the whole forward pass, and the GEMMs' achieved GFLOP/s.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+
+from xlmr_np import benchmark, model
+from xlmr_np.config import XLMRobertaConfig
+from xlmr_np.weights import load_params
+
+OPS = {"dense GEMMs (matmul_wt)": "matmul_wt", "attention per head (attend)": "attend", "GELU (gelu)": "gelu",
+       "layer norm (layer_norm)": "layer_norm", "embeddings": "embeddings"}
+
+
+def main(model_dir: str, pairs: int, length: int) -> None:
+    config = XLMRobertaConfig.from_file(Path(model_dir) / "config.json")
+    params = load_params(model_dir, config)
+    (ids, mask), = benchmark.batches(benchmark.uniform(length, pairs, config.vocab_size), pairs)
+    model.forward(params, config, ids, mask)  # warm-up
+    t = time.perf_counter()
+    model.forward(params, config, ids, mask)
+    wall = time.perf_counter() - t
+    profiler = cProfile.Profile()
+    profiler.runcall(model.forward, params, config, ids, mask)
+    stats = pstats.Stats(profiler).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
+    total = max(v[3] for k, v in stats.items() if k[2] == "forward")
+    print(f"{pairs} pairs x {length} tokens: forward {wall:.3f} s unprofiled, {total:.3f} s profiled")
+    dense_flops = 2 * pairs * length * config.num_hidden_layers * (
+        4 * config.hidden_size**2 + 2 * config.hidden_size * config.intermediate_size)
+    for label, name in OPS.items():
+        seconds = cumulative(stats, name)
+        if name == "attend":  # runs on pool threads, invisible to cProfile: self_attention minus Q, K, V
+            seconds = cumulative(stats, "self_attention") - cumulative(stats, "linear")
+        extra = f", {dense_flops / seconds / 1e9:.0f} GFLOP/s" if name == "matmul_wt" else ""
+        print(f"  {label:30s} {seconds:7.3f} s  {100 * seconds / total:5.1f}%{extra}")
+    print(f"  numpy sgemm peak now: {benchmark.sgemm_peak():.0f} GFLOP/s; load average "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
+def cumulative(stats, name: str) -> float:
+    """Cumulative seconds of every xlmr_np.model function called `name`."""
+    return sum(v[3] for k, v in stats.items() if k[2] == name and k[0].endswith("model.py"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
