@@ -8,6 +8,7 @@ import sys
 from ..errors import XlmrNpError
 from ..evaluate import TASKS, default_cache_dir, format_table, merge_shards, run_eval
 from ..tokenizer import TRUNCATION_STRATEGIES
+from .common import DEFAULT_MODEL
 
 
 def positive_int(text: str) -> int:
@@ -47,8 +48,9 @@ def register(subparsers) -> None:
         description="Score a C-MTEB reranking task with the numpy model and print MAP and MRR@10 beside the "
                     "published bge-reranker-base figures. Scores are cached per batch: rerun the same command "
                     "to resume an interrupted run.")
-    p.add_argument("--model", required=True,
-                   help="model directory (config.json, model.safetensors, tokenizer.json) or hub repo id")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="model directory (config.json, model.safetensors, tokenizer.json) or hub repo id "
+                        f"(default: {DEFAULT_MODEL})")
     p.add_argument("--task", required=True, choices=[*TASKS, "all"])
     p.add_argument("--batch-size", type=positive_int, default=32, help="pairs per forward pass (default 32)")
     p.add_argument("--workers", type=positive_int, default=1,
