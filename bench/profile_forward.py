@@ -19,7 +19,8 @@ from xlmr_np import benchmark, model
 from xlmr_np.config import XLMRobertaConfig
 from xlmr_np.weights import load_params
 
-OPS = {"dense GEMMs (matmul_wt)": "matmul_wt", "attention per head (attend)": "attend", "GELU (gelu)": "gelu",
+OPS = {"dense GEMMs (matmul_wt)": "matmul_wt", "attention without Q, K, V": "attention",
+       "  of which softmax (softmax_rows)": "softmax_rows", "GELU with its bias (gelu)": "gelu",
        "layer norm (layer_norm)": "layer_norm", "embeddings": "embeddings"}
 
 
@@ -40,7 +41,7 @@ def main(model_dir: str, pairs: int, length: int) -> None:
         4 * config.hidden_size**2 + 2 * config.hidden_size * config.intermediate_size)
     for label, name in OPS.items():
         seconds = cumulative(stats, name)
-        if name == "attend":  # runs on pool threads, invisible to cProfile: self_attention minus Q, K, V
+        if name == "attention":  # self_attention minus its Q, K, V projections (the head's two are tiny)
             seconds = cumulative(stats, "self_attention") - cumulative(stats, "linear")
         extra = f", {dense_flops / seconds / 1e9:.0f} GFLOP/s" if name == "matmul_wt" else ""
         print(f"  {label:30s} {seconds:7.3f} s  {100 * seconds / total:5.1f}%{extra}")

@@ -10,6 +10,8 @@ also reports its throughput in extra_info (elements/s or GFLOP/s) so ops can be 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -51,6 +53,23 @@ def test_gelu(benchmark, rng):
     benchmark.extra_info["Melements_per_s"] = x.size / benchmark.stats.stats.median / 1e6
 
 
+def test_gelu_split_over_two_threads(benchmark, rng):
+    """The evidence for running elementwise work on one thread (model.BLOCK_ELEMENTS): the same GELU with
+    its blocks split between two threads. Each numpy pass over a block releases the GIL for only 1-3 us,
+    and re-taking it costs more, so on a 2-core machine this is slower than test_gelu, not twice as fast."""
+    x = rng.standard_normal((N, F), dtype=np.float32)
+    out = np.empty_like(x)
+    pool = ThreadPoolExecutor(2)
+
+    def run():
+        halves = [(0, N // 2), (N // 2, N)]
+        list(pool.map(lambda rows: model.gelu(x[rows[0]:rows[1]], out=out[rows[0]:rows[1]]), halves))
+
+    benchmark(run)
+    pool.shutdown()
+    benchmark.extra_info["Melements_per_s"] = x.size / benchmark.stats.stats.median / 1e6
+
+
 def test_softmax_attention_scores(benchmark, rng):
     """One pair's scores for every head, [H * n, n], in place (the attention's softmax for one pair)."""
     scores = rng.standard_normal((H * PAIR, PAIR), dtype=np.float32)
@@ -58,8 +77,7 @@ def test_softmax_attention_scores(benchmark, rng):
 
     def run():
         np.copyto(work, scores)
-        model.blockwise(lambda a, b: model.softmax(work[a:b], out=work[a:b], scale=np.float32(0.125)),
-                        work.shape[0], PAIR)
+        model.softmax_rows(work, scale=np.float32(0.125))
 
     benchmark(run)
     benchmark.extra_info["Melements_per_s"] = scores.size / benchmark.stats.stats.median / 1e6

@@ -129,8 +129,11 @@ plt.show()
 # reaches: `encoder.layer.0.intermediate`.
 
 # %%
-def tanh_gelu(x):
-    return (0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))).astype(x.dtype)
+def tanh_gelu(x, bias=None, out=None):  # model.gelu's signature: bias added first, out written in place
+    x = x if bias is None else x + bias
+    out = np.empty_like(x) if out is None else out
+    out[...] = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    return out
 
 
 with mock.patch.object(model, "gelu", tanh_gelu):

@@ -29,10 +29,16 @@ def tiny(tmp_path_factory):
     return Reranker.from_pretrained(directory), reference
 
 
-def tanh_gelu(x):
-    """The tanh approximation of GELU (transformers' "gelu_new"), the classic porting mistake."""
+def tanh_gelu(x, bias=None, out=None):
+    """The tanh approximation of GELU (transformers' "gelu_new"), the classic porting mistake, with
+    model.gelu's signature (bias added first; out written in place)."""
+    x = x if bias is None else x + bias
     inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
-    return (0.5 * x * (1 + np.tanh(inner))).astype(x.dtype)
+    y = (0.5 * x * (1 + np.tanh(inner))).astype(x.dtype)
+    if out is None:
+        return y
+    out[...] = y
+    return out
 
 
 class _NumpyWithTanhGelu:
@@ -75,7 +81,7 @@ def test_clean_model_agrees_in_every_intermediate(tiny):
     assert result.first_divergence is None
     layers = reranker.config.num_hidden_layers
     assert len(result.rows) == 3 + 8 * layers + 2  # embeddings (3), 8 per layer, head (2)
-    assert max(r.max_abs for r in result.rows) < 1.5e-6  # the figure quoted next to parity.ATOL
+    assert max(r.max_abs for r in result.rows) < 2e-6  # the figure quoted next to parity.ATOL
 
 
 @pytest.mark.parametrize("plant, first, function", [

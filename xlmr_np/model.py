@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,41 +63,21 @@ def linear(x, weight, bias):
     return y
 
 
-# Elementwise work (GELU, layer norm, softmax) would otherwise run on one core while the GEMMs use all
-# of them. numpy's ufuncs release the GIL, so a thread per core can each take a share of the rows; each
-# share is then walked in blocks of about BLOCK_ELEMENTS values, so a block's temporaries stay in the L2
-# cache between the several passes an op makes over it. Blocking and threading never change a value:
-# every op here is elementwise or reduces along one row.
-BLOCK_ELEMENTS = 16384
-THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-_pool: ThreadPoolExecutor | None = None
-
-
-def parallel(task, items):
-    """Run task(item) for every item, spread over THREADS threads (inline when there is one)."""
-    global _pool
-    items = list(items)
-    if THREADS == 1 or len(items) == 1:
-        for item in items:
-            task(item)
-        return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="xlmr_np")
-    for _ in _pool.map(task, items):
-        pass
+# Elementwise work (GELU, layer norm, softmax) walks its rows in blocks of about BLOCK_ELEMENTS values, so
+# that the several passes an op makes over a block (and the block's temporaries) stay in the L2 cache.
+# It runs on the calling thread only. numpy's ufuncs do release the GIL, but each pass over a block lasts
+# 1-3 us, and re-taking the GIL after every pass costs more than that: spreading the blocks over two
+# threads made GELU on a [4096, 3072] matrix *slower* on a 2-core machine (52 ms on one thread, 66 ms on
+# two; bench/test_ops_speed.py has both). The matrix products, which BLAS runs on every core, are most of
+# the time anyway. Blocking never changes a value: every op here is elementwise or reduces along one row.
+BLOCK_ELEMENTS = 32768
 
 
 def blockwise(kernel, n, row_size):
-    """kernel(start, stop) over row blocks of an [n, row_size] array: a share of rows per thread, then
-    blocks of about BLOCK_ELEMENTS values within each share."""
+    """kernel(start, stop) over row blocks of an [n, row_size] array, about BLOCK_ELEMENTS values each."""
     rows = max(1, BLOCK_ELEMENTS // max(1, row_size))  # rows per cache-sized block
-    shares = np.linspace(0, n, min(THREADS, n) + 1).astype(int)  # [THREADS + 1] row boundaries
-
-    def run_share(i):
-        for start in range(shares[i], shares[i + 1], rows):
-            kernel(start, min(start + rows, shares[i + 1]))
-
-    parallel(run_share, range(len(shares) - 1))
+    for start in range(0, n, rows):
+        kernel(start, min(start + rows, n))
 
 
 def layer_norm(x, weight, bias, eps, out=None, add=()):
@@ -189,21 +167,71 @@ def erf(x):
     return _erf64(x.astype(np.float64), x.dtype).astype(x.dtype)
 
 
-def gelu(x):
-    """transformers ACT2FN["gelu"]: the exact form x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)), not tanh.
+# The normal upper tail Q(a) = erfc(a / sqrt 2) / 2 = exp(-a^2 / 2) * R(a) for a >= 0, with R(a) ~= P(a) /
+# Q(a) fitted on 0 <= a <= 20 (beyond it exp(-a^2 / 2) is 0 in float32) by `tools/fit_erf.py --tail`: max
+# *relative* error 1.0e-8. Every coefficient is positive, so Horner's rule in float32 never cancels.
+_TAIL_P = (0.5000000050391333, 0.4468741480745188, 0.1896655903669911, 0.04282084103367643,
+           0.004446058620554033)
+_TAIL_Q = (1.0, 1.6916335472693207, 1.2290519186781215, 0.48646037846002005, 0.10733989679998267,
+           0.011144553775259856)
+_TAIL_CAP = 20.0
 
-    Formed in float64 and rounded once, so a float32 result is within 1 ulp of the exact value. Runs
-    blockwise on every core, so a block's float64 temporaries stay in cache.
+
+def _gelu32(x, out):
+    """x Phi(x) in float32 arithmetic, into out (may be x): off by at most 1 ulp + 2^-23 |x| (checked by
+    tests/test_ops.py); torch's own float32 GELU is off by up to 3e-7 |x|.
+
+    With a = |x|: x Phi(x) = max(x, 0) - a Q(a), a form in which nothing cancels: for x < 0 the result
+    -a Q(a) keeps a few ulps of relative accuracy however small it is.
     """
-    out = np.empty_like(x)
+    f32 = x.dtype.type
+    a = np.abs(x)  # [R, F]
+    np.maximum(x, np.zeros_like(x), out=out)  # max(x, 0); out may be x, which is not needed after this
+    # array operands: numpy's minimum/maximum against a scalar run 3x slower
+    np.minimum(a, np.full_like(a, _TAIL_CAP), out=a)  # the tail term is 0 beyond the cap anyway
+    g = np.square(a)
+    g *= f32(-0.5)
+    np.exp(g, out=g)  # exp(-a^2 / 2)
+    p = a * f32(_TAIL_P[-1])
+    p += f32(_TAIL_P[-2])
+    for c in _TAIL_P[-3::-1]:
+        p *= a
+        p += f32(c)
+    q = a * f32(_TAIL_Q[-1])
+    q += f32(_TAIL_Q[-2])
+    for c in _TAIL_Q[-3::-1]:
+        q *= a
+        q += f32(c)
+    p /= q
+    p *= g
+    p *= a  # a Q(a)
+    out -= p
+    return out
+
+
+def _gelu64(x, out):
+    """x Phi(x) formed in float64 from the series erf: the float64 reference mode."""
+    phi = _erf_series(x * (1 / math.sqrt(2)))  # erf(x / sqrt 2)
+    phi += 1.0
+    phi *= 0.5
+    np.multiply(phi, x, out=out)
+    return out
+
+
+def gelu(x, bias=None, out=None):
+    """transformers ACT2FN["gelu"]: the exact form x Phi(x) = x/2 (1 + erf(x / sqrt 2)), not tanh.
+
+    bias: a dense layer's bias [F], added first in the same cache-sized block, so the [N, F] matrix is
+    walked once. out: where to write (may be x: GELU in place). Runs blockwise on every core.
+    """
+    out = np.empty_like(x) if out is None else out
+    kernel_for_dtype = _gelu64 if x.dtype == np.float64 else _gelu32
 
     def kernel(start, stop):  # rows start:stop, [R, F] -> [R, F]
         xb = x[start:stop]
-        phi = _erf64(np.multiply(xb, 1 / math.sqrt(2), dtype=np.float64), x.dtype)  # erf(x / sqrt 2)
-        phi += 1.0
-        phi *= 0.5
-        np.multiply(phi, xb, out=phi)  # x * Phi(x) in float64
-        out[start:stop] = phi  # rounded once to x's dtype
+        if bias is not None:
+            xb = np.add(xb, bias, out=out[start:stop])
+        kernel_for_dtype(xb, out[start:stop])
 
     blockwise(kernel, x.shape[0], x[:1].size)
     return out
@@ -220,6 +248,16 @@ def softmax(x, axis=-1, out=None, scale=None):
     np.exp(out, out=out)
     out /= out.sum(axis=axis, keepdims=True)
     return out
+
+
+def softmax_rows(x, scale=None):
+    """softmax along each row of a 2-D x, in place, walked in cache-sized blocks of rows."""
+
+    def kernel(start, stop):  # rows start:stop, [R, n] -> [R, n]
+        softmax(x[start:stop], out=x[start:stop], scale=scale)
+
+    blockwise(kernel, x.shape[0], x.shape[1])
+    return x
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -305,38 +343,13 @@ def embeddings(ids, positions, params, config, trace=None):
 # Attention (XLMRobertaSelfAttention + XLMRobertaSelfOutput)
 
 
-# OpenBLAS runs a product on one thread when m*n*k <= 2^18 (interface/gemm.c: SMP_THRESHOLD_MIN 65536 x
-# GEMM_MULTITHREAD_THRESHOLD 4). Attention's products are cut into row chunks that small, so the thread
-# pool can run heads in parallel without threads contending for OpenBLAS's own workers: measured on a
-# loaded 2-core machine, one layer of 16 pairs x 256 tokens took 600 ms as whole-head products on
-# OpenBLAS's threads, 65 ms as single-threaded products on the pool.
-SINGLE_THREAD_MNK = 1 << 18
-
-
-def attend(q, k, v, context, scale, probs=None):
-    """softmax(Q K^T * scale) V for one head of one pair, written into context [n, Dh].
-
-    q, k, v: [n, Dh]. Walks the query rows in chunks (see SINGLE_THREAD_MNK): each chunk's scores are
-    normalised and multiplied by V while they are still in cache. probs [n, n]: also keep the softmax.
-    """
-    n, Dh = q.shape
-    rows = max(1, SINGLE_THREAD_MNK // (n * Dh))
-    scores = np.empty((min(rows, n), n), dtype=q.dtype)  # [R, n], reused by every chunk
-    kt = k.T  # [Dh, n]
-    for start in range(0, n, rows):
-        s = scores[: min(rows, n - start)]  # [R, n]
-        np.matmul(q[start : start + rows], kt, out=s)  # [R, Dh] @ [Dh, n] -> [R, n]
-        softmax(s, out=s, scale=scale)
-        context[start : start + rows] = s @ v  # [R, n] @ [n, Dh] -> [R, Dh]
-        if probs is not None:
-            probs[start : start + rows] = s
-
-
 def self_attention(x, offsets, params, prefix, config, trace=None):
     """XLMRobertaSelfAttention: softmax(Q K^T / sqrt(Dh)) V per head, each pair over its own tokens.
 
     offsets: [B + 1] start of each pair's tokens in the packed x (pair b is x[offsets[b]:offsets[b+1]]).
-    Returns the per-head contexts concatenated back to [N, D]. (pair, head) tasks run on every core.
+    Per pair, all H heads go to BLAS as one stacked product (numpy loops over the heads in C, and BLAS
+    runs each on every core); the heads are strided views of the packed Q, K, V, never copied. Returns
+    the per-head contexts concatenated back to [N, D].
     """
     p = prefix + "attention.self."
     H, Dh = config.num_attention_heads, config.head_size
@@ -347,15 +360,19 @@ def self_attention(x, offsets, params, prefix, config, trace=None):
     context = np.empty_like(q)  # [N, D]
     lengths = np.diff(offsets)  # [B]
     keep = trace is not None and trace.wants(_module(p) + ".probs")
-    probs_all = [np.empty((H, n, n), dtype=x.dtype) for n in lengths] if keep else None  # B x [H, n, n]
-
-    def one_head(task):
-        b, h = task
-        rows, cols = slice(offsets[b], offsets[b + 1]), slice(h * Dh, (h + 1) * Dh)
-        attend(q[rows, cols], k[rows, cols], v[rows, cols], context[rows, cols], scale,
-               probs_all[b][h] if keep else None)  # [n, Dh] x 3 -> [n, Dh]
-
-    parallel(one_head, [(b, h) for b in np.argsort(-lengths, kind="stable") for h in range(H)])  # longest first
+    probs_all = []
+    scores_buffer = np.empty(H * int(lengths.max()) ** 2, dtype=x.dtype)  # room for the longest pair's [H, n, n]
+    for b, n in enumerate(lengths):
+        rows = slice(offsets[b], offsets[b + 1])
+        qh = q[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
+        kt = k[rows].reshape(n, H, Dh).transpose(1, 2, 0)  # [n, D] -> [H, Dh, n]
+        vh = v[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
+        scores = np.matmul(qh, kt, out=scores_buffer[: H * n * n].reshape(H, n, n))  # -> [H, n, n]
+        rowwise = scores.reshape(H * n, n)  # [H, n, n] -> [H * n, n]: softmax runs along each row
+        softmax_rows(rowwise, scale)
+        np.matmul(scores, vh, out=context[rows].reshape(n, H, Dh).transpose(1, 0, 2))  # -> [H, n, Dh]
+        if keep:
+            probs_all.append(scores.copy())  # [H, n, n]
     if trace is not None:
         name = _module(p)
         trace.tokens(name + ".query", q)
@@ -397,7 +414,8 @@ def attention_output(context, residual, params, prefix, config, trace=None):
 def intermediate(x, params, prefix, trace=None):
     """XLMRobertaIntermediate: dense up to F, then exact erf GELU."""
     p = prefix + "intermediate.dense."
-    h = gelu(linear(x, params[p + "weight"], params[p + "bias"]))  # [N, D] -> [N, F]
+    h = matmul_wt(x, params[p + "weight"])  # [N, D] -> [N, F]
+    gelu(h, bias=params[p + "bias"], out=h)  # bias and GELU in one pass, in place
     if trace is not None:
         trace.tokens(_module(prefix + "intermediate"), h)
     return h  # [N, F]
