@@ -20,7 +20,7 @@ from xlmr_np.config import XLMRobertaConfig
 from xlmr_np.weights import load_params
 
 OPS = {"dense GEMMs (matmul_wt)": "matmul_wt", "attention without Q, K, V": "attention",
-       "  of which softmax (softmax_rows)": "softmax_rows", "GELU with its bias (gelu)": "gelu",
+       "  of which softmax": "softmax", "GELU with its bias (gelu)": "gelu",
        "layer norm (layer_norm)": "layer_norm", "embeddings": "embeddings"}
 
 

@@ -57,7 +57,7 @@ def test_gelu_is_exact_to_the_rounding_of_its_dtype(dtype):
         # torch's float32 GELU is off by 1.07e-6 = 3e-7 |x| at x = -3.47.
         limit = np.spacing(np.abs(exact).astype(dtype)).astype(np.float64) + 2.0**-23 * np.abs(x)
     else:
-        # float64: erf's abs error (2.5e-15 at most, at x / sqrt 2 = 5.8), times |x|/2, dominates
+        # float64: erf's abs error (2.8e-15 at most, near x / sqrt 2 = 5.9), times |x|/2, dominates
         # (1 + erf cancels for negative x).
         limit = 4 * np.spacing(np.abs(exact)) + 3e-15 * np.abs(x) / 2
     worst = np.argmax(err / limit)
