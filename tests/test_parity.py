@@ -11,7 +11,7 @@ import pytest
 from conftest import assert_close
 from helpers import build_model
 
-from xlmr_np import Reranker
+from xlmr_np import Reranker, model
 
 PAIRS = [
     ("what is the capital of France?", "Paris is the capital and most populous city of France."),
@@ -92,6 +92,22 @@ def test_scores_do_not_depend_on_batch_size_neighbours_or_order(tiny_model):
     assert_close("shuffled", np.array(shuffled)[np.argsort(order)], alone, atol=0)
     crowd = PAIRS + [("other query", "other document " * 40)] * 7
     assert_close("among other pairs", reranker.compute_score(crowd, batch_size=16)[: len(PAIRS)], alone, atol=0)
+
+
+def test_feed_forward_in_row_chunks_changes_no_bit(tiny_model, monkeypatch):
+    """The feed-forward runs FFN_ROWS rows at a time (unchunked when tracing): with chunks of GEMM_ROWS,
+    several chunk boundaries fall inside this batch, and every score and hidden state stays identical."""
+    directory, _ = tiny_model
+    reranker = Reranker.from_pretrained(directory)
+    crowd = PAIRS + [("other query", "other document " * 40)] * 7
+    alone = np.array([reranker.compute_score([p]) for p in PAIRS])
+    batch = reranker.tokenize(crowd)
+    assert batch.attention_mask.sum() > 4 * model.GEMM_ROWS  # several chunks
+    traced = reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True)  # unchunked
+    monkeypatch.setattr(model, "FFN_ROWS", model.GEMM_ROWS)
+    chunked = model.forward(reranker.params, reranker.config, batch.input_ids, batch.attention_mask)
+    assert_close("chunked vs traced logits", chunked, traced.logits, atol=0)
+    assert_close("chunked crowd vs alone", reranker.compute_score(crowd, batch_size=16)[: len(PAIRS)], alone, atol=0)
 
 
 def test_normalize_is_a_float64_sigmoid_of_the_logits(tiny_model):
