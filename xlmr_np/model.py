@@ -357,7 +357,9 @@ def self_attention(x, offsets, params, prefix, config, trace=None):
     k = linear(x, params[p + "key.weight"], params[p + "key.bias"])  # [N, D] -> [N, D]
     v = linear(x, params[p + "value.weight"], params[p + "value.bias"])  # [N, D] -> [N, D]
     scale = x.dtype.type(Dh**-0.5)
-    context = np.empty_like(q)  # [N, D]
+    # A pair's context overwrites its own rows of q, which its scores no longer need: one [N, D] less at
+    # the layer's peak memory (kept apart when tracing, which records q afterwards).
+    context = q if trace is None else np.empty_like(q)  # [N, D]
     lengths = np.diff(offsets)  # [B]
     keep = trace is not None and trace.wants(_module(p) + ".probs")
     probs_all = []
