@@ -96,7 +96,7 @@ def test_scores_do_not_depend_on_batch_size_neighbours_or_order(tiny_model):
 
 def test_feed_forward_in_row_chunks_changes_no_bit(tiny_model, monkeypatch):
     """The feed-forward runs FFN_ROWS rows at a time (unchunked when tracing): with chunks of GEMM_ROWS,
-    several chunk boundaries fall inside this batch, and every score and hidden state stays identical."""
+    several chunk boundaries fall inside this batch, and every score stays identical, bit for bit."""
     directory, _ = tiny_model
     reranker = Reranker.from_pretrained(directory)
     crowd = PAIRS + [("other query", "other document " * 40)] * 7

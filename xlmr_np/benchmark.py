@@ -66,7 +66,7 @@ def ensure_model(directory: Path, config_overrides: dict | None = None, onnx: bo
         return directory
     with open(directory.with_name(directory.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-        if not all((directory / f).is_file() for f in MODEL_FILES):
+        if not _complete(directory, onnx=False):
             _build_model(directory, config_overrides or {})
         if onnx and not (directory / ONNX_FILE).is_file():
             export_onnx(directory)
