@@ -33,18 +33,15 @@
 # %%
 # %matplotlib inline
 import json
-import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-sys.path.insert(0, "../tests")
-from helpers import notebook_model  # noqa: E402
-
-from xlmr_np import Reranker  # noqa: E402
-from xlmr_np.evaluate import Query, apply_protocol  # noqa: E402
-from xlmr_np.inspect import format_table  # noqa: E402
-from xlmr_np.metrics import bootstrap_interval, per_query_metrics  # noqa: E402
+from xlmr_np import Reranker
+from xlmr_np.evaluate import Query, apply_protocol
+from xlmr_np.inspect import format_table
+from xlmr_np.metrics import bootstrap_interval, per_query_metrics
+from xlmr_np.testing import notebook_model
 
 reranker = Reranker.from_pretrained(notebook_model(seed=0))
 with open("data/reranking_sample.jsonl", encoding="utf-8") as f:

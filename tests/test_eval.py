@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
 
 from xlmr_np import evaluate
 from xlmr_np.errors import CacheError, ConfigError, DatasetError, InputError, ShardError
 from xlmr_np.evaluate import TASKS, merge_shards, run_eval
 from xlmr_np.score_cache import RECORD, ScoreCache, _read_header, read_score_file
+from xlmr_np.testing import require
 
 CJK = list("的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可"
            "她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三"
@@ -33,7 +33,7 @@ XLMR_NP = Path(sys.executable).with_name("xlmr-np")
 
 @pytest.fixture(scope="module")
 def pq():
-    return require("pyarrow.parquet")  # in the test extra; a failure, not a skip, in CI
+    return require("pyarrow.parquet", "reading C-MTEB parquet files")  # in the test extra; a failure, not a skip, in CI
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_download_uses_the_pinned_revision(pq, hub):
 
 def reference_result(model_dir, rows):
     """The metrics computed the way C-MTEB did: Reranker.compute_score per query, sklearn, mteb's MRR loop."""
-    sklearn_metrics = require("sklearn.metrics")
+    sklearn_metrics = require("sklearn.metrics", "metrics against sklearn")
     reranker = evaluate._load_reranker(str(model_dir), {"max_length": 512, "truncation": "longest_first",
                                                             "dtype": "float32"})
     ap, rr = [], []
