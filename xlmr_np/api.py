@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .ranking import DocumentScores
+from .errors import InputError
+from .ranking import DocumentScores, check_documents, check_query
 
 DEFAULT_MAX_DOCUMENTS = 1000  # per request: bounds the work (and memory) one request can ask for
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # 1000 documents of ~8 KB each
@@ -72,6 +73,14 @@ def _document_text(i: int, document) -> str:
     return document
 
 
+def _shared_rule(check, *values) -> None:
+    """Apply an input check of the Python API (the same rules as the CLI) and answer 400 if it fails."""
+    try:
+        check(*values)
+    except InputError as e:
+        raise ApiError(400, e.what, e.where or "query") from None
+
+
 def parse_rerank_request(raw: bytes, served_model: str, max_documents: int = DEFAULT_MAX_DOCUMENTS) -> RerankRequest:
     """Validate a request body (JSON whatever the Content-Type: `curl -d` sends a form type)."""
     try:
@@ -87,8 +96,9 @@ def parse_rerank_request(raw: bytes, served_model: str, max_documents: int = DEF
     if "query" not in body or body["query"] is None:
         raise ApiError(400, "query is required", "query")
     query = body["query"]
-    if not isinstance(query, str) or not query.strip():
+    if not isinstance(query, str):
         raise ApiError(400, f"query must be a non-empty string, got {_json_type(query)}", "query")
+    _shared_rule(check_query, query)
     if "documents" not in body or body["documents"] is None:
         raise ApiError(400, "documents is required", "documents")
     documents = body["documents"]
@@ -98,6 +108,7 @@ def parse_rerank_request(raw: bytes, served_model: str, max_documents: int = DEF
         raise ApiError(413, f"documents has {len(documents)} entries; this server accepts at most {max_documents} "
                             f"per request (xlmr-np serve --max-documents)", "documents")
     texts = [_document_text(i, d) for i, d in enumerate(documents)]
+    _shared_rule(check_documents, query, texts)
     return RerankRequest(
         query=query,
         documents=texts,

@@ -7,8 +7,8 @@ import signal
 import sys
 
 from ..api import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS
-from ..errors import InputError
-from .common import add_model_arguments, load_reranker, reports_errors
+from ..errors import UsageError
+from .common import add_model_arguments, load_reranker, port_number, reports_errors
 
 
 def register(subparsers) -> None:
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     parser.add_argument("--served-model-name", metavar="NAME",
                         help="the model name clients send and /v1/models lists (default: --model)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port (default: 8000; 0 picks a free one)")
     parser.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set; "
                                           f"prefer the variable: other users can see arguments in ps)")
     parser.add_argument("--max-documents", type=int, default=DEFAULT_MAX_DOCUMENTS,
@@ -43,7 +43,7 @@ def run(args) -> int:
 
     for name, least in (("max_documents", 1), ("max_body_bytes", 1), ("batch_size", 1), ("window_overlap", 0)):
         if getattr(args, name) < least:
-            raise InputError(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(args, name)}")
+            raise UsageError(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(args, name)}")
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     settings = ServerSettings(
         model_name=args.served_model_name or args.model, api_key=api_key, max_documents=args.max_documents,
