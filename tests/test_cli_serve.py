@@ -98,8 +98,10 @@ def test_score_jsonl_to_file_with_truncation_report(env, reranker, tmp_path):
 
 @pytest.mark.parametrize("args, stdin, status, message", [
     (["rerank", QUERY], "", 1, "xlmr-np rerank: error: no documents: give them as arguments"),
-    (["rerank", "--jsonl", QUERY], '"ok"\n{"txt": 1}\n', 1, 'expected a JSON string or {"text": string}, got {"txt": 1} (-:2)'),
-    (["rerank", "--jsonl", QUERY], "not json\n", 1, "error: not valid JSON (Expecting value: line 1 column 1 (char 0)) (-:1)"),
+    (["rerank", "--jsonl", QUERY], '"ok"\n{"txt": 1}\n', 1,
+     'expected a JSON string or {"text": string}, got {"txt": 1} (-:2)'),
+    (["rerank", "--jsonl", QUERY], "not json\n", 1,
+     "error: not valid JSON (Expecting value: line 1 column 1 (char 0)) (-:1)"),
     (["rerank", "--model", "/no/such/model", QUERY, "doc"], None, 1, "/no/such/model: not a directory"),
     (["rerank", "--model", "org/not-cached", QUERY, "doc"], None, 1, "not in the hub cache"),
     (["rerank", "--top-n", "0", QUERY, "doc"], None, 2, "argument --top-n: expected a positive integer, got '0'"),

@@ -122,7 +122,7 @@ class XLMRobertaConfig:
         except OSError as e:
             raise ConfigError(f"{path}: cannot read config.json ({e.strerror or e})") from None
         except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}: config.json is not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
+            raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
                               f"offset {e.start}); JSON files are UTF-8") from None
         try:
             raw = json.loads(text)

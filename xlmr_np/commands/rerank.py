@@ -38,7 +38,8 @@ def register(subparsers) -> None:
                         help="report the raw logit instead of its sigmoid (0..1)")
     parser.add_argument("--windows", action="store_true",
                         help="score long documents by their best overlapping window instead of truncating them")
-    parser.add_argument("--window-overlap", type=nonnegative_int, default=64, help="tokens shared by adjacent windows (64)")
+    parser.add_argument("--window-overlap", type=nonnegative_int, default=64,
+                        help="tokens shared by adjacent windows (64)")
     add_model_arguments(parser)
     parser.set_defaults(func=reports_errors(run))
 
