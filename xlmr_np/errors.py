@@ -43,6 +43,11 @@ class UsageError(InputError):
     """A command-line argument or option is invalid: `xlmr-np` exits with status 2, as argparse does."""
 
 
+class OutputError(XlmrNpError, OSError):
+    """A result cannot be written: its directory is missing or is a file, it cannot be written, the disk is
+    full. Raised before the work when it can be foreseen; a file is never left half-written."""
+
+
 class BenchmarkError(XlmrNpError, RuntimeError):
     """The benchmark cannot run: a peer library or the benchmark model is missing, or a run failed."""
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..errors import InputError, UsageError, XlmrNpError
+from ..errors import InputError, OutputError, UsageError, XlmrNpError
 
 DEFAULT_MODEL = "BAAI/bge-reranker-base"
 EXIT_FAILURE = 1
@@ -200,7 +200,7 @@ class OutputFile:
     """A file written whole or not at all: checked before the work starts, written to a temporary file
     beside it, and renamed over the target only when complete. A failed run leaves the target as it was.
 
-        out = OutputFile(path)       # InputError now if path is a directory or its directory is missing
+        out = OutputFile(path)       # OutputError now if path is a directory or its directory is missing
         ... long work ...
         out.write(text)              # atomic: the target holds the old contents or all of the new
     """
@@ -209,14 +209,14 @@ class OutputFile:
         self.path = Path(path)
         where = str(path)
         if self.path.is_dir():
-            raise InputError("the output is a directory; name a file", where=where)
+            raise OutputError("the output is a directory; name a file", where=where)
         parent = self.path.parent
         if not parent.is_dir():
-            raise InputError(f"the output's directory {str(parent)!r} does not exist", where=where)
+            raise OutputError(f"the output's directory {str(parent)!r} does not exist", where=where)
         try:  # claims a name beside the target now, so that a read-only directory fails before the work
             fd, temporary = tempfile.mkstemp(dir=parent, prefix=f".{self.path.name}.", suffix=".tmp")
         except OSError as e:
-            raise InputError(f"cannot write beside the output: {e.strerror or e}", where=where) from None
+            raise OutputError(f"cannot write beside the output: {e.strerror or e}", where=where) from None
         os.close(fd)
         self.temporary = Path(temporary)
 
@@ -230,7 +230,7 @@ class OutputFile:
             os.replace(self.temporary, self.path)
         except OSError as e:
             self.discard()
-            raise InputError(f"cannot write the output: {e.strerror or e}", where=str(self.path)) from None
+            raise OutputError(f"cannot write the output: {e.strerror or e}", where=str(self.path)) from None
 
     def discard(self) -> None:
         self.temporary.unlink(missing_ok=True)
