@@ -23,6 +23,7 @@ from xlmr_np.api import ApiError, parse_rerank_request
 from xlmr_np.cli import main
 from xlmr_np.commands.common import OutputFile, read_lines
 from xlmr_np.errors import OutputError
+from xlmr_np.tokenizer import CLIP_WORD_CHARS
 
 _loaded: dict = {}
 
@@ -310,6 +311,28 @@ def test_huge_line_is_tokenized_from_a_bounded_prefix(model, monkeypatch):
         [ours] = reranker.tokenizer.encode([("q", text)])
     assert ours.ids == whole and ours.truncated
     assert max(seen) <= 16 * 512
+
+
+def test_a_huge_word_is_cut_inside_at_a_bounded_length(model):
+    """1.2 million characters without a space (CJK text has none): tokenized from its first 108,192."""
+    reranker = Reranker.from_pretrained(model)
+    word = "北京是中国的首都" * 150_000
+    assert reranker.tokenizer.clip(word) == word[: 16 * 512 + CLIP_WORD_CHARS]
+    [encoded] = reranker.tokenizer.encode([("q", word)])
+    assert len(encoded.ids) == 512 and encoded.truncated
+    sentence = "北京是中国的首都 " * 20_000  # the same text with spaces: cut between words
+    assert len(reranker.tokenizer.clip(sentence)) <= 16 * 512
+
+
+def test_long_query_beside_a_long_document(model):
+    """Whole, this pair would be cut by the tokenizers library into every combination of its two texts'
+    max_length pieces: about 1,000 x 2,000 encodings, more memory than a machine has. From the bounded
+    prefixes it is at most 16 x 16."""
+    reranker = Reranker.from_pretrained(model)
+    query, document = "what is the capital " * 25_000, "北京是中国的首都。 Paris " * 100_000
+    [encoded] = reranker.tokenizer.encode([(query, document)])
+    assert len(encoded.ids) == 512 and encoded.truncated
+    assert encoded.ids[:5] == reranker.tokenizer.encode([(query[:100], document)])[0].ids[:5]
 
 
 def test_score_on_a_5mb_line_stays_within_bounded_memory(tmp_path, tiny_model):

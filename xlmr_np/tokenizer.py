@@ -31,6 +31,8 @@ CLIP_CHARS_PER_TOKEN = 16
 # The prefix must give this many tokens beyond max_length: only the tokens at its cut can differ from the
 # whole text's, and these lie beyond every token truncation keeps.
 CLIP_MARGIN = 8
+# A word (a run without spaces) longer than this is cut inside when a prefix is taken; see PairTokenizer.clip.
+CLIP_WORD_CHARS = 100_000
 
 
 @dataclass
@@ -148,28 +150,35 @@ class PairTokenizer:
         return self._tokenizer.token_to_id(token)
 
     def clip(self, text: str) -> str:
-        """A prefix of `text` whose tokens begin with the same max_length + CLIP_MARGIN tokens as the whole
-        text's, or the text itself if it is short; truncation keeps at most max_length of them, so the
-        encoding is the same, at a cost bounded by max_length rather than by the text.
+        """A prefix of `text` whose first max_length + CLIP_MARGIN tokens are those of the whole text, or
+        the text itself if it is short: truncation keeps at most max_length tokens, so the encoding is the
+        same, at a cost bounded by max_length rather than by the text.
 
-        The cut is made before a space where there is one in the prefix's second half: the Metaspace
-        pre-tokenizer tokenizes each space-separated word on its own, so every word before the cut
-        tokenizes as in the whole text. A cut inside a long word (text without spaces, such as Chinese)
-        can change only the pieces next to the cut, thousands of characters beyond the kept tokens.
-        Example: max_length 512, a 5 MB line -> its first <= 8192 characters are tokenized.
+        The cut is made before a space: the Metaspace pre-tokenizer tokenizes each space-separated word on
+        its own, so every word before the cut tokenizes as in the whole text. Where the prefix ends inside
+        a word (text without spaces, such as Chinese), the cut moves to the word's end. Only a word longer
+        than CLIP_WORD_CHARS is cut inside, the one inexact case: a word's best segmentation can shift
+        with its length ("0" * 513 and "0" * 512 share no token), so such a word's first tokens may differ
+        from the whole word's. Example: max_length 512, a 5 MB line of words -> <= 8192 characters.
         """
         budget = CLIP_CHARS_PER_TOKEN * self.max_length
+        need = self.max_length + CLIP_MARGIN
         while len(text) > budget:
             cut = text.rfind(" ", budget // 2, budget)
-            prefix = text[: cut if cut > 0 else budget]
-            if self._count_tokens(prefix) > self.max_length + CLIP_MARGIN:
-                return prefix
-            budget *= 4  # mostly spaces or characters the normalizer drops: take more
+            if cut <= 0:  # inside a word: to its end, or CLIP_WORD_CHARS past the budget
+                cut = text.find(" ", budget, budget + CLIP_WORD_CHARS)
+                cut = cut if cut > 0 else budget + CLIP_WORD_CHARS
+            if cut >= len(text):
+                break
+            if len(self._ids(text[:cut])) > need:
+                return text[:cut]
+            budget = 2 * cut  # mostly spaces or characters the normalizer drops: take more
         return text
 
-    def _count_tokens(self, text: str) -> int:
-        encoding = self._tokenizer.encode(text, add_special_tokens=False)  # cut to max_length, rest in overflowing
-        return len(encoding) + sum(len(o) for o in encoding.overflowing)
+    def _ids(self, text: str) -> list[int]:
+        """All of a text's token ids (the shared tokenizer cuts them into max_length pieces: rejoin them)."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        return [i for piece in (encoding, *encoding.overflowing) for i in piece.ids]
 
     def _encode(self, pairs) -> list[tuple[Encoding, bool]]:
         pairs = [(self.clip(query), self.clip(document)) for query, document in check_pairs(pairs)]
