@@ -191,3 +191,11 @@ def test_merge_reports_like_every_subcommand(tmp_path, capsys):
     assert main(["merge", str(bad), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("xlmr-np merge: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_merge_of_a_deeply_nested_json_file(tmp_path, capsys):
+    """Found by the CLI fuzzer: json.loads raised RecursionError, a traceback."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    assert main(["merge", str(deep), "--out", str(tmp_path / "o")]) == 1
+    assert capsys.readouterr().err == f"xlmr-np merge: error: {deep}: not a shard file (nested too deeply)\n"

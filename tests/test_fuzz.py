@@ -94,12 +94,18 @@ def fuzz_report():
 # every code point, lone surrogates included (and drawn often: undecodable bytes and broken JSON escapes)
 ANY_CHAR = st.characters(exclude_categories=()) | st.sampled_from(["\ud800", "\udbff", "\udc80", "\udcff", "\udfff"])
 REAL_CHAR = st.characters(exclude_categories=["Cs"])
-ANY_TEXT = st.text(ANY_CHAR, max_size=40)
+
+
+def any_text(max_size: int) -> st.SearchStrategy[str]:
+    return st.lists(ANY_CHAR, max_size=max_size).map("".join)  # st.text() would drop the surrogates
+
+
+ANY_TEXT = any_text(40)
 # text a user plausibly sends, with the separators str.splitlines() would split at
 LINE_TEXT = st.text(st.one_of(REAL_CHAR, st.sampled_from("\t\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\ufeff ")),
                     max_size=30)
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(ANY_CHAR, max_size=8),
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | any_text(8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12)
 
@@ -149,9 +155,12 @@ def test_read_lines_round_trips_any_lines(tmp_path_factory, lines, final_newline
     assert got == list(enumerate(lines, start=1))
 
 
+TSV_LINES = st.lists(st.tuples(LINE_TEXT, LINE_TEXT).map("\t".join), max_size=4).map(lambda ls: "\n".join(ls) + "\n")
+
+
 @budget(200)
-@hypothesis.given(data=st.binary(max_size=200) | LINE_TEXT.map(lambda s: s.encode("utf-8")),
-                  jsonl=st.booleans())
+@hypothesis.given(data=st.binary(max_size=200) | LINE_TEXT.map(lambda s: s.encode("utf-8"))
+                  | TSV_LINES.map(lambda s: s.encode("utf-8")), jsonl=st.booleans())
 def test_readers_on_any_bytes(tmp_path_factory, data, jsonl):
     path = str(tmp_path_factory.mktemp("bytes", numbered=True) / "f")
     Path(path).write_bytes(data)
@@ -168,7 +177,9 @@ def test_readers_on_any_bytes(tmp_path_factory, data, jsonl):
 
 @budget(200)
 @hypothesis.given(values=st.lists(JSON_VALUES | st.fixed_dictionaries({"query": JSON_VALUES, "document": JSON_VALUES})
-                                  | st.fixed_dictionaries({"text": ANY_TEXT}) | ANY_TEXT, min_size=1, max_size=5),
+                                  | st.fixed_dictionaries({"query": ANY_TEXT, "document": ANY_TEXT}, optional={
+                                      "id": JSON_VALUES}) | st.fixed_dictionaries({"text": ANY_TEXT}) | ANY_TEXT,
+                                  min_size=1, max_size=5),
                   ascii_only=st.booleans())
 def test_jsonl_readers_on_any_json_values(tmp_path_factory, values, ascii_only):
     path = str(tmp_path_factory.mktemp("jsonl", numbered=True) / "f.jsonl")
@@ -394,14 +405,14 @@ def test_tokenizer_huge_texts_match_the_whole_text(xlmr_tokenizer, unit, repeat,
     assert encoded.ids == reference_ids(tokenizer, pair)
 
 
-OBJECTS = st.recursive(st.none() | st.integers() | st.text(ANY_CHAR, max_size=5) | st.binary(max_size=3)
+OBJECTS = st.recursive(st.none() | st.integers() | any_text(5) | st.binary(max_size=3)
                        | st.builds(np.array, st.lists(st.text(max_size=3), max_size=3)),
                        lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner)
                        | st.dictionaries(st.text(max_size=3), inner, max_size=2), max_leaves=8)
 
 
 @budget(300)
-@hypothesis.given(pairs=OBJECTS)
+@hypothesis.given(pairs=OBJECTS | st.lists(st.tuples(ANY_TEXT, ANY_TEXT) | st.lists(ANY_TEXT, max_size=3), max_size=3))
 def test_check_pairs_on_any_python_value(pairs):
     checked = outcome("check_pairs", lambda: check_pairs(pairs))
     if isinstance(checked, list):
