@@ -4,16 +4,14 @@ package instead of redefining it."""
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 
 import pytest
 
-from xlmr_np.testing import require
+from xlmr_np.testing import execute_notebook, require
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "notebooks").glob("[0-9]*.py"))
-sys.path.insert(0, str(ROOT / "tools"))
 
 
 def test_there_are_notebooks():
@@ -25,10 +23,8 @@ def test_notebook_executes_without_error(source, torch, monkeypatch):
     """Each notebook builds its own tiny random model (no $XLMR_NP_MODEL, no hub)."""
     require("nbclient", "notebook execution")
     require("jupytext", "notebook sources")
-    from execute_notebooks import execute
-
     monkeypatch.delenv("XLMR_NP_MODEL", raising=False)
-    notebook = execute(source)  # raises CellExecutionError naming the failing cell
+    notebook = execute_notebook(source)  # raises CellExecutionError naming the failing cell
     errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
 

@@ -154,3 +154,22 @@ def require(module: str, needed_for: str = "parity against transformers") -> Mod
         if os.environ.get("XLMR_NP_REQUIRE_TORCH") == "1":
             pytest.fail(f"{module} is required for {needed_for} (XLMR_NP_REQUIRE_TORCH=1): {e}")
         pytest.skip(f"{module} not installed: {needed_for} not checked")
+
+
+def execute_notebook(source, timeout: int = 300):
+    """Run a jupytext .py notebook in a fresh kernel, with its own folder as the working directory.
+
+    Returns the executed notebook (nbformat); raises nbclient.exceptions.CellExecutionError, naming the cell
+    and the error, if any cell fails. Cell ids are numbered (jupytext draws random ones), so that saving a
+    re-run notebook diffs cleanly. Needs jupytext, nbclient and ipykernel (the test extra).
+    """
+    import jupytext
+    from nbclient import NotebookClient
+
+    source = Path(source)
+    notebook = jupytext.read(source)
+    for i, cell in enumerate(notebook.cells):
+        cell.id = f"cell-{i:02d}"
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
+                   resources={"metadata": {"path": str(source.parent)}}).execute()
+    return notebook
