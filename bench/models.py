@@ -54,7 +54,7 @@ def _build_model(directory: Path, overrides: dict) -> None:
                              f"pip install 'xlmr-np[bench]'") from None
     try:
         tokenizer_json = xlmr_tokenizer_json()
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ImportError) as e:
         raise BenchmarkError(f"{e} (it is in the bench extra: pip install 'xlmr-np[bench]')") from None
     tmp = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
     torch.manual_seed(0)

@@ -45,14 +45,13 @@ def run(model_dir: Path, out_dir: Path, engines: Sequence[str] = ENGINES, repeat
     from xlmr_np.config import XLMRobertaConfig
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    missing = [m for m in ("threadpoolctl", "matplotlib") if not _has(m)]
-    if missing:
-        raise BenchmarkError(f"the benchmark needs {', '.join(missing)}: pip install 'xlmr-np[bench]'")
-    want_onnx = "onnxruntime" in engines and _has("onnxruntime") and _has("onnxscript")
-    if build:
-        ensure_model(model_dir, onnx=want_onnx)
-    if not all((model_dir / f).is_file() for f in MODEL_FILES):
+    if not build and not all((model_dir / f).is_file() for f in MODEL_FILES):
         raise BenchmarkError(f"{model_dir}: expected {MODEL_FILES}; run without --no-build to build it")
+    missing = [m for m in ("threadpoolctl", "matplotlib") if not _has(m)]
+    if missing:  # before building: the build takes minutes
+        raise BenchmarkError(f"the benchmark needs {', '.join(missing)}: pip install 'xlmr-np[bench]'")
+    if build:
+        ensure_model(model_dir, onnx="onnxruntime" in engines and _has("onnxruntime") and _has("onnxscript"))
     names, skipped = available_engines(engines, model_dir)
     for s in skipped:
         log(s)
