@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -96,12 +97,13 @@ class XLMRobertaConfig:
                 f"{source}: num_labels is {raw['num_labels']} but id2label has {values['num_labels']} labels"
             )
 
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
+        types: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float)}
         for f in fields(cls):
             if f.name not in values:
                 raise ConfigError(f"{source}: required field {f.name!r} is missing")
             value = values[f.name]
-            expected = {"str": str, "int": int, "float": (int, float)}[f.type]
+            expected = types[str(f.type)]  # field types are strings here (from __future__ import annotations)
             if isinstance(value, bool) or not isinstance(value, expected):
                 raise ConfigError(
                     f"{source}: field {f.name!r} should be {f.type}, found {type(value).__name__} {value!r}"

@@ -48,10 +48,6 @@ class OutputError(XlmrNpError, OSError):
     full. Raised before the work when it can be foreseen; a file is never left half-written."""
 
 
-class BenchmarkError(XlmrNpError, RuntimeError):
-    """The benchmark cannot run: a peer library or the benchmark model is missing, or a run failed."""
-
-
 class HubError(XlmrNpError, OSError):
     """A model name could not be resolved to a local directory: not cached while offline, unknown repo,
     unknown revision, or a repo without the files xlmr_np reads."""

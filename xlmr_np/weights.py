@@ -32,9 +32,11 @@ log = logging.getLogger(__name__)
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 # Float checkpoints we convert; bfloat16 has no numpy dtype and is widened by hand (see _to_float).
-_DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
-_INT_DTYPES = {"I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-               "U8": np.dtype("u1"), "BOOL": np.dtype("?")}
+_DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
+_INT_DTYPES: dict[str, np.dtype] = {
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"), "BOOL": np.dtype("?")}
 WORD_EMBEDDINGS = "roberta.embeddings.word_embeddings.weight"
 # Buffers older transformers versions saved with the weights; they are recomputed, never loaded.
 _IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
@@ -141,6 +143,7 @@ def read_safetensors(path: str | Path, mmap: bool = True) -> dict[str, RawTensor
         header = _parse_header(f.read(header_len), path)
         data_start = 8 + header_len
         data_len = size - data_start
+        buffer: _mmap.mmap | bytes
         if mmap:
             buffer = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
         else:
@@ -155,7 +158,7 @@ def read_safetensors(path: str | Path, mmap: bool = True) -> dict[str, RawTensor
         if key == "__metadata__":
             continue
         tag, shape, begin, end = _header_entry(path, key, info)
-        dtype = _DTYPES.get(tag) or _INT_DTYPES[tag]
+        dtype: np.dtype = _DTYPES.get(tag) or _INT_DTYPES[tag]
         nbytes = math.prod(shape) * dtype.itemsize  # Python ints: a forged shape cannot overflow
         if not (0 <= begin <= end) or end - begin != nbytes:
             raise CheckpointError(

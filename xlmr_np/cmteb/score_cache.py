@@ -25,6 +25,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -126,7 +127,8 @@ class ScoreCache:
         self.directory = Path(directory)
         self.header = dict(header, writer=writer)
         self.path = self.directory / f"scores-{writer}.bin"
-        self._lock = self._fd = None
+        self._lock: TextIO | None = None  # the open lock file, held until close()
+        self._fd: int | None = None  # the score file, open for appending
         try:
             self._open()
         except OSError as e:  # a file where the directory should be, no permission, an immutable file, no space
@@ -142,9 +144,9 @@ class ScoreCache:
             raise NotADirectoryError(errno.ENOTDIR, "a file is where the cache directory should be",
                                      str(self.directory))
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.directory / f"scores-{self.header['writer']}.lock", "a")  # held until close()
+        self._lock = lock = open(self.directory / f"scores-{self.header['writer']}.lock", "a")
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise CacheError(f"{self.path}: another xlmr-np run is writing this cache; wait for it or use "
                              f"another --cache-dir") from None
@@ -160,10 +162,10 @@ class ScoreCache:
             if other != self.path:
                 for key, score in read_score_file(other, self.header)[0].items():
                     self.scores.setdefault(key, score)
-        self._fd = os.open(self.path, os.O_RDWR)
-        if os.fstat(self._fd).st_size != end:
-            os.ftruncate(self._fd, end)  # drop a record cut short by a kill
-        os.lseek(self._fd, end, os.SEEK_SET)
+        self._fd = fd = os.open(self.path, os.O_RDWR)
+        if os.fstat(fd).st_size != end:
+            os.ftruncate(fd, end)  # drop a record cut short by a kill
+        os.lseek(fd, end, os.SEEK_SET)
         self._end = end
 
     def __contains__(self, key: bytes) -> bool:
@@ -186,9 +188,12 @@ class ScoreCache:
             out += body + _CRC.pack(zlib.crc32(body))
             new[key] = score
         view = memoryview(bytes(out))
+        fd = self._fd
+        if fd is None:
+            raise CacheError("the score cache is closed", where=str(self.path))
         try:
             while view:
-                view = view[os.write(self._fd, view) :]
+                view = view[os.write(fd, view) :]
         except OSError as e:
             self._roll_back()
             raise CacheError(f"cannot record scores: {_os_reason(e)}; the {len(self.scores):,} scores recorded "
@@ -201,6 +206,7 @@ class ScoreCache:
         """Cut a partly written batch off, so the file ends at a whole record (if even that fails, the next
         run drops the partial record when it opens the file)."""
         try:
+            assert self._fd is not None
             os.ftruncate(self._fd, self._end)
             os.lseek(self._fd, self._end, os.SEEK_SET)
         except OSError:

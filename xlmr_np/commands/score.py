@@ -38,7 +38,8 @@ def register(subparsers) -> None:
 
 def read_pairs(source: str, jsonl: bool) -> tuple[list[tuple[str, str]], list[dict] | None]:
     """The pairs, and for JSONL the parsed objects (to echo back with their scores)."""
-    pairs, objects = [], [] if jsonl else None
+    pairs: list[tuple[str, str]] = []
+    objects: list[dict] = []
     for number, line in read_lines(source):
         if not line.strip():
             raise InputError("empty line (every line must hold one pair)", where=f"{source}:{number}")
@@ -59,7 +60,7 @@ def read_pairs(source: str, jsonl: bool) -> tuple[list[tuple[str, str]], list[di
             pairs.append(_pair(query, document, f"{source}:{number}"))
     if not pairs:
         raise InputError("no pairs", where=source)
-    return pairs, objects
+    return pairs, objects if jsonl else None
 
 
 def _pair(query: str, document: str, where: str) -> tuple[str, str]:
