@@ -8,8 +8,8 @@ RecursionError or MemoryError, and the CLI never prints a traceback. Where a ref
 result is also compared with it (the safetensors library, the tokenizer on the whole text).
 
 Budgets: a fixed, derandomized budget in CI (seconds); `XLMR_NP_FUZZ=long` multiplies every budget by 50
-and draws fresh random examples (minutes). XLMR_NP_FUZZ_REPORT=FILE writes the counts of inputs tried
-and how each ended, per target, as JSON:
+(XLMR_NP_FUZZ_FACTOR to choose another factor) and draws fresh random examples (minutes).
+XLMR_NP_FUZZ_REPORT=FILE writes the counts of inputs tried and how each ended, per target, as JSON:
 
     XLMR_NP_FUZZ=long XLMR_NP_FUZZ_REPORT=fuzz.json python -m pytest -q tests/test_fuzz.py
 """
@@ -46,7 +46,7 @@ from xlmr_np.tokenizer import PairTokenizer, check_pairs, unicode_problem  # noq
 from xlmr_np.weights import read_safetensors  # noqa: E402
 
 LONG = os.environ.get("XLMR_NP_FUZZ") == "long"
-LONG_FACTOR = 50
+LONG_FACTOR = int(os.environ.get("XLMR_NP_FUZZ_FACTOR", "50"))
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                                       HealthCheck.data_too_large, HealthCheck.large_base_example])
 settings.register_profile("xlmr-np-ci", derandomize=True, database=None, **_common)
@@ -75,10 +75,11 @@ def outcome(target: str, call):
     return result
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def fuzz_report():
+    """After each test, the counts so far (so that a long run stopped early still reports)."""
     yield
-    report = {}
+    report: dict = {}
     for (target, kind), n in sorted(TALLY.items()):
         report.setdefault(target, {"tried": 0, "valid": 0, "rejected": 0})
         report[target][kind] += n
@@ -86,7 +87,7 @@ def fuzz_report():
     report["total"] = {k: sum(r[k] for r in report.values()) for k in ("tried", "valid", "rejected")}
     if os.environ.get("XLMR_NP_FUZZ_REPORT"):
         Path(os.environ["XLMR_NP_FUZZ_REPORT"]).write_text(json.dumps(report, indent=1) + "\n")
-    print("\nfuzz:", json.dumps(report["total"]), file=sys.stderr)
+    print("fuzz so far:", json.dumps(report["total"]), file=sys.stderr)
 
 
 # ---- strategies ----

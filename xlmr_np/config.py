@@ -102,7 +102,7 @@ class XLMRobertaConfig:
         for f in fields(cls):
             if f.name not in values:
                 raise ConfigError(f"{source}: required field {f.name!r} is missing")
-            value = values[f.name]
+            value: Any = values[f.name]
             expected = types[str(f.type)]  # field types are strings here (from __future__ import annotations)
             if isinstance(value, bool) or not isinstance(value, expected):
                 raise ConfigError(
