@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .errors import ConfigError
 
@@ -108,7 +108,7 @@ class XLMRobertaConfig:
                 raise ConfigError(
                     f"{source}: field {f.name!r} should be {f.type}, found {type(value).__name__} {value!r}"
                 )
-            kwargs[f.name] = float(value) if f.type == "float" else value
+            kwargs[f.name] = float(cast(float, value)) if f.type == "float" else value
         config = cls(**kwargs)
         config._check_sizes(source)
         return config
