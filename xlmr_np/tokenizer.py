@@ -139,7 +139,8 @@ class PairTokenizer:
         return out
 
     def encode_windows(self, pairs, overlap: int = 64, max_windows: int | None = None,
-                       max_document_tokens: int | None = None) -> tuple[list[EncodedPair], list[int]]:
+                       max_document_tokens: int | None = None, from_end: bool = False
+                       ) -> tuple[list[EncodedPair], list[int]]:
         """Every pair as one or more sequences, each holding the query and a window of the document that
         fits beside it; returns the sequences and, for each, the index of its pair.
 
@@ -150,7 +151,9 @@ class PairTokenizer:
         with room for 10 and overlap 3 -> windows [0:10] [7:17] [14:24] [21:30].
 
         max_windows keeps a document's first windows only (1: the document truncated beside a whole
-        query); max_document_tokens first cuts the document to that many tokens.
+        query); max_document_tokens first cuts the document to that many tokens. from_end=True lays the
+        windows from the document's end instead (the first window holds its last tokens), and keeps the
+        last max_document_tokens.
 
         Linear in the document's length: the tokenizer's max_length chunks are joined as id lists and
         each window is wrapped in the pair template's special tokens directly, which gives the ids the
@@ -172,9 +175,11 @@ class PairTokenizer:
             # The shared tokenizer cut the document into consecutive max_length chunks (stride 0).
             ids = [t for chunk in (document, *document.overflowing) for t in chunk.ids]  # [n_document]
             if max_document_tokens is not None and len(ids) > max_document_tokens:
-                ids, cut = ids[:max_document_tokens], True
+                ids, cut = (ids[-max_document_tokens:] if from_end else ids[:max_document_tokens]), True
             room = self.max_length - self.special_tokens - len(query)
             windows = _windows(len(ids), room, min(overlap, room // 2))
+            if from_end:
+                windows = [(len(ids) - stop, len(ids) - start) for start, stop in windows]
             if max_windows is not None and len(windows) > max_windows:
                 windows, cut = windows[:max_windows], True
             for start, stop in windows:
