@@ -15,12 +15,14 @@ import os
 import pytest
 from processes import HUB_REPO, ServerProcess, reranker_in_process
 
+from xlmr_np.reranker import document_scores
 from xlmr_np.testing import assert_close, require
 
 KEY = "client-key-3f9a1c"
 QUERY = "capital of France"
 DOCS = ["Paris is the capital of France.", "Bananas are yellow.", "Berlin is the capital of Germany.",
         "Der Eiffelturm steht in Paris."]
+LONG_DOC = "Paris is the capital of France. " + " ".join(f"Sentence {i} is about something else." for i in range(12))
 # float32 logits computed in two processes by the same code: they agree to rounding, not bit for bit
 # (BLAS may split a product differently); 1e-6 on a sigmoid in (0, 1) is far below the score gaps here.
 ATOL = 1e-6
@@ -30,16 +32,26 @@ def library(name: str):
     return require(name, f"the {name} client against xlmr-np serve")
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
-    """The served URL; the server is stopped after the module, its log kept for inspection."""
+def serve(tiny_model, tmp_path_factory, *options):
+    """Yield the URL of `xlmr-np serve` on the tiny model under the hub name, key required; stop it after."""
     log = tmp_path_factory.mktemp("client-server") / "server.log"
     env = dict(os.environ, XLMR_NP_API_KEY=KEY, HF_HUB_OFFLINE="1")
-    process = ServerProcess(["--model", str(tiny_model[0]), "--served-model-name", HUB_REPO], env, log)
+    process = ServerProcess(["--model", str(tiny_model[0]), "--served-model-name", HUB_REPO, *options], env, log)
     try:
         yield process.wait_ready()
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    yield from serve(tiny_model, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def private_server(tiny_model, tmp_path_factory):
+    """With --private-health: /health and /info need the key too."""
+    yield from serve(tiny_model, tmp_path_factory, "--private-health")
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +127,23 @@ def test_cohere_v2_client(server, reranker):
     check_cohere_meta(response, "2")
 
 
+def test_cohere_v2_max_tokens_per_doc(server, reranker):
+    cohere = library("cohere")
+    documents = [LONG_DOC, DOCS[0]]
+    response = cohere.ClientV2(KEY, base_url=server).rerank(model=HUB_REPO, query=QUERY, documents=documents,
+                                                            max_tokens_per_doc=8)
+    # the Python API's equivalent: each document cut to its first 8 tokens, the query kept whole
+    encoded, owners = reranker.encode_documents(QUERY, documents, max_windows=1, max_document_tokens=8)
+    scores = document_scores(len(documents), encoded, owners, reranker.logits_of(encoded)[:, 0])
+    want = scores.ranked(documents)
+    check_ranking("cohere.ClientV2.rerank max_tokens_per_doc=8", [r.index for r in response.results],
+                  [r.relevance_score for r in response.results], want)
+    assert [r.truncated for r in response.results] == [r["index"] == 0 for r in want]
+    whole = reranker.rerank(QUERY, documents[:1])[0]["relevance_score"]
+    cut = scores.relevance[0]
+    assert abs(whole - cut) > 100 * ATOL, f"cutting the long document changed its score by only {abs(whole - cut):.2e}"
+
+
 def test_cohere_v2_async_client_top_n_beyond_documents(server, reranker):
     cohere = library("cohere")
 
@@ -166,15 +195,23 @@ def test_inference_client_health_and_endpoint_info(server, reranker):
     assert client.health_check() is True
     info = client.get_endpoint_info()
     assert info["model_id"] == HUB_REPO, info
-    assert "reranker" in info["model_type"], info
+    assert list(info["model_type"]) == ["reranker"], info
     assert info["max_input_length"] == reranker.max_length, info
 
 
-def test_inference_client_wrong_token(server):
+def test_inference_client_without_the_key_on_public_routes(server):
     hub = library("huggingface_hub")
-    client = hub.InferenceClient(model=server, provider="hf-inference", token="wrong-key")
-    assert client.health_check() is False  # /health needs the key too
+    client = hub.InferenceClient(model=server, provider="hf-inference", token="not-the-key")
+    assert client.health_check() is True  # /health and /info are public unless --private-health
+    assert client.get_endpoint_info()["model_id"] == HUB_REPO
+
+
+def test_inference_client_reads_the_servers_error(private_server):
+    hub = library("huggingface_hub")
+    client = hub.InferenceClient(model=private_server, provider="hf-inference", token="wrong-key")
+    assert client.health_check() is False
     with pytest.raises(hub.errors.HfHubHTTPError) as caught:
         client.get_endpoint_info()
     assert caught.value.response.status_code == 401
-    assert "API key" in str(caught.value), str(caught.value)
+    assert "missing or wrong API key" in str(caught.value), str(caught.value)  # TEI's {"error": ...}
+    assert hub.InferenceClient(model=private_server, provider="hf-inference", token=KEY).health_check() is True
