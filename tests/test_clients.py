@@ -23,8 +23,9 @@ QUERY = "capital of France"
 DOCS = ["Paris is the capital of France.", "Bananas are yellow.", "Berlin is the capital of Germany.",
         "Der Eiffelturm steht in Paris."]
 LONG_DOC = "Paris is the capital of France. " + " ".join(f"Sentence {i} is about something else." for i in range(12))
-# float32 logits computed in two processes by the same code: they agree to rounding, not bit for bit
-# (BLAS may split a product differently); 1e-6 on a sigmoid in (0, 1) is far below the score gaps here.
+# The same code scores in both processes, and the scores have come out identical; but the server may batch
+# a request's sequences with another request's (other shapes, other BLAS blocking), so allow float32
+# rounding: 1e-6 on a sigmoid in (0, 1), far below the gaps between these documents' scores.
 ATOL = 1e-6
 
 
