@@ -10,10 +10,12 @@ body is a 408 from read_json, slow scoring a 503).
 from __future__ import annotations
 
 import asyncio
+import copy
 import sys
 
 import h11
 import uvicorn
+import uvicorn.config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..api import encode
@@ -86,6 +88,14 @@ class Server(uvicorn.Server):
             print(self.banner(host, port), flush=True)
 
 
+def log_config() -> dict:
+    """uvicorn's logging with its access log on stderr beside the rest (stdout carries only the banner). The
+    access log holds the request line and status; uvicorn never logs headers, so never the key."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    return config
+
+
 def serve(app, host: str, port: int, *, request_timeout: float, max_connections: int, graceful_seconds: float,
           keep_alive_seconds: float, banner) -> int:
     """Run until SIGTERM or SIGINT; then stop accepting, finish in-flight requests for up to graceful_seconds,
@@ -94,7 +104,7 @@ def serve(app, host: str, port: int, *, request_timeout: float, max_connections:
         app, host=host, port=port, loop="asyncio", http=deadline_protocol(request_timeout), lifespan="on",
         timeout_keep_alive=keep_alive_seconds, limit_concurrency=max_connections, backlog=2048,
         timeout_graceful_shutdown=graceful_seconds, server_header=False, proxy_headers=False,
-        h11_max_incomplete_event_size=64 * 1024, log_level="info", access_log=True)
+        h11_max_incomplete_event_size=64 * 1024, log_level="info", access_log=True, log_config=log_config())
     server = Server(config, banner)
     try:
         server.run()

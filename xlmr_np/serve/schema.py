@@ -227,7 +227,7 @@ def _message(field: str, error: dict) -> str:
     if kind == "document_type":
         return f'{field} must be a string or an object such as {{"text": string}}, got {shown}'
     if kind == "too_short":
-        return f"{field} is empty: give at least one item"
+        return f"{field} is empty: give at least one {'document' if field in ('documents', 'texts') else 'item'}"
     if kind == "value_error":
         return f"{field} {error['msg'].removeprefix('Value error, ')}"
     if kind in ("greater_than_equal", "less_than_equal"):
