@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import signal
 import sys
 
 import h11
@@ -106,6 +107,10 @@ def serve(app, host: str, port: int, *, request_timeout: float, max_connections:
         timeout_graceful_shutdown=graceful_seconds, server_header=False, proxy_headers=False,
         h11_max_incomplete_event_size=64 * 1024, log_level="info", access_log=True, log_config=log_config())
     server = Server(config, banner)
+    # uvicorn handles SIGTERM/SIGINT while it runs, then raises the signal again for the handlers it found:
+    # no-ops here, so a graceful shutdown ends with status 0 rather than death by the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
     try:
         server.run()
     except (OSError, SystemExit) as e:  # uvicorn logs a failed bind and exits
