@@ -1,4 +1,4 @@
-"""Metric parity: xlmr_np.metrics against sklearn's average_precision_score and mteb's MRR@10.
+"""Metric parity: xlmr_np.cmteb.metrics against sklearn's average_precision_score and mteb's MRR@10.
 
 The MRR oracle re-derives the computation behind the published figures, from the sources:
 - C-MTEB (FlagEmbedding C_MTEB/C_MTEB/tasks/Reranking.py, ChineseRerankingEvaluator.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xlmr_np.metrics import (
+from xlmr_np.cmteb.metrics import (
     average_precision,
     bootstrap_interval,
     mean_average_precision,

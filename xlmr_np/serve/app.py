@@ -30,7 +30,6 @@ from starlette.middleware.cors import CORSMiddleware
 
 from .. import __version__
 from ..api import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS, ApiError, encode
-from ..errors import ConfigError
 from ..reranker import Reranker, document_scores
 from . import schema
 from .batcher import Batcher, Job
@@ -432,8 +431,7 @@ def _body(model) -> dict:
 
 def create_app(reranker: Reranker, settings: ServerSettings):
     """The ASGI application (the Guard around FastAPI, and CORS around both when origins are allowed)."""
-    if reranker.config.num_labels != 1:
-        raise ConfigError(f"reranking needs one relevance logit; this model has {reranker.config.num_labels} labels")
+    reranker.require_single_logit()
     server = Server(reranker, settings)
 
     @asynccontextmanager
