@@ -30,7 +30,6 @@ from starlette.middleware.cors import CORSMiddleware
 
 from .. import __version__
 from ..api import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS, ApiError, encode
-from ..errors import ConfigError
 from ..reranker import Reranker, document_scores
 from . import schema
 from .batcher import Batcher, Job
@@ -338,6 +337,14 @@ def document_text(document, index: int, rank_fields: list[str]) -> str:
     return values[0] if len(values) == 1 else "\n".join(f"{n}: {v}" for n, v in zip(rank_fields, values))
 
 
+def pair_length(reranker: Reranker, query: str, text: str) -> int:
+    """Tokens of the whole (query, text) pair, special tokens included: its windows without overlap, less
+    the template and query each window repeats (the query as capped for windows)."""
+    overhead = len(reranker.tokenizer.encode_windows([(query, "")], 0)[0][0].ids)  # <s> query </s></s> </s>
+    windows, _ = reranker.tokenizer.encode_windows([(query, text)], 0)
+    return overhead + sum(len(w.ids) - overhead for w in windows)
+
+
 def check_model(server: Server, model: str | None) -> None:
     if model is not None and model != server.settings.model_name:
         raise ApiError(404, f"model {json.dumps(model)[:80]} is not served here; this server serves "
@@ -389,9 +396,9 @@ async def tei_rerank(server: Server, request: Request) -> Response:
         scored = await score(server, request, body.query, body.texts, body.raw_scores, encode)
         if not body.truncate and any(scored.scores.truncated):
             first = scored.scores.truncated.index(True)
-            raise ApiError(413, f"Input validation error: `inputs` must have less than "
-                                f"{server.reranker.max_length} tokens. Given: more than "
-                                f"{server.reranker.max_length} (texts[{first}]); send \"truncate\": true to cut it",
+            given = await run_in_threadpool(pair_length, server.reranker, body.query, body.texts[first])
+            raise ApiError(413, f"Input validation error: `inputs` must have less than {server.reranker.max_length} "
+                                f"tokens. Given: {given} (texts[{first}]); send \"truncate\": true to cut it",
                            f"texts[{first}]")
     results = []
     for r in scored.scores.ranked(body.texts, return_documents=False):
@@ -415,7 +422,7 @@ def info(server: Server) -> dict:
         "max_concurrent_requests": server.settings.max_concurrent_requests,
         "max_input_length": server.reranker.max_length, "max_batch_tokens": server.settings.max_batch_tokens,
         "max_batch_requests": None, "max_client_batch_size": server.settings.max_documents,
-        "auto_truncate": True, "tokenization_workers": None, "version": __version__, "sha": None,
+        "auto_truncate": False, "tokenization_workers": None, "version": __version__, "sha": None,
         "docker_label": None,
     }
 
@@ -432,8 +439,7 @@ def _body(model) -> dict:
 
 def create_app(reranker: Reranker, settings: ServerSettings):
     """The ASGI application (the Guard around FastAPI, and CORS around both when origins are allowed)."""
-    if reranker.config.num_labels != 1:
-        raise ConfigError(f"reranking needs one relevance logit; this model has {reranker.config.num_labels} labels")
+    reranker.require_single_logit()
     server = Server(reranker, settings)
 
     @asynccontextmanager
