@@ -168,7 +168,7 @@ def test_cohere_errors_carry_the_servers_message(server):
     assert HUB_REPO in caught.value.body["message"], caught.value.body
     with pytest.raises(cohere.BadRequestError) as caught:
         cohere.ClientV2(KEY, base_url=server).rerank(model=HUB_REPO, query=QUERY, documents=[])
-    assert "documents" in caught.value.body["message"], caught.value.body
+    assert "documents is empty" in caught.value.body["message"], caught.value.body
 
 
 # --- rerankers (AnswerDotAI) --------------------------------------------------------------------------
