@@ -12,7 +12,19 @@ REPORTED = [*FRAMEWORKS, "langchain-core", "llama-index-core", "cohere"]
 def clients_frameworks(session):
     """LangChain's CohereRerank and JinaRerank and LlamaIndex's CohereRerank against `xlmr-np serve`."""
     session.install("-e", ".[test]", *FRAMEWORKS)
-    session.run("python", "-c", "import sys, importlib.metadata as m; "  # the versions tested, in the log
-                "[print(name, m.version(name)) for name in sys.argv[1:]]", *REPORTED)
-    session.run("python", "-m", "pytest", "-q", "tests/test_clients_frameworks.py", *session.posargs,
-                env={"XLMR_NP_REQUIRE_FRAMEWORKS": "1", "XLMR_NP_REQUIRE_TORCH": "1"})
+    session.run(
+        "python",
+        "-c",
+        "import sys, importlib.metadata as m; "  # the versions tested, in the log
+        "[print(name, m.version(name)) for name in sys.argv[1:]]",
+        *REPORTED,
+    )
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "tests/test_clients_frameworks.py",
+        *session.posargs,
+        env={"XLMR_NP_REQUIRE_FRAMEWORKS": "1", "XLMR_NP_REQUIRE_TORCH": "1"},
+    )

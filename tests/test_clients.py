@@ -20,8 +20,12 @@ from xlmr_np.testing import assert_close, require
 
 KEY = "client-key-3f9a1c"
 QUERY = "capital of France"
-DOCS = ["Paris is the capital of France.", "Bananas are yellow.", "Berlin is the capital of Germany.",
-        "Der Eiffelturm steht in Paris."]
+DOCS = [
+    "Paris is the capital of France.",
+    "Bananas are yellow.",
+    "Berlin is the capital of Germany.",
+    "Der Eiffelturm steht in Paris.",
+]
 LONG_DOC = "Paris is the capital of France. " + " ".join(f"Sentence {i} is about something else." for i in range(12))
 # The same code scores in both processes, and the scores have come out identical; but the server may batch
 # a request's sequences with another request's (other shapes, other BLAS blocking), so allow float32
@@ -69,6 +73,10 @@ def check_ranking(name: str, indices, scores, want: list[dict]) -> None:
 # --- cohere -------------------------------------------------------------------------------------------
 
 
+def check_cohere(name: str, response, want: list[dict]) -> None:
+    check_ranking(name, [r.index for r in response.results], [r.relevance_score for r in response.results], want)
+
+
 def check_cohere_meta(response, version: str) -> None:
     assert isinstance(response.id, str) and response.id, f"id {response.id!r}"
     assert response.meta.api_version.version == version, response.meta
@@ -80,8 +88,7 @@ def test_cohere_v1_client(server, reranker):
     client = cohere.Client(KEY, base_url=server)
     response = client.rerank(model=HUB_REPO, query=QUERY, documents=DOCS, top_n=3, return_documents=True)
     want = reranker.rerank(QUERY, DOCS, top_n=3)
-    check_ranking("cohere.Client.rerank", [r.index for r in response.results],
-                  [r.relevance_score for r in response.results], want)
+    check_cohere("cohere.Client.rerank", response, want)
     assert [r.document.text for r in response.results] == [r["document"] for r in want]
     check_cohere_meta(response, "1")
 
@@ -90,12 +97,12 @@ def test_cohere_v1_async_client_without_model(server, reranker):
     cohere = library("cohere")
 
     async def rerank():
-        return await cohere.AsyncClient(KEY, base_url=server).rerank(query=QUERY, documents=DOCS,
-                                                                     return_documents=False)
+        return await cohere.AsyncClient(KEY, base_url=server).rerank(
+            query=QUERY, documents=DOCS, return_documents=False
+        )
 
     response = asyncio.run(rerank())
-    check_ranking("cohere.AsyncClient.rerank", [r.index for r in response.results],
-                  [r.relevance_score for r in response.results], reranker.rerank(QUERY, DOCS))
+    check_cohere("cohere.AsyncClient.rerank", response, reranker.rerank(QUERY, DOCS))
     assert all(r.document is None for r in response.results)
     check_cohere_meta(response, "1")
 
@@ -105,8 +112,7 @@ def test_cohere_v1_structured_documents_echoed_whole(server, reranker):
     documents = [{"id": f"doc-{i}", "title": f"title {i}", "text": text} for i, text in enumerate(DOCS)]
     client = cohere.Client(KEY, base_url=server)
     response = client.rerank(model=HUB_REPO, query=QUERY, documents=documents, return_documents=True)
-    check_ranking("cohere.Client.rerank, objects scored on text", [r.index for r in response.results],
-                  [r.relevance_score for r in response.results], reranker.rerank(QUERY, DOCS))
+    check_cohere("cohere.Client.rerank, objects scored on text", response, reranker.rerank(QUERY, DOCS))
     assert [r.document.model_dump() for r in response.results] == [documents[r.index] for r in response.results]
 
 
@@ -116,29 +122,27 @@ def test_cohere_v1_rank_fields(server, reranker):
     documents = [{"title": title, "text": text} for title, text in zip(titles, DOCS)]
     client = cohere.Client(KEY, base_url=server)
     response = client.rerank(model=HUB_REPO, query=QUERY, documents=documents, rank_fields=["title"])
-    check_ranking("cohere.Client.rerank, rank_fields=['title']", [r.index for r in response.results],
-                  [r.relevance_score for r in response.results], reranker.rerank(QUERY, titles))
+    check_cohere("cohere.Client.rerank, rank_fields=['title']", response, reranker.rerank(QUERY, titles))
 
 
 def test_cohere_v2_client(server, reranker):
     cohere = library("cohere")
     response = cohere.ClientV2(KEY, base_url=server).rerank(model=HUB_REPO, query=QUERY, documents=DOCS, top_n=2)
-    check_ranking("cohere.ClientV2.rerank", [r.index for r in response.results],
-                  [r.relevance_score for r in response.results], reranker.rerank(QUERY, DOCS, top_n=2))
+    check_cohere("cohere.ClientV2.rerank", response, reranker.rerank(QUERY, DOCS, top_n=2))
     check_cohere_meta(response, "2")
 
 
 def test_cohere_v2_max_tokens_per_doc(server, reranker):
     cohere = library("cohere")
     documents = [LONG_DOC, DOCS[0]]
-    response = cohere.ClientV2(KEY, base_url=server).rerank(model=HUB_REPO, query=QUERY, documents=documents,
-                                                            max_tokens_per_doc=8)
+    response = cohere.ClientV2(KEY, base_url=server).rerank(
+        model=HUB_REPO, query=QUERY, documents=documents, max_tokens_per_doc=8
+    )
     # the Python API's equivalent: each document cut to its first 8 tokens, the query kept whole
     encoded, owners = reranker.encode_documents(QUERY, documents, max_windows=1, max_document_tokens=8)
     scores = document_scores(len(documents), encoded, owners, reranker.logits_of(encoded)[:, 0])
     want = scores.ranked(documents)
-    check_ranking("cohere.ClientV2.rerank max_tokens_per_doc=8", [r.index for r in response.results],
-                  [r.relevance_score for r in response.results], want)
+    check_cohere("cohere.ClientV2.rerank max_tokens_per_doc=8", response, want)
     assert [r.truncated for r in response.results] == [r["index"] == 0 for r in want]
     whole = reranker.rerank(QUERY, documents[:1])[0]["relevance_score"]
     cut = scores.relevance[0]
@@ -149,12 +153,12 @@ def test_cohere_v2_async_client_top_n_beyond_documents(server, reranker):
     cohere = library("cohere")
 
     async def rerank():
-        return await cohere.AsyncClientV2(KEY, base_url=server).rerank(model=HUB_REPO, query=QUERY,
-                                                                       documents=DOCS, top_n=10)
+        return await cohere.AsyncClientV2(KEY, base_url=server).rerank(
+            model=HUB_REPO, query=QUERY, documents=DOCS, top_n=10
+        )
 
     response = asyncio.run(rerank())  # LangChain's CohereRerank sends top_n=3 whatever the documents
-    check_ranking("cohere.AsyncClientV2.rerank top_n=10", [r.index for r in response.results],
-                  [r.relevance_score for r in response.results], reranker.rerank(QUERY, DOCS))
+    check_cohere("cohere.AsyncClientV2.rerank top_n=10", response, reranker.rerank(QUERY, DOCS))
     check_cohere_meta(response, "2")
 
 
@@ -174,8 +178,9 @@ def test_cohere_errors_carry_the_servers_message(server):
 # --- rerankers (AnswerDotAI) --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider, path", [("cohere", "/v1/rerank"), ("jina", "/v1/rerank"),
-                                            ("text-embeddings-inference", "/rerank")])
+@pytest.mark.parametrize(
+    "provider, path", [("cohere", "/v1/rerank"), ("jina", "/v1/rerank"), ("text-embeddings-inference", "/rerank")]
+)
 def test_rerankers_api_providers(server, reranker, provider, path):
     rerankers = library("rerankers")
     ranker = rerankers.Reranker(HUB_REPO, model_type=provider, api_key=KEY, url=server + path, verbose=0)

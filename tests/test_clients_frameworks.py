@@ -52,24 +52,34 @@ def reranker(tiny_model):
 
 
 def langchain_documents():
-    return [library("langchain_core.documents").Document(page_content=text, metadata={"n": i})
-            for i, text in enumerate(DOCS)]
+    return [
+        library("langchain_core.documents").Document(page_content=text, metadata={"n": i})
+        for i, text in enumerate(DOCS)
+    ]
 
 
 def test_langchain_cohere_rerank(server, reranker):
     rerank = library("langchain_cohere").CohereRerank
     compressor = rerank(base_url=server, cohere_api_key=KEY, model=HUB_REPO)  # top_n defaults to 3
     ranked = compressor.compress_documents(langchain_documents(), QUERY)
-    check_ranking("langchain_cohere.CohereRerank", [d.metadata["n"] for d in ranked],
-                  [d.metadata["relevance_score"] for d in ranked], reranker.rerank(QUERY, DOCS, top_n=3))
+    check_ranking(
+        "langchain_cohere.CohereRerank",
+        [d.metadata["n"] for d in ranked],
+        [d.metadata["relevance_score"] for d in ranked],
+        reranker.rerank(QUERY, DOCS, top_n=3),
+    )
     assert [d.page_content for d in ranked] == [DOCS[d.metadata["n"]] for d in ranked]
 
 
 def test_langchain_cohere_rerank_top_n_beyond_documents(server, reranker):
     rerank = library("langchain_cohere").CohereRerank
     results = rerank(base_url=server, cohere_api_key=KEY, model=HUB_REPO).rerank(DOCS[:2], QUERY)  # top_n=3
-    check_ranking("CohereRerank.rerank, 2 documents, top_n=3", [r["index"] for r in results],
-                  [r["relevance_score"] for r in results], reranker.rerank(QUERY, DOCS[:2]))
+    check_ranking(
+        "CohereRerank.rerank, 2 documents, top_n=3",
+        [r["index"] for r in results],
+        [r["relevance_score"] for r in results],
+        reranker.rerank(QUERY, DOCS[:2]),
+    )
 
 
 @pytest.fixture
@@ -82,8 +92,12 @@ def jina_rerank(server, monkeypatch):
 
 def test_langchain_jina_rerank(jina_rerank, reranker):
     ranked = jina_rerank(jina_api_key=KEY, model=HUB_REPO, top_n=4).compress_documents(langchain_documents(), QUERY)
-    check_ranking("langchain_community JinaRerank", [d.metadata["n"] for d in ranked],
-                  [d.metadata["relevance_score"] for d in ranked], reranker.rerank(QUERY, DOCS))
+    check_ranking(
+        "langchain_community JinaRerank",
+        [d.metadata["n"] for d in ranked],
+        [d.metadata["relevance_score"] for d in ranked],
+        reranker.rerank(QUERY, DOCS),
+    )
 
 
 def test_langchain_jina_rerank_reads_the_servers_error(jina_rerank):
@@ -99,8 +113,12 @@ def test_llama_index_cohere_rerank(server, reranker):
     nodes = [schema.NodeWithScore(node=schema.TextNode(text=text, id_=f"node-{i}")) for i, text in enumerate(DOCS)]
     postprocessor = rerank(model=HUB_REPO, api_key=KEY, base_url=server, top_n=2)
     ranked = postprocessor.postprocess_nodes(nodes, query_str=QUERY)
-    check_ranking("llama_index CohereRerank", [int(n.node.id_.split("-")[1]) for n in ranked],
-                  [n.score for n in ranked], reranker.rerank(QUERY, DOCS, top_n=2))
+    check_ranking(
+        "llama_index CohereRerank",
+        [int(n.node.id_.split("-")[1]) for n in ranked],
+        [n.score for n in ranked],
+        reranker.rerank(QUERY, DOCS, top_n=2),
+    )
 
 
 def test_llama_index_cohere_rerank_wrong_key_is_not_retried(server):
