@@ -9,7 +9,7 @@ REPORTED = [*FRAMEWORKS, "langchain-core", "llama-index-core", "cohere"]
 
 
 @nox.session
-def clients_frameworks(session):
+def clients_frameworks(session: nox.Session) -> None:
     """LangChain's CohereRerank and JinaRerank and LlamaIndex's CohereRerank against `xlmr-np serve`."""
     session.install("-e", ".[test]", *FRAMEWORKS)
     session.run(
