@@ -40,6 +40,7 @@ PUBLIC_PATHS = ("/health", "/info", "/metrics")  # reachable without the key unl
 ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/info", "/health", "/metrics", "/v1/models", "/openapi.json",
           "/docs")
 JSON = "application/json; charset=utf-8"
+INLINE_CHARACTERS = 16_384  # requests this small are tokenized on the event loop, larger ones on a worker thread
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,10 @@ async def score(server: Server, request: Request, query: str, texts: list[str], 
                 refuse=None, **encoding) -> Scored:
     """Tokenize on a worker thread (encode: Reranker.encode_documents or alike), let `refuse(encoded)` raise
     before anything is scored, queue the sequences, wait for them (or the deadline, or the client leaving)."""
-    encoded, owners = await run_in_threadpool(encode, query, texts, **encoding)
+    if len(query) + sum(map(len, texts)) <= INLINE_CHARACTERS:  # under a millisecond: not worth two thread hops
+        encoded, owners = encode(query, texts, **encoding)
+    else:
+        encoded, owners = await run_in_threadpool(encode, query, texts, **encoding)
     if refuse is not None:
         await refuse(encoded, owners)
     job = server.batcher.submit(encoded)
