@@ -259,7 +259,9 @@ def test_tei_rerank_format(secured, short):
 
 def test_tei_over_long_input_is_its_413_unless_truncate(secured, short, tiny_model):
     texts = [DOCS[0], LONG_DOC]
+    before = sample(get(secured.url, "/metrics")[1], "xlmr_np_tokens_total")
     status, error, _ = post(secured.url, "/rerank", {"query": QUERY, "texts": texts})
+    assert sample(get(secured.url, "/metrics")[1], "xlmr_np_tokens_total") == before  # refused before scoring
     assert status == 413 and error["error_type"] == "Validation" and set(error) == {"error", "error_type"}
     from tokenizers import Tokenizer
 

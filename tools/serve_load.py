@@ -3,6 +3,7 @@
     python tools/serve_load.py URL latency                # keep-alive: /health and a 2-document rerank
     python tools/serve_load.py URL concurrency --n 500    # n rerank requests at once, plus n idle connections
     python tools/serve_load.py URL throughput             # 16 concurrent 10-document requests vs one of 160
+                                                          # (give the server a --request-timeout to match)
     python tools/serve_load.py URL big --mb 2 --pid PID   # one 2 MB document (run the server with --windows)
 
 Add --key KEY for a server with an API key. Prints JSON lines; the machine's load is printed with them.
@@ -69,7 +70,7 @@ def concurrency(url: str, headers: dict, n: int) -> None:
            seconds=round(seconds, 2), health_during=health)
 
 
-def throughput(url: str, headers: dict, repeats: int = 3) -> None:
+def throughput(url: str, headers: dict, repeats: int) -> None:
     client = httpx.Client(headers=headers, timeout=600, limits=httpx.Limits(max_connections=32))
     client.post(url + "/v1/rerank", json={"query": QUERY, "documents": documents(10, "warm")})
     for shape, requests, per_request in (("16 concurrent x 10 documents", 16, 10), ("1 x 160 documents", 1, 160)):
@@ -122,6 +123,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--mb", type=float, default=2.0)
     parser.add_argument("--pid", type=int, help="the server's process id, for its peak memory (Linux)")
+    parser.add_argument("--repeats", type=int, default=3, help="throughput runs per shape (the median is reported)")
     args = parser.parse_args()
     headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
     url = args.url.rstrip("/")
@@ -130,7 +132,7 @@ def main() -> None:
     elif args.figure == "concurrency":
         concurrency(url, headers, args.n)
     elif args.figure == "throughput":
-        throughput(url, headers)
+        throughput(url, headers, args.repeats)
     else:
         big(url, headers, args.mb, args.pid)
 

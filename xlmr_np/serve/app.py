@@ -40,6 +40,7 @@ PUBLIC_PATHS = ("/health", "/info", "/metrics")  # reachable without the key unl
 ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/info", "/health", "/metrics", "/v1/models", "/openapi.json",
           "/docs")
 JSON = "application/json; charset=utf-8"
+INLINE_CHARACTERS = 16_384  # requests this small are tokenized on the event loop, larger ones on a worker thread
 
 
 @dataclass(frozen=True)
@@ -243,10 +244,15 @@ async def _disconnected(receive) -> None:
 
 
 async def score(server: Server, request: Request, query: str, texts: list[str], raw_scores: bool, encode,
-                **encoding) -> Scored:
-    """Tokenize on a worker thread (encode: Reranker.encode_documents or alike), queue the sequences, wait
-    for them (or the deadline, or the client leaving)."""
-    encoded, owners = await run_in_threadpool(encode, query, texts, **encoding)
+                refuse=None, **encoding) -> Scored:
+    """Tokenize on a worker thread (encode: Reranker.encode_documents or alike), let `refuse(encoded)` raise
+    before anything is scored, queue the sequences, wait for them (or the deadline, or the client leaving)."""
+    if len(query) + sum(map(len, texts)) <= INLINE_CHARACTERS:  # under a millisecond: not worth two thread hops
+        encoded, owners = encode(query, texts, **encoding)
+    else:
+        encoded, owners = await run_in_threadpool(encode, query, texts, **encoding)
+    if refuse is not None:
+        await refuse(encoded, owners)
     job = server.batcher.submit(encoded)
     watcher = asyncio.ensure_future(_disconnected(request.receive))
     try:
@@ -393,13 +399,18 @@ async def tei_rerank(server: Server, request: Request) -> Response:
                 return server.reranker.tokenizer.encode_windows(pairs, 0, max_windows=1, from_end=True)
         else:  # as --truncation says (longest_first: TEI's own strategy)
             encode = server.reranker.encode_documents
-        scored = await score(server, request, body.query, body.texts, body.raw_scores, encode)
-        if not body.truncate and any(scored.scores.truncated):
-            first = scored.scores.truncated.index(True)
-            given = await run_in_threadpool(pair_length, server.reranker, body.query, body.texts[first])
-            raise ApiError(413, f"Input validation error: `inputs` must have less than {server.reranker.max_length} "
-                                f"tokens. Given: {given} (texts[{first}]); send \"truncate\": true to cut it",
-                           f"texts[{first}]")
+
+        async def refuse_long(encoded, owners):
+            if body.truncate:
+                return
+            cut = [owner for owner, e in zip(owners, encoded) if e.truncated]
+            if cut:
+                given = await run_in_threadpool(pair_length, server.reranker, body.query, body.texts[cut[0]])
+                raise ApiError(413, f"Input validation error: `inputs` must have less than "
+                                    f"{server.reranker.max_length} tokens. Given: {given} (texts[{cut[0]}]); send "
+                                    '"truncate": true to cut it', f"texts[{cut[0]}]")
+
+        scored = await score(server, request, body.query, body.texts, body.raw_scores, encode, refuse_long)
     results = []
     for r in scored.scores.ranked(body.texts, return_documents=False):
         rank = {"index": r["index"], "score": r["relevance_score"]}
