@@ -1,6 +1,50 @@
-"""nox sessions: `nox -s NAME` (pip install nox)."""
+"""Developer sessions, each in a fresh virtual environment:
+
+    nox -s tests        the whole suite; a missing torch/transformers fails instead of skipping
+    nox -s tests-fast   without torch, transformers or matplotlib: the tests that need them skip, saying why
+    nox -s notebooks    execute every notebook and check its committed .ipynb against its .py source
+    nox -s lint         ruff check, ruff format --check, mypy on xlmr_np/
+    nox -s clients_frameworks   LangChain and LlamaIndex rerankers against `xlmr-np serve` (before a release)
+
+Arguments after `--` go to pytest (e.g. nox -s tests -- -x tests/test_eval.py). To rewrite the .ipynb files
+after editing a notebook: python tools/execute_notebooks.py notebooks/NN_name.py
+"""
+
+from __future__ import annotations
 
 import nox
+
+nox.options.sessions = ["lint", "tests"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "-q", *session.posargs, env={"XLMR_NP_REQUIRE_TORCH": "1"})
+
+
+@nox.session(name="tests-fast")
+def tests_fast(session: nox.Session) -> None:
+    session.install("-e", ".[test-fast]")
+    absent = "import importlib.util as u; m = [m for m in ('torch', 'transformers', 'matplotlib') if u.find_spec(m)]"
+    session.run("python", "-c", f"{absent}; assert not m, f'{{m}} installed: this session tests without them'")
+    session.run("python", "-m", "pytest", "-q", *session.posargs, env={"XLMR_NP_REQUIRE_TORCH": "0"})
+
+
+@nox.session
+def notebooks(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "-q", "tests/test_notebooks.py", *session.posargs,
+                env={"XLMR_NP_REQUIRE_TORCH": "1"})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
 
 # LangChain and LlamaIndex rerankers: heavy (about 100 packages) and pinned to their own cohere release,
 # so they stay out of the test extra and run in this session's own environment before a release.
@@ -8,7 +52,7 @@ FRAMEWORKS = ["langchain-cohere", "langchain-community", "llama-index-postproces
 REPORTED = [*FRAMEWORKS, "langchain-core", "llama-index-core", "cohere"]
 
 
-@nox.session
+@nox.session(name="clients_frameworks")
 def clients_frameworks(session: nox.Session) -> None:
     """LangChain's CohereRerank and JinaRerank and LlamaIndex's CohereRerank against `xlmr-np serve`."""
     session.install("-e", ".[test]", *FRAMEWORKS)
