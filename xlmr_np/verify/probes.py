@@ -35,6 +35,7 @@ class Probe:
     ties: tuple[tuple[int, ...], ...] = ()  # groups of document indices that must score identically
     shuffle_of: str | None = None  # the probe whose documents these are, in another order
     order: tuple[int, ...] | None = None  # documents[i] is documents[order[i]] of shuffle_of
+    tokens: tuple[int | None, ...] = ()  # [n] stated token count of each document built from passages
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ def load_probes(tokenizer, version: str = PROBE_SET_VERSION) -> ProbeSet:
                                 p["meaning"], shuffle_of=source.id, order=order))
         else:
             probes.append(Probe(p["id"], p["category"], text(p["query"]), tuple(text(d) for d in p["documents"]),
-                                p["meaning"], ties=tuple(tuple(g) for g in p.get("ties", ()))))
+                                p["meaning"], ties=tuple(tuple(g) for g in p.get("ties", ())),
+                                tokens=tuple(None if isinstance(d, str) else d["tokens"] for d in p["documents"])))
     return ProbeSet(data["name"], data["version"], data["provenance"], sha256, tuple(probes))
 
 
@@ -110,5 +112,6 @@ def probes_from_dicts(items: list[dict]) -> tuple[Probe, ...]:
     for p in items:
         out.append(Probe(p["id"], p["category"], p["query"], tuple(d["text"] for d in p["documents"]), p["meaning"],
                          ties=tuple(tuple(g) for g in p.get("ties", ())), shuffle_of=p.get("shuffle_of"),
-                         order=tuple(p["order"]) if p.get("order") is not None else None))
+                         order=tuple(p["order"]) if p.get("order") is not None else None,
+                         tokens=tuple(d.get("tokens") for d in p["documents"])))
     return tuple(out)
