@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "merge": "xlmr_np.commands.eval",
     "bench": "xlmr_np.commands.bench",
     "inspect": "xlmr_np.commands.inspect",
+    "verify": "xlmr_np.commands.verify",
 }
 
 

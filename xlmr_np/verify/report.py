@@ -124,7 +124,7 @@ class Report:
             })
         mx, mean = a.overall("diff")
         lmx, lmean = a.overall("logit_diff") if a.scale.comparable else (None, None)
-        return {
+        return _finite({
             "verdict": a.verdict, "agrees": self.agrees, "source": self.source, "reference": self.reference,
             "probe_set": self.probe_set, "atol": a.atol, "expect_scale": a.expect_scale,
             "scale": {"name": a.scale.name, "detail": a.scale.detail, "a": a.scale.a, "b": a.scale.b},
@@ -135,4 +135,17 @@ class Report:
             "hypotheses": [{"key": h.key, "cause": h.cause, "mean_abs_diff": h.mean, "max_abs_diff": h.max}
                            for h in a.hypotheses],
             "probes": probes,
-        }
+        })
+
+
+def _finite(value):
+    """NaN and infinities as null, so the JSON is valid everywhere."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
