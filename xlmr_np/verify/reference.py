@@ -39,7 +39,8 @@ def variants() -> list[Variant]:
         Variant("float16", "the weights are rounded to float16"),
         Variant("bfloat16", "the weights are rounded to bfloat16"),
         Variant("int8", "the linear weights are quantised to int8 (per output row)"),
-        Variant("only_second-512", "only_second truncation: the query is kept whole and only the document is cut"),
+        Variant("only_second-512", "the query is kept whole and only the document is cut (only_second truncation "
+                                   "at 512 tokens)"),
     ]
     for length in TRUNCATION_LENGTHS:
         out.append(Variant(f"longest_first-{length}", f"pairs are truncated to {length} tokens (longest_first)"))
