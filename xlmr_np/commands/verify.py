@@ -43,7 +43,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..verify import DEFAULT_ATOL, check_golden, float64_copy, verify_endpoint, write_golden
+    from ..verify import DEFAULT_ATOL, check_golden, connect, float64_copy, verify_endpoint, write_golden
+    from ..verify.golden import read_golden
     from ..verify.probes import load_probes
     from ..verify.reference import open_tokenizer
 
@@ -55,6 +56,10 @@ def run(args) -> int:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise InputError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+    # Whatever can fail without the model fails first: the model takes a while to load.
+    endpoint = connect(args.endpoint, args.format, api_key, args.endpoint_model) if args.endpoint else None
+    if args.golden:
+        read_golden(args.golden)
     reranker = load_reranker(args)
     if args.write_golden:
         reference = float64_copy(reranker)
@@ -68,9 +73,8 @@ def run(args) -> int:
         truth = float64_copy(reranker) if args.float64 else reranker
         report = check_golden(args.golden, truth, atol=atol, diagnose=not args.no_diagnosis, model_name=args.model)
     else:
-        report = verify_endpoint(args.endpoint, args.format, api_key, args.endpoint_model, reranker=reranker,
-                                 model=args.model, atol=atol, float64=args.float64, expect_scale=args.expect_scale,
-                                 diagnose=not args.no_diagnosis)
+        report = verify_endpoint(endpoint, reranker=reranker, model=args.model, atol=atol, float64=args.float64,
+                                 expect_scale=args.expect_scale, diagnose=not args.no_diagnosis)
     print(report)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -20,7 +20,7 @@ import numpy as np
 from ..reranker import Reranker
 from ..weights import load_params
 from .analysis import Answer, Finding, analyse, kendall_tau
-from .clients import FORMATS, Endpoint, detect_format
+from .clients import FORMATS, Endpoint, connect
 from .golden import hub_revision, read_golden, write_golden
 from .probes import PROBE_SET_VERSION, Probe, ProbeSet, VerifyError, load_probes
 from .reference import LocalScores, open_tokenizer
@@ -29,7 +29,7 @@ from .report import Report
 DEFAULT_ATOL = 1e-3  # on logits: float32 engines agree to ~1e-5, float16 ones differ by ~1e-2
 
 __all__ = ["DEFAULT_ATOL", "FORMATS", "PROBE_SET_VERSION", "Answer", "Endpoint", "Probe", "ProbeSet", "Report",
-           "Verifier", "VerifyError", "check_golden", "compare_scores", "float64_copy", "kendall_tau",
+           "Verifier", "VerifyError", "check_golden", "compare_scores", "connect", "float64_copy", "kendall_tau",
            "verify_endpoint", "write_golden"]
 
 
@@ -119,16 +119,15 @@ def compare_scores(fn, reranker: Reranker | None = None, model: str = "BAAI/bge-
                                                       expect_scale=expect_scale, diagnose=diagnose)
 
 
-def verify_endpoint(url: str, format: str = "auto", api_key: str | None = None, endpoint_model: str | None = None,
+def verify_endpoint(url, format: str = "auto", api_key: str | None = None, endpoint_model: str | None = None,
                     reranker: Reranker | None = None, model: str = "BAAI/bge-reranker-base",
                     atol: float = DEFAULT_ATOL, float64: bool = False, expect_scale: str | None = None,
                     diagnose: bool = True, verifier: Verifier | None = None) -> Report:
-    """Check an HTTP rerank endpoint (format auto, cohere, jina, tei or vllm).
+    """Check an HTTP rerank endpoint: a URL (format auto, cohere, jina, tei or vllm) or an Endpoint.
 
     expect_scale None: "logits" for TEI (raw_scores is requested), else "any".
     """
-    endpoint = detect_format(url, api_key, endpoint_model) if format == "auto" else Endpoint(
-        url, format, api_key, endpoint_model)
+    endpoint = url if isinstance(url, Endpoint) else connect(url, format, api_key, endpoint_model)
     if expect_scale is None:
         expect_scale = "logits" if endpoint.format == "tei" else "any"
     verifier = verifier or _verifier(reranker, model, float64)

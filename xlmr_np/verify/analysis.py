@@ -317,7 +317,7 @@ def _check_order(answered: list[ProbeResult], scale: Scale, atol: float) -> None
         worst = float(np.max(np.abs(moved - original)))
         if not worst <= atol:
             r.notes.append(f"a document's score follows its position, not its text: the documents of probe "
-                           f"{source.id} in another order change score by up to {worst:.3g}")
+                           f"{source.probe.id} in another order change score by up to {worst:.3g}")
 
 
 def _index_finding(r: ProbeResult) -> Finding:

@@ -126,23 +126,29 @@ class Endpoint:
         return parse_results(body["results"], len(documents), "relevance_score")
 
 
-def detect_format(url: str, api_key: str | None = None, model: str | None = None, timeout: float = 60.0) -> Endpoint:
-    """The first format whose request on one short pair gets a well-formed answer: Cohere/Jina at
-    /v1/rerank, then TEI at /rerank (a URL ending in /rerank tries TEI's body, then Cohere's)."""
+def connect(url: str, format: str = "auto", api_key: str | None = None, model: str | None = None,
+            timeout: float = 300.0) -> Endpoint:
+    """An Endpoint that has answered one short pair, so that an unreachable URL, a wrong key, a wrong
+    model name or a wrong format fails at once (before the reference model is loaded).
+
+    format "auto" tries Cohere/Jina at /v1/rerank, then TEI at /rerank (a URL ending in /rerank tries
+    TEI's body first); the first well-formed answer wins.
+    """
+    if format != "auto":
+        endpoint = Endpoint(url, format, api_key, model, timeout)
+        answer = endpoint("capital of France", ["Paris.", "Bananas."])
+        if answer.error or answer.problems:
+            raise VerifyError(f"{endpoint}: a one-pair request failed ({answer.error or '; '.join(answer.problems)})")
+        return endpoint
     path = urllib.parse.urlsplit(url).path.rstrip("/")
     order = ["tei", "cohere"] if path.endswith("/rerank") and not path.endswith(("/v1/rerank", "/v2/rerank")) \
         else ["cohere", "tei"]
     tried = []
     for name in order:
-        endpoint = Endpoint(url, name, api_key, model if name != "tei" else None, timeout)
         try:
-            answer = endpoint("capital of France", ["Paris.", "Bananas."])
+            return connect(url, name, api_key, model if name != "tei" else None, timeout)
         except VerifyError as e:
-            if "refused" in str(e):
+            if "refused" in str(e) or "--endpoint-model" in str(e) or "cannot reach" in str(e):
                 raise
             tried.append(f"{name}: {e}")
-            continue
-        if answer.error is None and not answer.problems:
-            return endpoint
-        tried.append(f"{name} at {endpoint.url}: {answer.error or '; '.join(answer.problems)}")
     raise VerifyError(f"{url} answers in none of the formats tried ({'; '.join(tried)}); give --format")

@@ -22,7 +22,7 @@ from ..tokenizer import EncodedPair, PairTokenizer
 from .probes import Probe
 
 BOS, EOS = 0, 2  # <s>, </s> in XLM-R's vocabulary (see the pair template in tokenizer.py)
-TRUNCATION_LENGTHS = (128, 256, 384, 500, 508, 510, 511)  # common limits, and off-by-special-token ones
+TRUNCATION_LENGTHS = (128, 256, 384, 500, 510)  # common limits, and 512 less the special tokens
 
 
 @dataclass(frozen=True)
