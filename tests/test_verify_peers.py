@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 from helpers import build_model
 
@@ -161,3 +163,31 @@ def test_planted_fault_is_flagged_and_named(format, fault, spread_model, verifie
         assert "reproduces every answer within the tolerance" in lines[0], lines[0]
         best = report.analysis.hypotheses[0]
         assert best.max <= ATOL, f"{fault}: closest variant {best.key} still differs by {best.max:.3e}"
+
+
+def test_onnxruntime_session_as_in_the_docs(spread_model, verifier, tmp_path):
+    """docs/verify.md's onnxruntime example, run on an ONNX export of the test model."""
+    ort = pytest.importorskip("onnxruntime")
+    from tokenizers import Tokenizer
+
+    from xlmr_np.benchmark import export_onnx
+
+    model_dir = tmp_path / "with-onnx"
+    shutil.copytree(spread_model[0], model_dir)
+    export_onnx(model_dir)
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(512)
+    tokenizer.enable_padding(pad_id=1)
+    session = ort.InferenceSession(str(model_dir / "onnx/model.onnx"), providers=["CPUExecutionProvider"])
+
+    def onnx_scores(query, documents):
+        batch = tokenizer.encode_batch([(query, d) for d in documents])
+        ids = np.array([e.ids for e in batch], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in batch], dtype=np.int64)
+        return session.run(None, {"input_ids": ids, "attention_mask": mask})[0][:, 0]
+
+    report = verifier.check(onnx_scores, source="onnxruntime", atol=ATOL)
+    max_logit_diff, mean_logit_diff = report.analysis.overall("logit_diff")
+    assert report.agrees, str(report)
+    assert max_logit_diff <= ATOL, f"max |diff| {max_logit_diff:.3e}, mean {mean_logit_diff:.3e} on logits"

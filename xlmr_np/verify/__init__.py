@@ -101,10 +101,12 @@ class Verifier:
 
 
 def _verifier(reranker, model, float64) -> Verifier:
+    """The reference: `reranker` if given (named by its directory), else `model` loaded."""
+    name = model if reranker is None or not reranker.model_dir.endswith(model) else None
     if reranker is None:
         reranker = Reranker.from_pretrained(model)
     truth = float64_copy(reranker) if float64 else reranker
-    return Verifier(truth, float32=reranker if float64 else None, model_name=model)
+    return Verifier(truth, float32=reranker if float64 else None, model_name=name)
 
 
 def compare_scores(fn, reranker: Reranker | None = None, model: str = "BAAI/bge-reranker-base",
