@@ -71,6 +71,8 @@ def test_kendall_tau_worked_examples():
     assert kendall_tau([3, 2, 1], [30, 20, 10]) == 1.0
     assert kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
     assert kendall_tau([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(4 / 6)
+    assert kendall_tau([1, 1 + 1e-9, 3], [1, 1, 3]) < 1.0
+    assert kendall_tau([1, 1 + 1e-9, 3], [1, 1, 3], tol=1e-6) == 1.0
 
 
 @pytest.mark.parametrize("make, name", [

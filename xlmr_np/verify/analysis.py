@@ -44,14 +44,19 @@ class Finding:
         return f"diagnosis: {self.cause}: {self.evidence}"
 
 
-def kendall_tau(a, b) -> float:
+def kendall_tau(a, b, tol: float = 0.0) -> float:
     """Kendall's tau-b of two score vectors (1: same order; ties count as neither agreeing nor not).
+    Values within tol of each other are ties, so float noise between equal scores is not a disagreement.
 
     Example: kendall_tau([3, 2, 1], [30, 20, 10]) = 1.0; kendall_tau([1, 2, 3], [3, 2, 1]) = -1.0.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     i, j = np.triu_indices(len(a), k=1)
-    sa, sb = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+
+    def sign(d):
+        return np.where(np.abs(d) <= tol, 0.0, np.sign(d))
+
+    sa, sb = sign(a[i] - a[j]), sign(b[i] - b[j])
     n_a, n_b = np.count_nonzero(sa), np.count_nonzero(sb)
     if n_a == 0 or n_b == 0:
         return 1.0 if n_a == n_b else 0.0
@@ -262,8 +267,9 @@ def analyse(probes: tuple[Probe, ...], answers: list[Answer], local: LocalScores
             as_logits, uncertainty = scale.to_logits(values)
             r.logit_diff = np.abs(as_logits - r.reference)
             r.tolerance = atol + np.nan_to_num(uncertainty, nan=np.inf)
-        r.tau = kendall_tau(values, r.reference)
-        r.top1 = int(np.argmax(values)) == int(np.argmax(r.reference))
+        tie = atol if scale.comparable else 0.0  # on logits, scores within atol are ties
+        r.tau = kendall_tau(_on_logits(r, scale), r.reference, tie)
+        r.top1 = bool(r.reference[int(np.argmax(values))] >= r.reference.max() - tie)
         r.topk = top_k_overlap(values, r.reference, min(TOP_K, len(values)))
         _check_ties(r, scale, atol)
     _check_order(answered, scale, atol)
