@@ -25,15 +25,11 @@
 # nothing linguistically, but every *step* is the real one.
 
 # %%
-import sys
-
 import numpy as np
 
-sys.path.insert(0, "../tests")
-from helpers import notebook_model  # noqa: E402
-
-from xlmr_np import Reranker, model  # noqa: E402
-from xlmr_np.inspect import format_table, inspect_pair, stats  # noqa: E402
+from xlmr_np import Reranker, model
+from xlmr_np.inspect import format_table, inspect_pair, stats
+from xlmr_np.testing import notebook_model
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 reranker = Reranker.from_pretrained(notebook_model(seed=0))

@@ -26,17 +26,14 @@
 
 # %%
 # %matplotlib inline
-import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-sys.path.insert(0, "../tests")
-from helpers import notebook_model  # noqa: E402
-
-from xlmr_np import Reranker  # noqa: E402
-from xlmr_np.inspect import attribute, format_table, inspect_pair, layer_table, render_terminal  # noqa: E402
-from xlmr_np.plot import attention_figure, attribution_figure  # noqa: E402
+from xlmr_np import Reranker
+from xlmr_np.inspect import attribute, format_table, inspect_pair, layer_table, render_terminal
+from xlmr_np.plot import attention_figure, attribution_figure
+from xlmr_np.testing import notebook_model
 
 reranker = Reranker.from_pretrained(notebook_model(seed=0))
 QUERY = "who designed the Eiffel Tower?"

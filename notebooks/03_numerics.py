@@ -27,18 +27,15 @@
 # %matplotlib inline
 import copy
 import math
-import sys
 from unittest import mock
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-sys.path.insert(0, "../tests")
-from helpers import notebook_model  # noqa: E402
-
-import xlmr_np  # noqa: E402
-from xlmr_np import Reranker, model  # noqa: E402
-from xlmr_np.parity import diff_traces, load_reference, reference_trace  # noqa: E402
+import xlmr_np
+from xlmr_np import Reranker, model
+from xlmr_np.parity import diff_traces, load_reference, reference_trace
+from xlmr_np.testing import notebook_model
 
 MODEL = notebook_model(seed=0, num_hidden_layers=12, hidden_size=64, num_attention_heads=4, intermediate_size=96)
 ours32 = Reranker.from_pretrained(MODEL)

@@ -22,8 +22,8 @@
 #   $\mathrm{AP} = \sum_t (R_t - R_{t-1})\,P_t$ over the distinct score thresholds $t$;
 # * **MRR@10**: the mean over queries of $1/\text{rank}$ of the first relevant document in the top 10 (else 0);
 #
-# both as percentages, computed by `xlmr_np.metrics` exactly as the published numbers were, after
-# `xlmr_np.evaluate.apply_protocol` drops the queries without a positive or a negative (as mteb does).
+# both as percentages, computed by `xlmr_np.cmteb.metrics` exactly as the published numbers were, after
+# `xlmr_np.cmteb.apply_protocol` drops the queries without a positive or a negative (as mteb does).
 #
 # Here the data is `data/reranking_sample.jsonl`: 8 queries (Chinese and English) written for this
 # notebook in the C-MTEB layout, not a C-MTEB dataset (the hub is not reachable from CI). The model is
@@ -33,18 +33,15 @@
 # %%
 # %matplotlib inline
 import json
-import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-sys.path.insert(0, "../tests")
-from helpers import notebook_model  # noqa: E402
-
-from xlmr_np import Reranker  # noqa: E402
-from xlmr_np.evaluate import Query, apply_protocol  # noqa: E402
-from xlmr_np.inspect import format_table  # noqa: E402
-from xlmr_np.metrics import bootstrap_interval, per_query_metrics  # noqa: E402
+from xlmr_np import Reranker
+from xlmr_np.cmteb import Query, apply_protocol
+from xlmr_np.cmteb.metrics import bootstrap_interval, per_query_metrics
+from xlmr_np.inspect import format_table
+from xlmr_np.testing import notebook_model
 
 reranker = Reranker.from_pretrained(notebook_model(seed=0))
 with open("data/reranking_sample.jsonl", encoding="utf-8") as f:

@@ -12,7 +12,7 @@ import threading
 from functools import cache
 from pathlib import Path
 
-from hubcache import add_snapshot
+from xlmr_np.testing import add_snapshot
 
 HUB_REPO = "BAAI/bge-reranker-base"
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from helpers import build_model
 
 from xlmr_np import Reranker
 from xlmr_np.cli import main
+from xlmr_np.testing import build_model
 
 QUERY, DOCUMENT = "capital of France", "Paris is the capital of France. Bananas are yellow."
 

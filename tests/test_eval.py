@@ -18,12 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
 
-from xlmr_np import evaluate
-from xlmr_np.errors import CacheError, ConfigError, DatasetError, InputError, ShardError
-from xlmr_np.evaluate import TASKS, merge_shards, run_eval
-from xlmr_np.score_cache import RECORD, ScoreCache, _read_header, read_score_file
+from xlmr_np.cmteb import TASKS, format_table, merge_shards, run_eval, scorer
+from xlmr_np.cmteb.plan import make_plan
+from xlmr_np.cmteb.protocol import apply_protocol, read_rows
+from xlmr_np.cmteb.runner import Progress
+from xlmr_np.cmteb.score_cache import RECORD, ScoreCache, _read_header, read_score_file
+from xlmr_np.cmteb.shards import checksum
+from xlmr_np.cmteb.tasks import dataset_file, resolve_tasks
+from xlmr_np.errors import CacheError, CheckpointError, ConfigError, DatasetError, InputError, ShardError
+from xlmr_np.testing import build_model, require
 
 CJK = list("的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可"
            "她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三"
@@ -33,7 +37,7 @@ XLMR_NP = Path(sys.executable).with_name("xlmr-np")
 
 @pytest.fixture(scope="module")
 def pq():
-    return require("pyarrow.parquet")  # in the test extra; a failure, not a skip, in CI
+    return require("pyarrow.parquet", "reading C-MTEB parquet files")  # in the test extra; a failure, not a skip, in CI
 
 
 @pytest.fixture
@@ -98,7 +102,7 @@ _loaded: dict = {}
 @pytest.fixture
 def fast_load(monkeypatch):
     """Load each model once per session in this process (the tokenizer alone takes seconds to parse)."""
-    real = evaluate._load_reranker
+    real = scorer.load_reranker
 
     def load(model_dir, settings):
         key = (model_dir, json.dumps(settings, sort_keys=True))
@@ -106,7 +110,7 @@ def fast_load(monkeypatch):
             _loaded[key] = real(model_dir, settings)
         return _loaded[key]
 
-    monkeypatch.setattr(evaluate, "_load_reranker", load)
+    monkeypatch.setattr(scorer, "load_reranker", load)
 
 
 def run(model_dir, tmp_path, name="run", **kwargs):
@@ -124,11 +128,11 @@ def run(model_dir, tmp_path, name="run", **kwargs):
 
 def test_protocol_drops_rows_without_positives_or_negatives(pq, tmp_path):
     rows = make_rows(0, 40)
-    queries = evaluate.apply_protocol(evaluate.read_rows(write_parquet(pq, tmp_path / "t.parquet", rows)))
+    queries = apply_protocol(read_rows(write_parquet(pq, tmp_path / "t.parquet", rows)))
     kept = [i for i in range(40) if rows["positive"][i] and rows["negative"][i]]
     assert len(kept) < 40 - 5  # the fixture has rows of both kinds to drop
     assert [q.row for q in queries] == kept
-    plan = evaluate.make_plan(TASKS["T2Reranking"], queries, batch_size=4)
+    plan = make_plan(TASKS["T2Reranking"], queries, batch_size=4)
     for q, (row, n_pos, positions) in zip(queries, plan.structure):
         # pairs [query, document]: all positives first, then all negatives
         assert [plan.pairs[j] for j in positions] == [(q.text, d) for d in q.positives + q.negatives]
@@ -142,26 +146,26 @@ def test_layout_errors_are_explained(pq, tmp_path, monkeypatch):
 
     pq.write_table(pa.table({"query": ["q"], "positives": [["p"]]}), bad)
     with pytest.raises(DatasetError, match=r"missing column\(s\) \['positive', 'negative'\]"):
-        evaluate.read_rows(bad)
+        read_rows(bad)
     pq.write_table(pa.table({"query": ["q"], "positive": ["p"], "negative": [["n"]]}), bad)
     with pytest.raises(DatasetError, match="row 0 is not"):
-        evaluate.read_rows(bad)
+        read_rows(bad)
     (tmp_path / "text.parquet").write_text("not parquet")
     with pytest.raises(DatasetError, match="not a readable parquet file"):
-        evaluate.read_rows(tmp_path / "text.parquet")
+        read_rows(tmp_path / "text.parquet")
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(DatasetError, match=r"pip install 'xlmr-np\[eval\]'"):
-        evaluate.read_rows(bad)
+        read_rows(bad)
 
 
 def test_download_uses_the_pinned_revision(pq, hub):
     task = TASKS["MMarcoReranking"]
     expected = write_parquet(pq, hub_path(hub, task), make_rows(1, 3))
-    assert evaluate.dataset_file(task) == expected
+    assert dataset_file(task) == expected
     with pytest.raises(DatasetError, match="C-MTEB/T2Reranking@76631901a183"):
-        evaluate.dataset_file(TASKS["T2Reranking"])  # not in the cache, and offline
+        dataset_file(TASKS["T2Reranking"])  # not in the cache, and offline
     with pytest.raises(InputError, match="unknown task"):
-        evaluate.resolve_tasks("T3Reranking")
+        resolve_tasks("T3Reranking")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -170,9 +174,8 @@ def test_download_uses_the_pinned_revision(pq, hub):
 
 def reference_result(model_dir, rows):
     """The metrics computed the way C-MTEB did: Reranker.compute_score per query, sklearn, mteb's MRR loop."""
-    sklearn_metrics = require("sklearn.metrics")
-    reranker = evaluate._load_reranker(str(model_dir), {"max_length": 512, "truncation": "longest_first",
-                                                            "dtype": "float32"})
+    sklearn_metrics = require("sklearn.metrics", "metrics against sklearn")
+    reranker = scorer.load_reranker(model_dir, {"max_length": 512, "truncation": "longest_first", "dtype": "float32"})
     ap, rr = [], []
     for query, positives, negatives in zip(rows["query"], rows["positive"], rows["negative"]):
         if not positives or not negatives:
@@ -216,7 +219,7 @@ def test_finished_run_rescores_from_the_cache_without_the_model(pq, hub, model_d
     def no_model(*args):
         raise AssertionError("the model was loaded although every score is cached")
 
-    monkeypatch.setattr(evaluate, "_load_reranker", no_model)
+    monkeypatch.setattr(scorer, "load_reranker", no_model)
     progress = io.StringIO()
     assert run(model_dir, tmp_path, "second", stream=progress)["results"] == first
     assert progress.getvalue() == "every score is in the cache: nothing to compute\n"
@@ -300,7 +303,7 @@ def test_merged_shards_equal_one_run(all_tasks, model_dir, tmp_path, fast_load):
 def rewrite(path: Path, change) -> None:
     data = json.loads(path.read_text())
     change(data["payload"])
-    data["sha256"] = evaluate._checksum(data["payload"])
+    data["sha256"] = checksum(data["payload"])
     path.write_text(json.dumps(data))
 
 
@@ -415,7 +418,7 @@ def test_sample_with_bootstrap_interval(pq, hub, model_dir, tmp_path, fast_load)
     assert run(model_dir, tmp_path, "b", max_queries=12, seed=3)["results"]["tasks"][0] == result
     other = run(model_dir, tmp_path, "c", max_queries=12, seed=4)["results"]["tasks"][0]
     assert [q["row"] for q in other["per_query"]] != [q["row"] for q in result["per_query"]]
-    table = evaluate.format_table({"tasks": [result]})
+    table = format_table({"tasks": [result]})
     assert "MAP 95% CI" in table and f"[{sample['map_ci95'][0]:.2f}, {sample['map_ci95'][1]:.2f}]" in table
     assert "12 of" in table and "(seed 3)" in table
 
@@ -429,7 +432,7 @@ def test_workers_give_the_single_process_result(pq, hub, model_dir, tmp_path, fa
 def test_progress_reports_rate_and_time_left():
     now = [100.0]
     stream = io.StringIO()
-    progress = evaluate.Progress(1000, stream=stream, interval=5.0, clock=lambda: now[0])
+    progress = Progress(1000, stream=stream, interval=5.0, clock=lambda: now[0])
     now[0] = 110.0
     progress.advance(250, "T2Reranking")
     now[0] = 111.0
@@ -450,17 +453,21 @@ def test_model_errors(pq, hub, model_dir, tmp_path):
     with pytest.raises(ConfigError, match="empty: not a model directory"):
         run(tmp_path / "empty", tmp_path)
     two_labels = tmp_path / "two-labels"
-    two_labels.mkdir()
+    build_model(two_labels, seed=1, num_labels=2)  # a real two-label classifier, weights and config
+    with pytest.raises(ConfigError, match="one relevance logit; this model has 2 labels"):
+        run(two_labels, tmp_path)
+    with pytest.raises(ConfigError, match="one relevance logit; this model has 2 labels"):
+        run(two_labels, tmp_path, workers=2)  # raised while a worker loads it, reported here
+    broken = tmp_path / "broken"  # config.json says two labels, the weights hold one
+    broken.mkdir()
     for f in model_dir.iterdir():
-        (two_labels / f.name).symlink_to(f)
+        (broken / f.name).symlink_to(f)
     config = json.loads((model_dir / "config.json").read_text())
     config.update(id2label={"0": "no", "1": "yes"}, label2id={"no": 0, "yes": 1})
-    (two_labels / "config.json").unlink()
-    (two_labels / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError, match="one-label cross-encoder, this model has num_labels=2"):
-        run(two_labels, tmp_path)
-    with pytest.raises(ConfigError, match="num_labels=2"):
-        run(two_labels, tmp_path, workers=2)
+    (broken / "config.json").unlink()
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"'classifier.out_proj.weight' has shape \[1, 32\]; config.json implies"):
+        run(broken, tmp_path, workers=2)  # not a pool that respawns its failing workers forever
     with pytest.raises(InputError, match="0 <= i < n"):
         run(model_dir, tmp_path, shard=(2, 2))
     done = subprocess.run([str(XLMR_NP), "eval", "--model", str(model_dir), "--task", "T2Reranking",

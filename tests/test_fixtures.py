@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_close
 
 from xlmr_np import XLMRobertaConfig, model
+from xlmr_np.testing import assert_close
 from xlmr_np.weights import load_params
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-golden"

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close, diff_message
-from helpers import BGE_RERANKER_BASE, build_model
 
 from xlmr_np import Reranker
+from xlmr_np.testing import BGE_RERANKER_BASE, assert_close, build_model, diff_message
 
 pytestmark = pytest.mark.slow
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hubcache import add_snapshot
 
 from xlmr_np import Reranker
 from xlmr_np.errors import ConfigError, HubError
 from xlmr_np.hub import HUB_FILES, resolve_model_dir
+from xlmr_np.testing import add_snapshot
 
 REPO = "BAAI/bge-reranker-base"
 COMMIT_V1 = "1" * 40
@@ -19,7 +19,7 @@ PAIRS = [("capital of France", "Paris is the capital of France."), ("capital of 
 @pytest.fixture(scope="module")
 def hub_cache(tiny_model, tmp_path_factory):
     """A cache holding REPO at two commits (different weights): tag v1 -> COMMIT_V1, main -> COMMIT_V2."""
-    from helpers import build_model
+    from xlmr_np.testing import build_model
 
     cache = tmp_path_factory.mktemp("hub-cache")
     other = tmp_path_factory.mktemp("other-model")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import require
-from helpers import build_model
 
 from xlmr_np import InputError, Reranker, model
 from xlmr_np.inspect import attribute, format_table, inspect_pair, layer_table, render_terminal, stats
+from xlmr_np.testing import build_model, require
 
 QUERY = "capital of France"
 DOCUMENT = "Paris is the capital of France. Bananas!"
@@ -133,7 +132,7 @@ def test_attribution_errors(reranker, monkeypatch):
 
 
 def test_attention_figure_labels_tokens_and_checks_heads(seen):
-    require("matplotlib")
+    require("matplotlib", "attention plots")
     from xlmr_np.plot import attention_figure
 
     fig = attention_figure(seen, layers=[1], heads=[0, 3])

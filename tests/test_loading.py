@@ -8,11 +8,10 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_close
-from helpers import build_model
 from safetensors.numpy import load_file, save_file
 
 from xlmr_np import CheckpointError, ConfigError, InputError, Reranker
+from xlmr_np.testing import assert_close, build_model
 from xlmr_np.weights import RowTable, read_safetensors
 
 PAIRS = [("what is the capital of France?", "Paris is the capital of France."),

@@ -1,4 +1,4 @@
-"""Metric parity: xlmr_np.metrics against sklearn's average_precision_score and mteb's MRR@10.
+"""Metric parity: xlmr_np.cmteb.metrics against sklearn's average_precision_score and mteb's MRR@10.
 
 The MRR oracle re-derives the computation behind the published figures, from the sources:
 - C-MTEB (FlagEmbedding C_MTEB/C_MTEB/tasks/Reranking.py, ChineseRerankingEvaluator.
@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import require
 
-from xlmr_np.metrics import (
+from xlmr_np.cmteb.metrics import (
     average_precision,
     bootstrap_interval,
     mean_average_precision,
@@ -24,11 +23,12 @@ from xlmr_np.metrics import (
     mrr_at_k,
     per_query_metrics,
 )
+from xlmr_np.testing import require
 
 
 @pytest.fixture(scope="module")
 def sklearn_metrics():
-    return require("sklearn.metrics")  # in the test extra; a failure, not a skip, in CI
+    return require("sklearn.metrics", "metrics against sklearn")  # in the test extra; a failure, not a skip, in CI
 
 
 def mteb_mrr_at_k(is_relevant, scores, k=10):

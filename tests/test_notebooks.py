@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require
+
+from xlmr_np.testing import require
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "notebooks").glob("[0-9]*.py"))
@@ -22,8 +23,8 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_notebook_executes_without_error(source, torch, monkeypatch):
     """Each notebook builds its own tiny random model (no $XLMR_NP_MODEL, no hub)."""
-    require("nbclient")
-    require("jupytext")
+    require("nbclient", "notebook execution")
+    require("jupytext", "notebook sources")
     from execute_notebooks import execute
 
     monkeypatch.delenv("XLMR_NP_MODEL", raising=False)
@@ -34,7 +35,7 @@ def test_notebook_executes_without_error(source, torch, monkeypatch):
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_paired_ipynb_is_in_sync_and_executed(source):
-    jupytext = require("jupytext")
+    jupytext = require("jupytext", "notebook sources")
     paired = source.with_suffix(".ipynb")
     assert paired.is_file(), f"{paired.name} missing: run python tools/execute_notebooks.py {source.name}"
     expected = [(c.cell_type, c.source) for c in jupytext.read(source).cells]

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from conftest import assert_close
 
 from xlmr_np import model
+from xlmr_np.testing import assert_close
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-7), (np.float64, 1e-14)])

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close
-from helpers import build_model
 
 from xlmr_np import Reranker, model
+from xlmr_np.testing import assert_close, build_model
 
 PAIRS = [
     ("what is the capital of France?", "Paris is the capital and most populous city of France."),

@@ -10,11 +10,11 @@ import math
 
 import numpy as np
 import pytest
-from helpers import build_model
 
 import xlmr_np
 from xlmr_np import ComparisonError, Reranker, model
 from xlmr_np.parity import diff_traces
+from xlmr_np.testing import build_model
 
 PAIRS = [
     ("capital of France", "Paris is the capital of France. Bananas are yellow."),

@@ -6,11 +6,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import require
 
 from xlmr_np import InputError
 from xlmr_np.inspect import Attribution, format_table
 from xlmr_np.plot import _pieces, attribution_figure
+from xlmr_np.testing import require
 
 DOC = "Paris is nice.\nBananas!"
 
@@ -26,7 +26,7 @@ def test_pieces_keep_gaps_and_line_breaks():
 
 
 def test_attribution_figure_draws_every_unit_with_its_colour():
-    require("matplotlib")
+    require("matplotlib", "plots")
     fig = attribution_figure(attribution(), title="t")
     boxes = {t.get_text(): t.get_bbox_patch().get_facecolor() for t in fig.texts if t.get_bbox_patch()}
     assert set(boxes) == {"Paris", "is", "nice.", "Bananas!"}

@@ -7,10 +7,9 @@ import functools
 
 import numpy as np
 import pytest
-from conftest import require
-from helpers import xlmr_tokenizer_json
 
 from xlmr_np import InputError, PairTokenizer, TokenizerError
+from xlmr_np.testing import require, xlmr_tokenizer_json
 
 LONG_DOC = ("Der schnelle braune Fuchs springt über den faulen Hund. 敏捷的棕色狐狸跳过了懒狗。 "
             "Быстрая коричневая лиса прыгает через ленивую собаку. 🦊🐕 ") * 200  # ~20,000 characters
@@ -33,7 +32,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def hf_tokenizer():
-    require("transformers")
+    require("transformers", "token ids against transformers")
     from transformers import XLMRobertaTokenizerFast
 
     return XLMRobertaTokenizerFast(tokenizer_file=str(xlmr_tokenizer_json()))

@@ -71,7 +71,7 @@ def write_hub_task(hub: str, task_name: str, queries: int, docs: int, text: str,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from xlmr_np.evaluate import TASKS
+    from xlmr_np.cmteb import TASKS
 
     task = TASKS[task_name]
     query_chars, doc_chars, _ = PROFILES[task_name]

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers import BGE_RERANKER_BASE, build_model  # noqa: E402
 from test_full_size import PAIRS as FULL_PAIRS  # noqa: E402
 from test_parity import PAIRS as TINY_PAIRS  # noqa: E402
 
 from xlmr_np import Reranker  # noqa: E402
+from xlmr_np.testing import BGE_RERANKER_BASE, build_model  # noqa: E402
 
 MODELS = [
     ("tiny h32 l2 heads4 ff37, 1 label", dict(seed=0, init_std=0.2), TINY_PAIRS),

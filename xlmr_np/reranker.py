@@ -88,6 +88,11 @@ class Reranker:
     def max_length(self) -> int:
         return self.tokenizer.max_length
 
+    def require_single_logit(self) -> None:
+        """Raise ConfigError unless the model has one output logit, the relevance score reranking reads."""
+        if self.config.num_labels != 1:
+            raise ConfigError(f"reranking needs one relevance logit; this model has {self.config.num_labels} labels")
+
     def tokenize(self, pairs) -> Batch:
         """(query, document) pairs -> a padded Batch (input_ids, attention_mask, truncated)."""
         return self.tokenizer(pairs)
@@ -152,6 +157,11 @@ class Reranker:
             raise FloatingPointError(f"non-finite logits for pairs {bad[:10]}: the weights are broken")
         return logits
 
+    def require_single_logit(self) -> None:
+        """Raise ConfigError unless the model has one relevance logit, as reranking needs."""
+        if self.config.num_labels != 1:
+            raise ConfigError(f"reranking needs one relevance logit; this model has {self.config.num_labels} labels")
+
     def score_documents(self, query: str, documents, batch_size: int = 32, raw_scores: bool = False,
                         windows: bool = False, window_overlap: int = 64,
                         progress: bool | None = None) -> DocumentScores:
@@ -162,8 +172,7 @@ class Reranker:
         overlapping windows that fit beside the query (see PairTokenizer.encode_windows) and scores it by
         its best window.
         """
-        if self.config.num_labels != 1:
-            raise ConfigError(f"reranking needs one relevance logit; this model has {self.config.num_labels} labels")
+        self.require_single_logit()
         pairs = [(query, document) for document in check_documents(query, documents)]
         if windows:
             encoded, owners = self.tokenizer.encode_windows(pairs, window_overlap)

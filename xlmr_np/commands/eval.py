@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cmteb import TASKS, default_cache_dir, format_table, merge_shards, run_eval
 from ..errors import XlmrNpError
-from ..evaluate import TASKS, default_cache_dir, format_table, merge_shards, run_eval
 from ..tokenizer import TRUNCATION_STRATEGIES
 from .common import DEFAULT_MODEL
 

@@ -22,7 +22,7 @@ Both are then averaged over the queries (MAP, MRR@10) and reported as percentage
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -107,7 +107,8 @@ def mean_reciprocal_rank(queries: Iterable[tuple], k: int = 10) -> float:
     return float(np.mean(rr))
 
 
-def bootstrap_interval(values, seed: int, resamples: int = 2000, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_interval(values, seed: int | Sequence[int], resamples: int = 2000,
+                       level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval for the mean of per-query values.
 
     Queries are resampled with replacement `resamples` times; the interval is the central `level` share

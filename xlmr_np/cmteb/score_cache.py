@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CacheError
+from ..errors import CacheError
 
 MAGIC = b"XLMRNPSC"
 VERSION = 1

