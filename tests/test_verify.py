@@ -8,11 +8,11 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import xlmr_tokenizer_json
 from processes import HUB_REPO, ServerProcess, offline_hub, reranker_in_process, run
 from tokenizers import Tokenizer
 
 from xlmr_np.reranker import sigmoid64
+from xlmr_np.testing import xlmr_tokenizer_json
 from xlmr_np.verify import Verifier, VerifyError, compare_scores, kendall_tau, verify_endpoint
 from xlmr_np.verify.analysis import detect_scale
 from xlmr_np.verify.clients import Endpoint, parse_results

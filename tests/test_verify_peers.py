@@ -16,9 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-from helpers import build_model
 
 from xlmr_np import Reranker
+from xlmr_np.testing import build_model
 from xlmr_np.verify import Verifier, verify_endpoint
 
 ATOL = 1e-4

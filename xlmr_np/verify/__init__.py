@@ -59,6 +59,7 @@ class Verifier:
 
     def __init__(self, reranker: Reranker, probes: tuple[Probe, ...] | None = None, float32: Reranker | None = None,
                  model_name: str | None = None, probe_set: ProbeSet | None = None):
+        reranker.require_single_logit()
         tokenizer = open_tokenizer(reranker)
         if probes is None:
             probe_set = probe_set or load_probes(tokenizer)
