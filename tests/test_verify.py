@@ -126,6 +126,8 @@ def test_monotone_map_is_compared_on_ranks_only(verifier, reranker):
 
     report = verifier.check(steep)
     assert report.analysis.scale.name == "monotone" and report.verdict == "ranks agree", str(report)
+    as_json = json.loads(json.dumps(report.to_dict(), allow_nan=False))  # no NaN although nothing is on logits
+    assert as_json["overall"]["max_abs_diff"] is None and as_json["probes"][0]["abs_diff_logits"] is None
     report = verifier.check(lambda q, docs: -reranker.score_documents(q, docs, raw_scores=True).logits,
                             diagnose=False)
     assert not report.agrees

@@ -28,12 +28,11 @@ FAULTS = ("separator", "gelu-head", "truncate-256", "only_second", "float16", "s
 class TorchPeer:
     """A cross-encoder scored with transformers, with at most one fault planted."""
 
-    def __init__(self, model_dir, model, fault=None):
+    def __init__(self, tokenizer, model, fault=None):
         import torch
-        from transformers import XLMRobertaTokenizerFast
 
         self.torch = torch
-        self.tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+        self.tokenizer = tokenizer  # transformers' XLMRobertaTokenizerFast, shared: each copy holds ~300 MB
         self.model = copy.deepcopy(model).half().float() if fault == "float16" else model
         self.fault = fault
 
@@ -105,12 +104,19 @@ def spread_model(torch, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def hf_tokenizer(spread_model):
+    from transformers import XLMRobertaTokenizerFast
+
+    return XLMRobertaTokenizerFast(tokenizer_file=str(spread_model[0] / "tokenizer.json"))
+
+
+@pytest.fixture(scope="module")
 def verifier(spread_model):
     """The local reference, scored once; its planted-fault variants are cached across the tests."""
     return Verifier(Reranker.from_pretrained(spread_model[0]), model_name="tiny")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def serve():
     servers = []
 
@@ -127,8 +133,8 @@ def serve():
 
 
 @pytest.mark.parametrize("format", ["tei", "cohere"])
-def test_clean_peer_agrees_within_1e4(format, spread_model, verifier, serve):
-    url = serve(TorchPeer(spread_model[0], spread_model[1]), format)
+def test_clean_peer_agrees_within_1e4(format, spread_model, hf_tokenizer, verifier, serve):
+    url = serve(TorchPeer(hf_tokenizer, spread_model[1]), format)
     report = verify_endpoint(url, format="auto", atol=ATOL, verifier=verifier)
     max_logit_diff, mean_logit_diff = report.analysis.overall("logit_diff")
     assert report.agrees, str(report)
@@ -152,8 +158,8 @@ NAMED = {
 
 @pytest.mark.parametrize("format, fault", [("tei", f) for f in FAULTS] +
                          [("cohere", f) for f in ("separator", "only_second", "shuffled")])
-def test_planted_fault_is_flagged_and_named(format, fault, spread_model, verifier, serve):
-    url = serve(TorchPeer(spread_model[0], spread_model[1], fault=fault), format)
+def test_planted_fault_is_flagged_and_named(format, fault, spread_model, hf_tokenizer, verifier, serve):
+    url = serve(TorchPeer(hf_tokenizer, spread_model[1], fault=fault), format)
     report = verify_endpoint(url, format=format, atol=ATOL, verifier=verifier)
     lines = report.diagnosis
     print(f"{format} {fault}:", *lines, sep="\n  ")

@@ -306,7 +306,10 @@ def _on_logits(r: ProbeResult, scale: Scale) -> np.ndarray:
 def _check_ties(r: ProbeResult, scale: Scale, atol: float) -> None:
     values = _on_logits(r, scale)
     for group in r.probe.ties:
-        spread = float(np.ptp(values[list(group)]))
+        members = values[list(group)]
+        if not np.isfinite(members).all():  # saturated sigmoid scores (0 or 1) carry no logit: compare them as sent
+            members = np.where(np.isnan(r.aligned), r.endpoint, r.aligned)[list(group)]
+        spread = float(np.ptp(members))
         if not spread <= atol:
             r.notes.append(f"identical documents score differently: documents {list(group)} spread by {spread:.3g} "
                            f"(tolerance {atol:g})")

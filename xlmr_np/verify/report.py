@@ -10,6 +10,13 @@ import numpy as np
 from .analysis import Analysis
 
 
+def _nan_stat(values, stat) -> float:
+    """max or mean over the finite values; NaN when there are none (ranks-only comparisons)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(stat(values)) if len(values) else float("nan")
+
+
 def _g(x, digits: int = 2) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}e}"
 
@@ -59,9 +66,9 @@ class Report:
                            f"{'':>4} {_g(r.fp16_effect):>9}  not answered: {why}")
                 continue
             status = "ok" if r.ok else "DIFFERS"
-            logit_max = float(np.max(r.logit_diff)) if r.logit_diff is not None else None
-            out.append(f"{r.probe.id:<14} {len(r.probe.documents):>4} {_g(float(np.nanmax(r.diff))):>9} "
-                       f"{_g(float(np.nanmean(r.diff))):>9} {_g(logit_max):>12} {r.tau:>6.3f} "
+            logit_max = _nan_stat(r.logit_diff, np.max) if r.logit_diff is not None else None
+            out.append(f"{r.probe.id:<14} {len(r.probe.documents):>4} {_g(_nan_stat(r.diff, np.max)):>9} "
+                       f"{_g(_nan_stat(r.diff, np.mean)):>9} {_g(logit_max):>12} {r.tau:>6.3f} "
                        f"{'yes' if r.top1 else 'no':>4} {r.topk:>2}/{min(3, len(r.reference))} "
                        f"{_g(r.fp16_effect):>9}  {status}")
         answered = a.answered
