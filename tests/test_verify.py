@@ -52,8 +52,15 @@ def test_probe_set_is_versioned_and_every_probe_says_what_a_difference_means(pro
         assert len(p.meaning) > 60 and p.documents, p.id
     shuffled = probe_set.by_id("shuffled")
     assert sorted(shuffled.documents) == sorted(probe_set.by_id(shuffled.shuffle_of).documents)
-    assert {p.category for p in probe_set.probes} >= {"model", "template", "precision", "truncation", "unicode",
-                                                      "edge", "consistency"}
+    assert {p.category for p in probe_set.probes} >= {
+        "model",
+        "template",
+        "precision",
+        "truncation",
+        "unicode",
+        "edge",
+        "consistency",
+    }
 
 
 def test_normalisation_probe_holds_nfc_and_nfd_forms(probe_set):
@@ -75,12 +82,15 @@ def test_kendall_tau_worked_examples():
     assert kendall_tau([1, 1 + 1e-9, 3], [1, 1, 3], tol=1e-6) == 1.0
 
 
-@pytest.mark.parametrize("make, name", [
-    (lambda x: x + 1e-6, "logits"),
-    (lambda x: sigmoid64(x), "sigmoid"),
-    (lambda x: 0.5 * x + 3.0, "affine"),
-    (lambda x: np.tanh(x / 4), "monotone"),
-])
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda x: x + 1e-6, "logits"),
+        (lambda x: sigmoid64(x), "sigmoid"),
+        (lambda x: 0.5 * x + 3.0, "affine"),
+        (lambda x: np.tanh(x / 4), "monotone"),
+    ],
+)
 def test_scale_detection(make, name):
     x = np.linspace(-9, 7, 40)
     scale = detect_scale(make(x), x, atol=1e-3)
@@ -90,10 +100,15 @@ def test_scale_detection(make, name):
 
 
 def test_parse_results_names_bad_repeated_and_missing_indices():
-    answer = parse_results([{"index": 0, "score": 1.0}, {"index": 0, "score": 2.0}, {"index": 7, "score": 3.0},
-                            {"index": 1}], 3, "score")
-    assert answer.problems == ["index 0 appears more than once", "result index 7 is not an index into the 3 "
-                               "documents", "result 1 has no numeric score", "no result for documents [1, 2]"]
+    answer = parse_results(
+        [{"index": 0, "score": 1.0}, {"index": 0, "score": 2.0}, {"index": 7, "score": 3.0}, {"index": 1}], 3, "score"
+    )
+    assert answer.problems == [
+        "index 0 appears more than once",
+        "result index 7 is not an index into the 3 documents",
+        "result 1 has no numeric score",
+        "no result for documents [1, 2]",
+    ]
 
 
 # --- in-process engines ------------------------------------------------------------------------------------
@@ -128,8 +143,7 @@ def test_monotone_map_is_compared_on_ranks_only(verifier, reranker):
     assert report.analysis.scale.name == "monotone" and report.verdict == "ranks agree", str(report)
     as_json = json.loads(json.dumps(report.to_dict(), allow_nan=False))  # no NaN although nothing is on logits
     assert as_json["overall"]["max_abs_diff"] is None and as_json["probes"][0]["abs_diff_logits"] is None
-    report = verifier.check(lambda q, docs: -reranker.score_documents(q, docs, raw_scores=True).logits,
-                            diagnose=False)
+    report = verifier.check(lambda q, docs: -reranker.score_documents(q, docs, raw_scores=True).logits, diagnose=False)
     assert not report.agrees
 
 
@@ -161,10 +175,13 @@ def test_ties_and_order_are_checked(verifier, reranker):
     assert not report.agrees and len(calls) == len(verifier.probes)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(atol=-1), "atol must be a non-negative number"),
-    (dict(expect_scale="probabilities"), "expect_scale must be any, logits or sigmoid"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(atol=-1), "atol must be a non-negative number"),
+        (dict(expect_scale="probabilities"), "expect_scale must be any, logits or sigmoid"),
+    ],
+)
 def test_bad_arguments(verifier, kwargs, message):
     with pytest.raises(VerifyError, match=message):
         verifier.check(lambda q, d: [0.0] * len(d), **kwargs)
@@ -180,8 +197,9 @@ def env(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(env, tmp_path_factory):
-    process = ServerProcess(["--served-model-name", "tiny"], dict(env, XLMR_NP_API_KEY=KEY),
-                            tmp_path_factory.mktemp("logs") / "serve.log")
+    process = ServerProcess(
+        ["--served-model-name", "tiny"], dict(env, XLMR_NP_API_KEY=KEY), tmp_path_factory.mktemp("logs") / "serve.log"
+    )
     try:
         process.wait_ready()
         yield process
@@ -201,8 +219,11 @@ def test_own_server_agrees_in_each_format(format, server, verifier):
 def test_cli_against_own_server_with_json_report(server, env, tmp_path):
     """The README's example: default --model (the hub id, resolved from the cache), format detected."""
     out = tmp_path / "report.json"
-    result = run(["verify", "--endpoint", server.url, "--api-key-env", KEY_VAR, "--json", str(out)],
-                 dict(env, **{KEY_VAR: KEY}), timeout=300)
+    result = run(
+        ["verify", "--endpoint", server.url, "--api-key-env", KEY_VAR, "--json", str(out)],
+        dict(env, **{KEY_VAR: KEY}),
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"xlmr-np verify: {server.url}/v1/rerank (cohere format)" in result.stdout
     assert "verdict: agrees within atol 0.001 on logits (exit 0)" in result.stdout
@@ -212,17 +233,27 @@ def test_cli_against_own_server_with_json_report(server, env, tmp_path):
     assert len(report["probes"]) == 14 and report["probe_set"]["version"] == "1"
 
 
-@pytest.mark.parametrize("args, extra_env, message", [
-    (["--endpoint", "http://127.0.0.1:9"], {}, "cannot reach http://127.0.0.1:9/v1/rerank"),
-    (["--endpoint", "URL", "--api-key-env", "NO_SUCH_VAR_XYZ"], {}, "NO_SUCH_VAR_XYZ: that environment variable"),
-    (["--endpoint", "URL", "--format", "cohere"], {}, "refused the request (HTTP 401"),
-    (["--endpoint", "URL", "--format", "tei", "--api-key-env", KEY_VAR], {KEY_VAR: KEY}, "no such route (HTTP 404)"),
-    (["--endpoint", "URL", "--format", "cohere", "--api-key-env", KEY_VAR, "--endpoint-model", "other"],
-     {KEY_VAR: KEY}, 'model "other" is not served here'),
-    (["--endpoint", "URL", "--format", "vllm"], {}, "the vllm format needs the served model name"),
-    (["--golden", "GOLDEN"], {}, "not an xlmr-np golden file"),
-    (["--endpoint", "URL", "--atol", "-1"], {}, "--atol must be a non-negative number"),
-])
+@pytest.mark.parametrize(
+    "args, extra_env, message",
+    [
+        (["--endpoint", "http://127.0.0.1:9"], {}, "cannot reach http://127.0.0.1:9/v1/rerank"),
+        (["--endpoint", "URL", "--api-key-env", "NO_SUCH_VAR_XYZ"], {}, "NO_SUCH_VAR_XYZ: that environment variable"),
+        (["--endpoint", "URL", "--format", "cohere"], {}, "refused the request (HTTP 401"),
+        (
+            ["--endpoint", "URL", "--format", "tei", "--api-key-env", KEY_VAR],
+            {KEY_VAR: KEY},
+            "no such route (HTTP 404)",
+        ),
+        (
+            ["--endpoint", "URL", "--format", "cohere", "--api-key-env", KEY_VAR, "--endpoint-model", "other"],
+            {KEY_VAR: KEY},
+            'model "other" is not served here',
+        ),
+        (["--endpoint", "URL", "--format", "vllm"], {}, "the vllm format needs the served model name"),
+        (["--golden", "GOLDEN"], {}, "not an xlmr-np golden file"),
+        (["--endpoint", "URL", "--atol", "-1"], {}, "--atol must be a non-negative number"),
+    ],
+)
 def test_cli_errors_are_one_line_with_exit_status_1(args, extra_env, message, server, env, tmp_path):
     golden = tmp_path / "golden.json"
     golden.write_text('{"format": "something else"}', encoding="utf-8")
@@ -277,8 +308,11 @@ def test_golden_round_trip(tiny_model, perturbed_model, env, tmp_path):
     overall = json.loads(out.read_text(encoding="utf-8"))["overall"]
     assert overall["max_abs_diff_logits"] == 0.0, overall
 
-    other = run(["verify", "--golden", str(golden), "--float64", "--no-diagnosis", "--model", str(perturbed_model)],
-                env, timeout=300)
+    other = run(
+        ["verify", "--golden", str(golden), "--float64", "--no-diagnosis", "--model", str(perturbed_model)],
+        env,
+        timeout=300,
+    )
     assert other.returncode == 1, other.stdout + other.stderr
     assert "verdict: differs (exit 1)" in other.stdout
     lines = [line for line in other.stdout.splitlines() if line.startswith("overall on logits")]

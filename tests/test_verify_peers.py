@@ -38,9 +38,14 @@ class TorchPeer:
 
     def logits(self, query: str, documents: list[str]) -> list[float]:
         torch = self.torch
-        batch = self.tokenizer([query] * len(documents), documents, padding=True, return_tensors="pt",
-                               truncation="only_second" if self.fault == "only_second" else "longest_first",
-                               max_length=256 if self.fault == "truncate-256" else 512)
+        batch = self.tokenizer(
+            [query] * len(documents),
+            documents,
+            padding=True,
+            return_tensors="pt",
+            truncation="only_second" if self.fault == "only_second" else "longest_first",
+            max_length=256 if self.fault == "truncate-256" else 512,
+        )
         if self.fault == "separator":  # <s> q </s><s> d </s>: the second </s> of each row becomes <s>
             for row in batch["input_ids"]:
                 first = int((row == self.tokenizer.eos_token_id).nonzero()[0])
@@ -62,8 +67,10 @@ class TorchPeer:
             order.sort(key=lambda i: -len(documents[i]))
         logits = self.logits(query, [documents[i] for i in order])
         scores = self.torch.sigmoid(self.torch.tensor(logits)).tolist() if sigmoid else logits
-        results = [{"index": pos if self.fault == "shuffled" else i, "score": s, "text": documents[i]}
-                   for pos, (i, s) in enumerate(zip(order, scores))]
+        results = [
+            {"index": pos if self.fault == "shuffled" else i, "score": s, "text": documents[i]}
+            for pos, (i, s) in enumerate(zip(order, scores))
+        ]
         return sorted(results, key=lambda r: -r["score"])
 
 
@@ -77,12 +84,17 @@ def handler_for(peer: TorchPeer, format: str):
             # TEI: raw_scores asks for logits (the sigmoid fault ignores it); Cohere: sigmoid relevance scores
             if self.path == "/rerank" and format == "tei":
                 raw = body.get("raw_scores", False) and peer.fault != "sigmoid"
-                answer = [{"index": r["index"], "score": r["score"], "text": r["text"]}
-                          for r in peer.ranked(body["query"], body["texts"], sigmoid=not raw)]
+                answer = [
+                    {"index": r["index"], "score": r["score"], "text": r["text"]}
+                    for r in peer.ranked(body["query"], body["texts"], sigmoid=not raw)
+                ]
             elif self.path == "/v1/rerank" and format == "cohere":
-                answer = {"results": [{"index": r["index"], "relevance_score": r["score"],
-                                       "document": {"text": r["text"]}}
-                                      for r in peer.ranked(body["query"], body["documents"], sigmoid=True)]}
+                answer = {
+                    "results": [
+                        {"index": r["index"], "relevance_score": r["score"], "document": {"text": r["text"]}}
+                        for r in peer.ranked(body["query"], body["documents"], sigmoid=True)
+                    ]
+                }
             else:
                 self.send_error(404)
                 return
@@ -156,8 +168,9 @@ NAMED = {
 }
 
 
-@pytest.mark.parametrize("format, fault", [("tei", f) for f in FAULTS] +
-                         [("cohere", f) for f in ("separator", "only_second", "shuffled")])
+@pytest.mark.parametrize(
+    "format, fault", [("tei", f) for f in FAULTS] + [("cohere", f) for f in ("separator", "only_second", "shuffled")]
+)
 def test_planted_fault_is_flagged_and_named(format, fault, spread_model, hf_tokenizer, verifier, serve):
     url = serve(TorchPeer(hf_tokenizer, spread_model[1], fault=fault), format)
     report = verify_endpoint(url, format=format, atol=ATOL, verifier=verifier)
@@ -176,7 +189,7 @@ def test_onnxruntime_session_as_in_the_docs(spread_model, verifier, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from tokenizers import Tokenizer
 
-    from xlmr_np.benchmark import export_onnx
+    from bench.models import export_onnx
 
     model_dir = tmp_path / "with-onnx"
     shutil.copytree(spread_model[0], model_dir)

@@ -17,27 +17,47 @@ from .common import add_model_arguments, load_reranker, reports_errors
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("verify", help="check a rerank endpoint or a golden file against this model",
-                                   description=__doc__.split("\n\n", 1)[1])
+    parser = subparsers.add_parser(
+        "verify",
+        help="check a rerank endpoint or a golden file against this model",
+        description=__doc__.split("\n\n", 1)[1],
+    )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--endpoint", metavar="URL", help="the endpoint's base URL, or its full .../rerank URL")
     target.add_argument("--golden", metavar="FILE", help="check the local model against a golden file")
     target.add_argument("--write-golden", metavar="FILE", help="write the probes with float64 logits and token ids")
-    parser.add_argument("--format", choices=("auto", "cohere", "jina", "tei", "vllm"), default="auto",
-                        help="the endpoint's wire format (default: auto, tried in turn)")
-    parser.add_argument("--api-key-env", metavar="VAR",
-                        help="environment variable holding the endpoint's API key (sent as a bearer token)")
-    parser.add_argument("--endpoint-model", metavar="NAME",
-                        help="the model name to send in requests (required by vLLM; default: none sent)")
-    parser.add_argument("--expect-scale", choices=("any", "logits", "sigmoid"),
-                        help="fail unless the scores are on this scale (default: logits for tei, which is asked "
-                             "for raw scores; any otherwise)")
-    parser.add_argument("--atol", type=float, default=None,
-                        help="tolerance on logits (default: 1e-3; float16 engines need about 5e-2)")
+    parser.add_argument(
+        "--format",
+        choices=("auto", "cohere", "jina", "tei", "vllm"),
+        default="auto",
+        help="the endpoint's wire format (default: auto, tried in turn)",
+    )
+    parser.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="environment variable holding the endpoint's API key (sent as a bearer token)",
+    )
+    parser.add_argument(
+        "--endpoint-model",
+        metavar="NAME",
+        help="the model name to send in requests (required by vLLM; default: none sent)",
+    )
+    parser.add_argument(
+        "--expect-scale",
+        choices=("any", "logits", "sigmoid"),
+        help="fail unless the scores are on this scale (default: logits for tei, which is asked "
+        "for raw scores; any otherwise)",
+    )
+    parser.add_argument(
+        "--atol", type=float, default=None, help="tolerance on logits (default: 1e-3; float16 engines need about 5e-2)"
+    )
     parser.add_argument("--float64", action="store_true", help="score the reference in float64")
     parser.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
-    parser.add_argument("--no-diagnosis", action="store_true",
-                        help="skip the planted-fault runs that name a cause (faster on the full-size model)")
+    parser.add_argument(
+        "--no-diagnosis",
+        action="store_true",
+        help="skip the planted-fault runs that name a cause (faster on the full-size model)",
+    )
     add_model_arguments(parser)
     parser.set_defaults(func=reports_errors(run))
 
@@ -65,16 +85,25 @@ def run(args) -> int:
         reference = float64_copy(reranker)
         data = write_golden(args.write_golden, reference, load_probes(open_tokenizer(reference)), args.model)
         n = sum(len(p["documents"]) for p in data["probes"])
-        print(f"xlmr-np verify: wrote {args.write_golden}: probe set {data['probe_set']['version']}, "
-              f"{len(data['probes'])} probes, {n} documents, float64 logits of {data['model']['name']} "
-              f"(revision {data['model']['revision'] or 'unknown'})")
+        print(
+            f"xlmr-np verify: wrote {args.write_golden}: probe set {data['probe_set']['version']}, "
+            f"{len(data['probes'])} probes, {n} documents, float64 logits of {data['model']['name']} "
+            f"(revision {data['model']['revision'] or 'unknown'})"
+        )
         return 0
     if args.golden:
         truth = float64_copy(reranker) if args.float64 else reranker
         report = check_golden(args.golden, truth, atol=atol, diagnose=not args.no_diagnosis, model_name=args.model)
     else:
-        report = verify_endpoint(endpoint, reranker=reranker, model=args.model, atol=atol, float64=args.float64,
-                                 expect_scale=args.expect_scale, diagnose=not args.no_diagnosis)
+        report = verify_endpoint(
+            endpoint,
+            reranker=reranker,
+            model=args.model,
+            atol=atol,
+            float64=args.float64,
+            expect_scale=args.expect_scale,
+            diagnose=not args.no_diagnosis,
+        )
     print(report)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -124,7 +124,8 @@ def detect_scale(e, x, atol: float) -> Scale:
     with np.errstate(divide="ignore", invalid="ignore"):
         as_sigmoid = float(np.median(np.abs(logit(e) - x))) if in_unit else np.inf
     detail = f"median |diff| {as_logits:.2g} read as logits, " + (
-        f"{as_sigmoid:.2g} read as sigmoid scores (on logits)" if in_unit else "values outside [0, 1] (no sigmoid)")
+        f"{as_sigmoid:.2g} read as sigmoid scores (on logits)" if in_unit else "values outside [0, 1] (no sigmoid)"
+    )
     best = "sigmoid" if as_sigmoid < as_logits else "logits"
     if min(as_logits, as_sigmoid) <= 0.1 + 10 * atol:
         return Scale(best, detail)
@@ -132,8 +133,12 @@ def detect_scale(e, x, atol: float) -> Scale:
         a, b = np.polyfit(x, e, 1)
         residual = float(np.median(np.abs(e - (a * x + b))))
         if residual <= 1e-3 * max(float(np.std(e)), 1e-12) + atol and a > 0:
-            return Scale("affine", f"{detail}; endpoint = {a:.6g} * logit + {b:.6g} (median residual {residual:.2g})",
-                         float(a), float(b))
+            return Scale(
+                "affine",
+                f"{detail}; endpoint = {a:.6g} * logit + {b:.6g} (median residual {residual:.2g})",
+                float(a),
+                float(b),
+            )
         tau = kendall_tau(e, x)
         if tau >= 0.99:
             return Scale("monotone", f"{detail}; pooled Kendall tau {tau:.4f}: an unknown monotone map of the logits")
@@ -225,8 +230,10 @@ def answer_vectors(probe: Probe, answer: Answer) -> tuple[np.ndarray, np.ndarray
     if answer.texts is not None and answer.error is None:
         wrong = [i for i, t in enumerate(answer.texts) if t is not None and t != probe.documents[i]]
         if wrong:
-            problems.append(f"{len(wrong)} of {n} results echo another document's text than the one at their "
-                            f"index (first: index {wrong[0]})")
+            problems.append(
+                f"{len(wrong)} of {n} results echo another document's text than the one at their "
+                f"index (first: index {wrong[0]})"
+            )
             by_text = {t: s for t, s in zip(answer.texts, by_index) if t is not None}
             aligned = np.array([by_text.get(d, np.nan) for d in probe.documents])
     return by_index, aligned, problems
@@ -239,22 +246,46 @@ def realign_by_value(e: np.ndarray, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def analyse(probes: tuple[Probe, ...], answers: list[Answer], local: LocalScores, atol: float = 1e-3,
-            expect_scale: str = "any", diagnose: bool = True) -> Analysis:
+def analyse(
+    probes: tuple[Probe, ...],
+    answers: list[Answer],
+    local: LocalScores,
+    atol: float = 1e-3,
+    expect_scale: str = "any",
+    diagnose: bool = True,
+) -> Analysis:
     """Compare answers (one per probe) with the local scores; diagnose when they differ."""
     fp16 = local.variant("float16")
     results = []
     for i, (probe, answer) in enumerate(zip(probes, answers)):
         s = local.probe_slice(i)
         by_index, aligned, problems = answer_vectors(probe, answer)
-        results.append(ProbeResult(probe, local.logits[s], local.truncated[s], by_index, aligned, answer.error,
-                                   problems, float(np.max(np.abs(fp16[s] - local.logits[s])))))
+        results.append(
+            ProbeResult(
+                probe,
+                local.logits[s],
+                local.truncated[s],
+                by_index,
+                aligned,
+                answer.error,
+                problems,
+                float(np.max(np.abs(fp16[s] - local.logits[s]))),
+            )
+        )
     answered = [r for r in results if r.answered]
     findings: list[Finding] = []
     fp16_all = np.abs(fp16 - local.logits)
     if not answered:
-        return Analysis(results, Scale("logits", "no answers"), atol, expect_scale, findings, [],
-                        float(fp16_all.max()), float(fp16_all.mean()))
+        return Analysis(
+            results,
+            Scale("logits", "no answers"),
+            atol,
+            expect_scale,
+            findings,
+            [],
+            float(fp16_all.max()),
+            float(fp16_all.mean()),
+        )
     e_all = np.concatenate([r.aligned for r in answered])
     x_all = np.concatenate([r.reference for r in answered])
     keep = np.isfinite(e_all)
@@ -274,16 +305,26 @@ def analyse(probes: tuple[Probe, ...], answers: list[Answer], local: LocalScores
         _check_ties(r, scale, atol)
     _check_order(answered, scale, atol)
     if expect_scale != "any" and scale.name != expect_scale:
-        findings.append(Finding(f"the scores are {_scale_phrase(scale)}, not {_scale_phrase(Scale(expect_scale, ''))}",
-                                scale.detail, "scale"))
+        findings.append(
+            Finding(
+                f"the scores are {_scale_phrase(scale)}, not {_scale_phrase(Scale(expect_scale, ''))}",
+                scale.detail,
+                "scale",
+            )
+        )
     for r in answered:
         if r.problems:
             findings.append(_index_finding(r))
             break
     for r in answered:
         for note in r.notes:
-            findings.append(Finding(note.split(":", 1)[0], f"probe {r.probe.id}: {note.split(':', 1)[1].strip()}",
-                                    "ties" if "tie" in note else "order"))
+            findings.append(
+                Finding(
+                    note.split(":", 1)[0],
+                    f"probe {r.probe.id}: {note.split(':', 1)[1].strip()}",
+                    "ties" if "tie" in note else "order",
+                )
+            )
     hypotheses: list[Hypothesis] = []
     if diagnose and scale.comparable and not all(r.within for r in answered):
         hypotheses, value_findings = _explain(results, answered, local, scale)
@@ -293,9 +334,12 @@ def analyse(probes: tuple[Probe, ...], answers: list[Answer], local: LocalScores
 
 
 def _scale_phrase(scale: Scale) -> str:
-    return {"logits": "raw logits", "sigmoid": "sigmoid(logit) in (0, 1)",
-            "affine": f"an affine map of the logits ({scale.a:.4g} * logit + {scale.b:.4g})",
-            "monotone": "a monotone map of the logits other than the sigmoid"}[scale.name]
+    return {
+        "logits": "raw logits",
+        "sigmoid": "sigmoid(logit) in (0, 1)",
+        "affine": f"an affine map of the logits ({scale.a:.4g} * logit + {scale.b:.4g})",
+        "monotone": "a monotone map of the logits other than the sigmoid",
+    }[scale.name]
 
 
 def _on_logits(r: ProbeResult, scale: Scale) -> np.ndarray:
@@ -311,8 +355,10 @@ def _check_ties(r: ProbeResult, scale: Scale, atol: float) -> None:
             members = np.where(np.isnan(r.aligned), r.endpoint, r.aligned)[list(group)]
         spread = float(np.ptp(members))
         if not spread <= atol:
-            r.notes.append(f"identical documents score differently: documents {list(group)} spread by {spread:.3g} "
-                           f"(tolerance {atol:g})")
+            r.notes.append(
+                f"identical documents score differently: documents {list(group)} spread by {spread:.3g} "
+                f"(tolerance {atol:g})"
+            )
 
 
 def _check_order(answered: list[ProbeResult], scale: Scale, atol: float) -> None:
@@ -322,21 +368,25 @@ def _check_order(answered: list[ProbeResult], scale: Scale, atol: float) -> None
         if source is None:
             continue
         moved = _on_logits(r, scale)
-        original = _on_logits(source, scale)[list(r.probe.order)]
+        original = _on_logits(source, scale)[list(r.probe.order or ())]
         worst = float(np.max(np.abs(moved - original)))
         if not worst <= atol:
-            r.notes.append(f"a document's score follows its position, not its text: the documents of probe "
-                           f"{source.probe.id} in another order change score by up to {worst:.3g}")
+            r.notes.append(
+                f"a document's score follows its position, not its text: the documents of probe "
+                f"{source.probe.id} in another order change score by up to {worst:.3g}"
+            )
 
 
 def _index_finding(r: ProbeResult) -> Finding:
     fixed = ""
     if r.logit_diff is not None:
-        fixed = (f"; matched to documents by echoed text the scores differ by at most "
-                 f"{np.nanmax(r.logit_diff):.3g}")
-    return Finding("results are attached to the wrong documents (index does not point into the request's "
-                   "documents: documents reordered, e.g. sorted for batching, and never put back)",
-                   f"probe {r.probe.id}: {'; '.join(r.problems)}{fixed}", "index")
+        fixed = f"; matched to documents by echoed text the scores differ by at most {np.nanmax(r.logit_diff):.3g}"
+    return Finding(
+        "results are attached to the wrong documents (index does not point into the request's "
+        "documents: documents reordered, e.g. sorted for batching, and never put back)",
+        f"probe {r.probe.id}: {'; '.join(r.problems)}{fixed}",
+        "index",
+    )
 
 
 def _explain(results, answered, local: LocalScores, scale: Scale) -> tuple[list[Hypothesis], list[Finding]]:
@@ -359,26 +409,52 @@ def _explain(results, answered, local: LocalScores, scale: Scale) -> tuple[list[
     y = np.concatenate([local.variant(best.key)[s] for s in slices])
     exact = bool((np.abs(e - y)[ok] <= tolerance[ok]).all())
     if exact:
-        findings.append(Finding(best.cause, f"planting this fault in the local model reproduces every answer within "
-                                            f"the tolerance (max |diff| {best.max:.3g} on logits, against "
-                                            f"{r0_max:.3g} without it)", "values"))
+        findings.append(
+            Finding(
+                best.cause,
+                f"planting this fault in the local model reproduces every answer within "
+                f"the tolerance (max |diff| {best.max:.3g} on logits, against "
+                f"{r0_max:.3g} without it)",
+                "values",
+            )
+        )
     elif best.mean <= r0_mean / 4:
-        findings.append(Finding(f"likely {best.cause}", f"planting it in the local model brings the mean |diff| on "
-                                                         f"logits from {r0_mean:.3g} to {best.mean:.3g} (max "
-                                                         f"{best.max:.3g}); not exact, so something else differs too",
-                                "values"))
+        findings.append(
+            Finding(
+                f"likely {best.cause}",
+                f"planting it in the local model brings the mean |diff| on "
+                f"logits from {r0_mean:.3g} to {best.mean:.3g} (max "
+                f"{best.max:.3g}); not exact, so something else differs too",
+                "values",
+            )
+        )
     else:
-        findings.append(Finding("no single known fault explains the differences",
-                                f"the closest, {best.key}, only brings the mean |diff| on logits from {r0_mean:.3g} "
-                                f"to {best.mean:.3g}", "values"))
+        findings.append(
+            Finding(
+                "no single known fault explains the differences",
+                f"the closest, {best.key}, only brings the mean |diff| on logits from {r0_mean:.3g} to {best.mean:.3g}",
+                "values",
+            )
+        )
     failing = [r for r in answered if not r.within]
     categories = sorted({r.probe.category for r in failing})
-    findings.append(Finding("where the differences are",
-                            f"{len(failing)} of {len(answered)} probes beyond tolerance, in categories "
-                            f"{', '.join(categories)} ({', '.join(r.probe.id for r in failing)})", "category"))
+    findings.append(
+        Finding(
+            "where the differences are",
+            f"{len(failing)} of {len(answered)} probes beyond tolerance, in categories "
+            f"{', '.join(categories)} ({', '.join(r.probe.id for r in failing)})",
+            "category",
+        )
+    )
     lengths = next((r for r in answered if r.probe.id == "lengths"), None)
     if lengths is not None and not lengths.within and "truncat" in best.cause + best.key:
         status = ["agrees" if d <= t else "differs" for d, t in zip(lengths.logit_diff, lengths.tolerance)]
-        findings.append(Finding("truncation point", "behind a short query, documents of " + ", ".join(
-            f"{n} tokens {s}" for n, s in zip(lengths.probe.tokens, status)), "category"))
+        findings.append(
+            Finding(
+                "truncation point",
+                "behind a short query, documents of "
+                + ", ".join(f"{n} tokens {s}" for n, s in zip(lengths.probe.tokens, status)),
+                "category",
+            )
+        )
     return hypotheses, findings

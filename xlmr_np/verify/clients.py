@@ -31,8 +31,9 @@ def _post(url: str, body: dict, api_key: str | None, timeout: float):
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    request = urllib.request.Request(url, data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
-                                     headers=headers, method="POST")
+    request = urllib.request.Request(
+        url, data=json.dumps(body, ensure_ascii=False).encode("utf-8"), headers=headers, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
@@ -61,7 +62,9 @@ def parse_results(items, n: int, score_field: str) -> Answer:
     """A list of {index, <score_field>, text | document} -> an Answer by claimed index."""
     if not isinstance(items, list):
         return Answer.failed(n, f"expected a list of results, got {type(items).__name__}")
-    scores, texts, problems = [None] * n, [None] * n, []
+    scores: list[float | None] = [None] * n
+    texts: list[str | None] = [None] * n
+    problems: list[str] = []
     for item in items:
         index, score = (item.get("index"), item.get(score_field)) if isinstance(item, dict) else (None, None)
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
@@ -84,23 +87,26 @@ def parse_results(items, n: int, score_field: str) -> Answer:
 class Endpoint:
     """A rerank endpoint as a function (query, documents) -> Answer."""
 
-    def __init__(self, url: str, format: str, api_key: str | None = None, model: str | None = None,
-                 timeout: float = 300.0):
+    def __init__(
+        self, url: str, format: str, api_key: str | None = None, model: str | None = None, timeout: float = 300.0
+    ):
         if format not in FORMATS:
             raise VerifyError(f"format must be one of {FORMATS} or auto, got {format!r}")
         if format == "vllm" and not model:
             raise VerifyError("the vllm format needs the served model name (--endpoint-model)")
         self.format, self.api_key, self.model, self.timeout = format, api_key, model, timeout
-        self.url = url if urllib.parse.urlsplit(url).path.rstrip("/").endswith("rerank") else (
-            url.rstrip("/") + ("/rerank" if format == "tei" else "/v1/rerank"))
+        self.url = (
+            url
+            if urllib.parse.urlsplit(url).path.rstrip("/").endswith("rerank")
+            else (url.rstrip("/") + ("/rerank" if format == "tei" else "/v1/rerank"))
+        )
 
     def __repr__(self) -> str:
         return f"{self.url} ({self.format} format)"
 
     def body(self, query: str, documents) -> dict:
         if self.format == "tei":
-            return {"query": query, "texts": list(documents), "raw_scores": True, "return_text": True,
-                    "truncate": True}
+            return {"query": query, "texts": list(documents), "raw_scores": True, "return_text": True, "truncate": True}
         body = {"query": query, "documents": list(documents), "top_n": len(documents), "return_documents": True}
         if self.model:
             body["model"] = self.model
@@ -109,14 +115,18 @@ class Endpoint:
     def __call__(self, query: str, documents) -> Answer:
         status, body = _post(self.url, self.body(query, documents), self.api_key, self.timeout)
         if status in (401, 403):
-            raise VerifyError(f"{self.url} refused the request ({_error_message(status, body)}); give the API key "
-                              f"with --api-key-env VARIABLE")
+            raise VerifyError(
+                f"{self.url} refused the request ({_error_message(status, body)}); give the API key "
+                f"with --api-key-env VARIABLE"
+            )
         if status == 404:
             if "model" in json.dumps(body).lower():
-                raise VerifyError(f"{self.url}: {_error_message(status, body)}; give the served model's name with "
-                                  f"--endpoint-model")
-            raise VerifyError(f"{self.url}: no such route (HTTP 404); is this a {self.format}-format endpoint? "
-                              f"try --format")
+                raise VerifyError(
+                    f"{self.url}: {_error_message(status, body)}; give the served model's name with --endpoint-model"
+                )
+            raise VerifyError(
+                f"{self.url}: no such route (HTTP 404); is this a {self.format}-format endpoint? try --format"
+            )
         if status != 200:
             return Answer.failed(len(documents), _error_message(status, body))
         if self.format == "tei":
@@ -126,8 +136,9 @@ class Endpoint:
         return parse_results(body["results"], len(documents), "relevance_score")
 
 
-def connect(url: str, format: str = "auto", api_key: str | None = None, model: str | None = None,
-            timeout: float = 300.0) -> Endpoint:
+def connect(
+    url: str, format: str = "auto", api_key: str | None = None, model: str | None = None, timeout: float = 300.0
+) -> Endpoint:
     """An Endpoint that has answered one short pair, so that an unreachable URL, a wrong key, a wrong
     model name or a wrong format fails at once (before the reference model is loaded).
 
@@ -141,8 +152,11 @@ def connect(url: str, format: str = "auto", api_key: str | None = None, model: s
             raise VerifyError(f"{endpoint}: a one-pair request failed ({answer.error or '; '.join(answer.problems)})")
         return endpoint
     path = urllib.parse.urlsplit(url).path.rstrip("/")
-    order = ["tei", "cohere"] if path.endswith("/rerank") and not path.endswith(("/v1/rerank", "/v2/rerank")) \
+    order = (
+        ["tei", "cohere"]
+        if path.endswith("/rerank") and not path.endswith(("/v1/rerank", "/v2/rerank"))
         else ["cohere", "tei"]
+    )
     tried = []
     for name in order:
         try:

@@ -15,6 +15,7 @@ import numpy as np
 from .. import __version__
 from ..reranker import Reranker, sigmoid64
 from .probes import Probe, ProbeSet, VerifyError, probes_from_dicts
+from .reference import model_dir_of
 
 GOLDEN_FORMAT = "xlmr-np-verify-golden"
 GOLDEN_FORMAT_VERSION = 1
@@ -37,10 +38,13 @@ def hub_revision(model_dir) -> str | None:
 
 def model_identity(reranker: Reranker, name: str | None = None) -> dict:
     """Name, hub revision and the sha256 of the weights and tokenizer files."""
-    directory = Path(reranker.model_dir)
+    directory = model_dir_of(reranker)
     files = sorted(directory.glob("*.safetensors")) + [directory / "tokenizer.json", directory / "config.json"]
-    return {"name": name or str(directory), "revision": hub_revision(directory),
-            "sha256": {f.name: sha256_of(f) for f in files if f.is_file()}}
+    return {
+        "name": name or str(directory),
+        "revision": hub_revision(directory),
+        "sha256": {f.name: sha256_of(f) for f in files if f.is_file()},
+    }
 
 
 def golden_dict(reranker: Reranker, probe_set: ProbeSet, model_name: str | None = None) -> dict:
@@ -55,22 +59,48 @@ def golden_dict(reranker: Reranker, probe_set: ProbeSet, model_name: str | None 
         documents = []
         for j, text in enumerate(p.documents):
             e = encoded[k]
-            documents.append({"text": text, "tokens": p.tokens[j] if p.tokens else None, "input_ids": e.ids,
-                              "truncated": e.truncated, "logit": float(logits[k]),
-                              "sigmoid": float(sigmoid64(logits[k]))})
+            documents.append(
+                {
+                    "text": text,
+                    "tokens": p.tokens[j] if p.tokens else None,
+                    "input_ids": e.ids,
+                    "truncated": e.truncated,
+                    "logit": float(logits[k]),
+                    "sigmoid": float(sigmoid64(logits[k])),
+                }
+            )
             k += 1
-        probes.append({"id": p.id, "category": p.category, "meaning": p.meaning, "query": p.query,
-                       "ties": [list(g) for g in p.ties], "shuffle_of": p.shuffle_of,
-                       "order": list(p.order) if p.order else None, "documents": documents})
+        probes.append(
+            {
+                "id": p.id,
+                "category": p.category,
+                "meaning": p.meaning,
+                "query": p.query,
+                "ties": [list(g) for g in p.ties],
+                "shuffle_of": p.shuffle_of,
+                "order": list(p.order) if p.order else None,
+                "documents": documents,
+            }
+        )
     return {
-        "format": GOLDEN_FORMAT, "format_version": GOLDEN_FORMAT_VERSION, "created_by": f"xlmr-np {__version__}",
-        "probe_set": {"name": probe_set.name, "version": probe_set.version, "sha256": probe_set.sha256,
-                      "provenance": probe_set.provenance},
+        "format": GOLDEN_FORMAT,
+        "format_version": GOLDEN_FORMAT_VERSION,
+        "created_by": f"xlmr-np {__version__}",
+        "probe_set": {
+            "name": probe_set.name,
+            "version": probe_set.version,
+            "sha256": probe_set.sha256,
+            "provenance": probe_set.provenance,
+        },
         "model": model_identity(reranker, model_name),
-        "scoring": {"dtype": "float64", "max_length": reranker.max_length,
-                    "truncation": reranker.tokenizer.truncation, "template": TEMPLATE,
-                    "logit": "the classifier's single output (label 0), before any sigmoid",
-                    "sigmoid": "1 / (1 + exp(-logit)), computed in float64"},
+        "scoring": {
+            "dtype": "float64",
+            "max_length": reranker.max_length,
+            "truncation": reranker.tokenizer.truncation,
+            "template": TEMPLATE,
+            "logit": "the classifier's single output (label 0), before any sigmoid",
+            "sigmoid": "1 / (1 + exp(-logit)), computed in float64",
+        },
         "probes": probes,
     }
 
@@ -88,10 +118,12 @@ def read_golden(path) -> tuple[dict, tuple[Probe, ...]]:
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise VerifyError(f"{path}: cannot read a golden file ({e})") from None
     if not isinstance(data, dict) or data.get("format") != GOLDEN_FORMAT:
-        raise VerifyError(f"{path}: not an xlmr-np golden file (no \"format\": \"{GOLDEN_FORMAT}\")")
+        raise VerifyError(f'{path}: not an xlmr-np golden file (no "format": "{GOLDEN_FORMAT}")')
     if data.get("format_version") != GOLDEN_FORMAT_VERSION:
-        raise VerifyError(f"{path}: golden format version {data.get('format_version')!r}; this xlmr-np reads "
-                          f"version {GOLDEN_FORMAT_VERSION}")
+        raise VerifyError(
+            f"{path}: golden format version {data.get('format_version')!r}; this xlmr-np reads "
+            f"version {GOLDEN_FORMAT_VERSION}"
+        )
     try:
         return data, probes_from_dicts(data["probes"])
     except (KeyError, TypeError) as e:

@@ -97,12 +97,29 @@ def load_probes(tokenizer, version: str = PROBE_SET_VERSION) -> ProbeSet:
             order = tuple(p["order"])
             if sorted(order) != list(range(len(source.documents))):
                 raise VerifyError(f"probe {p['id']}: order {order} is not a permutation of {source.id}'s documents")
-            probes.append(Probe(p["id"], p["category"], source.query, tuple(source.documents[i] for i in order),
-                                p["meaning"], shuffle_of=source.id, order=order))
+            probes.append(
+                Probe(
+                    p["id"],
+                    p["category"],
+                    source.query,
+                    tuple(source.documents[i] for i in order),
+                    p["meaning"],
+                    shuffle_of=source.id,
+                    order=order,
+                )
+            )
         else:
-            probes.append(Probe(p["id"], p["category"], text(p["query"]), tuple(text(d) for d in p["documents"]),
-                                p["meaning"], ties=tuple(tuple(g) for g in p.get("ties", ())),
-                                tokens=tuple(None if isinstance(d, str) else d["tokens"] for d in p["documents"])))
+            probes.append(
+                Probe(
+                    p["id"],
+                    p["category"],
+                    text(p["query"]),
+                    tuple(text(d) for d in p["documents"]),
+                    p["meaning"],
+                    ties=tuple(tuple(g) for g in p.get("ties", ())),
+                    tokens=tuple(None if isinstance(d, str) else d["tokens"] for d in p["documents"]),
+                )
+            )
     return ProbeSet(data["name"], data["version"], data["provenance"], sha256, tuple(probes))
 
 
@@ -110,8 +127,17 @@ def probes_from_dicts(items: list[dict]) -> tuple[Probe, ...]:
     """Probes as a golden file stores them (texts already expanded)."""
     out = []
     for p in items:
-        out.append(Probe(p["id"], p["category"], p["query"], tuple(d["text"] for d in p["documents"]), p["meaning"],
-                         ties=tuple(tuple(g) for g in p.get("ties", ())), shuffle_of=p.get("shuffle_of"),
-                         order=tuple(p["order"]) if p.get("order") is not None else None,
-                         tokens=tuple(d.get("tokens") for d in p["documents"])))
+        out.append(
+            Probe(
+                p["id"],
+                p["category"],
+                p["query"],
+                tuple(d["text"] for d in p["documents"]),
+                p["meaning"],
+                ties=tuple(tuple(g) for g in p.get("ties", ())),
+                shuffle_of=p.get("shuffle_of"),
+                order=tuple(p["order"]) if p.get("order") is not None else None,
+                tokens=tuple(d.get("tokens") for d in p["documents"]),
+            )
+        )
     return tuple(out)

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 from ..model import gelu, linear
 from ..reranker import Reranker
 from ..tokenizer import EncodedPair, PairTokenizer
-from .probes import Probe
+from .probes import Probe, VerifyError
 
 BOS, EOS = 0, 2  # <s>, </s> in XLM-R's vocabulary (see the pair template in tokenizer.py)
 TRUNCATION_LENGTHS = (128, 256, 384, 500, 510)  # common limits, and 512 less the special tokens
@@ -39,13 +39,16 @@ def variants() -> list[Variant]:
         Variant("float16", "the weights are rounded to float16"),
         Variant("bfloat16", "the weights are rounded to bfloat16"),
         Variant("int8", "the linear weights are quantised to int8 (per output row)"),
-        Variant("only_second-512", "the query is kept whole and only the document is cut (only_second truncation "
-                                   "at 512 tokens)"),
+        Variant(
+            "only_second-512",
+            "the query is kept whole and only the document is cut (only_second truncation at 512 tokens)",
+        ),
     ]
     for length in TRUNCATION_LENGTHS:
         out.append(Variant(f"longest_first-{length}", f"pairs are truncated to {length} tokens (longest_first)"))
-        out.append(Variant(f"only_second-{length}", f"pairs are truncated to {length} tokens, only the document "
-                                                    f"(only_second)"))
+        out.append(
+            Variant(f"only_second-{length}", f"pairs are truncated to {length} tokens, only the document (only_second)")
+        )
     return out
 
 
@@ -79,8 +82,9 @@ class RoundedRows:
         return self.rounding(np.asarray(self.table[ids]))
 
 
-def rounded_reranker(reranker: Reranker, rounding: Callable[[np.ndarray], np.ndarray],
-                     linear_only: bool = False) -> Reranker:
+def rounded_reranker(
+    reranker: Reranker, rounding: Callable[[np.ndarray], np.ndarray], linear_only: bool = False
+) -> Reranker:
     """The same model with every weight (or, linear_only, every 2-D linear weight) rounded."""
     params = {}
     for key, value in reranker.params.items():
@@ -94,16 +98,24 @@ def rounded_reranker(reranker: Reranker, rounding: Callable[[np.ndarray], np.nda
     return Reranker(params, reranker.config, reranker.tokenizer, dtype=reranker.dtype, model_dir=reranker.model_dir)
 
 
+def model_dir_of(reranker: Reranker) -> Path:
+    """The directory a Reranker was loaded from: verify reads its tokenizer.json and weights again."""
+    if reranker.model_dir is None:
+        raise VerifyError("verify needs a Reranker loaded with from_pretrained (its model_dir is not set)")
+    return Path(reranker.model_dir)
+
+
 def open_tokenizer(reranker: Reranker) -> Tokenizer:
     """A second copy of the model's tokenizer.json, free to be reconfigured (the Reranker's is shared)."""
-    return Tokenizer.from_file(str(Path(reranker.model_dir) / "tokenizer.json"))
+    return Tokenizer.from_file(str(model_dir_of(reranker) / "tokenizer.json"))
 
 
 class LocalScores:
     """The probes scored by the local model, and by each variant on demand (cached)."""
 
-    def __init__(self, reranker: Reranker, probes: tuple[Probe, ...], batch_size: int = 16,
-                 tokenizer: Tokenizer | None = None):
+    def __init__(
+        self, reranker: Reranker, probes: tuple[Probe, ...], batch_size: int = 16, tokenizer: Tokenizer | None = None
+    ):
         self.reranker = reranker
         self.batch_size = batch_size
         self.probes = probes
@@ -156,8 +168,12 @@ class LocalScores:
             model = rounded_reranker(self.reranker, rounding, linear_only=key == "int8")
             return model.logits_of(self.encoded, self.batch_size)[:, 0].astype(np.float64)
         strategy, length = key.rsplit("-", 1)
-        tokenizer = PairTokenizer(self.private_tokenizer(), max_length=int(length), truncation=strategy,
-                                  pad_token_id=self.reranker.config.pad_token_id)
+        tokenizer = PairTokenizer(
+            self.private_tokenizer(),
+            max_length=int(length),
+            truncation=strategy,
+            pad_token_id=self.reranker.config.pad_token_id,
+        )
         return self._rerun(tokenizer.encode(self.pairs))
 
     def _gelu_head(self) -> np.ndarray:
@@ -167,7 +183,7 @@ class LocalScores:
         for start in range(0, len(self.pairs), self.batch_size):
             batch = self.reranker.tokenizer.pad(self.encoded[start : start + self.batch_size])
             traced = self.reranker.forward(batch.input_ids, batch.attention_mask, trace=["classifier.dense"])
-            h = traced.trace["classifier.dense"]  # [B, D], before the activation
+            h = (traced.trace or {})["classifier.dense"]  # [B, D], before the activation
             logits = linear(gelu(h), params["classifier.out_proj.weight"], params["classifier.out_proj.bias"])
             out[start : start + len(h)] = logits[:, 0]  # [B, D] -> [B, L] -> [B]
         return out
