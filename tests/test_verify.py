@@ -207,13 +207,22 @@ def server(env, tmp_path_factory):
         process.stop()
 
 
-@pytest.mark.parametrize("format", ["cohere", "jina", "vllm"])
-def test_own_server_agrees_in_each_format(format, server, verifier):
-    report = verify_endpoint(server.url, format=format, api_key=KEY, endpoint_model="tiny", verifier=verifier)
+@pytest.mark.parametrize(
+    "format, path, scale",
+    [
+        ("cohere", "", "sigmoid"),
+        ("cohere", "/v2/rerank", "sigmoid"),
+        ("jina", "", "sigmoid"),
+        ("vllm", "", "sigmoid"),
+        ("tei", "", "logits"),  # verify asks TEI for raw_scores
+    ],
+)
+def test_own_server_agrees_in_each_format(format, path, scale, server, verifier):
+    report = verify_endpoint(server.url + path, format=format, api_key=KEY, endpoint_model="tiny", verifier=verifier)
     max_logit_diff, mean_logit_diff = report.analysis.overall("logit_diff")
     assert report.agrees, str(report)
     assert max_logit_diff <= 1e-6, f"max |diff| {max_logit_diff:.3e}, mean {mean_logit_diff:.3e} on logits"
-    assert report.analysis.scale.name == "sigmoid"
+    assert report.analysis.scale.name == scale
 
 
 def test_cli_against_own_server_with_json_report(server, env, tmp_path):
@@ -240,7 +249,7 @@ def test_cli_against_own_server_with_json_report(server, env, tmp_path):
         (["--endpoint", "URL", "--api-key-env", "NO_SUCH_VAR_XYZ"], {}, "NO_SUCH_VAR_XYZ: that environment variable"),
         (["--endpoint", "URL", "--format", "cohere"], {}, "refused the request (HTTP 401"),
         (
-            ["--endpoint", "URL", "--format", "tei", "--api-key-env", KEY_VAR],
+            ["--endpoint", "URL/v9/rerank", "--format", "cohere", "--api-key-env", KEY_VAR],
             {KEY_VAR: KEY},
             "no such route (HTTP 404)",
         ),
@@ -257,7 +266,7 @@ def test_cli_against_own_server_with_json_report(server, env, tmp_path):
 def test_cli_errors_are_one_line_with_exit_status_1(args, extra_env, message, server, env, tmp_path):
     golden = tmp_path / "golden.json"
     golden.write_text('{"format": "something else"}', encoding="utf-8")
-    args = [server.url if a == "URL" else str(golden) if a == "GOLDEN" else a for a in args]
+    args = [a.replace("URL", server.url) if a.startswith("URL") else str(golden) if a == "GOLDEN" else a for a in args]
     result = run(["verify", *args], dict(env, **extra_env), timeout=300)
     assert result.returncode == 1 and message in result.stderr, result.stdout + result.stderr
     assert "Traceback" not in result.stderr

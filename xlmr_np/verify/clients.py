@@ -120,7 +120,8 @@ class Endpoint:
                 f"with --api-key-env VARIABLE"
             )
         if status == 404:
-            if "model" in json.dumps(body).lower():
+            raw = json.dumps(body).lower()  # the model, not the route, was not found (as servers that name it say)
+            if '"model_not_found"' in raw or '"field": "model"' in raw or '"param": "model"' in raw:
                 raise VerifyError(
                     f"{self.url}: {_error_message(status, body)}; give the served model's name with --endpoint-model"
                 )
