@@ -21,6 +21,7 @@ import pytest
 from test_eval import XLMR_NP, env_for, hub_path, make_rows, write_parquet
 
 from xlmr_np.cmteb import TASKS
+from xlmr_np.cmteb import engines as en
 from xlmr_np.cmteb import executors as ex
 from xlmr_np.errors import InputError
 from xlmr_np.testing import require
@@ -97,7 +98,9 @@ def kill_shard_zero_midway(process: subprocess.Popen, cache: Path, at_least: int
     cache file, and return how many records that file had just before."""
     deadline = time.monotonic() + timeout
     while True:
-        assert process.poll() is None, "the run ended before a worker could be killed"
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (exit {process.returncode}) before a worker could be killed:\n"
+                        f"{process.stderr.read()[-3000:]}")
         assert time.monotonic() < deadline, "shard 0 never started scoring the big task"
         files = list(cache.glob(f"*/{BIG}-*/scores-shard-0-of-2.bin"))
         if files and records(files[0]) >= at_least:
@@ -120,7 +123,7 @@ ENGINES = {
 @pytest.mark.parametrize("executor", list(ENGINES))
 def test_engine_survives_a_killed_worker_and_equals_one_process(executor, hub, tiny_model, tmp_path, one_process):
     if executor != "local":
-        require(ex.EXTRAS[executor][0], f"--executor {executor}")  # a failure in CI, where the extras are installed
+        require(en.EXTRAS[executor][0], f"--executor {executor}")  # a failure in CI, where the extras are installed
     cache, out = tmp_path / "cache", tmp_path / "out"
     command = eval_command(tiny_model[0], cache, out, "--executor", executor, "--local-workers", "2", "--shards", "2",
                            *ENGINES[executor])
@@ -137,7 +140,7 @@ def test_engine_survives_a_killed_worker_and_equals_one_process(executor, hub, t
     seconds = time.monotonic() - started
     assert process.returncode == 0, stderr
     expected_stdout, expected_json = one_process
-    assert stdout == expected_stdout
+    assert stdout == expected_stdout, stderr[-3000:]
     assert (out / "results.json").read_text() == expected_json  # bit for bit: every score, every figure
     assert sorted(p.name for p in (out / "shards").iterdir()) == sorted(
         f"{t}.shard-{i}-of-2.json" for t in TASKS for i in range(2))
@@ -151,7 +154,7 @@ def test_engine_survives_a_killed_worker_and_equals_one_process(executor, hub, t
     assert resumed <= shard_zero - seen, f"attempt 2 scored {resumed} of shard 0's {shard_zero} pairs, " \
                                          f"although {seen} were cached before the kill"
     progress = re.findall(r"shards (\d)/2 done, \d running(?:, \d retried)?; ([\d,]+)/([\d,]+) pairs", stderr)
-    assert progress[-1][0] == "2" and progress[-1][1] == progress[-1][2], progress
+    assert progress[-1][0] == "2" and progress[-1][1] == progress[-1][2], stderr[-3000:]
     print(f"{executor}: {seconds:.1f} s for the run with a kill")
 
 
@@ -174,7 +177,7 @@ def test_progress_line_counts_shards_pairs_and_time_left():
                                  "0:00:20 elapsed, ETA 0:01:00\n")
 
 
-class ScriptedEngine(ex.Engine):
+class ScriptedEngine(en.Engine):
     """An engine whose shards finish at once, the last submitted first, with the given outcomes in order:
     the driver's rules without the cost of a real engine."""
 
@@ -203,7 +206,7 @@ class ScriptedEngine(ex.Engine):
 
 
 def spec(n=2):
-    return ex.ShardSpec("m", "all", n, "/c", 4, None, 0, 512, "longest_first", 1)
+    return en.ShardSpec("m", "all", n, "/c", 4, None, 0, 512, "longest_first", 1)
 
 
 def no_work(n=2):
@@ -220,37 +223,37 @@ def test_driver_retries_lost_shards_then_gives_up():
     assert "shard 0/2 done on h (pid 1, attempt 2)" in log.getvalue()
 
     engine = ScriptedEngine([ConnectionError("worker lost"), ConnectionError("node gone")])
-    with pytest.raises(ex.ExecutorError, match=r"shard 1/2 failed 2 times; the last: ConnectionError: node gone"):
+    with pytest.raises(en.ExecutorError, match=r"shard 1/2 failed 2 times; the last: ConnectionError: node gone"):
         ex.fan_out(engine, spec(), no_work(), retries=1, log=io.StringIO())
     assert [h[0] for h in engine.cancelled] == [0]  # the shard still running is cancelled
 
     engine = ScriptedEngine([{"error": "DatasetError: cannot get C-MTEB/T2Reranking"}])
-    with pytest.raises(ex.ExecutorError, match=r"shard 1/2 on h \(pid 1\): DatasetError: cannot get"):
+    with pytest.raises(en.ExecutorError, match=r"shard 1/2 on h \(pid 1\): DatasetError: cannot get"):
         ex.fan_out(engine, spec(), no_work(), retries=3, log=io.StringIO())
     assert engine.submitted == [0, 1]  # an evaluation error is not retried
 
 
 def test_worker_reports_missing_inputs_as_errors(tmp_path):
-    value = ex.run_shard(ex.ShardSpec(str(tmp_path / "nowhere"), "all", 2, str(tmp_path / "c"), 4, None, 0, 512,
+    value = en.run_shard(en.ShardSpec(str(tmp_path / "nowhere"), "all", 2, str(tmp_path / "c"), 4, None, 0, 512,
                                       "longest_first", 1), 1)
     assert value["shard"] == 1 and value["pid"] == os.getpid()
     assert value["error"].startswith("ConfigError: ") and "nowhere: not a directory" in value["error"]
 
 
 def test_engine_errors_are_explained(hub, tiny_model, tmp_path, monkeypatch):
-    for executor, module in ex.EXTRAS.items():
+    for executor, module in en.EXTRAS.items():
         monkeypatch.setitem(sys.modules, module[0], None)
-        with pytest.raises(ex.ExecutorError, match=rf"--executor {executor} needs {module[0]}: "
+        with pytest.raises(en.ExecutorError, match=rf"--executor {executor} needs {module[0]}: "
                                                    rf"pip install 'xlmr-np\[{module[1]}\]'"):
-            ex._require(executor, module[0])
+            en._require(executor, module[0])
     monkeypatch.undo()
     if __import__("shutil").which("sbatch") is None:
         require("submitit", "--executor slurm")
-        engine = ex.make_engine("slurm", address=None, workers=1, cores=1, slurm=ex.SlurmOptions(), folder=tmp_path)
-        with pytest.raises(ex.ExecutorError, match="needs Slurm's sbatch on PATH; .* add --slurm-local"):
+        engine = en.make_engine("slurm", address=None, workers=1, cores=1, slurm=en.SlurmOptions(), folder=tmp_path)
+        with pytest.raises(en.ExecutorError, match="needs Slurm's sbatch on PATH; .* add --slurm-local"):
             engine.start()
     with pytest.raises(InputError, match="--scheduler is for --executor dask or ray"):
-        ex.make_engine("local", address="tcp://x:8786", workers=1, cores=1, slurm=ex.SlurmOptions(), folder=tmp_path)
+        en.make_engine("local", address="tcp://x:8786", workers=1, cores=1, slurm=en.SlurmOptions(), folder=tmp_path)
 
     model = tiny_model[0]
     for extra, message in ((["--shard", "0/2"], "--shard runs one shard; --executor runs all of them"),

@@ -16,7 +16,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def add_arguments(parser) -> None:
-    from ..cmteb.executors import EXECUTORS
+    from ..cmteb.engines import EXECUTORS
     from .eval import nonnegative_int, positive_int  # here: eval imports this module
 
     group = parser.add_argument_group(
@@ -48,7 +48,8 @@ def add_arguments(parser) -> None:
 
 def run_from_args(args) -> dict:
     """run_on_engine with the command's options; raises XlmrNpError for options that do not go together."""
-    from ..cmteb.executors import SlurmOptions, run_on_engine
+    from ..cmteb.engines import SlurmOptions
+    from ..cmteb.executors import run_on_engine
 
     if args.shard is not None:
         raise InputError("--shard runs one shard; --executor runs all of them: give one or the other")
