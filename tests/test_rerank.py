@@ -125,6 +125,9 @@ def test_multi_label_model_cannot_rerank(reranker):
     two = Reranker(reranker.params, dataclasses.replace(reranker.config, num_labels=2), reranker.tokenizer)
     with pytest.raises(ConfigError, match="one relevance logit; this model has 2 labels"):
         two.rerank(QUERY, DOCS)
+    with pytest.raises(ConfigError, match="one relevance logit; this model has 2 labels"):
+        two.require_single_logit()
+    reranker.require_single_logit()  # one label: no error
 
 
 class Terminal(io.StringIO):

@@ -88,6 +88,11 @@ class Reranker:
     def max_length(self) -> int:
         return self.tokenizer.max_length
 
+    def require_single_logit(self) -> None:
+        """Raise ConfigError unless the model has one output logit, the relevance score reranking reads."""
+        if self.config.num_labels != 1:
+            raise ConfigError(f"reranking needs one relevance logit; this model has {self.config.num_labels} labels")
+
     def tokenize(self, pairs) -> Batch:
         """(query, document) pairs -> a padded Batch (input_ids, attention_mask, truncated)."""
         return self.tokenizer(pairs)
@@ -167,8 +172,7 @@ class Reranker:
         overlapping windows that fit beside the query (see PairTokenizer.encode_windows) and scores it by
         its best window.
         """
-        if self.config.num_labels != 1:
-            raise ConfigError(f"reranking needs one relevance logit; this model has {self.config.num_labels} labels")
+        self.require_single_logit()
         pairs = [(query, document) for document in check_documents(query, documents)]
         if windows:
             encoded, owners = self.tokenizer.encode_windows(pairs, window_overlap)
