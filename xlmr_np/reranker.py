@@ -157,11 +157,6 @@ class Reranker:
             raise FloatingPointError(f"non-finite logits for pairs {bad[:10]}: the weights are broken")
         return logits
 
-    def require_single_logit(self) -> None:
-        """Raise ConfigError unless the model has one relevance logit, as reranking needs."""
-        if self.config.num_labels != 1:
-            raise ConfigError(f"reranking needs one relevance logit; this model has {self.config.num_labels} labels")
-
     def score_documents(self, query: str, documents, batch_size: int = 32, raw_scores: bool = False,
                         windows: bool = False, window_overlap: int = 64,
                         progress: bool | None = None) -> DocumentScores:
