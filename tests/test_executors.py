@@ -42,16 +42,34 @@ def hub(tmp_path_factory):
 
 
 def eval_command(model_dir, cache: Path, out: Path, *extra: str) -> list[str]:
-    return [str(XLMR_NP), "eval", "--model", str(model_dir), "--task", "all", "--batch-size", BATCH,
-            "--cache-dir", str(cache), "--out", str(out), *extra]
+    return [
+        str(XLMR_NP),
+        "eval",
+        "--model",
+        str(model_dir),
+        "--task",
+        "all",
+        "--batch-size",
+        BATCH,
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
 def one_process(hub, tiny_model, tmp_path_factory):
     """What `xlmr-np eval` prints and writes in one process: (stdout, results.json text)."""
     where = tmp_path_factory.mktemp("one")
-    done = subprocess.run(eval_command(tiny_model[0], where / "cache", where / "out"), env=env_for(hub),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        eval_command(tiny_model[0], where / "cache", where / "out"),
+        env=env_for(hub),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout, (where / "out" / "results.json").read_text()
 
@@ -99,8 +117,10 @@ def kill_shard_zero_midway(process: subprocess.Popen, cache: Path, at_least: int
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
-            pytest.fail(f"the run ended (exit {process.returncode}) before a worker could be killed:\n"
-                        f"{process.stderr.read()[-3000:]}")
+            pytest.fail(
+                f"the run ended (exit {process.returncode}) before a worker could be killed:\n"
+                f"{process.stderr.read()[-3000:]}"
+            )
         assert time.monotonic() < deadline, "shard 0 never started scoring the big task"
         files = list(cache.glob(f"*/{BIG}-*/scores-shard-0-of-2.bin"))
         if files and records(files[0]) >= at_least:
@@ -125,11 +145,13 @@ def test_engine_survives_a_killed_worker_and_equals_one_process(executor, hub, t
     if executor != "local":
         require(en.EXTRAS[executor][0], f"--executor {executor}")  # a failure in CI, where the extras are installed
     cache, out = tmp_path / "cache", tmp_path / "out"
-    command = eval_command(tiny_model[0], cache, out, "--executor", executor, "--local-workers", "2", "--shards", "2",
-                           *ENGINES[executor])
+    command = eval_command(
+        tiny_model[0], cache, out, "--executor", executor, "--local-workers", "2", "--shards", "2", *ENGINES[executor]
+    )
     started = time.monotonic()
-    process = subprocess.Popen(command, env=env_for(hub), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, env=env_for(hub), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         seen = kill_shard_zero_midway(process, cache, at_least=100)
         stdout, stderr = process.communicate(timeout=120)
@@ -143,7 +165,8 @@ def test_engine_survives_a_killed_worker_and_equals_one_process(executor, hub, t
     assert stdout == expected_stdout, stderr[-3000:]
     assert (out / "results.json").read_text() == expected_json  # bit for bit: every score, every figure
     assert sorted(p.name for p in (out / "shards").iterdir()) == sorted(
-        f"{t}.shard-{i}-of-2.json" for t in TASKS for i in range(2))
+        f"{t}.shard-{i}-of-2.json" for t in TASKS for i in range(2)
+    )
 
     # shard 0 was lost, submitted again, and the new attempt resumed from the records the dead one left
     assert re.search(r"shard 0/2: attempt 1 lost \(\w+", stderr), stderr
@@ -151,8 +174,9 @@ def test_engine_survives_a_killed_worker_and_equals_one_process(executor, hub, t
     assert done, stderr
     shard_zero = sum(records(p) for p in cache.glob("*/*/scores-shard-0-of-2.bin"))  # every pair it scored, once
     resumed = int(done.group(1).replace(",", ""))
-    assert resumed <= shard_zero - seen, f"attempt 2 scored {resumed} of shard 0's {shard_zero} pairs, " \
-                                         f"although {seen} were cached before the kill"
+    assert resumed <= shard_zero - seen, (
+        f"attempt 2 scored {resumed} of shard 0's {shard_zero} pairs, although {seen} were cached before the kill"
+    )
     progress = re.findall(r"shards (\d)/2 done, \d running(?:, \d retried)?; ([\d,]+)/([\d,]+) pairs", stderr)
     assert progress[-1][0] == "2" and progress[-1][1] == progress[-1][2], stderr[-3000:]
     print(f"{executor}: {seconds:.1f} s for the run with a kill")
@@ -171,10 +195,12 @@ def test_progress_line_counts_shards_pairs_and_time_left():
     progress.show(done=1000, finished=2, running=6, retried=1)
     now[0] = 72.0
     assert not progress.due()
-    assert progress.line(4000, 8, 0, 0, 90.0).endswith("4,000/4,000 pairs (100.0%), 100.0 pairs/s, "
-                                                       "0:00:40 elapsed, ETA 0:00:00")
-    assert stream.getvalue() == ("shards 2/8 done, 6 running, 1 retried; 1,000/4,000 pairs (25.0%), 50.0 pairs/s, "
-                                 "0:00:20 elapsed, ETA 0:01:00\n")
+    assert progress.line(4000, 8, 0, 0, 90.0).endswith(
+        "4,000/4,000 pairs (100.0%), 100.0 pairs/s, 0:00:40 elapsed, ETA 0:00:00"
+    )
+    assert stream.getvalue() == (
+        "shards 2/8 done, 6 running, 1 retried; 1,000/4,000 pairs (25.0%), 50.0 pairs/s, 0:00:20 elapsed, ETA 0:01:00\n"
+    )
 
 
 class ScriptedEngine(en.Engine):
@@ -234,8 +260,9 @@ def test_driver_retries_lost_shards_then_gives_up():
 
 
 def test_worker_reports_missing_inputs_as_errors(tmp_path):
-    value = en.run_shard(en.ShardSpec(str(tmp_path / "nowhere"), "all", 2, str(tmp_path / "c"), 4, None, 0, 512,
-                                      "longest_first", 1), 1)
+    value = en.run_shard(
+        en.ShardSpec(str(tmp_path / "nowhere"), "all", 2, str(tmp_path / "c"), 4, None, 0, 512, "longest_first", 1), 1
+    )
     assert value["shard"] == 1 and value["pid"] == os.getpid()
     assert value["error"].startswith("ConfigError: ") and "nowhere: not a directory" in value["error"]
 
@@ -243,8 +270,11 @@ def test_worker_reports_missing_inputs_as_errors(tmp_path):
 def test_engine_errors_are_explained(hub, tiny_model, tmp_path, monkeypatch):
     for executor, module in en.EXTRAS.items():
         monkeypatch.setitem(sys.modules, module[0], None)
-        with pytest.raises(en.ExecutorError, match=rf"--executor {executor} needs {module[0]}: "
-                                                   rf"pip install 'xlmr-np\[{module[1]}\]'"):
+        with pytest.raises(
+            en.ExecutorError,
+            match=rf"--executor {executor} needs {module[0]}: "
+            rf"pip install 'xlmr-np\[{module[1]}\]'",
+        ):
             en._require(executor, module[0])
     monkeypatch.undo()
     if __import__("shutil").which("sbatch") is None:
@@ -256,15 +286,27 @@ def test_engine_errors_are_explained(hub, tiny_model, tmp_path, monkeypatch):
         en.make_engine("local", address="tcp://x:8786", workers=1, cores=1, slurm=en.SlurmOptions(), folder=tmp_path)
 
     model = tiny_model[0]
-    for extra, message in ((["--shard", "0/2"], "--shard runs one shard; --executor runs all of them"),
-                           (["--workers", "2"], "--workers splits one process; with --executor give --local-workers")):
-        done = subprocess.run(eval_command(model, tmp_path / "c", tmp_path / "o", "--executor", "local", *extra),
-                              env=env_for(hub), capture_output=True, text=True, timeout=60)
+    for extra, message in (
+        (["--shard", "0/2"], "--shard runs one shard; --executor runs all of them"),
+        (["--workers", "2"], "--workers splits one process; with --executor give --local-workers"),
+    ):
+        done = subprocess.run(
+            eval_command(model, tmp_path / "c", tmp_path / "o", "--executor", "local", *extra),
+            env=env_for(hub),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 1 and f"xlmr-np eval: error: {message}" in done.stderr, done.stderr
     # the driver reads the datasets before it starts an engine: a missing one fails here, at once
     empty = tmp_path / "empty-hub"
     empty.mkdir()
-    done = subprocess.run(eval_command(model, tmp_path / "c", tmp_path / "o", "--executor", "dask"),
-                          env=env_for(empty), capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        eval_command(model, tmp_path / "c", tmp_path / "o", "--executor", "dask"),
+        env=env_for(empty),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and "xlmr-np eval: error: cannot get C-MTEB/T2Reranking@" in done.stderr, done.stderr
     assert "shards" not in done.stderr  # no engine was started

@@ -44,13 +44,18 @@ def main() -> None:
     fingerprint, seconds = timed(model_fingerprint, model)
     print(f"hash the model: {seconds:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
-        _, seconds = timed(survey, str(model), "all", Path(tmp) / "cache", args.batch_size, None, 0, 512,
-                           "longest_first")
+        _, seconds = timed(
+            survey, str(model), "all", Path(tmp) / "cache", args.batch_size, None, 0, 512, "longest_first"
+        )
         print(f"hash the model, read and plan the four tasks (a shard's start, the driver's survey): {seconds:.1f} s")
         _, seconds = timed(load_reranker, model, scoring_settings(512, "longest_first"))
         print(f"load the model: {seconds:.1f} s")
-        common = {"model": str(model), "model_fingerprint": fingerprint,
-                  "settings": scoring_settings(512, "longest_first"), "batch_size": args.batch_size}
+        common = {
+            "model": str(model),
+            "model_fingerprint": fingerprint,
+            "settings": scoring_settings(512, "longest_first"),
+            "batch_size": args.batch_size,
+        }
         for task in TASKS.values():
             plan, sample = task_plan(task, args.batch_size, None, 0)
             scores = dict.fromkeys(plan.keys, 0.0)
@@ -58,16 +63,19 @@ def main() -> None:
             start = time.perf_counter()
             for i in range(args.shards):
                 batches = shard_batches(plan.n_batches, (i, args.shards))
-                paths.append(write_shard(Path(tmp) / "shards", plan, scores, batches, sample, (i, args.shards),
-                                         common))
+                paths.append(write_shard(Path(tmp) / "shards", plan, scores, batches, sample, (i, args.shards), common))
             write = (time.perf_counter() - start) / args.shards
             _, merge = timed(merge_shards, paths, Path(tmp) / "merged")
-            print(f"{task.name}: {len(plan.pairs):,} pairs; a shard file of {paths[0].stat().st_size / 1e6:.1f} MB "
-                  f"written in {write:.2f} s; {args.shards} merged in {merge:.1f} s ({merge / args.shards:.2f} s each)")
+            print(
+                f"{task.name}: {len(plan.pairs):,} pairs; a shard file of {paths[0].stat().st_size / 1e6:.1f} MB "
+                f"written in {write:.2f} s; {args.shards} merged in {merge:.1f} s ({merge / args.shards:.2f} s each)"
+            )
             for path in paths:
                 path.unlink()
-    print(f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB; "
-          f"load average {os.getloadavg()[0]:.2f} at the end")
+    print(
+        f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB; "
+        f"load average {os.getloadavg()[0]:.2f} at the end"
+    )
 
 
 if __name__ == "__main__":

@@ -67,10 +67,19 @@ def run_shard(spec: ShardSpec, i: int) -> dict:
     try:
         _limit_threads(spec.cores)
         with tempfile.TemporaryDirectory(prefix="xlmr-np-shard-") as out:  # sent back, not left on the worker
-            done = run_eval(spec.model, spec.task, out_dir=out, cache_dir=spec.cache_dir,
-                            batch_size=spec.batch_size, shard=(i, spec.n), max_queries=spec.max_queries,
-                            seed=spec.seed, max_length=spec.max_length, truncation=spec.truncation,
-                            stream=io.StringIO())
+            done = run_eval(
+                spec.model,
+                spec.task,
+                out_dir=out,
+                cache_dir=spec.cache_dir,
+                batch_size=spec.batch_size,
+                shard=(i, spec.n),
+                max_queries=spec.max_queries,
+                seed=spec.seed,
+                max_length=spec.max_length,
+                truncation=spec.truncation,
+                stream=io.StringIO(),
+            )
             files = {path.name: path.read_text(encoding="utf-8") for path in done["files"]}
     except XlmrNpError as e:
         return dict(where, error=f"{type(e).__name__}: {e}")
@@ -89,7 +98,7 @@ def _limit_threads(cores: int) -> None:
 # Engines: submit shards, wait for some to finish, fetch a result (raising if the worker was lost)
 
 
-def _require(executor: str, module: str):
+def _require(executor: str, module: str) -> Any:
     import importlib
 
     try:
@@ -135,7 +144,7 @@ class LocalEngine(Engine):
 
     name = "local"
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int) -> None:
         self.slots = workers
         self._pool: ProcessPoolExecutor | None = None
 
@@ -148,21 +157,21 @@ class LocalEngine(Engine):
             self._pool = ProcessPoolExecutor(self.slots, mp_context=multiprocessing.get_context("spawn"))
         return self._pool
 
-    def submit(self, spec, shards):
+    def submit(self, spec: ShardSpec, shards: Sequence[int]) -> list[Any]:
         pool = self._live_pool()
         return [pool.submit(run_shard, spec, i) for i in shards]
 
-    def wait(self, handles, timeout):
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         return list(wait_futures(handles, timeout=timeout, return_when=FIRST_COMPLETED).done)
 
-    def result(self, handle):
+    def result(self, handle: Any) -> dict:
         return handle.result()
 
-    def cancel(self, handles):
+    def cancel(self, handles: list[Any]) -> None:
         for handle in handles:
             handle.cancel()
 
-    def close(self):
+    def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -178,13 +187,13 @@ class DaskEngine(Engine):
 
     name = "dask"
 
-    def __init__(self, address: str | None, workers: int):
+    def __init__(self, address: str | None, workers: int) -> None:
         self.address = address
         self.workers = workers
         self.client: Any = None
         self.cluster: Any = None
 
-    def start(self):
+    def start(self) -> None:
         import logging
 
         dask = _require("dask", "dask")
@@ -197,18 +206,24 @@ class DaskEngine(Engine):
             self.slots = sum(self.client.nthreads().values()) or None
         else:
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                self.cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                                        processes=True, dashboard_address=None,
-                                                        silence_logs=logging.ERROR)
+                self.cluster = distributed.LocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
             self.client = distributed.Client(self.cluster)
             self.slots = self.workers
 
-    def submit(self, spec, shards):
+    def submit(self, spec: ShardSpec, shards: Sequence[int]) -> list[Any]:
         tag = uuid.uuid4().hex[:8]
-        return [self.client.submit(run_shard, spec, i, key=f"xlmr-np-shard-{i}-of-{spec.n}-{tag}", pure=False)
-                for i in shards]
+        return [
+            self.client.submit(run_shard, spec, i, key=f"xlmr-np-shard-{i}-of-{spec.n}-{tag}", pure=False)
+            for i in shards
+        ]
 
-    def wait(self, handles, timeout):
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         import asyncio
 
         from distributed import wait
@@ -219,14 +234,14 @@ class DaskEngine(Engine):
             pass
         return [h for h in handles if h.done()]
 
-    def result(self, handle):
+    def result(self, handle: Any) -> dict:
         return handle.result()
 
-    def cancel(self, handles):
+    def cancel(self, handles: list[Any]) -> None:
         if self.client is not None and handles:
             self.client.cancel(handles)
 
-    def close(self):
+    def close(self) -> None:
         if self.client is not None:
             self.client.close()
         if self.cluster is not None:
@@ -239,14 +254,14 @@ class RayEngine(Engine):
 
     name = "ray"
 
-    def __init__(self, address: str | None, workers: int, cores: int):
+    def __init__(self, address: str | None, workers: int, cores: int) -> None:
         self.address = address
         self.workers = workers
         self.cores = cores
         self._remote: Any = None
         self._started = False
 
-    def start(self):
+    def start(self) -> None:
         if not self.address:
             # A local instance talks over loopback only: on Linux Ray would otherwise bind its processes to the
             # machine's outward address. Read when ray is imported, and inherited by the processes it starts.
@@ -270,10 +285,10 @@ class RayEngine(Engine):
         self.slots = max(1, cpus // self.cores) if cpus else None
         self._remote = ray.remote(run_shard).options(num_cpus=self.cores, max_retries=0)
 
-    def submit(self, spec, shards):
+    def submit(self, spec: ShardSpec, shards: Sequence[int]) -> list[Any]:
         return [self._remote.remote(spec, i) for i in shards]
 
-    def wait(self, handles, timeout):
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         import ray
 
         ready, rest = ray.wait(handles, num_returns=1, timeout=timeout)
@@ -281,18 +296,18 @@ class RayEngine(Engine):
             ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         return ready
 
-    def result(self, handle):
+    def result(self, handle: Any) -> dict:
         import ray
 
         return ray.get(handle)
 
-    def cancel(self, handles):
+    def cancel(self, handles: list[Any]) -> None:
         import ray
 
         for handle in handles:
             ray.cancel(handle, force=True)
 
-    def close(self):
+    def close(self) -> None:
         if self._started:
             import ray
 
@@ -318,18 +333,20 @@ class SlurmEngine(Engine):
 
     name = "slurm"
 
-    def __init__(self, options: SlurmOptions, folder: Path, workers: int, cores: int):
+    def __init__(self, options: SlurmOptions, folder: Path, workers: int, cores: int) -> None:
         self.options = options
         self.folder = Path(options.folder) if options.folder else folder
         self.workers = workers
         self.cores = cores
         self.executor: Any = None
 
-    def start(self):
+    def start(self) -> None:
         submitit = _require("slurm", "submitit")
         if not self.options.local and shutil.which("sbatch") is None:
-            raise ExecutorError("--executor slurm needs Slurm's sbatch on PATH; run it on a Slurm login node, "
-                                "or add --slurm-local to run the jobs on this machine through submitit")
+            raise ExecutorError(
+                "--executor slurm needs Slurm's sbatch on PATH; run it on a Slurm login node, "
+                "or add --slurm-local to run the jobs on this machine through submitit"
+            )
         self.executor = submitit.AutoExecutor(folder=self.folder, cluster="local" if self.options.local else "slurm")
         parameters: dict = dict(name="xlmr-np-eval", timeout_min=self.options.time_min, cpus_per_task=self.cores)
         if self.options.partition:
@@ -342,13 +359,13 @@ class SlurmEngine(Engine):
         if self.options.local:
             self.slots = self.max_in_flight = self.workers  # LocalExecutor starts every job it is given
 
-    def submit(self, spec, shards):
+    def submit(self, spec: ShardSpec, shards: Sequence[int]) -> list[Any]:
         shards = list(shards)
         if len(shards) == 1:
             return [self.executor.submit(run_shard, spec, shards[0])]
         return self.executor.map_array(run_shard, [spec] * len(shards), shards)
 
-    def wait(self, handles, timeout):
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         deadline = time.monotonic() + timeout
         while True:
             done = [h for h in handles if h.done()]
@@ -356,16 +373,17 @@ class SlurmEngine(Engine):
                 return done
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
-    def result(self, handle):
+    def result(self, handle: Any) -> dict:
         return handle.result()
 
-    def cancel(self, handles):
+    def cancel(self, handles: list[Any]) -> None:
         for handle in handles:
             handle.cancel(check=False)
 
 
-def make_engine(executor: str, *, address: str | None, workers: int, cores: int, slurm: SlurmOptions,
-                folder: Path) -> Engine:
+def make_engine(
+    executor: str, *, address: str | None, workers: int, cores: int, slurm: SlurmOptions, folder: Path
+) -> Engine:
     if executor == "local":
         if address:
             raise InputError("--scheduler is for --executor dask or ray; local runs on this machine")

@@ -80,12 +80,21 @@ class Survey:
 
     def todo(self, n: int) -> list[int]:
         """Pairs each of n shards has to score: shard i takes batches i, i+n, ... of every task."""
-        return [sum(int(t.uncached[shard_batches(len(t.uncached), (i, n))].sum()) for t in self.tasks)
-                for i in range(n)]
+        return [
+            sum(int(t.uncached[shard_batches(len(t.uncached), (i, n))].sum()) for t in self.tasks) for i in range(n)
+        ]
 
 
-def survey(model: str, task_name: str, cache_dir: Path, batch_size: int, max_queries: int | None, seed: int,
-           max_length: int, truncation: str) -> Survey:
+def survey(
+    model: str,
+    task_name: str,
+    cache_dir: Path,
+    batch_size: int,
+    max_queries: int | None,
+    seed: int,
+    max_length: int,
+    truncation: str,
+) -> Survey:
     """Plan every task as the shards will, and count the pairs the score cache lacks, batch by batch."""
     settings = scoring_settings(max_length, truncation)
     fingerprint = model_fingerprint(resolve_model_dir(model))
@@ -94,8 +103,13 @@ def survey(model: str, task_name: str, cache_dir: Path, batch_size: int, max_que
     for task in resolve_tasks(task_name):
         plan, _ = task_plan(task, batch_size, max_queries, seed)
         directory = task_cache_dir(root, task)
-        header = {"model_fingerprint": fingerprint, "settings": settings, "task": task.name,
-                  "dataset": task.repo, "revision": task.revision}
+        header = {
+            "model_fingerprint": fingerprint,
+            "settings": settings,
+            "task": task.name,
+            "dataset": task.repo,
+            "revision": task.revision,
+        }
         cached: set[bytes] = set()
         for path in sorted(directory.glob("scores-*.bin")):
             cached.update(read_score_file(path, header)[0])
@@ -134,8 +148,14 @@ def written(survey: Survey, i: int, n: int) -> int:
 class ClusterProgress:
     """One line every `interval` seconds: shards done and running, pairs scored, pairs/s, time left."""
 
-    def __init__(self, total: int, shards: int, stream: TextIO, interval: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        total: int,
+        shards: int,
+        stream: TextIO,
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.total = total
         self.shards = shards
         self.stream = stream
@@ -157,9 +177,11 @@ class ClusterProgress:
         rate = done / elapsed
         eta = 0.0 if done >= self.total else (self.total - done) / rate if rate > 0 else math.inf
         retries = f", {retried} retried" if retried else ""
-        return (f"shards {finished}/{self.shards} done, {running} running{retries}; "
-                f"{done:,}/{self.total:,} pairs ({100 * done / max(self.total, 1):.1f}%), {rate:.1f} pairs/s, "
-                f"{_duration(elapsed)} elapsed, ETA {_duration(eta)}")
+        return (
+            f"shards {finished}/{self.shards} done, {running} running{retries}; "
+            f"{done:,}/{self.total:,} pairs ({100 * done / max(self.total, 1):.1f}%), {rate:.1f} pairs/s, "
+            f"{_duration(elapsed)} elapsed, ETA {_duration(eta)}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -173,8 +195,15 @@ class Attempt:
     handle: Any
 
 
-def fan_out(engine: Engine, spec: ShardSpec, survey: Survey, retries: int, log: TextIO, interval: float = 5.0,
-            keep: Callable[[int, dict], dict] = lambda i, value: value) -> dict[int, dict]:
+def fan_out(
+    engine: Engine,
+    spec: ShardSpec,
+    survey: Survey,
+    retries: int,
+    log: TextIO,
+    interval: float = 5.0,
+    keep: Callable[[int, dict], dict] = lambda i, value: value,
+) -> dict[int, dict]:
     """Run every shard of spec on the engine; keep(i, value) of each shard's run_shard() value, by shard,
     once all have succeeded (keep writes a shard's files as it arrives, so they are not all held at once).
 
@@ -199,8 +228,10 @@ def fan_out(engine: Engine, spec: ShardSpec, survey: Survey, retries: int, log: 
             running.append(Attempt(i, attempts[i], handle))
 
     def scored() -> int:
-        return sum(todo[i] if i in results else min(todo[i], max(0, written(survey, i, n) - start_records[i]))
-                   for i in range(n))
+        return sum(
+            todo[i] if i in results else min(todo[i], max(0, written(survey, i, n) - start_records[i]))
+            for i in range(n)
+        )
 
     try:
         launch(waiting[:limit])
@@ -217,15 +248,23 @@ def fan_out(engine: Engine, spec: ShardSpec, survey: Survey, retries: int, log: 
                     if attempts[i] > retries:
                         raise ExecutorError(f"shard {i}/{n} failed {attempts[i]} times; the last: {reason}") from e
                     retried += 1
-                    print(f"shard {i}/{n}: attempt {attempts[i]} lost ({reason}); retrying, it resumes from "
-                          f"its score cache", file=log, flush=True)
+                    print(
+                        f"shard {i}/{n}: attempt {attempts[i]} lost ({reason}); retrying, it resumes from "
+                        f"its score cache",
+                        file=log,
+                        flush=True,
+                    )
                     launch([i])
                     continue
                 if "error" in value:
                     raise ExecutorError(f"shard {i}/{n} on {value['host']} (pid {value['pid']}): {value['error']}")
                 results[i] = keep(i, value)
-                print(f"shard {i}/{n} done on {value['host']} (pid {value['pid']}, attempt {attempts[i]}): "
-                      f"{value['scored']:,} pairs scored in {_duration(value['seconds'])}", file=log, flush=True)
+                print(
+                    f"shard {i}/{n} done on {value['host']} (pid {value['pid']}, attempt {attempts[i]}): "
+                    f"{value['scored']:,} pairs scored in {_duration(value['seconds'])}",
+                    file=log,
+                    flush=True,
+                )
                 if waiting:
                     launch([waiting.pop(0)])
             if progress.due() or not running:
@@ -248,12 +287,27 @@ def _write_files(directory: Path) -> Callable[[int, dict], dict]:
     return keep
 
 
-def run_on_engine(model: str | Path, task_name: str, *, executor: str, out_dir: str | Path,
-                  shards: int | None = None, cache_dir: str | Path | None = None, batch_size: int = 32,
-                  max_queries: int | None = None, seed: int = 0, max_length: int = 512,
-                  truncation: str = "longest_first", address: str | None = None, workers: int | None = None,
-                  cores_per_shard: int = 1, retries: int = 2, slurm: SlurmOptions | None = None,
-                  stream: TextIO | None = None, interval: float = 5.0) -> dict:
+def run_on_engine(
+    model: str | Path,
+    task_name: str,
+    *,
+    executor: str,
+    out_dir: str | Path,
+    shards: int | None = None,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+    max_queries: int | None = None,
+    seed: int = 0,
+    max_length: int = 512,
+    truncation: str = "longest_first",
+    address: str | None = None,
+    workers: int | None = None,
+    cores_per_shard: int = 1,
+    retries: int = 2,
+    slurm: SlurmOptions | None = None,
+    stream: TextIO | None = None,
+    interval: float = 5.0,
+) -> dict:
     """run_eval's results, computed as `shards` shards on an engine (see the module docstring).
 
     workers: shards run at once on this machine when the engine is local (a LocalCluster, a local Ray,
@@ -266,25 +320,34 @@ def run_on_engine(model: str | Path, task_name: str, *, executor: str, out_dir: 
     # workers may start in another directory: give them absolute paths
     shipped = str(Path(model).absolute()) if Path(model).is_dir() else str(model)
     workers = workers or max(1, local_cores() // cores_per_shard)
-    engine = make_engine(executor, address=address, workers=workers, cores=cores_per_shard,
-                         slurm=slurm or SlurmOptions(), folder=out / "jobs")
+    engine = make_engine(
+        executor,
+        address=address,
+        workers=workers,
+        cores=cores_per_shard,
+        slurm=slurm or SlurmOptions(),
+        folder=out / "jobs",
+    )
     plan = survey(str(model), task_name, cache, batch_size, max_queries, seed, max_length, truncation)
     try:
         engine.start()
         n = shards or engine.slots
         if not n:
             raise InputError(f"--executor {executor} cannot tell how many shards to run at once: give --shards N")
-        spec = ShardSpec(shipped, task_name, n, str(cache), batch_size, max_queries, seed, max_length,
-                         truncation, cores_per_shard)
+        spec = ShardSpec(
+            shipped, task_name, n, str(cache), batch_size, max_queries, seed, max_length, truncation, cores_per_shard
+        )
         print(f"{executor}: {n} shards, {sum(plan.todo(n)):,} pairs to score", file=log, flush=True)
         values = fan_out(engine, spec, plan, retries, log, interval, keep=_write_files(out / "shards"))
     finally:
         engine.close()
     results = merge_shards([path for i in range(n) for path in values[i]["files"]], out)
     if results["model_fingerprint"] != plan.fingerprint:
-        raise ExecutorError(f"the workers scored another model than {model} here (fingerprint "
-                            f"{results['model_fingerprint'][:12]} vs {plan.fingerprint[:12]}): give every worker "
-                            f"the same model files")
+        raise ExecutorError(
+            f"the workers scored another model than {model} here (fingerprint "
+            f"{results['model_fingerprint'][:12]} vs {plan.fingerprint[:12]}): give every worker "
+            f"the same model files"
+        )
     results["model"] = str(resolve_model_dir(model))  # as one run here names it (workers got an absolute path)
     write_json(out / "results.json", results)
     return {"results": results, "files": [out / "results.json"], "shards": [values[i] for i in range(n)]}
