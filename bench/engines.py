@@ -17,7 +17,7 @@ def load_engine(name: str, model_dir: Path) -> Callable[[np.ndarray, np.ndarray]
     """Load one engine's model from the shared directory; raises BenchmarkError if it is not installed."""
     model_dir = Path(model_dir)
     if name == "xlmr_np":
-        from xlmr_np import model
+        from xlmr_np import engine
         from xlmr_np.config import XLMRobertaConfig
         from xlmr_np.weights import load_params
 
@@ -25,7 +25,7 @@ def load_engine(name: str, model_dir: Path) -> Callable[[np.ndarray, np.ndarray]
         params = load_params(model_dir, config)
 
         def run_numpy(ids, mask):
-            return model.forward(params, config, ids, mask)[:, 0]
+            return engine.forward(params, config, ids, mask)[:, 0]
 
         run_numpy.params = params  # for the cold-start child's residency check
         return run_numpy

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from xlmr_np import model
+from xlmr_np import engine
 from xlmr_np.config import XLMRobertaConfig
 from xlmr_np.weights import load_params
 
@@ -33,12 +33,12 @@ def main(model_dir: str, pairs: int, length: int) -> None:
     config = XLMRobertaConfig.from_file(Path(model_dir) / "config.json")
     params = load_params(model_dir, config)
     (ids, mask), = batches(uniform(length, pairs, config.vocab_size), pairs)
-    model.forward(params, config, ids, mask)  # warm-up
+    engine.forward(params, config, ids, mask)  # warm-up
     t = time.perf_counter()
-    model.forward(params, config, ids, mask)
+    engine.forward(params, config, ids, mask)
     wall = time.perf_counter() - t
     profiler = cProfile.Profile()
-    profiler.runcall(model.forward, params, config, ids, mask)
+    profiler.runcall(engine.forward, params, config, ids, mask)
     stats = pstats.Stats(profiler).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
     total = max(v[3] for k, v in stats.items() if k[2] == "forward")
     print(f"{pairs} pairs x {length} tokens: forward {wall:.3f} s unprofiled, {total:.3f} s profiled")
@@ -55,8 +55,8 @@ def main(model_dir: str, pairs: int, length: int) -> None:
 
 
 def cumulative(stats, name: str) -> float:
-    """Cumulative seconds of every xlmr_np.model function called `name`."""
-    return sum(v[3] for k, v in stats.items() if k[2] == name and k[0].endswith("model.py"))
+    """Cumulative seconds of every xlmr_np.engine function called `name`."""
+    return sum(v[3] for k, v in stats.items() if k[2] == name and k[0].endswith("engine.py"))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Micro-benchmarks of each op of xlmr_np.model at bge-reranker-base's sizes (pytest-benchmark).
+"""Micro-benchmarks of each op of xlmr_np.engine at bge-reranker-base's sizes (pytest-benchmark).
 
 Not part of the CI test run (pytest's testpaths is tests/). Run from the repository root with:
 
@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from xlmr_np import model
+from xlmr_np import engine
 from xlmr_np.config import XLMRobertaConfig
 
 N, D, H, F, PAIR = 4096, 768, 12, 3072, 256
@@ -49,12 +49,12 @@ def layer_params(rng):
 
 def test_gelu(benchmark, rng):
     x = rng.standard_normal((N, F), dtype=np.float32)
-    benchmark(model.gelu, x)
+    benchmark(engine.gelu, x)
     benchmark.extra_info["Melements_per_s"] = x.size / benchmark.stats.stats.median / 1e6
 
 
 def test_gelu_split_over_two_threads(benchmark, rng):
-    """The evidence for running elementwise work on one thread (model.BLOCK_ELEMENTS): the same GELU with
+    """The evidence for running elementwise work on one thread (engine.BLOCK_ELEMENTS): the same GELU with
     its blocks split between two threads. Each numpy pass over a block releases the GIL for only 1-3 us,
     and re-taking it costs more, so on a 2-core machine this is slower than test_gelu, not twice as fast."""
     x = rng.standard_normal((N, F), dtype=np.float32)
@@ -63,7 +63,7 @@ def test_gelu_split_over_two_threads(benchmark, rng):
 
     def run():
         halves = [(0, N // 2), (N // 2, N)]
-        list(pool.map(lambda rows: model.gelu(x[rows[0]:rows[1]], out=out[rows[0]:rows[1]]), halves))
+        list(pool.map(lambda rows: engine.gelu(x[rows[0]:rows[1]], out=out[rows[0]:rows[1]]), halves))
 
     benchmark(run)
     pool.shutdown()
@@ -77,7 +77,7 @@ def test_softmax_attention_scores(benchmark, rng):
 
     def run():
         np.copyto(work, scores)
-        model.softmax(work, out=work, scale=np.float32(0.125))
+        engine.softmax(work, out=work, scale=np.float32(0.125))
 
     benchmark(run)
     benchmark.extra_info["Melements_per_s"] = scores.size / benchmark.stats.stats.median / 1e6
@@ -88,21 +88,21 @@ def test_layer_norm_with_bias_and_residual(benchmark, rng):
     residual = rng.standard_normal((N, D), dtype=np.float32)
     w, b = np.ones(D, dtype=np.float32), np.zeros(D, dtype=np.float32)
     out = np.empty_like(x)
-    benchmark(model.layer_norm, x, w, b, 1e-5, out=out, add=(b, residual))
+    benchmark(engine.layer_norm, x, w, b, 1e-5, out=out, add=(b, residual))
     benchmark.extra_info["Melements_per_s"] = x.size / benchmark.stats.stats.median / 1e6
 
 
 def test_attention(benchmark, rng, layer_params):
     """Q, K, V projections and attention for 16 pairs x 256 tokens."""
     x = rng.standard_normal((N, D), dtype=np.float32)
-    benchmark(model.self_attention, x, OFFSETS, layer_params, "roberta.encoder.layer.0.", CONFIG)
+    benchmark(engine.self_attention, x, OFFSETS, layer_params, "roberta.encoder.layer.0.", CONFIG)
     flops = 2 * N * 3 * D * D + len(OFFSETS[:-1]) * 4 * PAIR * PAIR * D
     benchmark.extra_info["GFLOP_per_s"] = flops / benchmark.stats.stats.median / 1e9
 
 
 def test_one_layer(benchmark, rng, layer_params):
     x = rng.standard_normal((N, D), dtype=np.float32)
-    benchmark(model.encoder_layer, x, OFFSETS, layer_params, 0, CONFIG)
+    benchmark(engine.encoder_layer, x, OFFSETS, layer_params, 0, CONFIG)
     flops = 2 * N * (4 * D * D + 2 * D * F) + len(OFFSETS[:-1]) * 4 * PAIR * PAIR * D
     benchmark.extra_info["GFLOP_per_s"] = flops / benchmark.stats.stats.median / 1e9
 
@@ -111,5 +111,5 @@ def test_sgemm_feed_forward_shape(benchmark, rng):
     """The reference point: numpy's sgemm on the feed-forward's [N, D] x [D, F]."""
     x = rng.standard_normal((N, D), dtype=np.float32)
     w = rng.standard_normal((F, D), dtype=np.float32)
-    benchmark(model.matmul_wt, x, w)
+    benchmark(engine.matmul_wt, x, w)
     benchmark.extra_info["GFLOP_per_s"] = 2 * N * D * F / benchmark.stats.stats.median / 1e9

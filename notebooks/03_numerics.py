@@ -19,8 +19,9 @@
 # bits, a relative spacing of $\varepsilon = 2^{-23} \approx 1.19 \times 10^{-7}$). What matters is that
 # the disagreement stays at round-off size through all layers, and that a real mistake stands out.
 #
-# Four runs of the same batch: xlmr_np and transformers, each in float32 and float64. The float64 runs
-# agree with each other to ~1e-15 and serve as the truth. The model is `$XLMR_NP_MODEL` if set;
+# Runs of the same batch: xlmr_np's two forward passes (the reference `xlmr_np.model`, and the engine
+# `xlmr_np.engine` that `Reranker` scores with) and transformers, in float32 and float64. The float64
+# runs agree with each other to ~1e-15 and serve as the truth. The model is `$XLMR_NP_MODEL` if set;
 # otherwise a random 12-layer model (D = 64, H = 4, F = 96) built locally.
 
 # %%
@@ -34,7 +35,7 @@ import numpy as np
 
 import xlmr_np
 from xlmr_np import Reranker, model
-from xlmr_np.parity import diff_traces, load_reference, reference_trace
+from xlmr_np.parity import diff_traces, load_reference, reference_trace, trace_of
 from xlmr_np.testing import notebook_model
 
 MODEL = notebook_model(seed=0, num_hidden_layers=12, hidden_size=64, num_attention_heads=4, intermediate_size=96)
@@ -50,29 +51,30 @@ print("batch", batch.input_ids.shape, "lengths", batch.lengths)
 
 # %% [markdown]
 # ## The one-liner: every intermediate, xlmr_np float32 against transformers float32
+#
+# `compare` runs the reference forward pass, which records every intermediate; `forward="engine"`
+# checks the engine at the layer boundaries it exposes (embeddings, every layer's output, the logits).
 
 # %%
 print(xlmr_np.compare(ours32, PAIRS, theirs32))
+print()
+print(xlmr_np.compare(ours32, PAIRS, theirs32, forward="engine"))
 
 # %% [markdown]
 # ## Error growth through the layers
 #
-# All four runs traced, then each compared with xlmr_np float64 over the real (non-padding) tokens.
+# Every run traced, then each compared with the reference in float64 over the real (non-padding) tokens.
 
 # %%
-def trace_of(reranker):
-    trace = model.Trace()
-    model.forward(reranker.params, reranker.config, batch.input_ids, batch.attention_mask, trace)
-    return trace.tensors
-
-
-runs = {"xlmr_np float32": trace_of(ours32), "transformers float32": None, "transformers float64": None}
-truth = trace_of(ours64)
+truth = trace_of(ours64, batch.input_ids, batch.attention_mask)
 names = list(truth)
+runs = {"xlmr_np reference float32": trace_of(ours32, batch.input_ids, batch.attention_mask),
+        "xlmr_np engine float32": trace_of(ours32, batch.input_ids, batch.attention_mask, forward="engine")}
 runs["transformers float32"] = reference_trace(theirs32, batch.input_ids, batch.attention_mask, names)
 runs["transformers float64"] = reference_trace(theirs64, batch.input_ids, batch.attention_mask, names)
-diffs = {label: {r.name: r for r in diff_traces(run, truth, batch.attention_mask).rows} for label, run in runs.items()}
-between32 = {r.name: r for r in diff_traces(runs["xlmr_np float32"], runs["transformers float32"],
+diffs = {label: {r.name: r for r in diff_traces(run, {n: truth[n] for n in run}, batch.attention_mask).rows}
+         for label, run in runs.items()}
+between32 = {r.name: r for r in diff_traces(runs["xlmr_np reference float32"], runs["transformers float32"],
                                             batch.attention_mask).rows}
 
 layers = ours32.config.num_hidden_layers
@@ -80,9 +82,10 @@ stages = ["embeddings"] + [f"encoder.layer.{i}.output" for i in range(layers)] +
 labels = ["emb"] + [str(i) for i in range(layers)] + ["logit"]
 fig, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
 for label, rows in diffs.items():
-    ax.semilogy(labels, [max(rows[s].max_abs, 1e-18) for s in stages], marker="o", label=f"{label} vs xlmr_np float64")
+    ax.semilogy(labels, [max(rows[s].max_abs, 1e-18) for s in stages], marker="o",
+                label=f"{label} vs reference float64")
 ax.semilogy(labels, [between32[s].max_abs for s in stages], marker="x", ls="--",
-            label="xlmr_np float32 vs transformers float32")
+            label="reference float32 vs transformers float32")
 ax.axhline(np.finfo(np.float32).eps, color="grey", lw=0.8, ls=":", label="float32 epsilon")
 ax.set_xlabel("stage (embeddings, encoder layer output, logit)")
 ax.set_ylabel("max |difference| over real tokens")
@@ -93,7 +96,7 @@ plt.show()
 print("float64 runs agree to", max(diffs["transformers float64"][s].max_abs for s in stages))
 
 # %% [markdown]
-# Reading the plot: both float32 runs sit at a few float32 epsilons from the float64 truth, and from each
+# Reading the plot: the float32 runs sit at a few float32 epsilons from the float64 truth, and from each
 # other, at every layer. On the random 12-layer model the error does not compound from layer to layer:
 # each post-LN LayerNorm rescales the hidden states, so every layer adds round-off of the same size
 # instead of amplifying what came before.
@@ -106,7 +109,8 @@ print("float64 runs agree to", max(diffs["transformers float64"][s].max_abs for 
 # %%
 tokens = ours32.tokenizer.encodings(PAIRS[:1])[0].tokens
 T = len(tokens)
-per_token = np.stack([np.abs(runs["xlmr_np float32"][s][0, :T].astype(np.float64) - truth[s][0, :T]).max(axis=-1)
+ref32 = runs["xlmr_np reference float32"]
+per_token = np.stack([np.abs(ref32[s][0, :T].astype(np.float64) - truth[s][0, :T]).max(axis=-1)
                       for s in stages[:-1]])  # [stages, T]
 fig, ax = plt.subplots(figsize=(11, 4.5), layout="constrained")
 image = ax.imshow(per_token, aspect="auto", cmap="magma")
@@ -114,23 +118,20 @@ ax.set_xticks(range(T), tokens, rotation=90, fontsize=7)
 ax.set_yticks(range(len(stages) - 1), labels[:-1])
 ax.set_xlabel("token (first pair)")
 ax.set_ylabel("stage")
-ax.set_title("xlmr_np float32: max |error| per token against float64")
+ax.set_title("reference float32: max |error| per token against float64")
 fig.colorbar(image, ax=ax, label="max |difference| over the hidden dimension")
 plt.show()
 
 # %% [markdown]
 # ## What a real mistake looks like
 #
-# The tanh approximation of GELU planted in xlmr_np's feed-forward (for this cell only). Round-off
-# stays near 1e-6; the mistake is a hundred times larger, and `compare` names the first module it
-# reaches: `encoder.layer.0.intermediate`.
+# The tanh approximation of GELU planted in the reference's feed-forward (for this cell only).
+# Round-off stays near 1e-6; the mistake is a hundred times larger, and `compare` names the first
+# module it reaches: `encoder.layer.0.intermediate`.
 
 # %%
-def tanh_gelu(x, bias=None, out=None):  # model.gelu's signature: bias added first, out written in place
-    x = x if bias is None else x + bias
-    out = np.empty_like(x) if out is None else out
-    out[...] = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
-    return out
+def tanh_gelu(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
 
 
 with mock.patch.object(model, "gelu", tanh_gelu):

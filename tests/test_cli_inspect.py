@@ -6,6 +6,7 @@ import pytest
 
 from xlmr_np import Reranker
 from xlmr_np.cli import main
+from xlmr_np.inspect import inspect_pair
 from xlmr_np.testing import build_model
 
 QUERY, DOCUMENT = "capital of France", "Paris is the capital of France. Bananas are yellow."
@@ -21,8 +22,8 @@ def model_dir(tmp_path_factory):
 def test_prints_score_layer_table_and_attribution(model_dir, capsys):
     assert main(["inspect", "--model", model_dir, QUERY, DOCUMENT, "--all", "--color", "never"]) == 0
     out = capsys.readouterr().out
-    score = Reranker.from_pretrained(model_dir).compute_score((QUERY, DOCUMENT))
-    assert f"logit {score:.6g}" in out
+    seen = inspect_pair(Reranker.from_pretrained(model_dir), QUERY, DOCUMENT)  # the reference forward pass
+    assert f"logit {float(seen.logits[0]):.6g}" in out
     assert "2 layers, 4 heads, hidden 32" in out
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("stage"))

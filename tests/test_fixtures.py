@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xlmr_np import XLMRobertaConfig, model
+from xlmr_np import XLMRobertaConfig, engine, model
+from xlmr_np.inspect import Trace
 from xlmr_np.testing import assert_close
 from xlmr_np.weights import load_params
 
@@ -27,21 +28,39 @@ def golden():
     return dict(np.load(FIXTURE / "golden.npz"))
 
 
-@pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-5), (np.float64, 1e-12)])
-def test_matches_committed_transformers_outputs(golden, dtype, atol):
+def load(dtype):
     config = XLMRobertaConfig.from_file(FIXTURE / "config.json")
-    params = load_params(FIXTURE, config, dtype)
-    trace = model.Trace(["embeddings", "encoder.layer.*.output", "encoder.layer.*.attention.self.probs"])
+    return load_params(FIXTURE, config, dtype), config
+
+
+def check(tag, states, logits, golden, atol):
+    real = golden["attention_mask"].astype(bool)
+    for i, state in enumerate(states):
+        assert_close(f"{tag} hidden_states[{i}]", state[real], golden[f"{tag}/hidden_states/{i}"][real], atol=atol,
+                     rtol=atol)
+    assert_close(f"{tag} logits", logits, golden[f"{tag}/logits"], atol=atol, rtol=atol)
+
+
+@pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+def test_reference_matches_committed_transformers_outputs(golden, dtype, atol):
+    params, config = load(dtype)
+    names = ["embeddings"] + [f"encoder.layer.{i}.output" for i in range(config.num_hidden_layers)]
+    trace = Trace(names + ["encoder.layer.*.attention.self.probs"])
     logits = model.forward(params, config, golden["input_ids"], golden["attention_mask"], trace)
     tag = np.dtype(dtype).name
+    assert logits.dtype == dtype
+    check(tag, [trace[name] for name in names], logits, golden, atol)
     real = golden["attention_mask"].astype(bool)
-    names = ["embeddings"] + [f"encoder.layer.{i}.output" for i in range(config.num_hidden_layers)]
-    for i, name in enumerate(names):
-        assert_close(f"{tag} hidden_states[{i}]", trace.tensors[name][real], golden[f"{tag}/hidden_states/{i}"][real],
-                     atol=atol, rtol=atol)
     pair_real = np.broadcast_to(real[:, None, :, None] & real[:, None, None, :], golden[f"{tag}/attentions/0"].shape)
     for i in range(config.num_hidden_layers):
-        probs = trace.tensors[f"encoder.layer.{i}.attention.self.probs"]
+        probs = trace[f"encoder.layer.{i}.attention.self.probs"]
         assert_close(f"{tag} attentions[{i}]", probs[pair_real], golden[f"{tag}/attentions/{i}"][pair_real], atol=atol)
+
+
+@pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+def test_engine_matches_committed_transformers_outputs(golden, dtype, atol):
+    params, config = load(dtype)
+    states: list[np.ndarray] = []
+    logits = engine.forward(params, config, golden["input_ids"], golden["attention_mask"], states)
     assert logits.dtype == dtype
-    assert_close(f"{tag} logits", logits, golden[f"{tag}/logits"], atol=atol, rtol=atol)
+    check(np.dtype(dtype).name, states, logits, golden, atol)

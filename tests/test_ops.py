@@ -1,4 +1,5 @@
-"""Tier 1: each primitive against its reference (math.erf; torch's ops)."""
+"""Tier 1: each primitive against its reference (math.erf; torch's ops), in numerics, the reference forward
+(xlmr_np.model) and the engine (xlmr_np.engine)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from xlmr_np import model
+from xlmr_np import engine, model, numerics
 from xlmr_np.testing import assert_close
 
 
@@ -16,7 +17,7 @@ def test_erf_matches_math_erf_on_a_dense_grid(dtype, tol):
     x = np.concatenate([np.linspace(-8, 8, 400_001), [0.0, -0.0, 1e-30, -1e-30, 3.92, -3.92, 5.9, 6.0, 40.0]])
     x = x.astype(dtype)
     ref = np.array([math.erf(float(v)) for v in x])
-    got = model.erf(x)
+    got = numerics.erf(x)
     assert got.dtype == dtype
     err = np.abs(got.astype(np.float64) - ref)
     worst = x[err.argmax()]
@@ -26,8 +27,8 @@ def test_erf_matches_math_erf_on_a_dense_grid(dtype, tol):
 
 def test_erf_is_odd_and_bounded():
     x = np.linspace(0, 10, 10_001, dtype=np.float32)
-    assert np.array_equal(model.erf(-x), -model.erf(x))
-    assert np.all(np.abs(model.erf(x)) <= 1.0)
+    assert np.array_equal(numerics.erf(-x), -numerics.erf(x))
+    assert np.all(np.abs(numerics.erf(x)) <= 1.0)
 
 
 def _exact_gelu(x):
@@ -44,10 +45,17 @@ def _gelu_inputs(dtype):
         [0.0, -0.0, -20.0, 20.0, -5.0, 5.0, 1e-8, -1e-8, 1e-30, -1e-30, 1e6, -1e6, 3e38, -3e38]]).astype(dtype)
 
 
+GELUS = {"numerics": numerics.gelu, "engine": lambda x: engine.gelu(x.reshape(1, -1)).ravel(), "model": model.gelu}
+
+
+@pytest.mark.parametrize("gelu", list(GELUS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gelu_is_exact_to_the_rounding_of_its_dtype(dtype):
+def test_gelu_is_exact_to_the_rounding_of_its_dtype(dtype, gelu):
+    """numerics.gelu, the engine's blockwise GELU built on it, and the reference's formula
+    x/2 (1 + erf(x / sqrt 2)) in x's dtype (in float32, 1 + erf cancels for negative x, which costs up
+    to 0.25 * 2^-23 |x|: inside the same bound)."""
     x = _gelu_inputs(dtype)
-    got = model.gelu(x.reshape(1, -1)).ravel()
+    got = GELUS[gelu](x)
     assert got.dtype == dtype
     exact = _exact_gelu(x)
     err = np.abs(got.astype(np.float64) - exact)
@@ -70,34 +78,36 @@ def test_gelu_with_bias_in_place_equals_gelu_of_the_sum():
     rng = np.random.default_rng(3)
     x = rng.normal(scale=3.0, size=(300, 97)).astype(np.float32)
     bias = rng.normal(size=97).astype(np.float32)
-    expected = model.gelu(x + bias)
-    model.gelu(x, bias=bias, out=x)
+    expected = engine.gelu(x + bias)
+    engine.gelu(x, bias=bias, out=x)
     assert np.array_equal(x, expected)
 
 
+@pytest.mark.parametrize("gelu", [model.gelu, engine.gelu], ids=["model", "engine"])
 @pytest.mark.parametrize("dtype, atol, rtol", [(np.float32, 1.2e-6, 0), (np.float64, 2e-14, 2e-15)])
-def test_gelu_matches_torch_exact_gelu(torch, dtype, atol, rtol):
+def test_gelu_matches_torch_exact_gelu(torch, dtype, atol, rtol, gelu):
     """torch's own float32 GELU evaluates erf with a 1.5e-7 approximation: it is 1.07e-6 off the exact
     value at x = -3.47 (measured), which sets the float32 tolerance here."""
     x = np.random.default_rng(0).normal(scale=3.0, size=(64, 257)).astype(dtype)
     ref = torch.nn.functional.gelu(torch.from_numpy(x), approximate="none").numpy()
-    assert_close(f"gelu {np.dtype(dtype).name} vs torch", model.gelu(x), ref, atol=atol, rtol=rtol)
+    assert_close(f"gelu {np.dtype(dtype).name} vs torch", gelu(x), ref, atol=atol, rtol=rtol)
 
 
+@pytest.mark.parametrize("layer_norm", [model.layer_norm, engine.layer_norm], ids=["model", "engine"])
 @pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-6), (np.float64, 1e-13)])
-def test_layer_norm_matches_torch(torch, dtype, atol):
+def test_layer_norm_matches_torch(torch, dtype, atol, layer_norm):
     rng = np.random.default_rng(1)
     x = (rng.normal(size=(33, 37)) * 5 + 3).astype(dtype)
     w = rng.normal(size=37).astype(dtype)
     b = rng.normal(size=37).astype(dtype)
     ref = torch.nn.functional.layer_norm(torch.from_numpy(x), (37,), torch.from_numpy(w), torch.from_numpy(b),
                                          eps=1e-5).numpy()
-    assert_close(f"layer_norm {np.dtype(dtype).name}", model.layer_norm(x, w, b, 1e-5), ref, atol=atol)
+    assert_close(f"layer_norm {np.dtype(dtype).name}", layer_norm(x, w, b, 1e-5), ref, atol=atol)
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float32, (3e-8, 3e-7)), (np.float64, (1e-17, 1e-15))])
 def test_softmax_over_real_tokens_equals_masked_softmax(torch, dtype, tol):
-    """transformers masks padding by adding finfo.min to the scores; xlmr_np leaves padding out.
+    """transformers masks padding by adding finfo.min to the scores; the engine leaves padding out.
 
     Both must give the same probabilities over the real tokens and zero weight to padding.
     """
@@ -109,21 +119,30 @@ def test_softmax_over_real_tokens_equals_masked_softmax(torch, dtype, tol):
     additive = np.where(keep, 0, np.finfo(dtype).min).astype(dtype)[:, None, None, :]  # [B, 1, 1, T]
     ref = torch.softmax(torch.from_numpy(scores + additive), dim=-1).numpy()
     for b, n in enumerate(lengths):
-        got = model.softmax(scores[b, :, :n, :n], axis=-1)
+        got = engine.softmax(scores[b, :, :n, :n], axis=-1)
         assert_close(f"softmax pair {b}", got, ref[b, :, :n, :n], atol=tol[0], rtol=tol[1])
         assert np.all(ref[b, :, :n, n:] == 0)  # the reference gives padding exactly zero weight too
 
 
-def test_softmax_survives_huge_scores():
+@pytest.mark.parametrize("softmax", [model.softmax, engine.softmax], ids=["model", "engine"])
+def test_softmax_survives_huge_scores(softmax):
     x = np.array([[1e30, 0.0, -1e30]], dtype=np.float32)
-    assert np.array_equal(model.softmax(x), [[1.0, 0.0, 0.0]])
+    assert np.array_equal(softmax(x), [[1.0, 0.0, 0.0]])
 
 
-def test_linear_uses_out_in_layout():
+def test_reference_softmax_gives_masked_keys_zero_weight():
+    x = np.array([[2.0, -np.inf, 1.0, -np.inf]], dtype=np.float32)  # what the reference's mask leaves
+    got = model.softmax(x)
+    assert got[0, 1] == got[0, 3] == 0
+    assert_close("softmax", got, [[np.e / (np.e + 1), 0, 1 / (np.e + 1), 0]], atol=1e-7)
+
+
+@pytest.mark.parametrize("linear", [model.linear, engine.linear], ids=["model", "engine"])
+def test_linear_uses_out_in_layout(linear):
     x = np.arange(6, dtype=np.float32).reshape(2, 3)  # [N=2, in=3]
     w = np.array([[1, 0, 0], [0, 1, 1]], dtype=np.float32)  # [out=2, in=3]
     b = np.array([10, 20], dtype=np.float32)
-    assert np.array_equal(model.linear(x, w, b), [[10, 23], [13, 29]])
+    assert np.array_equal(linear(x, w, b), [[10, 23], [13, 29]])
 
 
 def test_position_ids_start_after_padding_idx():

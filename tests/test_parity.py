@@ -1,7 +1,9 @@
 """Tier 2: random cross-encoders built by transformers at test time, loaded through the public API.
 
-Every hidden state, every attention-probability tensor and the logits must agree with transformers'
-eager implementation, on batches with padding and mixed lengths, in float32 and float64.
+Both forward passes against transformers' eager implementation, on batches with padding and mixed lengths,
+in float32 and float64: the reference (xlmr_np.model) on every hidden state, every attention-probability
+tensor and the logits; the engine (xlmr_np.engine, what Reranker scores with) on every hidden state and
+the logits. Then the engine's promises: scores independent of batch, neighbours and order, bit for bit.
 """
 
 from __future__ import annotations
@@ -9,17 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xlmr_np import Reranker, model
+from xlmr_np import Reranker, engine
+from xlmr_np.testing import SAMPLE_PAIRS as PAIRS
 from xlmr_np.testing import assert_close, build_model
-
-PAIRS = [
-    ("what is the capital of France?", "Paris is the capital and most populous city of France."),
-    ("q", ""),
-    ("北京是哪个国家的首都？",
-     "北京是中华人民共和国的首都，也是全国的政治和文化中心。 Beijing is the capital of China."),
-    ("emoji 🙂 test", "Ünïcödé text with emoji 🎉🎉 and mixed scripts: русский, العربية, हिन्दी, 日本語."),
-    ("a much longer query " * 6, "short doc"),
-]
 
 # (name, seed, overrides): odd sizes catch transposed weights; num_labels 2 checks the head's shape.
 MODELS = [
@@ -47,7 +41,8 @@ def reference(torch, torch_model, batch, dtype):
 
 
 @pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-5), (np.float64, 1e-12)])
-def test_every_hidden_state_attention_and_logit_matches_transformers(built, torch, dtype, atol):
+def test_reference_matches_transformers_in_every_hidden_state_attention_and_logit(built, torch, dtype, atol):
+    """Reranker.forward with attentions runs the reference forward pass (xlmr_np.model)."""
     directory, torch_model = built
     reranker = Reranker.from_pretrained(directory, dtype=dtype)
     batch = reranker.tokenize(PAIRS)
@@ -56,15 +51,33 @@ def test_every_hidden_state_attention_and_logit_matches_transformers(built, torc
                             output_attentions=True)
     ref = reference(torch, torch_model, batch, dtype)
     real = batch.attention_mask.astype(bool)  # [B, T]: only real tokens are comparable across implementations
-    assert len(ours.hidden_states) == len(ref.hidden_states) == torch_model.config.num_hidden_layers + 1
-    for i, (a, b) in enumerate(zip(ours.hidden_states, ref.hidden_states)):
-        assert a.dtype == dtype
-        assert_close(f"hidden_states[{i}]", a[real], b.numpy()[real], atol=atol, rtol=atol)
+    check_hidden_states_and_logits(ours, ref, real, dtype, atol)
     pair_real = real[:, None, :, None] & real[:, None, None, :]  # [B, 1, T, T]
     for i, (a, b) in enumerate(zip(ours.attentions, ref.attentions)):
         mask = np.broadcast_to(pair_real, a.shape)
         assert_close(f"attentions[{i}]", a[mask], b.numpy()[mask], atol=atol)
         assert np.all(a[~mask] == 0)
+
+
+@pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+def test_engine_matches_transformers_in_every_hidden_state_and_logit(built, torch, dtype, atol):
+    """Reranker.forward without attentions or a trace runs the engine (xlmr_np.engine)."""
+    directory, torch_model = built
+    reranker = Reranker.from_pretrained(directory, dtype=dtype)
+    batch = reranker.tokenize(PAIRS)
+    ours = reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True)
+    assert ours.attentions is None and ours.trace is None
+    check_hidden_states_and_logits(ours, reference(torch, torch_model, batch, dtype),
+                                   batch.attention_mask.astype(bool), dtype, atol)
+
+
+def check_hidden_states_and_logits(ours, ref, real, dtype, atol):
+    assert len(ours.hidden_states) == len(ref.hidden_states)
+    for i, (a, b) in enumerate(zip(ours.hidden_states, ref.hidden_states)):
+        assert a.dtype == dtype
+        assert_close(f"hidden_states[{i}]", a[real], b.numpy()[real], atol=atol, rtol=atol)
+        assert np.all(a[~real] == 0)
+    assert ours.logits.dtype == dtype
     assert_close("logits", ours.logits, ref.logits.numpy(), atol=atol, rtol=atol)
     assert np.ptp(ref.logits.numpy()[:, 0]) > 100 * atol, "the random model must separate the pairs"
 
@@ -94,18 +107,20 @@ def test_scores_do_not_depend_on_batch_size_neighbours_or_order(tiny_model):
 
 
 def test_feed_forward_in_row_chunks_changes_no_bit(tiny_model, monkeypatch):
-    """The feed-forward runs FFN_ROWS rows at a time (unchunked when tracing): with chunks of GEMM_ROWS,
-    several chunk boundaries fall inside this batch, and every score stays identical, bit for bit."""
+    """The engine's feed-forward runs FFN_ROWS rows at a time: with chunks of GEMM_ROWS, several chunk
+    boundaries fall inside this batch, and every hidden state and score stays identical, bit for bit."""
     directory, _ = tiny_model
     reranker = Reranker.from_pretrained(directory)
     crowd = PAIRS + [("other query", "other document " * 40)] * 7
     alone = np.array([reranker.compute_score([p]) for p in PAIRS])
     batch = reranker.tokenize(crowd)
-    assert batch.attention_mask.sum() > 4 * model.GEMM_ROWS  # several chunks
-    traced = reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True)  # unchunked
-    monkeypatch.setattr(model, "FFN_ROWS", model.GEMM_ROWS)
-    chunked = model.forward(reranker.params, reranker.config, batch.input_ids, batch.attention_mask)
-    assert_close("chunked vs traced logits", chunked, traced.logits, atol=0)
+    assert batch.attention_mask.sum() > 4 * engine.GEMM_ROWS  # several chunks
+    whole = reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True)  # one chunk
+    monkeypatch.setattr(engine, "FFN_ROWS", engine.GEMM_ROWS)
+    chunked = reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True)
+    for i, (a, b) in enumerate(zip(chunked.hidden_states, whole.hidden_states)):
+        assert_close(f"chunked vs whole hidden_states[{i}]", a, b, atol=0)
+    assert_close("chunked vs whole logits", chunked.logits, whole.logits, atol=0)
     assert_close("chunked crowd vs alone", reranker.compute_score(crowd, batch_size=16)[: len(PAIRS)], alone, atol=0)
 
 

@@ -1,7 +1,8 @@
 """xlmr_np.compare against transformers: a clean model agrees everywhere, and planted errors are named.
 
-Each planted error is a monkeypatch of one xlmr_np.model function; the comparison must name the first
-intermediate that the broken function produces, with everything before it still agreeing.
+Each planted error is a monkeypatch of one function of the reference (xlmr_np.model) or of the engine
+(xlmr_np.engine); the comparison must name the first intermediate that the broken function produces, with
+everything before it still agreeing.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 
 import xlmr_np
-from xlmr_np import ComparisonError, Reranker, model
+from xlmr_np import ComparisonError, Reranker, engine, model
+from xlmr_np.inspect import Trace
 from xlmr_np.parity import diff_traces
 from xlmr_np.testing import build_model
 
@@ -31,7 +33,7 @@ def tiny(tmp_path_factory):
 
 def tanh_gelu(x, bias=None, out=None):
     """The tanh approximation of GELU (transformers' "gelu_new"), the classic porting mistake, with
-    model.gelu's signature (bias added first; out written in place)."""
+    engine.gelu's signature (bias added first; out written in place), which covers model.gelu's."""
     x = x if bias is None else x + bias
     inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
     y = (0.5 * x * (1 + np.tanh(inner))).astype(x.dtype)
@@ -54,24 +56,36 @@ def plant_gelu_in_feed_forward(monkeypatch):
     monkeypatch.setattr(model, "gelu", tanh_gelu)
 
 
-def plant_gelu_in_head(monkeypatch):
-    head = model.classification_head
+def plant_gelu_in_head(monkeypatch, module=model):
+    head = module.classification_head
 
-    def broken_head(first_tokens, params, trace=None):
+    def broken_head(*args, **kwargs):
         with monkeypatch.context() as m:
-            m.setattr(model, "np", _NumpyWithTanhGelu())
-            return head(first_tokens, params, trace)
+            m.setattr(module, "np", _NumpyWithTanhGelu())
+            return head(*args, **kwargs)
 
-    monkeypatch.setattr(model, "classification_head", broken_head)
+    monkeypatch.setattr(module, "classification_head", broken_head)
 
 
-def plant_positions_from_zero(monkeypatch):
+def plant_gelu_in_engine_feed_forward(monkeypatch):
+    monkeypatch.setattr(engine, "gelu", tanh_gelu)
+
+
+def plant_gelu_in_engine_head(monkeypatch):
+    plant_gelu_in_head(monkeypatch, engine)
+
+
+def plant_positions_from_zero(monkeypatch, module=model):
     positions = model.position_ids
 
     def from_zero(input_ids, padding_idx):  # real tokens at 0, 1, 2, ... instead of 2, 3, 4, ...
         return positions(input_ids, padding_idx) - (padding_idx + 1) * (input_ids != padding_idx)
 
-    monkeypatch.setattr(model, "position_ids", from_zero)
+    monkeypatch.setattr(module, "position_ids", from_zero)
+
+
+def plant_positions_from_zero_in_engine(monkeypatch):
+    plant_positions_from_zero(monkeypatch, engine)
 
 
 def test_clean_model_agrees_in_every_intermediate(tiny):
@@ -84,20 +98,49 @@ def test_clean_model_agrees_in_every_intermediate(tiny):
     assert max(r.max_abs for r in result.rows) < 2e-6  # the figure quoted next to parity.ATOL
 
 
-@pytest.mark.parametrize("plant, first, function", [
-    (plant_gelu_in_feed_forward, "encoder.layer.0.intermediate", "intermediate"),
-    (plant_gelu_in_head, "classifier.out_proj", "classification_head"),
-    (plant_positions_from_zero, "embeddings.position_embeddings", "embeddings"),
-], ids=["tanh-gelu-in-feed-forward", "tanh-gelu-in-head", "positions-from-0"])
-def test_planted_error_is_named(tiny, monkeypatch, plant, first, function):
+def test_clean_engine_agrees_at_every_layer_and_on_the_logits(tiny):
+    reranker, reference = tiny
+    result = xlmr_np.compare(reranker, PAIRS, reference, forward="engine")
+    print(result)
+    assert result.first_divergence is None
+    names = ["embeddings"] + [f"encoder.layer.{i}.output" for i in range(reranker.config.num_hidden_layers)]
+    assert [r.name for r in result.rows] == names + ["classifier.out_proj"]
+    assert max(r.max_abs for r in result.rows) < 2e-6
+
+
+@pytest.mark.parametrize("plant, forward, first, function", [
+    (plant_gelu_in_feed_forward, "reference", "encoder.layer.0.intermediate", "xlmr_np.model.intermediate"),
+    (plant_gelu_in_head, "reference", "classifier.out_proj", "xlmr_np.model.classification_head"),
+    (plant_positions_from_zero, "reference", "embeddings.position_embeddings", "xlmr_np.model.embeddings"),
+    (plant_gelu_in_engine_feed_forward, "engine", "encoder.layer.0.output", "xlmr_np.engine.encoder_layer"),
+    (plant_gelu_in_engine_head, "engine", "classifier.out_proj", "xlmr_np.engine.classification_head"),
+    (plant_positions_from_zero_in_engine, "engine", "embeddings", "xlmr_np.engine.embeddings"),
+], ids=["tanh-gelu-in-feed-forward", "tanh-gelu-in-head", "positions-from-0", "engine-tanh-gelu-in-feed-forward",
+        "engine-tanh-gelu-in-head", "engine-positions-from-0"])
+def test_planted_error_is_named(tiny, monkeypatch, plant, forward, first, function):
     reranker, reference = tiny
     plant(monkeypatch)
-    result = xlmr_np.compare(reranker, PAIRS, reference)
+    result = xlmr_np.compare(reranker, PAIRS, reference, forward=forward)
     print(f"\n[{plant.__name__}]\n{result}")
     assert result.first_divergence is not None
     assert result.first_divergence.name == first
     assert result.first_divergence.numpy_function == function
-    assert f"look at xlmr_np.model.{function}" in result.verdict()
+    assert f"look at {function}" in result.verdict()
+
+
+def test_the_engine_is_not_checked_by_a_reference_comparison(tiny, monkeypatch):
+    """A planted engine error leaves the reference clean, and the other way round: each forward is
+    compared on its own."""
+    reranker, reference = tiny
+    plant_gelu_in_engine_feed_forward(monkeypatch)
+    assert xlmr_np.compare(reranker, PAIRS, reference).first_divergence is None
+    assert xlmr_np.compare(reranker, PAIRS, reference, forward="engine").first_divergence is not None
+
+
+def test_unknown_forward_is_refused(tiny):
+    reranker, reference = tiny
+    with pytest.raises(ComparisonError, match=r"forward must be one of \('reference', 'engine'\), got 'fast'"):
+        xlmr_np.compare(reranker, PAIRS, reference, forward="fast")
 
 
 def test_feed_forward_gelu_error_is_far_beyond_tolerance(tiny, monkeypatch):
@@ -112,14 +155,14 @@ def test_padding_is_left_out(tiny):
     """Garbage at padding positions of the reference must not count as a difference."""
     reranker, reference = tiny
     batch = reranker.tokenize(PAIRS)
-    trace = model.Trace(["encoder.layer.0.output", "encoder.layer.0.attention.self.probs"])
+    trace = Trace(["encoder.layer.0.output", "encoder.layer.0.attention.self.probs"])
     model.forward(reranker.params, reranker.config, batch.input_ids, batch.attention_mask, trace)
-    theirs = {n: t.astype(np.float64) for n, t in trace.tensors.items()}
+    theirs = {n: t.astype(np.float64) for n, t in trace.items()}
     pad = ~batch.attention_mask.astype(bool)
     assert pad.any()
     theirs["encoder.layer.0.output"][pad] = 1e9
     theirs["encoder.layer.0.attention.self.probs"][1, :, :, pad[1]] = 1e9
-    result = diff_traces(trace.tensors, theirs, batch.attention_mask)
+    result = diff_traces(trace, theirs, batch.attention_mask)
     assert all(r.max_abs == 0 for r in result.rows)
 
 

@@ -84,8 +84,8 @@ def test_truncation_is_reported_per_document(short):
 
 
 def test_windows_cover_the_document_and_score_the_best_window(short, plain):
-    """Rebuild the windows by hand (template <s> q </s></s> w </s>) and score them with model.forward."""
-    from xlmr_np import model
+    """Rebuild the windows by hand (template <s> q </s></s> w </s>) and score them with engine.forward."""
+    from xlmr_np import engine
 
     overlap = 4
     q = plain.encode(QUERY, add_special_tokens=False).ids
@@ -97,7 +97,7 @@ def test_windows_cover_the_document_and_score_the_best_window(short, plain):
     logits = []
     for w in windows:
         ids = np.array([[0, *q, 2, 2, *w, 2]])
-        logits.append(model.forward(short.params, short.config, ids, np.ones_like(ids))[0, 0])
+        logits.append(engine.forward(short.params, short.config, ids, np.ones_like(ids))[0, 0])
 
     scores = short.score_documents(QUERY, ["Paris.", LONG_DOC], windows=True, window_overlap=overlap,
                                    raw_scores=True)

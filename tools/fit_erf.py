@@ -1,12 +1,12 @@
-"""Derive the two rational approximations in xlmr_np.model.
+"""Derive the two rational approximations in xlmr_np.numerics.
 
-erf (default mode), used by xlmr_np.model.erf in float32 mode:
+erf (default mode), used by xlmr_np.numerics.erf in float32 mode:
 
     erf(x) ~= x * P(x^2) / Q(x^2),  |x| <= 3.92,  P of degree 5, Q of degree 5 with Q(0) = 1
 
 Beyond 3.92, erf is within 1.6e-8 of +-1, below float32's resolution there. Minimises the absolute error.
 
---tail, used by the float32 GELU (xlmr_np.model._gelu32):
+--tail, used by the float32 GELU (xlmr_np.numerics.gelu_float32):
 
     Q(a) = erfc(a / sqrt 2) / 2 = exp(-a^2 / 2) * R(a),  R(a) ~= P(a) / Q(a),  0 <= a <= 20,
     P of degree 4, Q of degree 5 with Q(0) = 1 (R falls like 1/a, so Q is one degree higher)

@@ -10,19 +10,15 @@ Run from the repository root:  python tools/parity_report.py [--skip-full]
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from test_full_size import PAIRS as FULL_PAIRS  # noqa: E402
-from test_parity import PAIRS as TINY_PAIRS  # noqa: E402
+from xlmr_np import Reranker
+from xlmr_np.testing import BGE_RERANKER_BASE, LONG_PAIRS, SAMPLE_PAIRS, build_model
 
-from xlmr_np import Reranker  # noqa: E402
-from xlmr_np.testing import BGE_RERANKER_BASE, build_model  # noqa: E402
+TINY_PAIRS, FULL_PAIRS = SAMPLE_PAIRS, LONG_PAIRS
 
 MODELS = [
     ("tiny h32 l2 heads4 ff37, 1 label", dict(seed=0, init_std=0.2), TINY_PAIRS),

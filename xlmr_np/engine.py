@@ -1,0 +1,296 @@
+"""The fast forward pass that Reranker scores with: the same model as xlmr_np.model, arranged for speed.
+
+xlmr_np.model is the reference to read; this file computes the same function (tests/test_engine.py ties
+the two on every layer's output: float64 within 1e-12 of the reference's scale) with the speed machinery
+the reference leaves out:
+
+- packing: the real tokens of all pairs are stacked into one [N, D] matrix, so padding costs nothing in
+  the dense layers, and attention runs per pair over that pair's own tokens;
+- GEMM_ROWS row blocks, so that every pair's numbers are bit for bit independent of its batch;
+- cache blocking of the elementwise passes (GELU, layer norm), feed-forward in FFN_ROWS chunks, and
+  work done in place in buffers the pass already owns.
+
+It records nothing but, on request, the hidden states at layer boundaries. The work is split in two:
+`pack` (checks and flattens a padded batch) and `run` (the layers on a packed batch). A pair only ever
+reads its own rows, and every row's numbers are independent of the others (GEMM_ROWS), so any split of a
+batch's pairs into groups run separately, for example by one worker thread per core, gives the same
+logits bit for bit.
+
+Symbols: B pairs, T padded tokens per pair, N real tokens in the batch (sum of lengths), D hidden size,
+H attention heads, Dh head size, F feed-forward size, L labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import numerics
+from .config import XLMRobertaConfig
+from .model import check_batch, position_ids
+
+# ----------------------------------------------------------------------------------------------------
+# Primitives
+
+
+# BLAS picks its kernel, and with it the order of summation, by the matrix sizes: one row alone (gemv)
+# or a few rows (a small-matrix kernel) round differently than many. Running every product on a multiple
+# of GEMM_ROWS rows (the tail zero-padded to a block of its own) makes each pair's numbers, bit for bit,
+# independent of how many other pairs share its batch. The bulk goes to BLAS as one call, not one call
+# per block: each call costs a thread synchronisation, and the rows' sums do not depend on how many
+# blocks share a call (checked bit for bit at 128 vs 1024 vs 4096 rows for the model's three weight
+# shapes on OpenBLAS; tests/test_engine.py checks it end to end).
+GEMM_ROWS = 128
+
+
+def matmul_wt(x, weight):
+    """x W^T for a torch [out, in] weight, on multiples of GEMM_ROWS rows (see above)."""
+    n = x.shape[0]
+    bulk = n - n % GEMM_ROWS
+    y = np.empty((n, weight.shape[0]), dtype=x.dtype)  # [N, in] -> [N, out]
+    if bulk:
+        np.matmul(x[:bulk], weight.T, out=y[:bulk])
+    if bulk < n:
+        padded = np.zeros((GEMM_ROWS, x.shape[1]), dtype=x.dtype)  # [GEMM_ROWS, in]
+        padded[: n - bulk] = x[bulk:]
+        y[bulk:] = (padded @ weight.T)[: n - bulk]  # [GEMM_ROWS, out] -> [R, out]
+    return y
+
+
+def linear(x, weight, bias):
+    """torch.nn.Linear: weights are stored [out, in], so y = x W^T + b."""
+    y = matmul_wt(x, weight)  # [N, in] -> [N, out]
+    y += bias
+    return y
+
+
+# Elementwise work (GELU, layer norm) walks its rows in blocks of about BLOCK_ELEMENTS values, so that the
+# several passes an op makes over a block (and the block's temporaries) stay in the L2 cache. (Attention's
+# softmax is the exception: one pair's scores are a few MB, and 6 calls over them beat 6 per block.)
+# It runs on the calling thread only. numpy's ufuncs do release the GIL, but each pass over a block lasts
+# 1-3 us, and re-taking the GIL after every pass costs more than that: spreading the blocks over two
+# threads made GELU on a [4096, 3072] matrix *slower* on a 2-core machine (52 ms on one thread, 66 ms on
+# two; bench/test_ops_speed.py has both). The matrix products, which BLAS runs on every core, are most of
+# the time anyway. Blocking never changes a value: every op here is elementwise or reduces along one row.
+BLOCK_ELEMENTS = 32768
+
+
+def block_rows(row_size):
+    """Rows of row_size values in one cache-sized block."""
+    return max(1, BLOCK_ELEMENTS // max(1, row_size))
+
+
+def blockwise(kernel, n, row_size):
+    """kernel(start, stop) over row blocks of an [n, row_size] array, about BLOCK_ELEMENTS values each."""
+    rows = block_rows(row_size)
+    for start in range(0, n, rows):
+        kernel(start, min(start + rows, n))
+
+
+def layer_norm(x, weight, bias, eps, out=None, add=()):
+    """torch.nn.LayerNorm over the last axis, with the biased variance torch uses.
+
+    out: where to write (may be x itself: the norm is then done in place). add: arrays added to x first,
+    in order, within the same cache-sized block (a dense layer's bias [D], then the residual [N, D]).
+    """
+    out = np.empty_like(x) if out is None else out
+    eps = x.dtype.type(eps)
+
+    def kernel(start, stop):  # rows start:stop, [R, D] -> [R, D]
+        xb, ob = x[start:stop], out[start:stop]
+        for a in add:
+            np.add(xb, a if a.ndim == 1 else a[start:stop], out=ob)
+            xb = ob
+        mean = xb.mean(axis=-1, keepdims=True)  # [R, D] -> [R, 1]
+        np.subtract(xb, mean, out=ob)  # centered
+        var = np.mean(ob * ob, axis=-1, keepdims=True)  # [R, D] -> [R, 1]
+        ob /= np.sqrt(var + eps)
+        ob *= weight
+        ob += bias
+
+    blockwise(kernel, x.shape[0], x[:1].size)
+    return out
+
+
+def gelu(x, bias=None, out=None):
+    """The exact GELU x Phi(x) (numerics.gelu_float32 / gelu_float64), with a dense layer's bias [F].
+
+    The bias is added first in the same cache-sized block, so the [N, F] matrix is walked once. out: where
+    to write (may be x: GELU in place). Runs blockwise on the calling thread.
+    """
+    out = np.empty_like(x) if out is None else out
+    block = min(x.shape[0], block_rows(x[:1].size)) * x[:1].size  # values in the largest block
+    if x.dtype == np.float32:  # the kernel's 0 and cap operands, filled once for every block
+        zeros, cap = np.zeros(block, dtype=x.dtype), np.full(block, numerics.TAIL_CAP, dtype=x.dtype)
+
+    def kernel(start, stop):  # rows start:stop, [R, F] -> [R, F]
+        xb, ob = x[start:stop], out[start:stop]
+        if bias is not None:
+            xb = np.add(xb, bias, out=ob)
+        if x.dtype == np.float64:
+            numerics.gelu_float64(xb, out=ob)
+        else:
+            numerics.gelu_float32(xb, ob, zeros[: xb.size].reshape(xb.shape), cap[: xb.size].reshape(xb.shape))
+
+    blockwise(kernel, x.shape[0], x[:1].size)
+    return out
+
+
+def softmax(x, axis=-1, out=None, scale=None):
+    """Softmax with the row maximum subtracted first, so exp never overflows.
+
+    out may be x itself; scale multiplies x first (attention's 1/sqrt(Dh)), as transformers' eager
+    attention scales the scores.
+    """
+    if scale is not None:
+        x = np.multiply(x, scale, out=out)
+    out = np.subtract(x, x.max(axis=axis, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=axis, keepdims=True)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model's blocks on a packed batch (see xlmr_np.model for the plain version of each)
+
+
+def embeddings(ids, positions, params, config):
+    """XLMRobertaEmbeddings on packed tokens: ids, positions [N] -> [N, D]."""
+    p = "roberta.embeddings."
+    x = params[p + "word_embeddings.weight"][ids]  # [N] -> [N, D]  (rows read on demand)
+    x += params[p + "token_type_embeddings.weight"][0]  # [D]: every token is type 0
+    x += params[p + "position_embeddings.weight"][positions]  # [N] -> [N, D]; torch's order of additions
+    return layer_norm(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=x)
+
+
+def self_attention(x, offsets, params, prefix, config):
+    """XLMRobertaSelfAttention, each pair over its own tokens: [N, D] -> [N, D].
+
+    offsets: [B + 1] start of each pair's tokens in the packed x (pair b is x[offsets[b]:offsets[b+1]]).
+    Per pair, all H heads go to BLAS as one stacked product (numpy loops over the heads in C, and BLAS
+    runs each on every core); the heads are strided views of the packed Q, K, V, never copied.
+    """
+    p = prefix + "attention.self."
+    H, Dh = config.num_attention_heads, config.head_size
+    q = linear(x, params[p + "query.weight"], params[p + "query.bias"])  # [N, D] -> [N, D]
+    k = linear(x, params[p + "key.weight"], params[p + "key.bias"])  # [N, D] -> [N, D]
+    v = linear(x, params[p + "value.weight"], params[p + "value.bias"])  # [N, D] -> [N, D]
+    scale = x.dtype.type(Dh**-0.5)
+    context = q  # a pair's context overwrites its own rows of q, which its scores no longer need
+    lengths = np.diff(offsets)  # [B]
+    scores_buffer = np.empty(H * int(lengths.max()) ** 2, dtype=x.dtype)  # room for the longest pair's [H, n, n]
+    for b, n in enumerate(lengths):
+        rows = slice(offsets[b], offsets[b + 1])
+        qh = q[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
+        kt = k[rows].reshape(n, H, Dh).transpose(1, 2, 0)  # [n, D] -> [H, Dh, n]
+        vh = v[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
+        scores = np.matmul(qh, kt, out=scores_buffer[: H * n * n].reshape(H, n, n))  # -> [H, n, n]
+        softmax(scores, out=scores, scale=scale)  # in one go: 6 calls beat cache-sized blocks here
+        np.matmul(scores, vh, out=context[rows].reshape(n, H, Dh).transpose(1, 0, 2))  # -> [H, n, Dh]
+    return context  # [N, D]
+
+
+def attention_output(context, residual, params, prefix, config):
+    """XLMRobertaSelfOutput: LayerNorm(residual + dense(context)), in place in the product's buffer."""
+    p = prefix + "attention.output."
+    h = matmul_wt(context, params[p + "dense.weight"])  # [N, D] -> [N, D]
+    # bias and residual are added before the norm (post-LN), in that order as torch rounds
+    return layer_norm(h, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps,
+                      out=h, add=(params[p + "dense.bias"], residual))
+
+
+def intermediate(x, params, prefix):
+    """XLMRobertaIntermediate: dense up to F, then the exact GELU (bias and GELU in one pass, in place)."""
+    p = prefix + "intermediate.dense."
+    h = matmul_wt(x, params[p + "weight"])  # [N, D] -> [N, F]
+    return gelu(h, bias=params[p + "bias"], out=h)  # [N, F]
+
+
+def output(h, residual, params, prefix, config):
+    """XLMRobertaOutput: LayerNorm(residual + dense(h)), dense back down to D."""
+    p = prefix + "output."
+    y = matmul_wt(h, params[p + "dense.weight"])  # [N, F] -> [N, D]
+    return layer_norm(y, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps,
+                      out=y, add=(params[p + "dense.bias"], residual))
+
+
+# The [N, F] intermediate is 4x the size of everything else in a layer (100 MB for 16 pairs x 512 tokens), so
+# the feed-forward block runs FFN_ROWS rows at a time: the intermediate is sized to the chunk, and is still
+# in cache when the second product reads it. A multiple of GEMM_ROWS, so every row is computed exactly as
+# it would be in one call (see GEMM_ROWS).
+FFN_ROWS = 8 * GEMM_ROWS
+
+
+def feed_forward(a, params, prefix, config):
+    """XLMRobertaIntermediate then XLMRobertaOutput, FFN_ROWS rows at a time: [N, D] -> [N, D]."""
+    y = np.empty_like(a)  # [N, D]
+    for start in range(0, a.shape[0], FFN_ROWS):
+        rows = slice(start, start + FFN_ROWS)
+        y[rows] = output(intermediate(a[rows], params, prefix), a[rows], params, prefix, config)  # [R, D]
+    return y  # [N, D]
+
+
+def encoder_layer(x, offsets, params, i, config):
+    """XLMRobertaLayer i: attention block then feed-forward block, each post-LN: [N, D] -> [N, D]."""
+    prefix = f"roberta.encoder.layer.{i}."
+    context = self_attention(x, offsets, params, prefix, config)  # [N, D]
+    a = attention_output(context, x, params, prefix, config)  # [N, D]
+    return feed_forward(a, params, prefix, config)  # [N, D] -> [N, F] -> [N, D]
+
+
+def classification_head(first_tokens, params):
+    """XLMRobertaClassificationHead: the <s> states [B, D] -> dense -> tanh -> out_proj -> [B, L]."""
+    h = linear(first_tokens, params["classifier.dense.weight"], params["classifier.dense.bias"])  # [B, D]
+    return linear(np.tanh(h), params["classifier.out_proj.weight"], params["classifier.out_proj.bias"])  # [B, L]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Packing and the whole pass
+
+
+@dataclass
+class Packed:
+    """A padded batch's real tokens stacked pair after pair."""
+
+    ids: np.ndarray  # [N] token ids
+    positions: np.ndarray  # [N] position ids (XLM-R: from pad_token_id + 1)
+    offsets: np.ndarray  # [B + 1] where each pair starts in the stack; pair b is rows offsets[b]:offsets[b+1]
+    mask: np.ndarray  # [B, T] bool: where each packed token sits in the padded batch
+
+
+def pack(config: XLMRobertaConfig, input_ids, attention_mask) -> Packed:
+    """Check a padded batch (as xlmr_np.model.forward does) and stack its real tokens."""
+    input_ids, mask = check_batch(input_ids, attention_mask, config)
+    offsets = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])  # [B + 1]
+    return Packed(ids=input_ids[mask], positions=position_ids(input_ids, config.pad_token_id)[mask],
+                  offsets=offsets, mask=mask)
+
+
+def unpack(packed: Packed, x: np.ndarray) -> np.ndarray:
+    """Packed token states [N, D] -> [B, T, D], zeros at padding."""
+    out = np.zeros(packed.mask.shape + x.shape[1:], dtype=x.dtype)  # [B, T, D]
+    out[packed.mask] = x
+    return out
+
+
+def run(params, config: XLMRobertaConfig, packed: Packed, hidden_states: list | None = None) -> np.ndarray:
+    """The model on a packed batch -> logits [B, L]. hidden_states: see forward."""
+    x = embeddings(packed.ids, packed.positions, params, config)  # [N] -> [N, D]
+    if hidden_states is not None:
+        hidden_states.append(unpack(packed, x))
+    for i in range(config.num_hidden_layers):
+        x = encoder_layer(x, packed.offsets, params, i, config)  # [N, D] -> [N, D]
+        if hidden_states is not None:
+            hidden_states.append(unpack(packed, x))
+    return classification_head(x[packed.offsets[:-1]], params)  # [N, D] -> [B, D] -> [B, L]
+
+
+def forward(params, config: XLMRobertaConfig, input_ids, attention_mask, hidden_states: list | None = None
+            ) -> np.ndarray:
+    """XLMRobertaForSequenceClassification.forward, fast: token ids [B, T] and mask [B, T] -> logits [B, L].
+
+    hidden_states: a list to append the embeddings' output and each layer's output to, as [B, T, D] with
+    zeros at padding (transformers' output_hidden_states, the same layer boundaries).
+    """
+    return run(params, config, pack(config, input_ids, attention_mask), hidden_states)

@@ -1,0 +1,139 @@
+"""The special functions the model needs, accurate to the rounding of their dtype: erf and the exact GELU.
+
+numpy has no erf. The reference forward (xlmr_np.model) writes GELU as its formula on top of `erf`; the fast
+engine (xlmr_np.engine) uses `gelu`, which in float32 takes the normal-tail form below so that nothing
+cancels for negative inputs. tests/test_ops.py holds each function to its stated accuracy:
+
+    erf:   max abs error <= 2e-7 in float32, <= 1e-14 in float64 (against math.erf)
+    gelu:  float32 within 1 ulp + 2^-23 |x| of the exact x Phi(x); float64 within 4 ulp + 1.5e-15 |x|
+
+The coefficients were fitted for this project by tools/fit_erf.py (`--tail` for the GELU's).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# erf(x) ~= x * P(x^2) / Q(x^2) on |x| <= 3.92 (beyond it erf rounds to +-1 in float32); max abs error
+# 1.6e-8 in float64 arithmetic.
+_ERF_P = (1.1283790229052877, 0.19275430546134809, 0.053059188835358755, 0.0038679028709637953,
+          0.0002874687126989401, 2.034798547538262e-06)
+_ERF_Q = (1.0, 0.5041557264764025, 0.11508058163382621, 0.015171455139374668, 0.0011880096011616798,
+          3.8070733794207105e-05)
+_ERF_CLIP = 3.92
+
+
+def erf_rational(x):
+    """erf in float64 arithmetic, accurate to float32: max abs error 1.6e-8 (5e-8 once rounded to float32).
+
+    Evaluated in float64: in float32 arithmetic the rational's own rounding reaches 4e-7 near |x| = 3.6.
+    x: a float64 array the caller owns, overwritten (clipped) here: every pass runs in place.
+    """
+    x = np.clip(x, -_ERF_CLIP, _ERF_CLIP, out=x)
+    t = x * x
+    p = t * _ERF_P[-1]
+    q = t * _ERF_Q[-1]
+    p += _ERF_P[-2]
+    q += _ERF_Q[-2]
+    for cp, cq in zip(_ERF_P[-3::-1], _ERF_Q[-3::-1]):
+        p *= t
+        p += cp
+        q *= t
+        q += cq
+    p *= x
+    p /= q
+    return p
+
+
+def erf_series(x):
+    """erf to float64 accuracy (max abs error 2.8e-15 against math.erf).
+
+    erf(x) = 2/sqrt(pi) * exp(-x^2) * sum_n x (2x^2)^n / (1*3*...*(2n+1)): every term is positive, so
+    nothing cancels; it is summed until the last term is below 1e-17 of the sum (~100 terms at |x| = 6,
+    beyond which erf is +-1 in float64).
+    """
+    x = np.clip(x, -6.0, 6.0)
+    x2 = x * x
+    term = x.copy()
+    total = x.copy()
+    n = 0
+    while True:
+        n += 1
+        term *= x2 * (2.0 / (2 * n + 1))
+        total += term
+        if n % 8 == 0 and np.all(np.abs(term) <= 1e-17 * np.abs(total)):
+            break
+    return (2.0 / math.sqrt(math.pi)) * np.exp(-x2) * total
+
+
+def erf(x):
+    """The error function, elementwise, accurate to the rounding of x's dtype (float32: the rational;
+    float64: the series). Both run on a float64 copy of x.
+
+    >>> erf(np.array([0.0, 0.5, -3.0], dtype=np.float32))   # -> [0., 0.5205, -0.99998]
+    """
+    x = np.asarray(x)
+    x64 = x.astype(np.float64)
+    return (erf_series(x64) if x.dtype == np.float64 else erf_rational(x64)).astype(x.dtype)
+
+
+# The normal upper tail Q(a) = erfc(a / sqrt 2) / 2 = exp(-a^2 / 2) * R(a) for a >= 0, with R(a) ~= P(a) /
+# Q(a) fitted on 0 <= a <= 20 (beyond it exp(-a^2 / 2) is 0 in float32): max *relative* error 1.0e-8.
+# Every coefficient is positive, so Horner's rule in float32 never cancels.
+_TAIL_P = (0.5000000050391333, 0.4468741480745188, 0.1896655903669911, 0.04282084103367643,
+           0.004446058620554033)
+_TAIL_Q = (1.0, 1.6916335472693207, 1.2290519186781215, 0.48646037846002005, 0.10733989679998267,
+           0.011144553775259856)
+TAIL_CAP = 20.0
+
+
+def gelu_float32(x, out=None, zeros=None, cap=None):
+    """x Phi(x) in float32 arithmetic, off by at most 1 ulp + 2^-23 |x|; torch's own float32 GELU is off
+    by 3e-7 |x| at x = -3.47 (both measured in tests/test_ops.py).
+
+    With a = |x|: x Phi(x) = max(x, 0) - a Q(a), a form in which nothing cancels: for x < 0 the result
+    -a Q(a) keeps a few ulps of relative accuracy however small it is (1 + erf(x / sqrt 2) would cancel).
+    out: where to write (may be x). zeros, cap: optional arrays of x's shape filled with 0 and TAIL_CAP
+    (numpy's maximum/minimum against a scalar run 3x slower than against an array, so the engine fills
+    them once per call and passes them for every block).
+    """
+    f32 = x.dtype.type
+    out = np.empty_like(x) if out is None else out
+    zeros = f32(0) if zeros is None else zeros
+    cap = f32(TAIL_CAP) if cap is None else cap
+    a = np.abs(x)
+    np.maximum(x, zeros, out=out)  # max(x, 0); out may be x, which is not needed after this
+    np.minimum(a, cap, out=a)  # the tail term is 0 beyond the cap anyway
+    g = np.square(a)
+    g *= f32(-0.5)
+    np.exp(g, out=g)  # exp(-a^2 / 2)
+    p = a * f32(_TAIL_P[-1])
+    p += f32(_TAIL_P[-2])
+    for c in _TAIL_P[-3::-1]:
+        p *= a
+        p += f32(c)
+    q = a * f32(_TAIL_Q[-1])
+    q += f32(_TAIL_Q[-2])
+    for c in _TAIL_Q[-3::-1]:
+        q *= a
+        q += f32(c)
+    p /= q
+    p *= g
+    p *= a  # a Q(a)
+    out -= p
+    return out
+
+
+def gelu_float64(x, out=None):
+    """x Phi(x) = x/2 (1 + erf(x / sqrt 2)) in float64, with the series erf."""
+    phi = erf_series(x * (1 / math.sqrt(2)))  # erf(x / sqrt 2)
+    phi += 1.0
+    phi *= 0.5
+    return np.multiply(phi, x, out=out)
+
+
+def gelu(x, out=None):
+    """The exact GELU x Phi(x) (transformers' "gelu"), accurate to the rounding of x's dtype."""
+    return gelu_float64(x, out) if x.dtype == np.float64 else gelu_float32(x, out)
