@@ -266,6 +266,10 @@ class RayEngine(Engine):
             # A local instance talks over loopback only: on Linux Ray would otherwise bind its processes to the
             # machine's outward address. Read when ray is imported, and inherited by the processes it starts.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            # Ray's memory monitor kills workers when the machine's memory runs low, whoever uses it: on a
+            # machine shared with other programs it killed shards of a few hundred MB again and again. A shard
+            # needs one model's memory, known in advance; the kernel's OOM killer stays the last resort.
+            os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
         ray = _require("ray", "ray")
         options: dict = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
         if self.address:
