@@ -19,7 +19,7 @@ import pytest
 from processes import xlmr_np_command
 
 from xlmr_np import InputError, Reranker, sigmoid64
-from xlmr_np.api import ApiError, parse_rerank_request
+from xlmr_np.api import ApiError
 from xlmr_np.cli import main
 from xlmr_np.commands.common import OutputFile, read_lines
 from xlmr_np.errors import OutputError
@@ -196,7 +196,7 @@ def test_empty_query_one_rule_for_cli_server_and_python(model):
         with pytest.raises(InputError, match="query must be a non-empty string"):
             reranker.rerank(query, ["d"])
         with pytest.raises(ApiError, match="query must be a non-empty string") as caught:
-            parse_rerank_request(json.dumps({"query": query, "documents": ["d"]}).encode(), "m")
+            parse_request({"query": query, "documents": ["d"]})
         assert caught.value.status == 400 and caught.value.field == "query"
         assert cli(["rerank", "--model", model, query, "d"])[0] == 2
 
@@ -216,13 +216,19 @@ def test_lone_surrogates_are_input_errors_of_the_python_api(model, pairs, messag
             reranker.rerank(pairs[0][0], ["d"])
 
 
+def parse_request(body: dict):
+    """A /v1/rerank body through the server's validation (xlmr_np.serve.schema), as the server parses it."""
+    schema = pytest.importorskip("xlmr_np.serve.schema")  # the serve extra
+    return schema.validate(schema.RerankRequest, body)
+
+
 def test_lone_surrogate_in_a_request_is_a_400_naming_the_field():
-    body = b'{"query": "q", "documents": ["ok", "bad \\udc80"]}'
-    with pytest.raises(ApiError, match="the document is not valid UTF-8: undecodable byte 0x80") as caught:
-        parse_rerank_request(body, "m")
+    body = json.loads('{"query": "q", "documents": ["ok", "bad \\udc80"]}')
+    with pytest.raises(ApiError, match="lone surrogate") as caught:
+        parse_request(body)
     assert caught.value.status == 400 and caught.value.field == "documents[1]"
-    with pytest.raises(ApiError, match="lone surrogate U\\+D83D") as caught:
-        parse_rerank_request(b'{"query": "\\ud83d", "documents": ["d"]}', "m")
+    with pytest.raises(ApiError, match="query is not valid Unicode: lone surrogate U\\+D83D") as caught:
+        parse_request(json.loads('{"query": "\\ud83d", "documents": ["d"]}'))
     assert caught.value.field == "query"
 
 
