@@ -177,6 +177,14 @@ def test_port_out_of_range(port):
     assert one_error_line(err, "serve") == f"argument --port: expected a port number from 0 to 65535, got '{port}'"
 
 
+def test_errors_stay_on_one_line_whatever_the_arguments_hold(model):
+    """Found by the CLI fuzzer: argparse echoed a "\\n" argument and split its error line."""
+    status, _, err = cli(["rerank", "--model", model, "q", "d", "--bogus\nx\r\u2028"])
+    assert status == 2 and err.endswith("xlmr-np: error: unrecognized arguments: --bogus\\nx\\r\\u2028\n"), err
+    status, _, err = cli(["score", "--model", model, "--jsonl"], stdin=b'{"query": "q\xe2\x80\xa8"}\n')
+    assert status == 1 and err == "xlmr-np score: error: field 'document' must be a string (-:1)\n"
+
+
 def test_no_subcommand_and_help():
     status, _, err = cli([])
     assert status == 2 and "usage: xlmr-np" in err

@@ -23,8 +23,18 @@ SUBCOMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its error on one line: an argument it echoes ("unrecognized arguments: ...") may hold a
+    newline or a carriage return, shown escaped. Subparsers are made of this class too."""
+
+    def error(self, message: str):
+        from .commands.common import one_line
+
+        super().error(one_line(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xlmr-np", description="Pure-numpy XLM-RoBERTa cross-encoder reranker")
+    parser = Parser(prog="xlmr-np", description="Pure-numpy XLM-RoBERTa cross-encoder reranker")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     registered = set()
     for module_name in dict.fromkeys(SUBCOMMANDS.values()):

@@ -11,6 +11,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -109,6 +110,15 @@ def load_reranker(args):
 
 # ---- reporting ----
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters escaped, as repr() shows them: an error is
+    one line however the input that caused it looks. "a\\nb" -> "a\\\\nb"."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def report(command: str, error: BaseException) -> int:
     """Print `error` as one line on stderr and return the exit status it calls for.
 
@@ -128,7 +138,7 @@ def report(command: str, error: BaseException) -> int:
         status, message = EXIT_FAILURE, f"{what} ({where})" if where else what
     else:
         raise error
-    print(f"{name}: error: {message}", file=sys.stderr)
+    print(f"{name}: error: {one_line(message)}", file=sys.stderr)
     return status
 
 
