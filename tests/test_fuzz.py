@@ -439,7 +439,6 @@ def cli_world(tiny_model, tmp_path_factory, monkeypatch):
     """Input files of every kind, an offline hub, a fake HTTP server, the working directory in a temporary
     directory (eval writes eval-results/ there), and the model loaded once per (max_length, truncation)."""
     import huggingface_hub.constants
-
     import xlmr_np.server
 
     root = tmp_path_factory.mktemp("cli")
