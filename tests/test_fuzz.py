@@ -436,10 +436,11 @@ _models: dict = {}
 
 @pytest.fixture
 def cli_world(tiny_model, tmp_path_factory, monkeypatch):
-    """Input files of every kind, an offline hub, a fake HTTP server, the working directory in a temporary
+    """Input files of every kind, an offline hub, a server that returns at once, the working directory in a temporary
     directory (eval writes eval-results/ there), and the model loaded once per (max_length, truncation)."""
     import huggingface_hub.constants
-    import xlmr_np.server
+
+    runner = pytest.importorskip("xlmr_np.serve.runner")  # the serve extra
 
     root = tmp_path_factory.mktemp("cli")
     files = {"pairs.tsv": b"q\td\nq2\td2 \xe2\x80\xa8 x\n", "pairs.jsonl": b'{"query": "q", "document": "d"}\n',
@@ -454,17 +455,8 @@ def cli_world(tiny_model, tmp_path_factory, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root / "hub"))
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # serve installs a SIGTERM handler
 
-    class FakeServer:  # `serve` with good arguments must not block the fuzzer
-        def __init__(self, address, reranker, settings):
-            self.server_address = address
-
-        def serve_forever(self):
-            pass
-
-        def server_close(self):
-            pass
-
-    monkeypatch.setattr(xlmr_np.server, "RerankServer", FakeServer)
+    # `serve` with good arguments builds the app, then must not block the fuzzer
+    monkeypatch.setattr(runner, "serve", lambda app, host, port, **kwargs: 0)
     real = Reranker.from_pretrained.__func__
 
     def from_pretrained(cls, path, **kwargs):
@@ -497,7 +489,9 @@ OPTIONS = {
                 "--heads": st.sampled_from(["0", "0-3", "9", "-1", ""]), "--color": st.sampled_from(["never", "x"])},
     "serve": {**COMMON, "--port": NUMBER, "--max-documents": NUMBER, "--max-body-bytes": NUMBER,
               "--host": st.sampled_from(["127.0.0.1", "::1", "localhost"]), "--window-overlap": NUMBER,
-              "--served-model-name": ANY_TEXT},
+              "--served-model-name": ANY_TEXT, "--api-key": ANY_TEXT, "--max-concurrent-requests": NUMBER,
+              "--request-timeout": NUMBER | st.sampled_from(["nan", "inf", "-inf", "1e400"]),
+              "--max-batch-tokens": NUMBER},
     "eval": {"--task": st.sampled_from(["CMedQAv1-reranking", "all", "x"]), "--batch-size": NUMBER,
              "--workers": NUMBER, "--shard": st.sampled_from(["0/2", "2/2", "x", "1/0"]), "--max-queries": NUMBER,
              "--seed": NUMBER, "--max-length": NUMBER, "--out": "<out>", "--cache-dir": "<out>"},
