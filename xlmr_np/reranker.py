@@ -20,7 +20,7 @@ from .errors import ConfigError, InputError
 from .hub import resolve_model_dir
 from .inspect import Trace
 from .ranking import DocumentScores, check_documents, check_top_n, progress_bar
-from .tokenizer import Batch, PairTokenizer, check_pairs
+from .tokenizer import Batch, EncodedPair, PairTokenizer, check_pairs
 from .weights import load_params
 
 
@@ -44,6 +44,20 @@ def sigmoid64(logits) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
 
 
+def document_scores(n_documents: int, encoded, owners, sequence_logits, raw_scores: bool = False) -> DocumentScores:
+    """Per-document scores from per-sequence logits [S]: a document's logit is its best window's."""
+    logits = np.full(n_documents, -np.inf)  # [N]
+    np.maximum.at(logits, owners, np.asarray(sequence_logits, dtype=np.float64))
+    truncated = [False] * n_documents
+    for owner, e in zip(owners, encoded):
+        truncated[owner] |= e.truncated
+    return DocumentScores(
+        logits=logits, relevance=logits.copy() if raw_scores else sigmoid64(logits), truncated=truncated,
+        windows=np.bincount(owners, minlength=n_documents).tolist(),
+        total_tokens=sum(len(e.ids) for e in encoded),
+    )
+
+
 class Reranker:
     """A cross-encoder reranker: the numpy engine scores, the reference forward pass explains, tokenizers
     tokenizes."""
@@ -59,7 +73,7 @@ class Reranker:
     @classmethod
     def from_pretrained(cls, path: str | Path, max_length: int = 512, dtype=np.float32,
                         truncation: str = "longest_first", revision: str | None = None, cache_dir=None,
-                        local_files_only: bool = False, token=None) -> Reranker:
+                        local_files_only: bool = False, token=None, mmap: bool = True) -> Reranker:
         """Load config.json, model.safetensors (or its sharded index) and tokenizer.json from a directory.
 
         path: a local directory, or a hub repo id such as "BAAI/bge-reranker-base", fetched (only the files
@@ -69,6 +83,9 @@ class Reranker:
         max_length: tokens per pair including the 4 special tokens; at most the model's position table
         (512 for bge-reranker-base). dtype: np.float32 (default) or np.float64 for a reference run.
         truncation: "longest_first" (as the published scores) or "only_second" (keeps the query whole).
+        mmap: map the weights file (default: loads in milliseconds, pages shared between processes). A file
+        overwritten in place under a mapping crashes the process with SIGBUS, so replace a model with a new
+        file and a rename (as the hub cache does); mmap=False copies the weights into memory instead.
         """
         model_dir = resolve_model_dir(path, revision=revision, cache_dir=cache_dir,
                                       local_files_only=local_files_only, token=token)
@@ -77,13 +94,13 @@ class Reranker:
             raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype}")
         config = XLMRobertaConfig.from_file(model_dir / "config.json")
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length > config.max_tokens:
-            raise ValueError(
+            raise InputError(
                 f"max_length must be an int of at most {config.max_tokens}: the position table has "
-                f"{config.max_position_embeddings} slots, starting at pad_token_id + 1; got {max_length!r}"
-            )
+                f"{config.max_position_embeddings} slots, starting at pad_token_id + 1; got {max_length!r}",
+                where="max_length")
         tokenizer = PairTokenizer.from_file(model_dir / "tokenizer.json", max_length=max_length,
                                             truncation=truncation, pad_token_id=config.pad_token_id)
-        params = load_params(model_dir, config, dtype)
+        params = load_params(model_dir, config, dtype, mmap=mmap)
         return cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir))
 
     @property
@@ -173,22 +190,20 @@ class Reranker:
         its best window.
         """
         self.require_single_logit()
+        encoded, owners = self.encode_documents(query, documents, windows=windows, window_overlap=window_overlap)
+        sequence_logits = self.logits_of(encoded, batch_size, progress)[:, 0]  # [S]
+        return document_scores(len(documents), encoded, owners, sequence_logits, raw_scores)
+
+    def encode_documents(self, query: str, documents, windows: bool = False, window_overlap: int = 64,
+                         max_windows: int | None = None, max_document_tokens: int | None = None
+                         ) -> tuple[list[EncodedPair], list[int]]:
+        """The sequences score_documents scores, and the document each belongs to (see encode_windows for
+        the window limits, which imply windows=True)."""
         pairs = [(query, document) for document in check_documents(query, documents)]
-        if windows:
-            encoded, owners = self.tokenizer.encode_windows(pairs, window_overlap)
-        else:
-            encoded, owners = self.tokenizer.encode(pairs), list(range(len(pairs)))
-        sequence_logits = self.logits_of(encoded, batch_size, progress)[:, 0].astype(np.float64)  # [S]
-        logits = np.full(len(pairs), -np.inf)  # [N]
-        np.maximum.at(logits, owners, sequence_logits)
-        truncated = [False] * len(pairs)
-        for owner, e in zip(owners, encoded):
-            truncated[owner] |= e.truncated
-        return DocumentScores(
-            logits=logits, relevance=logits.copy() if raw_scores else sigmoid64(logits), truncated=truncated,
-            windows=np.bincount(owners, minlength=len(pairs)).tolist(),
-            total_tokens=sum(len(e.ids) for e in encoded),
-        )
+        if windows or max_windows is not None or max_document_tokens is not None:
+            return self.tokenizer.encode_windows(pairs, window_overlap, max_windows=max_windows,
+                                                 max_document_tokens=max_document_tokens)
+        return self.tokenizer.encode(pairs), list(range(len(pairs)))
 
     def rerank(self, query: str, documents, top_n: int | None = None, return_documents: bool = True,
                raw_scores: bool = False, batch_size: int = 32, windows: bool = False, window_overlap: int = 64,
