@@ -22,6 +22,7 @@ from .inspect import Trace
 from .ranking import DocumentScores, check_documents, check_top_n, progress_bar
 from .tokenizer import Batch, PairTokenizer, check_pairs
 from .weights import load_params
+from .workers import Workers
 
 
 @dataclass
@@ -49,17 +50,18 @@ class Reranker:
     tokenizes."""
 
     def __init__(self, params: dict, config: XLMRobertaConfig, tokenizer: PairTokenizer,
-                 dtype=np.float32, model_dir: str | None = None):
+                 dtype=np.float32, model_dir: str | None = None, workers: int | None = None):
         self.params = params
         self.config = config
         self.tokenizer = tokenizer
         self.dtype = np.dtype(dtype)
         self.model_dir = model_dir
+        self.pool = Workers(workers)  # scoring threads (xlmr_np.workers); None: one per core
 
     @classmethod
     def from_pretrained(cls, path: str | Path, max_length: int = 512, dtype=np.float32,
                         truncation: str = "longest_first", revision: str | None = None, cache_dir=None,
-                        local_files_only: bool = False, token=None) -> Reranker:
+                        local_files_only: bool = False, token=None, workers: int | None = None) -> Reranker:
         """Load config.json, model.safetensors (or its sharded index) and tokenizer.json from a directory.
 
         path: a local directory, or a hub repo id such as "BAAI/bge-reranker-base", fetched (only the files
@@ -69,6 +71,8 @@ class Reranker:
         max_length: tokens per pair including the 4 special tokens; at most the model's position table
         (512 for bge-reranker-base). dtype: np.float32 (default) or np.float64 for a reference run.
         truncation: "longest_first" (as the published scores) or "only_second" (keeps the query whole).
+        workers: threads each batch is split among (xlmr_np.workers); None: one per core; 1: the calling
+        thread only. The scores are the same bits for any count.
         """
         model_dir = resolve_model_dir(path, revision=revision, cache_dir=cache_dir,
                                       local_files_only=local_files_only, token=token)
@@ -84,7 +88,7 @@ class Reranker:
         tokenizer = PairTokenizer.from_file(model_dir / "tokenizer.json", max_length=max_length,
                                             truncation=truncation, pad_token_id=config.pad_token_id)
         params = load_params(model_dir, config, dtype)
-        return cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir))
+        return cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir), workers=workers)
 
     @property
     def max_length(self) -> int:
@@ -155,7 +159,7 @@ class Reranker:
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 batch = self.tokenizer.pad([encoded[i] for i in chunk])
-                logits[chunk] = engine.forward(self.params, self.config, batch.input_ids, batch.attention_mask)
+                logits[chunk] = self.pool.forward(self.params, self.config, batch.input_ids, batch.attention_mask)
                 bar.update(len(chunk))
         if not np.isfinite(logits).all():
             bad = np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist()

@@ -1,0 +1,180 @@
+"""Every core busy: a batch's pairs split among worker threads, each running the engine with one BLAS thread.
+
+Pairs are independent (each attends only to its own tokens) and the weights are read-only, so a batch can be
+cut into groups of pairs, each group run through xlmr_np.engine on its own thread, with no copy of the weights
+and no change in any pair's numbers: every product runs on whole GEMM_ROWS blocks (see engine.GEMM_ROWS) and
+every other op is elementwise or reduces along one row, so a pair's logits are the same bits whichever group
+it lands in, whoever its neighbours are, and however many workers there are (tests/test_workers.py checks it
+at atol=0). numpy's ufuncs and BLAS release the GIL, so the threads run in parallel.
+
+Why threads of one-thread BLAS rather than one thread of all-core BLAS: BLAS spreads each product over the
+cores but synchronises its threads at every call (hundreds per layer, most of them small: attention's per-pair
+products), and the elementwise work between the products (GELU, softmax, layer norm) runs on the calling
+thread alone. Workers keep every core busy through all of it.
+
+BLAS's thread count is one setting for the whole process (OpenBLAS, MKL), so a split batch sets it to 1 for
+its duration (threadpoolctl) and restores it after, under a process-wide lock. Small jobs (one pair, or too
+few tokens to give each worker MIN_TOKENS) run on the calling thread with BLAS's threads as they are: there a
+split would add more padding (each group is padded to whole GEMM_ROWS blocks) and thread hand-offs than it
+saves.
+
+threadpoolctl is optional: without it the default is one worker (the calling thread, BLAS on every core), as
+before; asking for more workers then raises ConfigError.
+
+Symbols: B pairs, T padded tokens per pair, n one pair's tokens, L labels.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import numpy as np
+
+from . import engine
+from .config import XLMRobertaConfig
+from .errors import ConfigError
+
+# A split batch gives each worker at least this many tokens (two GEMM_ROWS blocks): below that the padding
+# of each group to whole blocks and the hand-off to a thread cost more than the second core gives.
+MIN_TOKENS = 2 * engine.GEMM_ROWS
+
+_BLAS_LOCK = threading.Lock()  # held while BLAS is limited to one thread for a split batch
+_controller = None  # threadpoolctl.ThreadpoolController, found once (it scans the loaded libraries)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def blas_controller():
+    """threadpoolctl's controller of the loaded BLAS libraries, or None when threadpoolctl is not installed."""
+    global _controller
+    if _controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            return None
+        _controller = ThreadpoolController()
+    return _controller
+
+
+def blas_threads() -> int | None:
+    """The BLAS thread count in force now (the largest over the loaded BLAS libraries), None if unknown."""
+    controller = blas_controller()
+    if controller is None:
+        return None
+    counts = [lib.num_threads for lib in controller.select(user_api="blas").lib_controllers]
+    return max(counts) if counts else None
+
+
+def default_workers() -> int:
+    """One worker per core BLAS may use now (so OPENBLAS_NUM_THREADS=1, or an outer threadpool_limits such as
+    `eval --workers` gives each process, also means one worker), at most the cores available; 1 without
+    threadpoolctl."""
+    threads = blas_threads()
+    return 1 if threads is None else max(1, min(threads, available_cores()))
+
+
+def check_workers(workers) -> int:
+    """A worker count as given by a user: None -> default_workers(); otherwise a positive int."""
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive int (or None: one per core), got {workers!r}")
+    if workers > 1 and blas_controller() is None:
+        raise ConfigError(f"workers={workers} needs threadpoolctl to give each worker one BLAS thread: "
+                          "pip install threadpoolctl (or use workers=1)")
+    return workers
+
+
+def pair_costs(lengths, config: XLMRobertaConfig) -> np.ndarray:
+    """Relative cost of each pair from its token count n: the dense products grow with n, attention with n^2.
+
+    Per layer and token: 2 (4 D^2 + 2 D F) FLOPs of dense products; per layer and pair: 4 n^2 D FLOPs of
+    attention products plus about 8 passes over H n^2 scores (scale, max, subtract, exp, sum, divide), a pass
+    counted like a FLOP of a product. [B] -> [B] float64.
+    """
+    n = np.asarray(lengths, dtype=np.float64)
+    D, F, H = config.hidden_size, config.intermediate_size, config.num_attention_heads
+    return n * 2 * (4 * D * D + 2 * D * F) + n * n * (4 * D + 8 * H)
+
+
+def partition(costs, groups: int) -> list[list[int]]:
+    """Indices of costs in `groups` groups of about equal total: longest-processing-time first (each pair, the
+    most costly first, to the group with the least so far; ties to the lowest group). Deterministic.
+
+    >>> partition([5, 1, 4, 2], 2)   # 5 -> group 0, 4 -> 1, 2 -> 1, 1 -> 0: totals 6 and 6
+    [[0, 1], [2, 3]]
+    """
+    totals = [0.0] * groups
+    members: list[list[int]] = [[] for _ in range(groups)]
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        g = min(range(groups), key=lambda g: (totals[g], g))
+        totals[g] += float(costs[i])
+        members[g].append(i)
+    return [sorted(m) for m in members if m]
+
+
+def group_count(lengths, workers: int) -> int:
+    """How many groups to split a batch into: one per worker, but no more than pairs, and each with at least
+    MIN_TOKENS tokens. 1 means: run on the calling thread."""
+    return max(1, min(workers, len(lengths), int(np.sum(lengths)) // MIN_TOKENS))
+
+
+def subset(packed: engine.Packed, pairs: list[int]) -> engine.Packed:
+    """The packed batch of some of a batch's pairs, in the given order."""
+    starts, stops = packed.offsets[pairs], packed.offsets[np.asarray(pairs) + 1]
+    rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)])  # [N_group]
+    return engine.Packed(ids=packed.ids[rows], positions=packed.positions[rows],
+                         offsets=np.concatenate([[0], np.cumsum(stops - starts)]), mask=packed.mask[pairs])
+
+
+class Workers:
+    """A pool of worker threads that runs the engine on a batch, split by cost among them.
+
+        >>> pool = Workers(2)
+        >>> logits = pool.forward(params, config, input_ids, attention_mask)   # as engine.forward, [B, L]
+
+    workers: threads to split a batch among (None: default_workers()); 1 runs everything on the calling thread.
+    The calling thread runs one group itself, so workers - 1 threads are started, on first use.
+    """
+
+    def __init__(self, workers: int | None = None):
+        self.workers = check_workers(workers)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def forward(self, params, config: XLMRobertaConfig, input_ids, attention_mask) -> np.ndarray:
+        """engine.forward's logits [B, L] for a padded batch [B, T], computed by up to `workers` threads."""
+        packed = engine.pack(config, input_ids, attention_mask)  # checks the batch here, on the calling thread
+        lengths = np.diff(packed.offsets)  # [B]
+        groups = group_count(lengths, self.workers)
+        if groups == 1:
+            return engine.run(params, config, packed)
+        parts = partition(pair_costs(lengths, config), groups)
+        logits = np.empty((len(lengths), config.num_labels), dtype=params["classifier.out_proj.weight"].dtype)
+
+        def run(pairs):  # [B_group] -> logits [B_group, L]
+            logits[pairs] = engine.run(params, config, subset(packed, pairs))
+
+        with _BLAS_LOCK, blas_controller().limit(limits=1, user_api="blas"):
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="xlmr-np-worker")
+            futures = [self._pool.submit(run, pairs) for pairs in parts[1:]]
+            try:
+                run(parts[0])
+            finally:  # every group finishes before BLAS gets its threads back, even when one fails
+                wait(futures)
+            for f in futures:
+                f.result()  # re-raises a worker's error
+        return logits
+
+    def close(self) -> None:
+        """Stop the worker threads (a later forward starts them again)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
