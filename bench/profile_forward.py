@@ -1,6 +1,8 @@
 """Where xlmr_np's forward pass spends its time, by op, on one batch of the full-size model.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/profile_forward.py /work/models/full-random 16 256
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m bench.profile_forward ~/.cache/xlmr-np/full-random 16 256
+
+(the model directory `python -m bench` builds on its first run).
 
 Prints wall time per op family (cProfile cumulative time of the model's functions: the GEMMs, attention,
 GELU, layer norm, embeddings) against the whole forward pass, and the GEMMs' achieved GFLOP/s.
@@ -15,9 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from xlmr_np import benchmark, engine
+from xlmr_np import engine
 from xlmr_np.config import XLMRobertaConfig
 from xlmr_np.weights import load_params
+
+from .machine import sgemm_peak
+from .workloads import batches, uniform
 
 OPS = {"dense GEMMs (matmul_wt)": "matmul_wt", "attention without Q, K, V": "attention",
        "  of which softmax": "softmax", "GELU with its bias (gelu)": "gelu",
@@ -27,7 +32,7 @@ OPS = {"dense GEMMs (matmul_wt)": "matmul_wt", "attention without Q, K, V": "att
 def main(model_dir: str, pairs: int, length: int) -> None:
     config = XLMRobertaConfig.from_file(Path(model_dir) / "config.json")
     params = load_params(model_dir, config)
-    (ids, mask), = benchmark.batches(benchmark.uniform(length, pairs, config.vocab_size), pairs)
+    (ids, mask), = batches(uniform(length, pairs, config.vocab_size), pairs)
     engine.forward(params, config, ids, mask)  # warm-up
     t = time.perf_counter()
     engine.forward(params, config, ids, mask)
@@ -45,7 +50,7 @@ def main(model_dir: str, pairs: int, length: int) -> None:
             seconds = cumulative(stats, "self_attention") - cumulative(stats, "linear")
         extra = f", {dense_flops / seconds / 1e9:.0f} GFLOP/s" if name == "matmul_wt" else ""
         print(f"  {label:30s} {seconds:7.3f} s  {100 * seconds / total:5.1f}%{extra}")
-    print(f"  numpy sgemm peak now: {benchmark.sgemm_peak():.0f} GFLOP/s; load average "
+    print(f"  numpy sgemm peak now: {sgemm_peak():.0f} GFLOP/s; load average "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 

@@ -18,7 +18,10 @@ def torch():
 
 
 @pytest.fixture(scope="session")
-def tiny_model(torch, tmp_path_factory):
-    """(directory, torch model) of a tiny random cross-encoder: hidden 32, 4 heads, intermediate 37."""
+def tiny_model(tmp_path_factory):
+    """(directory, torch model) of a tiny random cross-encoder: hidden 32, 4 heads, intermediate 37.
+
+    Without torch or transformers, build_model skips the test saying so (fails under XLMR_NP_REQUIRE_TORCH=1).
+    """
     directory = tmp_path_factory.mktemp("tiny")
     return directory, build_model(directory, seed=0, init_std=0.2)

@@ -5,33 +5,35 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xlmr_np import benchmark
-from xlmr_np.cli import main
+from bench import engines, machine, workloads
+from bench.__main__ import main
+from bench.errors import BenchmarkError
+from bench.run import run
 from xlmr_np.config import XLMRobertaConfig
-from xlmr_np.errors import BenchmarkError
+from xlmr_np.testing import BGE_RERANKER_BASE
 
 AVX512 = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl"}
 HASWELL_OPENBLAS = [{"internal_api": "openblas", "architecture": "Haswell", "filepath": "libscipy_openblas.so"}]
 
 
 def test_useful_flops_counts_dense_layers_attention_and_head_per_real_token():
-    config = XLMRobertaConfig.from_dict(dict(benchmark.BGE_RERANKER_BASE, model_type="xlm-roberta"))
+    config = XLMRobertaConfig.from_dict(dict(BGE_RERANKER_BASE, model_type="xlm-roberta"))
     D, F = 768, 3072
     one = 12 * (2 * 4 * 10 * D * D + 2 * 2 * 10 * D * F + 2 * 2 * 10 * 10 * D) + 2 * (D * D + D)
-    assert benchmark.useful_flops([10], config) == one
-    assert benchmark.useful_flops([10, 10, 10], config) == 3 * one
+    assert workloads.useful_flops([10], config) == one
+    assert workloads.useful_flops([10, 10, 10], config) == 3 * one
 
 
 def test_batches_sort_longest_first_and_pad_each_batch_to_its_own_longest():
-    w = benchmark.synthetic("t", [21, 40, 30, 25], vocab_size=1000)
-    (ids1, mask1), (ids2, mask2) = benchmark.batches(w, 2)
+    w = workloads.synthetic("t", [21, 40, 30, 25], vocab_size=1000)
+    (ids1, mask1), (ids2, mask2) = workloads.batches(w, 2)
     assert ids1.shape == (2, 40) and ids2.shape == (2, 25)
     assert mask1.sum(axis=1).tolist() == [40, 30] and mask2.sum(axis=1).tolist() == [25, 21]
     assert np.all(ids2[1, 21:] == 1) and ids1[0, 0] == 0 and ids1[0, 39] == 2
 
 
 def test_mixed_workload_is_reproducible_and_within_its_range():
-    a, b = benchmark.mixed(100, 1000, seed=0), benchmark.mixed(100, 1000, seed=0)
+    a, b = workloads.mixed(100, 1000, seed=0), workloads.mixed(100, 1000, seed=0)
     assert a.lengths.tolist() == b.lengths.tolist()
     assert a.lengths.min() >= 32 and a.lengths.max() <= 512 and len(set(a.lengths.tolist())) > 50
 
@@ -44,7 +46,7 @@ def test_mixed_workload_is_reproducible_and_within_its_range():
 ])
 def test_kernel_warning_only_when_an_env_var_forces_an_older_kernel(environ, kernel, expect):
     blas = [dict(HASWELL_OPENBLAS[0], architecture=kernel)]
-    got = benchmark.kernel_warnings(environ, blas, AVX512)
+    got = machine.kernel_warnings(environ, blas, AVX512)
     if expect is None:
         assert got == []
     else:
@@ -52,42 +54,42 @@ def test_kernel_warning_only_when_an_env_var_forces_an_older_kernel(environ, ker
 
 
 def test_no_warning_when_the_cpu_has_no_avx512():
-    assert benchmark.cpu_kernel_level({"avx2", "fma"}) == 2
-    assert benchmark.kernel_warnings({"OPENBLAS_CORETYPE": "Haswell"}, HASWELL_OPENBLAS, {"avx2", "fma"})[0].startswith(
+    assert machine.cpu_kernel_level({"avx2", "fma"}) == 2
+    assert machine.kernel_warnings({"OPENBLAS_CORETYPE": "Haswell"}, HASWELL_OPENBLAS, {"avx2", "fma"})[0].startswith(
         "note:")
 
 
 def test_catalog_documents_explain_what_is_missing(tmp_path):
     with pytest.raises(BenchmarkError, match=r"found 0 translated bash help texts under .*needs 100"):
-        benchmark.catalog_documents(100, localedir=str(tmp_path))
+        workloads.catalog_documents(100, localedir=str(tmp_path))
 
 
 def test_unknown_engine_is_refused(tmp_path):
     with pytest.raises(BenchmarkError, match="unknown engine 'tensorflow'"):
-        benchmark.available_engines(["tensorflow"], tmp_path)
+        engines.available_engines(["tensorflow"], tmp_path)
     with pytest.raises(BenchmarkError, match="unknown engine 'tensorflow'"):
-        benchmark.load_engine("tensorflow", tmp_path)
+        engines.load_engine("tensorflow", tmp_path)
 
 
 def test_missing_model_without_build_is_an_error(tmp_path):
     with pytest.raises(BenchmarkError, match="expected .*config.json.*--no-build"):
-        benchmark.run(tmp_path / "none", tmp_path / "out", engines=["xlmr_np"], build=False)
+        run(tmp_path / "none", tmp_path / "out", engines=["xlmr_np"], build=False)
 
 
 def test_bad_arguments_exit_2(capsys):
-    assert main(["bench", "--repeats", "0"]) == 2
+    assert main(["--repeats", "0"]) == 2
     assert "must be positive" in capsys.readouterr().err
 
 
 def test_full_run_on_the_tiny_model_writes_table_json_and_chart(tiny_model, tmp_path):
     """Every workload and figure end to end, xlmr_np against torch, with one repeat and cold starts."""
     try:
-        benchmark.catalog_documents(6)
+        workloads.catalog_documents(6)
     except BenchmarkError as e:
         pytest.skip(f"no real multilingual text for the rerank workload on this machine: {e}")
     directory, _ = tiny_model
     out = tmp_path / "out"
-    text = benchmark.run(directory, out, engines=["xlmr_np", "torch-sdpa"], repeats=1, pairs=4,
+    text = run(directory, out, engines=["xlmr_np", "torch-sdpa"], repeats=1, pairs=4,
                          batch_candidates=(2, 4), build=False, command="test", log=lambda m: None, documents=6)
     for workload in ("uniform 128", "uniform 256", "uniform 512", "rerank 1x6", "mixed 32..512"):
         assert f"| {workload} | xlmr_np |" in text and f"| {workload} | torch-sdpa |" in text

@@ -4,16 +4,14 @@ package instead of redefining it."""
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 
 import pytest
 
-from xlmr_np.testing import require
+from xlmr_np.testing import execute_notebook, require
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "notebooks").glob("[0-9]*.py"))
-sys.path.insert(0, str(ROOT / "tools"))
 
 
 def test_there_are_notebooks():
@@ -21,14 +19,12 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
-def test_notebook_executes_without_error(source, torch, monkeypatch):
+def test_notebook_executes_without_error(source, monkeypatch):
     """Each notebook builds its own tiny random model (no $XLMR_NP_MODEL, no hub)."""
-    require("nbclient", "notebook execution")
-    require("jupytext", "notebook sources")
-    from execute_notebooks import execute
-
+    for module in ("nbclient", "jupytext", "ipykernel", "torch", "transformers", "matplotlib"):
+        require(module, "notebook execution")
     monkeypatch.delenv("XLMR_NP_MODEL", raising=False)
-    notebook = execute(source)  # raises CellExecutionError naming the failing cell
+    notebook = execute_notebook(source)  # raises CellExecutionError naming the failing cell
     errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
 

@@ -7,14 +7,15 @@ publishes them (mteb/descriptive_stats/Reranking/<task>.json). T2Reranking's doc
 characters, past 512 tokens, so its pairs are all truncated to 512 tokens here; its real documents vary
 in length (1 to 120,026 characters), and shorter ones are cheaper, so its estimate is on the high side.
 
-    python tools/eval_throughput.py --model /work/models/full-random
+    python -c "from xlmr_np import testing as t; t.build_model('full-random', **t.BGE_RERANKER_BASE)"
+    python tools/eval_throughput.py --model full-random
 
 Scores go through Reranker.predict_logits in batches, as `xlmr-np eval --workers 1` scores them.
 To time `xlmr-np eval` itself, write a small dataset of the same shape into a hub cache and point the
 command at it:
 
-    python tools/eval_throughput.py --write-hub /tmp/hub --task CMedQAv2-reranking --queries 6 --docs 8
-    HF_HUB_CACHE=/tmp/hub HF_HUB_OFFLINE=1 xlmr-np eval --model /work/models/full-random \
+    python tools/eval_throughput.py --write-hub eval-hub --task CMedQAv2-reranking --queries 6 --docs 8
+    HF_HUB_CACHE=eval-hub HF_HUB_OFFLINE=1 xlmr-np eval --model full-random \
         --task CMedQAv2-reranking --batch-size 8 --workers 2
 """
 

@@ -17,7 +17,6 @@ SUBCOMMANDS = {
     "serve": "xlmr_np.commands.serve",
     "eval": "xlmr_np.commands.eval",
     "merge": "xlmr_np.commands.eval",
-    "bench": "xlmr_np.commands.bench",
     "inspect": "xlmr_np.commands.inspect",
 }
 

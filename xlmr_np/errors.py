@@ -29,10 +29,6 @@ class InputError(XlmrNpError, ValueError):
     """The pairs passed to the model are malformed (empty list, non-string text, bad shape)."""
 
 
-class BenchmarkError(XlmrNpError, RuntimeError):
-    """The benchmark cannot run: a peer library or the benchmark model is missing, or a run failed."""
-
-
 class HubError(XlmrNpError, OSError):
     """A model name could not be resolved to a local directory: not cached while offline, unknown repo,
     unknown revision, or a repo without the files xlmr_np reads."""

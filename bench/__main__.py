@@ -1,20 +1,25 @@
-"""`xlmr-np bench`: throughput against transformers+torch and onnxruntime (see xlmr_np.benchmark).
+"""python -m bench: docs/s of xlmr_np against transformers+torch and onnxruntime, on one machine, in one run.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE xlmr-np bench --model ~/.cache/xlmr-np/full-random --out bench-out
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m bench --out bench-out
+
+Run from a source checkout with the bench extra installed (pip install -e '.[bench]'). Writes
+report.md, report.json and bench.png to --out, and prints the report.
 """
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 from pathlib import Path
 
-from ..benchmark import ENGINES, run
+from .engines import ENGINES
+from .errors import BenchmarkError
+from .run import run
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="measure docs/s against transformers+torch and onnxruntime",
-                              description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     p.add_argument("--model", type=Path, default=Path.home() / ".cache/xlmr-np/full-random",
                    help="random full-size model directory, built on first use (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("bench-out"),
@@ -26,18 +31,28 @@ def register(subparsers) -> None:
     p.add_argument("--batch-sizes", default="8,16,32", help="candidates; each engine gets its fastest")
     p.add_argument("--no-build", action="store_true", help="fail instead of building a missing model")
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process load/RSS measurements")
-    p.set_defaults(func=handle)
+    return p
 
 
-def handle(args) -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
     if min(args.repeats, args.pairs, args.documents) < 1 or not sizes or min(sizes) < 1:
-        print("xlmr-np bench: --repeats, --pairs, --documents and --batch-sizes must be positive", file=sys.stderr)
+        print("python -m bench: --repeats, --pairs, --documents and --batch-sizes must be positive", file=sys.stderr)
         return 2
-    command = "xlmr-np " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "xlmr-np bench"
-    text = run(args.model, args.out, engines=engines, repeats=args.repeats, pairs=args.pairs,
-               batch_candidates=sizes, build=not args.no_build, cold=not args.no_cold_start,
-               documents=args.documents, command=command, log=lambda m: print(m, file=sys.stderr, flush=True))
+    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    try:
+        text = run(args.model, args.out, engines=engines, repeats=args.repeats, pairs=args.pairs,
+                   batch_candidates=sizes, build=not args.no_build, cold=not args.no_cold_start,
+                   documents=args.documents, command=command.strip(),
+                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    except BenchmarkError as e:
+        print(f"python -m bench: error: {e}", file=sys.stderr)
+        return 1
     print(text)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The throughput benchmark: xlmr_np against transformers+torch and onnxruntime on one machine, in one run.
+
+What it measures, and why this way:
+- a full-size model with bge-reranker-base's config and random weights, saved in the real file layout
+  (config.json, model.safetensors, tokenizer.json, onnx/model.onnx), so every engine reads the same weights
+  and nothing needs the hub;
+- token ids fed directly (tokenization is the same tokenizers call for every engine and is not timed);
+- every engine gets its best use: pairs sorted by length before batching (so batches hold similar
+  lengths and padding is small), and its own best batch size, picked by timing each candidate on the
+  uniform-128 workload (a cheap probe of how its throughput scales with batch size);
+- engines interleaved within each repeat (so machine load drifts affect all of them alike), one warm-up
+  pass first, medians over repeats;
+- load time, time to first score and peak RSS in a fresh process per engine, since within one process
+  they would be shared or already paid.
+
+Figures: docs/s; useful GFLOP/s (the FLOPs of the real tokens only: padding is not useful work) and its
+fraction of the machine's measured numpy sgemm peak; xlmr_np's ratio to each peer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from .coldstart import cold_start
+from .engines import ENGINES, available_engines, load_engine
+from .errors import BenchmarkError
+from .machine import environment, sgemm_peak
+from .measure import best_batch_size, measure
+from .models import MODEL_FILES, ensure_model
+from .report import report_chart, report_markdown
+from .workloads import mixed, rerank, uniform
+
+
+def run(model_dir: Path, out_dir: Path, engines: Sequence[str] = ENGINES, repeats: int = 5,
+        pairs: int = 64, batch_candidates: Sequence[int] = (8, 16, 32), build: bool = True,
+        cold: bool = True, command: str = "", log=print, documents: int = 100) -> str:
+    """Build or reuse the model, measure every engine on every workload, write report.md/.json/.png.
+
+    pairs: size of the uniform 128/256 workloads (512: half); documents: size of the rerank and mixed ones.
+    """
+    from xlmr_np.config import XLMRobertaConfig
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if not build and not all((model_dir / f).is_file() for f in MODEL_FILES):
+        raise BenchmarkError(f"{model_dir}: expected {MODEL_FILES}; run without --no-build to build it")
+    missing = [m for m in ("threadpoolctl", "matplotlib") if not _has(m)]
+    if missing:  # before building: the build takes minutes
+        raise BenchmarkError(f"the benchmark needs {', '.join(missing)}: pip install 'xlmr-np[bench]'")
+    if build:
+        ensure_model(model_dir, onnx="onnxruntime" in engines and _has("onnxruntime") and _has("onnxscript"))
+    names, skipped = available_engines(engines, model_dir)
+    for s in skipped:
+        log(s)
+    config = XLMRobertaConfig.from_file(model_dir / "config.json")
+    env = environment(names)
+    for w in env["warnings"]:
+        log(w)
+    peak = sgemm_peak()
+    log(f"numpy sgemm peak {peak:.0f} GFLOP/s")
+    V = config.vocab_size
+    workloads = [uniform(128, pairs, V), uniform(256, pairs, V), uniform(512, max(pairs // 2, 1), V),
+                 rerank(model_dir / "tokenizer.json", count=documents, max_length=min(512, config.max_tokens)),
+                 mixed(documents, V, high=min(512, config.max_tokens))]
+    runners = {e: load_engine(e, model_dir) for e in names}
+    batch_rates = {e: best_batch_size(runners[e], workloads[0], batch_candidates, pairs=min(32, pairs))
+                   for e in names}
+    batch_sizes = {e: max(rates, key=rates.get) for e, rates in batch_rates.items()}
+    log(f"best batch sizes: {batch_sizes}")
+    results = measure(runners, workloads, batch_sizes, config, repeats, log=log)
+    del runners
+    colds = [cold_start(e, model_dir, workloads[3], batch_sizes[e]) for e in names] if cold else []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = report_markdown(env, results, colds, peak, command, skipped, workloads, batch_rates)
+    (out_dir / "report.md").write_text(text)
+    (out_dir / "report.json").write_text(json.dumps(
+        {"environment": env, "sgemm_peak_gflops": peak, "command": command, "batch_rates": batch_rates,
+         "results": [dict(asdict(r), docs_per_s=r.docs_per_s, gflops=r.gflops) for r in results],
+         "cold_start": colds}, indent=1, default=str))
+    report_chart(results, colds, out_dir / "bench.png")
+    return text
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
