@@ -17,7 +17,7 @@ threadpoolctl = pytest.importorskip("threadpoolctl")
 # Big enough that the products are multithreaded BLAS calls when run on the calling thread (OpenBLAS runs
 # anything under 4 x 65536 multiply-adds on one thread), odd enough to catch a transposed or mis-sliced row.
 CONFIG = XLMRobertaConfig(model_type="xlm-roberta", vocab_size=300, hidden_size=96, num_hidden_layers=2,
-                          num_attention_heads=4, intermediate_size=200, hidden_act="gelu",
+                          num_attention_heads=4, intermediate_size=300, hidden_act="gelu",
                           max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
                           num_labels=2)
 BGE = XLMRobertaConfig(**{**CONFIG.__dict__, "hidden_size": 768, "num_attention_heads": 12,
@@ -46,9 +46,15 @@ def padded(lengths, seed=1):
     return ids, ids != CONFIG.pad_token_id
 
 
+def one_blas_thread(params, ids, mask):
+    """engine.forward on the calling thread with one BLAS thread: the numbers the workers must reproduce."""
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        return engine.forward(params, CONFIG, ids, mask)
+
+
 def test_logits_do_not_depend_on_the_worker_count_nor_the_neighbours(params):
     ids, mask = padded(LENGTHS)
-    inline = engine.forward(params, CONFIG, ids, mask)  # the calling thread, BLAS on every core
+    inline = one_blas_thread(params, ids, mask)
     for count in (1, 2, 3, 5):
         pool = workers.Workers(count)
         assert_close(f"{count} workers vs the engine on the calling thread", pool.forward(params, CONFIG, ids, mask),
@@ -60,10 +66,33 @@ def test_logits_do_not_depend_on_the_worker_count_nor_the_neighbours(params):
     halves = [np.flatnonzero(np.arange(len(LENGTHS)) % 2 == k) for k in (0, 1)]
     for half in halves:  # each half on its own: a different split, other neighbours
         assert_close("half the batch", pool.forward(params, CONFIG, ids[half], mask[half]), inline[half], atol=0)
-    for b in (0, 4, 8):  # alone: the small-job path on the calling thread
+    for b in range(len(LENGTHS)):  # alone: the small-job path, products split by columns and heads
         alone = pool.forward(params, CONFIG, ids[b : b + 1, : LENGTHS[b]], mask[b : b + 1, : LENGTHS[b]])
-        assert_close(f"pair {b} alone", alone, inline[b : b + 1], atol=0)
+        assert_close(f"pair {b} ({LENGTHS[b]} tokens) alone", alone, inline[b : b + 1], atol=0)
     pool.close()
+
+
+class CountingWorkers(workers.Workers):
+    """Workers that record how many tasks each map call hands out."""
+
+    def __init__(self, count):
+        super().__init__(count)
+        self.maps: list[int] = []
+
+    def map(self, tasks):
+        self.maps.append(len(tasks))
+        super().map(tasks)
+
+
+def test_a_single_pair_splits_its_products_among_the_workers(params):
+    pool = CountingWorkers(3)
+    ids, mask = padded([200])
+    pool.forward(params, CONFIG, ids, mask)
+    # per layer: attention (by heads), and the [N, D] -> [N, F] product (by columns) twice, on its 128-row
+    # bulk and its zero-padded tail block; the products down to D = 96, under two column blocks, stay whole
+    assert pool.maps and set(pool.maps) == {3}, f"tasks per map call: {pool.maps}"
+    assert len(pool.maps) == 3 * CONFIG.num_hidden_layers, f"{len(pool.maps)} split calls: {pool.maps}"
+    assert engine.intra_op.get() is None, "the intra-op pool must not outlive the call"
 
 
 def test_each_group_really_runs_on_its_own_thread(params, monkeypatch):

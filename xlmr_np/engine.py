@@ -22,6 +22,7 @@ H attention heads, Dh head size, F feed-forward size, L labels.
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,12 +51,43 @@ def matmul_wt(x, weight):
     bulk = n - n % GEMM_ROWS
     y = np.empty((n, weight.shape[0]), dtype=x.dtype)  # [N, in] -> [N, out]
     if bulk:
-        np.matmul(x[:bulk], weight.T, out=y[:bulk])
+        product(x[:bulk], weight, out=y[:bulk])
     if bulk < n:
         padded = np.zeros((GEMM_ROWS, x.shape[1]), dtype=x.dtype)  # [GEMM_ROWS, in]
         padded[: n - bulk] = x[bulk:]
-        y[bulk:] = (padded @ weight.T)[: n - bulk]  # [GEMM_ROWS, out] -> [R, out]
+        y[bulk:] = product(padded, weight)[: n - bulk]  # [GEMM_ROWS, out] -> [R, out]
     return y
+
+
+# Intra-op threads, for a job too small to split by pairs (one pair, a few short ones: see xlmr_np.workers):
+# an object with `threads` and `map(tasks)` (run the callables on that many threads, return when all are
+# done), set for the calling thread only; None runs everything on it. The dense products are then split by
+# whole COLUMN_BLOCKs of output features and attention by heads. With one-thread BLAS, a column block of
+# x W^T is the same bits computed alone or with the others (checked for the model's three weight shapes at
+# 128..1024 rows, 2..8 blocks), and each head's products are separate BLAS calls anyway.
+intra_op = contextvars.ContextVar("xlmr_np_engine_intra_op", default=None)
+COLUMN_BLOCK = 128
+
+
+def spans(size, parts, step=1):
+    """[(start, stop)] cutting range(size) into at most `parts` spans of whole steps, as even as they come.
+
+    >>> spans(768, 3, 128)   # [(0, 256), (256, 512), (512, 768)]; spans(12, 5) -> 2, 2, 3, 2, 3 heads
+    """
+    blocks = -(-size // step)
+    edges = [min(size, step * (blocks * k // parts)) for k in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def product(x, weight, out=None):
+    """x W^T in one BLAS call, or split by column blocks among the intra-op threads when there are any."""
+    out = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype) if out is None else out  # [R, out]
+    pool = intra_op.get()
+    if pool is None or weight.shape[0] < 2 * COLUMN_BLOCK:
+        return np.matmul(x, weight.T, out=out)
+    pool.map([lambda a=a, b=b: np.matmul(x, weight[a:b].T, out=out[:, a:b])
+              for a, b in spans(weight.shape[0], pool.threads, COLUMN_BLOCK)])
+    return out
 
 
 def linear(x, weight, bias):
@@ -180,14 +212,24 @@ def self_attention(x, offsets, params, prefix, config):
     context = q  # a pair's context overwrites its own rows of q, which its scores no longer need
     lengths = np.diff(offsets)  # [B]
     scores_buffer = np.empty(H * int(lengths.max()) ** 2, dtype=x.dtype)  # room for the longest pair's [H, n, n]
+    pool = intra_op.get()
     for b, n in enumerate(lengths):
         rows = slice(offsets[b], offsets[b + 1])
         qh = q[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
         kt = k[rows].reshape(n, H, Dh).transpose(1, 2, 0)  # [n, D] -> [H, Dh, n]
         vh = v[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
-        scores = np.matmul(qh, kt, out=scores_buffer[: H * n * n].reshape(H, n, n))  # -> [H, n, n]
-        softmax(scores, out=scores, scale=scale)  # in one go: 6 calls beat cache-sized blocks here
-        np.matmul(scores, vh, out=context[rows].reshape(n, H, Dh).transpose(1, 0, 2))  # -> [H, n, Dh]
+        scores = scores_buffer[: H * n * n].reshape(H, n, n)  # [H, n, n]
+        ch = context[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [H, n, Dh]: a view of q's rows
+
+        def heads(h0, h1, qh=qh, kt=kt, vh=vh, scores=scores, ch=ch):  # attention of heads h0:h1
+            s = np.matmul(qh[h0:h1], kt[h0:h1], out=scores[h0:h1])  # -> [h, n, n]
+            softmax(s, out=s, scale=scale)  # in one go: 6 calls beat cache-sized blocks here
+            np.matmul(s, vh[h0:h1], out=ch[h0:h1])  # -> [h, n, Dh]
+
+        if pool is None:
+            heads(0, H)
+        else:  # q's rows of heads h0:h1 are read by those heads' task only, before it overwrites them
+            pool.map([lambda a=a, b=b: heads(a, b) for a, b in spans(H, pool.threads)])
     return context  # [N, D]
 
 

@@ -115,9 +115,11 @@ class Reranker:
         """
         layers = range(self.config.num_hidden_layers)
         if not (output_attentions or trace):
-            states: list[np.ndarray] | None = [] if output_hidden_states else None
+            if not output_hidden_states:  # the scoring path, bit for bit
+                return ModelOutput(logits=self.pool.forward(self.params, self.config, input_ids, attention_mask))
+            states: list[np.ndarray] = []
             logits = engine.forward(self.params, self.config, input_ids, attention_mask, states)
-            return ModelOutput(logits=logits, hidden_states=None if states is None else tuple(states))
+            return ModelOutput(logits=logits, hidden_states=tuple(states))
         names = None if trace is True else [trace] if isinstance(trace, str) else list(trace or [])
         if names is not None and output_hidden_states:
             names += ["embeddings"] + [f"encoder.layer.{i}.output" for i in layers]

@@ -12,11 +12,13 @@ cores but synchronises its threads at every call (hundreds per layer, most of th
 products), and the elementwise work between the products (GELU, softmax, layer norm) runs on the calling
 thread alone. Workers keep every core busy through all of it.
 
-BLAS's thread count is one setting for the whole process (OpenBLAS, MKL), so a split batch sets it to 1 for
-its duration (threadpoolctl) and restores it after, under a process-wide lock. Small jobs (one pair, or too
-few tokens to give each worker MIN_TOKENS) run on the calling thread with BLAS's threads as they are: there a
-split would add more padding (each group is padded to whole GEMM_ROWS blocks) and thread hand-offs than it
-saves.
+BLAS's thread count is one setting for the whole process (OpenBLAS, MKL), so every engine call sets it to 1
+for its duration (threadpoolctl) and restores it after, under a process-wide lock: multithreaded BLAS rounds
+some products differently from single-threaded BLAS, so the engine's numbers are defined with one BLAS thread,
+and all parallelism is ours. Small jobs (one pair, or too few tokens to give each worker MIN_TOKENS) are not
+split by pairs, which would add padding (each group is padded to whole GEMM_ROWS blocks): they run on the
+calling thread with their dense products split by columns and their attention by heads among the workers
+(engine.intra_op), which gives the same bits.
 
 threadpoolctl is optional: without it the default is one worker (the calling thread, BLAS on every core), as
 before; asking for more workers then raises ConfigError.
@@ -140,37 +142,57 @@ class Workers:
         >>> pool = Workers(2)
         >>> logits = pool.forward(params, config, input_ids, attention_mask)   # as engine.forward, [B, L]
 
-    workers: threads to split a batch among (None: default_workers()); 1 runs everything on the calling thread.
-    The calling thread runs one group itself, so workers - 1 threads are started, on first use.
+    workers: threads to use (None: default_workers()); the calling thread is one of them, so workers - 1
+    threads are started, on first use. A batch with enough tokens is split by pairs; a smaller one (one pair,
+    a few short ones) runs on the calling thread with its products split among the threads (engine.intra_op).
+    With threadpoolctl, BLAS runs one thread inside every engine call, whatever `workers` is, so that the
+    bits of a pair's logits never depend on it (BLAS on several threads rounds some products differently:
+    scores x V of a 491-token pair, for one). Without threadpoolctl, workers is 1 and BLAS is left as it is.
     """
 
     def __init__(self, workers: int | None = None):
         self.workers = check_workers(workers)
         self._pool: ThreadPoolExecutor | None = None
 
+    @property
+    def threads(self) -> int:  # engine.intra_op's interface
+        return self.workers
+
+    def map(self, tasks) -> None:
+        """Run callables on the pool's threads, the first on the calling thread; return when all are done,
+        re-raising the first error (engine.intra_op's interface)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="xlmr-np-worker")
+        futures = [self._pool.submit(task) for task in tasks[1:]]
+        try:
+            tasks[0]()
+        finally:  # every task finishes before the caller moves on (or BLAS gets its threads back), even on error
+            wait(futures)
+        for f in futures:
+            f.result()  # re-raises a worker's error
+
     def forward(self, params, config: XLMRobertaConfig, input_ids, attention_mask) -> np.ndarray:
         """engine.forward's logits [B, L] for a padded batch [B, T], computed by up to `workers` threads."""
         packed = engine.pack(config, input_ids, attention_mask)  # checks the batch here, on the calling thread
+        controller = blas_controller()
+        if controller is None:  # no say over BLAS's threads: the calling thread alone (workers is 1)
+            return engine.run(params, config, packed)
         lengths = np.diff(packed.offsets)  # [B]
         groups = group_count(lengths, self.workers)
-        if groups == 1:
-            return engine.run(params, config, packed)
-        parts = partition(pair_costs(lengths, config), groups)
-        logits = np.empty((len(lengths), config.num_labels), dtype=params["classifier.out_proj.weight"].dtype)
+        with _BLAS_LOCK, controller.limit(limits=1, user_api="blas"):
+            if groups == 1:
+                token = engine.intra_op.set(self if self.workers > 1 else None)
+                try:
+                    return engine.run(params, config, packed)
+                finally:
+                    engine.intra_op.reset(token)
+            parts = partition(pair_costs(lengths, config), groups)
+            logits = np.empty((len(lengths), config.num_labels), dtype=params["classifier.out_proj.weight"].dtype)
 
-        def run(pairs):  # [B_group] -> logits [B_group, L]
-            logits[pairs] = engine.run(params, config, subset(packed, pairs))
+            def run(pairs):  # [B_group] -> logits [B_group, L]
+                logits[pairs] = engine.run(params, config, subset(packed, pairs))
 
-        with _BLAS_LOCK, blas_controller().limit(limits=1, user_api="blas"):
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="xlmr-np-worker")
-            futures = [self._pool.submit(run, pairs) for pairs in parts[1:]]
-            try:
-                run(parts[0])
-            finally:  # every group finishes before BLAS gets its threads back, even when one fails
-                wait(futures)
-            for f in futures:
-                f.result()  # re-raises a worker's error
+            self.map([lambda pairs=pairs: run(pairs) for pairs in parts])
         return logits
 
     def close(self) -> None:
