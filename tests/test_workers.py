@@ -190,3 +190,20 @@ def test_without_threadpoolctl_one_worker_is_the_default_and_more_are_refused(mo
     assert workers.Workers(1).workers == 1
     with pytest.raises(ConfigError, match=r"workers=2 needs threadpoolctl"):
         workers.Workers(2)
+
+
+def test_the_cli_takes_workers_and_gives_the_same_scores(tiny_model, tmp_path_factory):
+    from processes import offline_hub, run
+
+    env = offline_hub(tiny_model[0], tmp_path_factory.mktemp("hub-cache"))
+    source = tmp_path_factory.mktemp("pairs") / "pairs.tsv"
+    source.write_text("".join(f"{q}\t{d}\n" for q, d in SAMPLE_PAIRS * 4), encoding="utf-8")
+    outputs = {}
+    for count in ("1", "2"):
+        result = run(["score", "--raw-scores", "--workers", count, str(source)], env)
+        assert result.returncode == 0, result.stderr
+        outputs[count] = [float(x) for x in result.stdout.split()]
+    assert_close("score --workers 2 vs --workers 1", outputs["2"], outputs["1"], atol=0)
+    for bad in ("0", "two"):
+        result = run(["rerank", "--workers", bad, "query", "doc"], env)
+        assert result.returncode == 2 and f"expected a positive integer, got '{bad}'" in result.stderr, result.stderr

@@ -22,7 +22,7 @@ from .inspect import Trace
 from .ranking import DocumentScores, check_documents, check_top_n, progress_bar
 from .tokenizer import Batch, PairTokenizer, check_pairs
 from .weights import load_params
-from .workers import Workers
+from .workers import Workers, check_workers
 
 
 @dataclass
@@ -76,6 +76,7 @@ class Reranker:
         """
         model_dir = resolve_model_dir(path, revision=revision, cache_dir=cache_dir,
                                       local_files_only=local_files_only, token=token)
+        check_workers(workers)  # before the weights are read
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype}")

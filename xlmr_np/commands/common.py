@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import sys
@@ -22,13 +23,23 @@ def add_model_arguments(parser) -> None:
     group.add_argument("--truncation", choices=("longest_first", "only_second"), default="longest_first",
                        help="how over-long pairs are cut (default: longest_first, as the published scores)")
     group.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default: 32)")
+    group.add_argument("--workers", type=worker_count, default=None,
+                       help="threads that score each batch, one BLAS thread each (default: one per core); "
+                            "the scores are the same bits for any count")
+
+
+def worker_count(text: str) -> int:
+    """argparse type of --workers: a positive integer."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
 
 
 def load_reranker(args):
     from ..reranker import Reranker
 
     return Reranker.from_pretrained(args.model, max_length=args.max_length, truncation=args.truncation,
-                                    revision=args.revision, cache_dir=args.cache_dir)
+                                    revision=args.revision, cache_dir=args.cache_dir, workers=args.workers)
 
 
 def reports_errors(handler):
