@@ -305,10 +305,20 @@ def encoder_layer(x, offsets, params, i, config):
     return feed_forward(a, params, prefix, config)  # [N, D] -> [N, F] -> [N, D]
 
 
+HEAD = ("classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight", "classifier.out_proj.bias")
+
+
 def classification_head(first_tokens, params):
-    """XLMRobertaClassificationHead: the <s> states [B, D] -> dense -> tanh -> out_proj -> [B, L]."""
-    h = linear(first_tokens, params["classifier.dense.weight"], params["classifier.dense.bias"])  # [B, D]
-    return linear(np.tanh(h), params["classifier.out_proj.weight"], params["classifier.out_proj.bias"])  # [B, L]
+    """XLMRobertaClassificationHead: the <s> states [B, D] -> dense -> tanh -> out_proj -> [B, L].
+
+    Computed in float64 and rounded once at the end: out_proj sums D products into a logit of size ~10,
+    and in float32 the rounding of that sum alone moves a full-size logit by up to 1e-5, a third of all
+    the float32 error it carries (docs/numerics.md). In float64 it costs next to nothing: B rows.
+    """
+    w = {key: params[key].astype(np.float64) for key in HEAD}
+    h = linear(first_tokens.astype(np.float64), w["classifier.dense.weight"], w["classifier.dense.bias"])  # [B, D]
+    logits = linear(np.tanh(h), w["classifier.out_proj.weight"], w["classifier.out_proj.bias"])  # [B, L]
+    return logits.astype(first_tokens.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 
 def _indices(text: str) -> list[int]:
     """'0,2-4' -> [0, 2, 3, 4]."""
-    out = []
+    out: list[int] = []
     for part in text.split(","):
         a, _, b = part.partition("-")
         try:
