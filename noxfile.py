@@ -4,6 +4,7 @@
     nox -s tests-fast   without torch, transformers or matplotlib: the tests that need them skip, saying why
     nox -s notebooks    execute every notebook and check its committed .ipynb against its .py source
     nox -s lint         ruff check, ruff format --check, mypy on xlmr_np/
+    nox -s clients_frameworks   LangChain and LlamaIndex rerankers against `xlmr-np serve` (before a release)
 
 Arguments after `--` go to pytest (e.g. nox -s tests -- -x tests/test_eval.py). To rewrite the .ipynb files
 after editing a notebook: python tools/execute_notebooks.py notebooks/NN_name.py
@@ -43,3 +44,31 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+
+
+# LangChain and LlamaIndex rerankers: heavy (about 100 packages) and pinned to their own cohere release,
+# so they stay out of the test extra and run in this session's own environment before a release.
+FRAMEWORKS = ["langchain-cohere", "langchain-community", "llama-index-postprocessor-cohere-rerank"]
+REPORTED = [*FRAMEWORKS, "langchain-core", "llama-index-core", "cohere"]
+
+
+@nox.session(name="clients_frameworks")
+def clients_frameworks(session: nox.Session) -> None:
+    """LangChain's CohereRerank and JinaRerank and LlamaIndex's CohereRerank against `xlmr-np serve`."""
+    session.install("-e", ".[test]", *FRAMEWORKS)
+    session.run(
+        "python",
+        "-c",
+        "import sys, importlib.metadata as m; "  # the versions tested, in the log
+        "[print(name, m.version(name)) for name in sys.argv[1:]]",
+        *REPORTED,
+    )
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "tests/test_clients_frameworks.py",
+        *session.posargs,
+        env={"XLMR_NP_REQUIRE_FRAMEWORKS": "1", "XLMR_NP_REQUIRE_TORCH": "1"},
+    )

@@ -109,8 +109,54 @@ def test_score_jsonl_to_file_with_truncation_report(env, reranker, tmp_path):
     (["score", "/no/such/file.tsv"], None, "/no/such/file.tsv: cannot read"),
     (["serve", "--max-documents", "0"], None, "--max-documents must be at least 1, got 0"),
     (["serve", "--window-overlap", "-1"], None, "--window-overlap must be at least 0, got -1"),
+    (["serve", "--max-concurrent-requests", "0"], None, "--max-concurrent-requests must be at least 1, got 0"),
+    (["serve", "--api-key", ""], None, "--api-key is empty; give a key, or none of"),
+    (["serve", "--api-key", "  "], None, "--api-key is empty"),
+    (["serve", "--api-key", "two words"], None, "must not contain whitespace"),
+    (["serve", "--api-key-file", "/no/such/key"], None, "--api-key-file /no/such/key: cannot read"),
 ])
 def test_user_errors_are_one_line_with_exit_status_1(env, args, stdin, message):
     result = run(args, env, input=stdin)
     assert result.returncode == 1 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_empty_key_file_or_variable_is_an_error_not_an_open_server(env, tmp_path):
+    empty = tmp_path / "key"
+    empty.write_text("\n", encoding="utf-8")
+    for args, extra_env, message in [(["serve", "--api-key-file", str(empty)], {}, f"{empty} is empty"),
+                                      (["serve"], {"XLMR_NP_API_KEY": ""}, "$XLMR_NP_API_KEY is empty")]:
+        result = run(args, dict(env, **extra_env))
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+
+
+def test_key_file_wins_and_is_stripped(tmp_path):
+    from xlmr_np.commands.serve import read_api_key
+
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret\n", encoding="utf-8")
+
+    class Args:
+        api_key_file = str(key_file)
+        api_key = "from-argv"
+
+    assert read_api_key(Args, {"XLMR_NP_API_KEY": "from-env"}) == "s3cret"
+    Args.api_key_file = None
+    assert read_api_key(Args, {"XLMR_NP_API_KEY": "from-env"}) == "from-argv"
+    Args.api_key = None
+    assert read_api_key(Args, {"XLMR_NP_API_KEY": "from-env"}) == "from-env"
+    assert read_api_key(Args, {}) is None
+
+
+def test_serve_without_its_extra_names_the_extra(monkeypatch, capsys):
+    """The core install has no web framework: `xlmr-np serve` says which extra to install."""
+    import sys
+
+    from xlmr_np.cli import main
+
+    for name in [m for m in sys.modules if m.startswith("xlmr_np.serve")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi -> ModuleNotFoundError
+    assert main(["serve", "--model", "/no/such/model"]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'xlmr-np[serve]'" in err and "fastapi" in err, err

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "eval": "xlmr_np.commands.eval",
     "merge": "xlmr_np.commands.eval",
     "inspect": "xlmr_np.commands.inspect",
+    "verify": "xlmr_np.commands.verify",
 }
 
 

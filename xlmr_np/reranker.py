@@ -20,7 +20,7 @@ from .errors import ConfigError, InputError
 from .hub import resolve_model_dir
 from .inspect import Trace
 from .ranking import DocumentScores, check_documents, check_top_n, progress_bar
-from .tokenizer import Batch, PairTokenizer, check_pairs
+from .tokenizer import Batch, EncodedPair, PairTokenizer, check_pairs
 from .weights import load_params
 from .workers import Workers, check_workers
 
@@ -43,6 +43,20 @@ def sigmoid64(logits) -> np.ndarray:
     x = np.asarray(logits, dtype=np.float64)
     z = np.exp(-np.abs(x))  # in (0, 1]
     return np.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+
+
+def document_scores(n_documents: int, encoded, owners, sequence_logits, raw_scores: bool = False) -> DocumentScores:
+    """Per-document scores from per-sequence logits [S]: a document's logit is its best window's."""
+    logits = np.full(n_documents, -np.inf)  # [N]
+    np.maximum.at(logits, owners, np.asarray(sequence_logits, dtype=np.float64))
+    truncated = [False] * n_documents
+    for owner, e in zip(owners, encoded):
+        truncated[owner] |= e.truncated
+    return DocumentScores(
+        logits=logits, relevance=logits.copy() if raw_scores else sigmoid64(logits), truncated=truncated,
+        windows=np.bincount(owners, minlength=n_documents).tolist(),
+        total_tokens=sum(len(e.ids) for e in encoded),
+    )
 
 
 class Reranker:
@@ -180,22 +194,20 @@ class Reranker:
         its best window.
         """
         self.require_single_logit()
+        encoded, owners = self.encode_documents(query, documents, windows=windows, window_overlap=window_overlap)
+        sequence_logits = self.logits_of(encoded, batch_size, progress)[:, 0]  # [S]
+        return document_scores(len(documents), encoded, owners, sequence_logits, raw_scores)
+
+    def encode_documents(self, query: str, documents, windows: bool = False, window_overlap: int = 64,
+                         max_windows: int | None = None, max_document_tokens: int | None = None
+                         ) -> tuple[list[EncodedPair], list[int]]:
+        """The sequences score_documents scores, and the document each belongs to (see encode_windows for
+        the window limits, which imply windows=True)."""
         pairs = [(query, document) for document in check_documents(query, documents)]
-        if windows:
-            encoded, owners = self.tokenizer.encode_windows(pairs, window_overlap)
-        else:
-            encoded, owners = self.tokenizer.encode(pairs), list(range(len(pairs)))
-        sequence_logits = self.logits_of(encoded, batch_size, progress)[:, 0].astype(np.float64)  # [S]
-        logits = np.full(len(pairs), -np.inf)  # [N]
-        np.maximum.at(logits, owners, sequence_logits)
-        truncated = [False] * len(pairs)
-        for owner, e in zip(owners, encoded):
-            truncated[owner] |= e.truncated
-        return DocumentScores(
-            logits=logits, relevance=logits.copy() if raw_scores else sigmoid64(logits), truncated=truncated,
-            windows=np.bincount(owners, minlength=len(pairs)).tolist(),
-            total_tokens=sum(len(e.ids) for e in encoded),
-        )
+        if windows or max_windows is not None or max_document_tokens is not None:
+            return self.tokenizer.encode_windows(pairs, window_overlap, max_windows=max_windows,
+                                                 max_document_tokens=max_document_tokens)
+        return self.tokenizer.encode(pairs), list(range(len(pairs)))
 
     def rerank(self, query: str, documents, top_n: int | None = None, return_documents: bool = True,
                raw_scores: bool = False, batch_size: int = 32, windows: bool = False, window_overlap: int = 64,

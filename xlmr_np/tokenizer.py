@@ -138,32 +138,61 @@ class PairTokenizer:
             out.append((self._tokenizer.post_process(query, document), cut))
         return out
 
-    def encode_windows(self, pairs, overlap: int = 64) -> tuple[list[EncodedPair], list[int]]:
+    def encode_windows(self, pairs, overlap: int = 64, max_windows: int | None = None,
+                       max_document_tokens: int | None = None, from_end: bool = False
+                       ) -> tuple[list[EncodedPair], list[int]]:
         """Every pair as one or more sequences, each holding the query and a window of the document that
         fits beside it; returns the sequences and, for each, the index of its pair.
 
-        Nothing of the document is dropped. The query is capped as for only_second (and so that a document
-        token still fits), and a pair is flagged truncated only if its query was cut. Consecutive windows
-        share `overlap` tokens (at most half a window), so text cut at one window's edge appears whole in
-        the next. Example: a 30-token document with room for 10 and overlap 3 -> windows [0:10] [7:17]
-        [14:24] [21:30].
+        Nothing of the document is dropped unless asked. The query is capped as for only_second (and so
+        that a document token still fits), and a pair is flagged truncated only if its query was cut or a
+        limit below dropped document tokens. Consecutive windows share `overlap` tokens (at most half a
+        window), so text cut at one window's edge appears whole in the next. Example: a 30-token document
+        with room for 10 and overlap 3 -> windows [0:10] [7:17] [14:24] [21:30].
+
+        max_windows keeps a document's first windows only (1: the document truncated beside a whole
+        query); max_document_tokens first cuts the document to that many tokens. from_end=True lays the
+        windows from the document's end instead (the first window holds its last tokens), and keeps the
+        last max_document_tokens.
+
+        Linear in the document's length: the tokenizer's max_length chunks are joined as id lists and
+        each window is wrapped in the pair template's special tokens directly, which gives the ids the
+        post-processor gives (Encoding.merge, by contrast, copies the growing encoding at every chunk).
         """
-        if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
-            raise InputError(f"overlap must be a non-negative int of tokens, got {overlap!r}")
+        for name, value, least in (("overlap", overlap, 0), ("max_windows", max_windows, 1),
+                                   ("max_document_tokens", max_document_tokens, 1)):
+            optional = name != "overlap"
+            if (value is not None or not optional) and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise InputError(f"{name} must be an int of at least {least}, got {value!r}")
         texts = self._tokenizer.encode_batch([t for pair in check_pairs(pairs) for t in pair],
                                              add_special_tokens=False)
+        probe = self._tokenizer.encode("a", add_special_tokens=False)  # any non-empty second segment
         sequences, owners = [], []
         for i, (query, document) in enumerate(zip(texts[0::2], texts[1::2])):
             cut = self._cap_query(query)
-            # The shared tokenizer cut the document into max_length chunks (stride 0): rejoin them.
-            document = Encoding.merge([document, *document.overflowing], growing_offsets=True)
+            prefix, suffix = self._template_around_second(query, probe)
+            # The shared tokenizer cut the document into consecutive max_length chunks (stride 0).
+            ids = [t for chunk in (document, *document.overflowing) for t in chunk.ids]  # [n_document]
+            if max_document_tokens is not None and len(ids) > max_document_tokens:
+                ids, cut = (ids[-max_document_tokens:] if from_end else ids[:max_document_tokens]), True
             room = self.max_length - self.special_tokens - len(query)
-            if len(document) > room:
-                document.truncate(room, stride=min(overlap, room // 2))  # the rest goes to .overflowing
-            for window in [document, *document.overflowing]:
-                sequences.append(EncodedPair(self._tokenizer.post_process(query, window).ids, cut))
+            windows = _windows(len(ids), room, min(overlap, room // 2))
+            if from_end:
+                windows = [(len(ids) - stop, len(ids) - start) for start, stop in windows]
+            if max_windows is not None and len(windows) > max_windows:
+                windows, cut = windows[:max_windows], True
+            for start, stop in windows:
+                sequences.append(EncodedPair(prefix + ids[start:stop] + suffix, cut))
                 owners.append(i)
         return sequences, owners
+
+    def _template_around_second(self, query: Encoding, probe: Encoding) -> tuple[list[int], list[int]]:
+        """The ids the post-processor puts before and after the second segment of a pair with this query:
+        for XLM-R, `<s> query </s></s>` and `</s>`."""
+        pair = self._tokenizer.post_process(query, probe)
+        second = [t for t, s in enumerate(pair.sequence_ids) if s == 1]
+        return pair.ids[: second[0]], pair.ids[second[-1] + 1 :]
 
     def pad(self, encoded: Sequence[EncodedPair]) -> Batch:
         """Right-pad to the longest pair of this batch (not to max_length)."""
@@ -178,3 +207,20 @@ class PairTokenizer:
     def __call__(self, pairs) -> Batch:
         """Tokenize and pad in one step: the batch for model.forward."""
         return self.pad(self.encode(pairs))
+
+
+def _windows(n: int, room: int, stride: int) -> list[tuple[int, int]]:
+    """[start, stop) of the windows of n tokens, as tokenizers' Encoding.truncate(room, stride) splits them:
+    steps of room - stride until a window reaches the end; one (possibly empty) window if all fit.
+
+        >>> _windows(30, 10, 3)
+        [(0, 10), (7, 17), (14, 24), (21, 30)]
+    """
+    if n <= room:
+        return [(0, n)]
+    spans = []
+    for start in range(0, n, room - stride):
+        spans.append((start, min(start + room, n)))
+        if start + room >= n:
+            break
+    return spans

@@ -54,16 +54,36 @@ class TaskRun:
     sample: dict | None
 
 
-def _prepare(task: Task, cache_root: Path, header: dict, writer: str, batch_size: int,
-             shard: tuple[int, int] | None, max_queries: int | None, seed: int) -> TaskRun:
+def scoring_settings(max_length: int, truncation: str) -> dict:
+    """What, besides the model's files, decides a score: part of the score cache's key."""
+    return {"max_length": max_length, "truncation": truncation, "dtype": "float32"}
+
+
+def cache_root(cache_dir: str | Path | None, fingerprint: str, settings: dict) -> Path:
+    """The score cache directory of one model and scoring settings (one subdirectory per task in it)."""
+    model_key = hashlib.sha256((fingerprint + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:16]
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()) / model_key
+
+
+def task_cache_dir(root: Path, task: Task) -> Path:
+    return root / f"{task.name}-{task.revision[:12]}"
+
+
+def task_plan(task: Task, batch_size: int, max_queries: int | None, seed: int) -> tuple[Plan, dict | None]:
+    """The task's plan (all its kept queries, or a sample of them) and the sample's description."""
     queries = apply_protocol(read_rows(dataset_file(task)))
     sample = None
     if max_queries is not None:
         sample = {"max_queries": max_queries, "seed": seed, "of_queries": len(queries)}
         queries = sample_queries(queries, max_queries, seed)
-    plan = make_plan(task, queries, batch_size)
+    return make_plan(task, queries, batch_size), sample
+
+
+def _prepare(task: Task, root: Path, header: dict, writer: str, batch_size: int,
+             shard: tuple[int, int] | None, max_queries: int | None, seed: int) -> TaskRun:
+    plan, sample = task_plan(task, batch_size, max_queries, seed)
     header = dict(header, task=task.name, dataset=task.repo, revision=task.revision)
-    cache = ScoreCache(cache_root / f"{task.name}-{task.revision[:12]}", header, writer)
+    cache = ScoreCache(task_cache_dir(root, task), header, writer)
     batches = shard_batches(plan.n_batches, shard)
     todo = {b: [plan.pairs[j] for j in plan.batch(b)] for b in batches
             if any(plan.keys[j] not in cache for j in plan.batch(b))}
@@ -75,7 +95,7 @@ def run_eval(model_dir: str | Path, task_name: str, *, out_dir: str | Path, cach
              max_queries: int | None = None, seed: int = 0, max_length: int = 512,
              truncation: str = "longest_first", stream: TextIO | None = None) -> dict:
     """Evaluate a model (directory or hub repo id) on one task or "all"; returns the results (None for a
-    shard) and the files written.
+    shard), the files written and the number of pairs scored (those the cache lacked).
 
     Without shard: writes out_dir/results.json (the table and the per-query figures). With shard=(i, n):
     writes out_dir/<task>.shard-<i>-of-<n>.json per task, for merge_shards().
@@ -84,17 +104,16 @@ def run_eval(model_dir: str | Path, task_name: str, *, out_dir: str | Path, cach
         raise InputError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
     out = Path(out_dir)
     directory = resolve_model_dir(model_dir)  # a directory, or a hub repo id fetched through its cache
-    settings = {"max_length": max_length, "truncation": truncation, "dtype": "float32"}
+    settings = scoring_settings(max_length, truncation)
     fingerprint = model_fingerprint(directory)
-    model_key = hashlib.sha256((fingerprint + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:16]
-    cache_root = Path(cache_dir if cache_dir is not None else default_cache_dir()) / model_key
+    root = cache_root(cache_dir, fingerprint, settings)
     writer = "all" if shard is None else f"shard-{shard[0]}-of-{shard[1]}"
     header = {"model_fingerprint": fingerprint, "settings": settings}
     log = stream if stream is not None else sys.stderr
     runs: list[TaskRun] = []
     try:
         for task in resolve_tasks(task_name):
-            runs.append(_prepare(task, cache_root, header, writer, batch_size, shard, max_queries, seed))
+            runs.append(_prepare(task, root, header, writer, batch_size, shard, max_queries, seed))
         total = sum(len(p) for run in runs for p in run.todo.values())
         scorer = Scorer(directory, settings, workers)
         try:
@@ -114,13 +133,13 @@ def run_eval(model_dir: str | Path, task_name: str, *, out_dir: str | Path, cach
         if shard is not None:
             files = [write_shard(out, run.plan, run.cache.scores, run.batches, run.sample, shard, common)
                      for run in runs]
-            return {"results": None, "files": files}
+            return {"results": None, "files": files, "scored": total}
         results = dict(common, tasks=[
             task_result(run.task, run.plan.structure,
                         np.array([run.cache.scores[k] for k in run.plan.keys]), run.sample)
             for run in runs])
         write_json(out / "results.json", results)
-        return {"results": results, "files": [out / "results.json"]}
+        return {"results": results, "files": [out / "results.json"], "scored": total}
     finally:
         for run in runs:
             run.cache.close()

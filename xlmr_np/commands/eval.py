@@ -8,6 +8,7 @@ import sys
 from ..cmteb import TASKS, default_cache_dir, format_table, merge_shards, run_eval
 from ..errors import XlmrNpError
 from ..tokenizer import TRUNCATION_STRATEGIES
+from . import cluster
 from .common import DEFAULT_MODEL
 
 
@@ -66,6 +67,7 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", default=None,
                    help=f"score cache directory (default {default_cache_dir()})")
     p.add_argument("--out", default="eval-results", help="directory for results.json or shard files")
+    cluster.add_arguments(p)
     p.set_defaults(func=eval_command)
 
     m = subparsers.add_parser(
@@ -79,10 +81,13 @@ def register(subparsers) -> None:
 
 def eval_command(args) -> int:
     try:
-        done = run_eval(args.model, args.task, out_dir=args.out, cache_dir=args.cache_dir,
-                        batch_size=args.batch_size, workers=args.workers, shard=args.shard,
-                        max_queries=args.max_queries, seed=args.seed, max_length=args.max_length,
-                        truncation=args.truncation)
+        if args.executor is not None:
+            done = cluster.run_from_args(args)
+        else:
+            done = run_eval(args.model, args.task, out_dir=args.out, cache_dir=args.cache_dir,
+                            batch_size=args.batch_size, workers=args.workers, shard=args.shard,
+                            max_queries=args.max_queries, seed=args.seed, max_length=args.max_length,
+                            truncation=args.truncation)
     except XlmrNpError as e:
         print(f"xlmr-np eval: error: {e}", file=sys.stderr)
         return 1

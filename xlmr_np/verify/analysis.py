@@ -1,0 +1,460 @@
+"""Endpoint answers against the local reference: scale, differences, ranks, consistency checks, diagnosis.
+
+Everything here is a pure function of the probes, the endpoint's answers and the local scores, so the
+HTTP clients, an in-process engine and a golden file all go through the same analysis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..reranker import sigmoid64
+from .probes import Probe
+from .reference import LocalScores, variants
+
+SCALES = ("logits", "sigmoid", "affine", "monotone")
+TOP_K = 3
+
+
+@dataclass
+class Answer:
+    """What an engine returned for one probe, by the document index it claimed."""
+
+    scores: list  # [n] float or None (no result for that index)
+    texts: list | None = None  # [n] the text it echoed for each index, or None when it echoes none
+    problems: list[str] = field(default_factory=list)  # malformed results: bad, repeated or missing indices
+    error: str | None = None  # the request failed (HTTP error, rejected input); scores are then empty
+
+    @classmethod
+    def failed(cls, n: int, error: str) -> Answer:
+        return cls([None] * n, None, [], error)
+
+
+@dataclass
+class Finding:
+    """One diagnosis line: the likely cause, and the evidence that names it."""
+
+    cause: str
+    evidence: str
+    kind: str  # index, scale, ties, order, values, category, precision
+
+    def line(self) -> str:
+        return f"diagnosis: {self.cause}: {self.evidence}"
+
+
+def kendall_tau(a, b, tol: float = 0.0) -> float:
+    """Kendall's tau-b of two score vectors (1: same order; ties count as neither agreeing nor not).
+    Values within tol of each other are ties, so float noise between equal scores is not a disagreement.
+
+    Example: kendall_tau([3, 2, 1], [30, 20, 10]) = 1.0; kendall_tau([1, 2, 3], [3, 2, 1]) = -1.0.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    i, j = np.triu_indices(len(a), k=1)
+
+    def sign(d):
+        return np.where(np.abs(d) <= tol, 0.0, np.sign(d))
+
+    sa, sb = sign(a[i] - a[j]), sign(b[i] - b[j])
+    n_a, n_b = np.count_nonzero(sa), np.count_nonzero(sb)
+    if n_a == 0 or n_b == 0:
+        return 1.0 if n_a == n_b else 0.0
+    return float((sa * sb).sum() / np.sqrt(n_a * n_b))
+
+
+def top_k_overlap(a, b, k: int) -> int:
+    """How many of b's k best are among a's k best."""
+    return len(set(np.argsort(-np.asarray(a), kind="stable")[:k]) & set(np.argsort(-np.asarray(b), kind="stable")[:k]))
+
+
+def logit(p) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.log(p) - np.log1p(-p)
+
+
+def resolution(values) -> np.ndarray:
+    """The rounding step of each value as sent: float32 spacing if it is exactly a float32, else float64's."""
+    v = np.asarray(values, dtype=np.float64)
+    as32 = v.astype(np.float32)
+    return np.where(as32.astype(np.float64) == v, np.spacing(np.abs(as32)).astype(np.float64), np.spacing(np.abs(v)))
+
+
+@dataclass
+class Scale:
+    name: str  # one of SCALES
+    detail: str
+    a: float = 1.0  # affine: endpoint = a * logit + b
+    b: float = 0.0
+
+    @property
+    def comparable(self) -> bool:
+        return self.name in ("logits", "sigmoid")
+
+    def to_logits(self, e) -> tuple[np.ndarray, np.ndarray]:
+        """Endpoint values -> (logits, the uncertainty the conversion adds to each)."""
+        e = np.asarray(e, dtype=np.float64)
+        if self.name == "sigmoid":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return logit(e), resolution(e) / (e * (1 - e))
+        return e, resolution(e)
+
+    def from_logits(self, x) -> np.ndarray:
+        """Reference logits on the endpoint's scale (NaN where the map is unknown)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.name == "sigmoid":
+            return sigmoid64(x)
+        if self.name == "affine":
+            return self.a * x + self.b
+        if self.name == "monotone":
+            return np.full_like(x, np.nan)
+        return x
+
+
+def detect_scale(e, x, atol: float) -> Scale:
+    """Which map of the reference logits x the endpoint's values e are: the raw logits, their sigmoid,
+    an affine map (a temperature or an offset), or some other monotone map.
+
+    Decided on medians, so that a fault confined to a few probes (truncation) cannot move it.
+    """
+    e, x = np.asarray(e, dtype=np.float64), np.asarray(x, dtype=np.float64)
+    as_logits = float(np.median(np.abs(e - x)))
+    in_unit = bool(np.all((e >= 0) & (e <= 1)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        as_sigmoid = float(np.median(np.abs(logit(e) - x))) if in_unit else np.inf
+    detail = f"median |diff| {as_logits:.2g} read as logits, " + (
+        f"{as_sigmoid:.2g} read as sigmoid scores (on logits)" if in_unit else "values outside [0, 1] (no sigmoid)"
+    )
+    best = "sigmoid" if as_sigmoid < as_logits else "logits"
+    if min(as_logits, as_sigmoid) <= 0.1 + 10 * atol:
+        return Scale(best, detail)
+    if len(e) >= 3 and np.std(x) > 0:
+        a, b = np.polyfit(x, e, 1)
+        residual = float(np.median(np.abs(e - (a * x + b))))
+        if residual <= 1e-3 * max(float(np.std(e)), 1e-12) + atol and a > 0:
+            return Scale(
+                "affine",
+                f"{detail}; endpoint = {a:.6g} * logit + {b:.6g} (median residual {residual:.2g})",
+                float(a),
+                float(b),
+            )
+        tau = kendall_tau(e, x)
+        if tau >= 0.99:
+            return Scale("monotone", f"{detail}; pooled Kendall tau {tau:.4f}: an unknown monotone map of the logits")
+    return Scale(best, detail + "; large differences either way")
+
+
+@dataclass
+class ProbeResult:
+    probe: Probe
+    reference: np.ndarray  # [n] reference logits
+    truncated: list[bool]  # [n] cut by the local tokenizer (at its max_length)
+    endpoint: np.ndarray  # [n] the endpoint's values by their claimed index (NaN: missing)
+    aligned: np.ndarray  # [n] the same, matched to documents by echoed text (or by value) when indices were wrong
+    error: str | None
+    problems: list[str]
+    fp16_effect: float  # max |float16-rounded weights - reference| on this probe's logits
+    diff: np.ndarray | None = None  # [n] |endpoint - reference| on the endpoint's scale
+    logit_diff: np.ndarray | None = None  # [n] on logits, when the scale is logits or sigmoid
+    tolerance: np.ndarray | None = None  # [n] atol + what converting to logits adds
+    tau: float = float("nan")
+    top1: bool | None = None
+    topk: int | None = None
+    notes: list[str] = field(default_factory=list)  # failed checks (ties, order)
+
+    @property
+    def answered(self) -> bool:
+        return self.error is None and bool(np.isfinite(self.endpoint).all())
+
+    @property
+    def within(self) -> bool:
+        if self.logit_diff is not None:
+            return bool((self.logit_diff <= self.tolerance).all())
+        return self.tau >= 1.0 - 1e-12 if np.isfinite(self.tau) else False
+
+    @property
+    def ok(self) -> bool:
+        return self.answered and not self.problems and not self.notes and self.within
+
+
+@dataclass
+class Hypothesis:
+    key: str
+    cause: str
+    mean: float  # mean |endpoint - variant| on logits over the answered probes
+    max: float
+
+
+@dataclass
+class Analysis:
+    results: list[ProbeResult]
+    scale: Scale
+    atol: float
+    expect_scale: str
+    findings: list[Finding]
+    hypotheses: list[Hypothesis]
+    fp16_max: float
+    fp16_mean: float
+
+    @property
+    def answered(self) -> list[ProbeResult]:
+        return [r for r in self.results if r.answered]
+
+    def overall(self, attr: str) -> tuple[float, float]:
+        values = np.concatenate([getattr(r, attr) for r in self.answered if getattr(r, attr) is not None] or [[]])
+        values = values[np.isfinite(values)]
+        return (float(values.max()), float(values.mean())) if len(values) else (float("nan"), float("nan"))
+
+    @property
+    def verdict(self) -> str:
+        if not self.answered:
+            return "no answers"
+        if any(f.kind in ("index", "scale", "ties", "order") for f in self.findings):
+            return "differs"
+        if not all(r.ok for r in self.answered):
+            return "differs"
+        return "agrees" if self.scale.comparable else "ranks agree"
+
+    @property
+    def agrees(self) -> bool:
+        return self.verdict in ("agrees", "ranks agree")
+
+
+def answer_vectors(probe: Probe, answer: Answer) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(values by claimed index, values matched to documents by echoed text, problems found)."""
+    n = len(probe.documents)
+    by_index = np.array([np.nan if s is None else float(s) for s in answer.scores], dtype=np.float64)
+    problems = list(answer.problems)
+    aligned = by_index.copy()
+    if answer.texts is not None and answer.error is None:
+        wrong = [i for i, t in enumerate(answer.texts) if t is not None and t != probe.documents[i]]
+        if wrong:
+            problems.append(
+                f"{len(wrong)} of {n} results echo another document's text than the one at their "
+                f"index (first: index {wrong[0]})"
+            )
+            by_text = {t: s for t, s in zip(answer.texts, by_index) if t is not None}
+            aligned = np.array([by_text.get(d, np.nan) for d in probe.documents])
+    return by_index, aligned, problems
+
+
+def realign_by_value(e: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """e's values assigned to the documents in x's order (the best match if only the indices are wrong)."""
+    out = np.empty_like(e)
+    out[np.argsort(-x, kind="stable")] = np.sort(e)[::-1]
+    return out
+
+
+def analyse(
+    probes: tuple[Probe, ...],
+    answers: list[Answer],
+    local: LocalScores,
+    atol: float = 1e-3,
+    expect_scale: str = "any",
+    diagnose: bool = True,
+) -> Analysis:
+    """Compare answers (one per probe) with the local scores; diagnose when they differ."""
+    fp16 = local.variant("float16")
+    results = []
+    for i, (probe, answer) in enumerate(zip(probes, answers)):
+        s = local.probe_slice(i)
+        by_index, aligned, problems = answer_vectors(probe, answer)
+        results.append(
+            ProbeResult(
+                probe,
+                local.logits[s],
+                local.truncated[s],
+                by_index,
+                aligned,
+                answer.error,
+                problems,
+                float(np.max(np.abs(fp16[s] - local.logits[s]))),
+            )
+        )
+    answered = [r for r in results if r.answered]
+    findings: list[Finding] = []
+    fp16_all = np.abs(fp16 - local.logits)
+    if not answered:
+        return Analysis(
+            results,
+            Scale("logits", "no answers"),
+            atol,
+            expect_scale,
+            findings,
+            [],
+            float(fp16_all.max()),
+            float(fp16_all.mean()),
+        )
+    e_all = np.concatenate([r.aligned for r in answered])
+    x_all = np.concatenate([r.reference for r in answered])
+    keep = np.isfinite(e_all)
+    scale = detect_scale(e_all[keep], x_all[keep], atol)
+    for r in answered:
+        fill = np.isnan(r.aligned)
+        values = np.where(fill, r.endpoint, r.aligned)
+        r.diff = np.abs(values - scale.from_logits(r.reference))
+        if scale.comparable:
+            as_logits, uncertainty = scale.to_logits(values)
+            r.logit_diff = np.abs(as_logits - r.reference)
+            r.tolerance = atol + np.nan_to_num(uncertainty, nan=np.inf)
+        tie = atol if scale.comparable else 0.0  # on logits, scores within atol are ties
+        r.tau = kendall_tau(_on_logits(r, scale), r.reference, tie)
+        r.top1 = bool(r.reference[int(np.argmax(values))] >= r.reference.max() - tie)
+        r.topk = top_k_overlap(values, r.reference, min(TOP_K, len(values)))
+        _check_ties(r, scale, atol)
+    _check_order(answered, scale, atol)
+    if expect_scale != "any" and scale.name != expect_scale:
+        findings.append(
+            Finding(
+                f"the scores are {_scale_phrase(scale)}, not {_scale_phrase(Scale(expect_scale, ''))}",
+                scale.detail,
+                "scale",
+            )
+        )
+    for r in answered:
+        if r.problems:
+            findings.append(_index_finding(r))
+            break
+    for r in answered:
+        for note in r.notes:
+            findings.append(
+                Finding(
+                    note.split(":", 1)[0],
+                    f"probe {r.probe.id}: {note.split(':', 1)[1].strip()}",
+                    "ties" if "tie" in note else "order",
+                )
+            )
+    hypotheses: list[Hypothesis] = []
+    if diagnose and scale.comparable and not all(r.within for r in answered):
+        hypotheses, value_findings = _explain(results, answered, local, scale)
+        findings += value_findings
+    fp16_mean = float(fp16_all.mean())
+    return Analysis(results, scale, atol, expect_scale, findings, hypotheses, float(fp16_all.max()), fp16_mean)
+
+
+def _scale_phrase(scale: Scale) -> str:
+    return {
+        "logits": "raw logits",
+        "sigmoid": "sigmoid(logit) in (0, 1)",
+        "affine": f"an affine map of the logits ({scale.a:.4g} * logit + {scale.b:.4g})",
+        "monotone": "a monotone map of the logits other than the sigmoid",
+    }[scale.name]
+
+
+def _on_logits(r: ProbeResult, scale: Scale) -> np.ndarray:
+    values = np.where(np.isnan(r.aligned), r.endpoint, r.aligned)
+    return scale.to_logits(values)[0] if scale.comparable else values
+
+
+def _check_ties(r: ProbeResult, scale: Scale, atol: float) -> None:
+    values = _on_logits(r, scale)
+    for group in r.probe.ties:
+        members = values[list(group)]
+        if not np.isfinite(members).all():  # saturated sigmoid scores (0 or 1) carry no logit: compare them as sent
+            members = np.where(np.isnan(r.aligned), r.endpoint, r.aligned)[list(group)]
+        spread = float(np.ptp(members))
+        if not spread <= atol:
+            r.notes.append(
+                f"identical documents score differently: documents {list(group)} spread by {spread:.3g} "
+                f"(tolerance {atol:g})"
+            )
+
+
+def _check_order(answered: list[ProbeResult], scale: Scale, atol: float) -> None:
+    by_id = {r.probe.id: r for r in answered}
+    for r in answered:
+        source = by_id.get(r.probe.shuffle_of) if r.probe.shuffle_of else None
+        if source is None:
+            continue
+        moved = _on_logits(r, scale)
+        original = _on_logits(source, scale)[list(r.probe.order or ())]
+        worst = float(np.max(np.abs(moved - original)))
+        if not worst <= atol:
+            r.notes.append(
+                f"a document's score follows its position, not its text: the documents of probe "
+                f"{source.probe.id} in another order change score by up to {worst:.3g}"
+            )
+
+
+def _index_finding(r: ProbeResult) -> Finding:
+    fixed = ""
+    if r.logit_diff is not None:
+        fixed = f"; matched to documents by echoed text the scores differ by at most {np.nanmax(r.logit_diff):.3g}"
+    return Finding(
+        "results are attached to the wrong documents (index does not point into the request's "
+        "documents: documents reordered, e.g. sorted for batching, and never put back)",
+        f"probe {r.probe.id}: {'; '.join(r.problems)}{fixed}",
+        "index",
+    )
+
+
+def _explain(results, answered, local: LocalScores, scale: Scale) -> tuple[list[Hypothesis], list[Finding]]:
+    """Which single known fault, planted in the local model, reproduces the endpoint's logits best."""
+    findings: list[Finding] = []
+    index = {id(r): i for i, r in enumerate(results)}
+    slices = [local.probe_slice(index[id(r)]) for r in answered]
+    e = np.concatenate([_on_logits(r, scale) for r in answered])
+    x = np.concatenate([r.reference for r in answered])
+    ok = np.isfinite(e)
+    tolerance = np.concatenate([r.tolerance for r in answered])
+    r0_mean, r0_max = float(np.mean(np.abs(e - x)[ok])), float(np.max(np.abs(e - x)[ok]))
+    hypotheses = []
+    for v in variants():
+        y = np.concatenate([local.variant(v.key)[s] for s in slices])
+        d = np.abs(e - y)[ok]
+        hypotheses.append(Hypothesis(v.key, v.cause, float(d.mean()), float(d.max())))
+    hypotheses.sort(key=lambda h: h.mean)
+    best = hypotheses[0]
+    y = np.concatenate([local.variant(best.key)[s] for s in slices])
+    exact = bool((np.abs(e - y)[ok] <= tolerance[ok]).all())
+    if exact:
+        findings.append(
+            Finding(
+                best.cause,
+                f"planting this fault in the local model reproduces every answer within "
+                f"the tolerance (max |diff| {best.max:.3g} on logits, against "
+                f"{r0_max:.3g} without it)",
+                "values",
+            )
+        )
+    elif best.mean <= r0_mean / 4:
+        findings.append(
+            Finding(
+                f"likely {best.cause}",
+                f"planting it in the local model brings the mean |diff| on "
+                f"logits from {r0_mean:.3g} to {best.mean:.3g} (max "
+                f"{best.max:.3g}); not exact, so something else differs too",
+                "values",
+            )
+        )
+    else:
+        findings.append(
+            Finding(
+                "no single known fault explains the differences",
+                f"the closest, {best.key}, only brings the mean |diff| on logits from {r0_mean:.3g} to {best.mean:.3g}",
+                "values",
+            )
+        )
+    failing = [r for r in answered if not r.within]
+    categories = sorted({r.probe.category for r in failing})
+    findings.append(
+        Finding(
+            "where the differences are",
+            f"{len(failing)} of {len(answered)} probes beyond tolerance, in categories "
+            f"{', '.join(categories)} ({', '.join(r.probe.id for r in failing)})",
+            "category",
+        )
+    )
+    lengths = next((r for r in answered if r.probe.id == "lengths"), None)
+    if lengths is not None and not lengths.within and "truncat" in best.cause + best.key:
+        status = ["agrees" if d <= t else "differs" for d, t in zip(lengths.logit_diff, lengths.tolerance)]
+        findings.append(
+            Finding(
+                "truncation point",
+                "behind a short query, documents of "
+                + ", ".join(f"{n} tokens {s}" for n, s in zip(lengths.probe.tokens, status)),
+                "category",
+            )
+        )
+    return hypotheses, findings
