@@ -3,6 +3,7 @@
     nox -s tests        the whole suite; a missing torch/transformers fails instead of skipping
     nox -s tests-fast   without torch, transformers or matplotlib: the tests that need them skip, saying why
     nox -s notebooks    execute every notebook and check its committed .ipynb against its .py source
+    nox -s fuzz         the fuzz harness with 50 times CI's budget and fresh random inputs (minutes)
     nox -s lint         ruff check, ruff format --check, mypy on xlmr_np/
     nox -s clients_frameworks   LangChain and LlamaIndex rerankers against `xlmr-np serve` (before a release)
 
@@ -36,6 +37,13 @@ def notebooks(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", "-q", "tests/test_notebooks.py", *session.posargs,
                 env={"XLMR_NP_REQUIRE_TORCH": "1"})
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "-q", "tests/test_fuzz.py", *session.posargs,
+                env={"XLMR_NP_REQUIRE_TORCH": "1", "XLMR_NP_FUZZ": "long", "XLMR_NP_FUZZ_REPORT": "fuzz-report.json"})
 
 
 @nox.session

@@ -96,28 +96,30 @@ def test_score_jsonl_to_file_with_truncation_report(env, reranker, tmp_path):
     assert "1 of 2 pairs truncated to 24 tokens (pairs 2)" in result.stderr
 
 
-@pytest.mark.parametrize("args, stdin, message", [
-    (["rerank", QUERY], "", "no documents: give them as arguments"),
-    (["rerank", "--jsonl", QUERY], '"ok"\n{"txt": 1}\n', '-:2: expected a JSON string or {"text": string}'),
-    (["rerank", "--jsonl", QUERY], "not json\n", "-:1: not valid JSON"),
-    (["rerank", "--model", "/no/such/model", QUERY, "doc"], None, "/no/such/model: not a directory"),
-    (["rerank", "--model", "org/not-cached", QUERY, "doc"], None, "not in the hub cache"),
-    (["rerank", "--top-n", "0", QUERY, "doc"], None, "--top-n must be a positive integer"),
-    (["score"], "query without a tab\n", "-:1: no tab: expected query<TAB>document"),
-    (["score"], "q\td\n\nq\td\n", "-:2: empty line"),
-    (["score", "--jsonl"], '{"query": "q", "document": 3}\n', "-:1: field 'document' must be a string"),
-    (["score", "/no/such/file.tsv"], None, "/no/such/file.tsv: cannot read"),
-    (["serve", "--max-documents", "0"], None, "--max-documents must be at least 1, got 0"),
-    (["serve", "--window-overlap", "-1"], None, "--window-overlap must be at least 0, got -1"),
-    (["serve", "--max-concurrent-requests", "0"], None, "--max-concurrent-requests must be at least 1, got 0"),
-    (["serve", "--api-key", ""], None, "--api-key is empty; give a key, or none of"),
-    (["serve", "--api-key", "  "], None, "--api-key is empty"),
-    (["serve", "--api-key", "two words"], None, "must not contain whitespace"),
-    (["serve", "--api-key-file", "/no/such/key"], None, "--api-key-file /no/such/key: cannot read"),
+@pytest.mark.parametrize("args, stdin, status, message", [
+    (["rerank", QUERY], "", 1, "xlmr-np rerank: error: no documents: give them as arguments"),
+    (["rerank", "--jsonl", QUERY], '"ok"\n{"txt": 1}\n', 1,
+     'expected a JSON string or {"text": string}, got {"txt": 1} (-:2)'),
+    (["rerank", "--jsonl", QUERY], "not json\n", 1,
+     "error: not valid JSON (Expecting value: line 1 column 1 (char 0)) (-:1)"),
+    (["rerank", "--model", "/no/such/model", QUERY, "doc"], None, 1, "/no/such/model: not a directory"),
+    (["rerank", "--model", "org/not-cached", QUERY, "doc"], None, 1, "not in the hub cache"),
+    (["rerank", "--top-n", "0", QUERY, "doc"], None, 2, "argument --top-n: expected a positive integer, got '0'"),
+    (["score"], "query without a tab\n", 1, "error: no tab: expected query<TAB>document (-:1)"),
+    (["score"], "q\td\n\nq\td\n", 1, "error: empty line (every line must hold one pair) (-:2)"),
+    (["score", "--jsonl"], '{"query": "q", "document": 3}\n', 1, "error: field 'document' must be a string (-:1)"),
+    (["score", "/no/such/file.tsv"], None, 1, "cannot read the file: No such file or directory (/no/such/file.tsv)"),
+    (["serve", "--max-documents", "0"], None, 1, "--max-documents must be at least 1, got 0"),
+    (["serve", "--window-overlap", "-1"], None, 1, "--window-overlap must be at least 0, got -1"),
+    (["serve", "--max-concurrent-requests", "0"], None, 1, "--max-concurrent-requests must be at least 1, got 0"),
+    (["serve", "--api-key", ""], None, 1, "--api-key is empty; give a key, or none of"),
+    (["serve", "--api-key", "  "], None, 1, "--api-key is empty"),
+    (["serve", "--api-key", "two words"], None, 1, "must not contain whitespace"),
+    (["serve", "--api-key-file", "/no/such/key"], None, 1, "--api-key-file /no/such/key: cannot read"),
 ])
-def test_user_errors_are_one_line_with_exit_status_1(env, args, stdin, message):
+def test_user_errors_are_one_line_with_exit_status_1_or_2_for_usage(env, args, stdin, status, message):
     result = run(args, env, input=stdin)
-    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert result.returncode == status and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -236,3 +236,175 @@ def test_bad_arguments_and_inputs(tiny_model):
         reranker.forward(np.zeros((1, 600), np.int64) + 5, np.ones((1, 600), np.int64))
     with pytest.raises(InputError, match="token ids must lie"):
         reranker.forward(np.array([[0, 250002, 2]]), np.ones((1, 3), np.int64))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loader regressions found by trying bad files: each raises the package's own error, naming the file
+
+
+def test_config_that_is_not_utf8(tiny_model, tmp_path):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    (directory / "config.json").write_bytes(b'{"model_type": "xlm-roberta", "note": "caf\xe9"}')
+    with pytest.raises(ConfigError, match=r"config.json: not UTF-8 text \(byte 0xe9 at offset 42\)"):
+        Reranker.from_pretrained(directory)
+
+
+def test_config_nested_too_deeply(tiny_model, tmp_path):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    (directory / "config.json").write_text("[" * 100_000)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        Reranker.from_pretrained(directory)
+
+
+@pytest.mark.parametrize("architectures, message", [
+    ("XLMRobertaForSequenceClassification", r"architectures must be a list of class names such as "
+                                            r"\['XLMRobertaForSequenceClassification'\], found str"),
+    ([1], "architectures must be a list of class names"),
+    (["XLMRobertaModel"], "architectures is"),
+])
+def test_architectures_must_be_a_list_of_names(tiny_model, tmp_path, architectures, message):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    config = json.loads((directory / "config.json").read_text())
+    config["architectures"] = architectures
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=message):
+        Reranker.from_pretrained(directory)
+
+
+def forge_header(path, key, edit):
+    """Rewrite one header entry of a safetensors file, keeping the data section (padded to 8 bytes, as written)."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    edit(header, key)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw = raw.ljust(-(-len(raw) // 8) * 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n :])
+
+
+def set_field(field, value):
+    def edit(header, key):
+        header[key][field] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (set_field("dtype", ["F32"]), "dtype must be a string"),
+    (set_field("dtype", None), "dtype must be a string"),
+    (set_field("dtype", "F8_E4M3"), "unsupported dtype 'F8_E4M3'"),
+    (set_field("shape", "32"), "shape must be a list of non-negative integers"),
+    (set_field("shape", [32.0]), "shape must be a list of non-negative integers"),
+    (set_field("shape", [-32]), "shape must be a list of non-negative integers"),
+    (set_field("shape", [True]), "shape must be a list of non-negative integers"),
+    (set_field("shape", [2**32, 2**32, 2**32]), "should span"),  # wrapped to 0 in int64 before
+    (set_field("data_offsets", [0]), r"data_offsets must be \[begin, end\]"),
+    (set_field("data_offsets", ["0", "128"]), r"data_offsets must be \[begin, end\]"),
+    (set_field("data_offsets", [0.0, 128.0]), r"data_offsets must be \[begin, end\]"),
+    (set_field("data_offsets", {"begin": 0}), r"data_offsets must be \[begin, end\]"),
+    (lambda header, key: header.update({key: [1, 2]}), "expected an object with dtype, shape and data_offsets"),
+    (lambda header, key: header.update({key: None}), "expected an object"),
+    (lambda header, key: header[key].pop("shape"), "shape must be a list"),
+])
+def test_malformed_header_fields_name_the_entry(tiny_model, tmp_path, edit, message):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    forge_header(directory / "model.safetensors", "classifier.out_proj.bias", edit)
+    with pytest.raises(CheckpointError, match=f"model.safetensors.*classifier.out_proj.bias.*{message}"):
+        Reranker.from_pretrained(directory)
+
+
+def test_overlapping_tensors_are_corrupt(tiny_model, tmp_path):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+
+    def overlap(header, key):  # two tensors of the same size swap nothing but share one byte range
+        other = "classifier.dense.bias"
+        header[key]["shape"] = header[other]["shape"] = [1]
+        header[key]["data_offsets"] = header[other]["data_offsets"] = [0, 4]
+    forge_header(directory / "model.safetensors", "classifier.out_proj.bias", overlap)
+    with pytest.raises(CheckpointError, match="overlaps the tensor before it"):
+        read_safetensors(directory / "model.safetensors")
+
+
+def test_layer_count_is_checked_before_listing_tensors(tiny_model, tmp_path):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    config = json.loads((directory / "config.json").read_text())
+    config["num_hidden_layers"] = 10**9  # expected_shapes would build 16e9 names
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="num_hidden_layers 1000000000 needs at least 16000000000 tensors"):
+        Reranker.from_pretrained(directory)
+
+
+@pytest.mark.parametrize("weight_map, message", [
+    ([], "weight_map must map tensor names to file names, found list"),
+    ({"classifier.dense.bias": 3}, r"weight_map\['classifier.dense.bias'\] must be a file name"),
+    ({"classifier.dense.bias": "../model.safetensors"}, "must be a file name in the model directory"),
+])
+def test_bad_safetensors_index(tiny_model, tmp_path, weight_map, message):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    (directory / "model.safetensors").rename(directory / "shard.safetensors")
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(CheckpointError, match=message):
+        Reranker.from_pretrained(directory)
+
+
+def test_max_length_out_of_range_is_an_input_error_naming_the_setting(tiny_model):
+    for max_length, message in ((5, "at least 6"), (100_000, "at most 512"), (True, "at most 512")):
+        with pytest.raises(InputError, match=message) as caught:
+            Reranker.from_pretrained(tiny_model[0], max_length=max_length)
+        assert caught.value.where == "max_length"
+
+
+def test_in_memory_load_gives_the_same_scores_and_keeps_no_mapping(tiny_model):
+    mapped = Reranker.from_pretrained(tiny_model[0])
+    copied = Reranker.from_pretrained(tiny_model[0], mmap=False)
+    table = copied.params["roberta.embeddings.word_embeddings.weight"]
+    assert table._fd is None and not table.raw.mapped
+    for key, value in mapped.params.items():
+        assert np.array_equal(np.asarray(value), np.asarray(copied.params[key])), key
+    a, b = mapped.compute_score(PAIRS), copied.compute_score(PAIRS)
+    assert a == b, f"max abs diff {np.max(np.abs(np.subtract(a, b))):.3e}"
+
+
+OVERWRITE = """
+import os, sys
+from xlmr_np import Reranker
+model_dir, mmap = sys.argv[1], sys.argv[2] == "mmap"
+reranker = Reranker.from_pretrained(model_dir, mmap=mmap)
+before = reranker.compute_score([("q", "a document")])
+path = os.path.join(model_dir, "model.safetensors")
+with open(path, "r+b") as f:  # overwritten in place, as `cp new old` or a careless download does
+    f.truncate(0)
+    f.write(b"\\0" * 64)
+if mmap:  # the tensors are views of the file's pages, which are gone
+    print(float(reranker.params["classifier.dense.weight"].sum()), flush=True)
+after = reranker.compute_score([("q", "a document")])
+print(before == after, flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["mmap", "memory"])
+def test_model_overwritten_in_place_under_a_running_process(tiny_model, tmp_path, mode):
+    """With the file mapped, reading a page the file no longer has faults (SIGBUS): the documented hazard,
+    which a rename avoids (the embedding rows, read with pread, give a CheckpointError instead). mmap=False
+    copies the weights, and the process scores on unharmed, with the same score."""
+    import signal
+    import subprocess
+    import sys
+
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    result = subprocess.run([sys.executable, "-c", OVERWRITE, str(directory), mode], capture_output=True,
+                            text=True, timeout=120)
+    if mode == "mmap":
+        assert result.returncode == -signal.SIGBUS, (result.returncode, result.stderr[-500:])
+    else:
+        assert result.returncode == 0 and result.stdout.strip() == "True", result.stderr[-500:]
+
+
+def test_replacing_a_model_by_rename_is_safe_under_a_mapping(tiny_model, tmp_path):
+    directory = copy_model(tiny_model[0], tmp_path / "m")
+    reranker = Reranker.from_pretrained(directory)
+    before = reranker.compute_score(PAIRS)
+    path = directory / "model.safetensors"
+    replacement = directory / "model.safetensors.new"
+    replacement.write_bytes(b"\0" * 64)
+    replacement.replace(path)  # the old inode lives on while mapped
+    assert reranker.compute_score(PAIRS) == before

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand -> module; modules are imported lazily so `xlmr-np --help` stays fast.
@@ -40,12 +41,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand and return its exit status: 0 done, 1 failed, 2 usage error, 130 interrupted.
+
+    Every failure is one line on stderr (see commands.common.report); argparse's own usage errors keep
+    argparse's form (the usage line, then `xlmr-np <command>: error: ...`) and status 2.
+    """
+    from .commands.common import EXIT_INTERRUPTED, EXIT_USAGE, report
+
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error argparse has printed (2)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    command = getattr(args, "command", None) or ""
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"xlmr-np {command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `xlmr-np ... | head`: the reader has what it wanted
+        _silence_stdout()
+        return 1
+    except Exception as e:  # the package's errors, OS errors and MemoryError as one line; bugs re-raised
+        return report(command, e)
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, cast
 
 from .errors import ConfigError
 
@@ -60,6 +61,12 @@ class XLMRobertaConfig:
                 f"{source}: model_type is {model_type!r}; xlmr_np runs only {SUPPORTED_MODEL_TYPES[0]!r}"
             )
         architectures = raw.get("architectures")
+        if architectures is not None and (not isinstance(architectures, list)
+                                          or not all(isinstance(a, str) for a in architectures)):
+            raise ConfigError(
+                f"{source}: architectures must be a list of class names such as "
+                f"[{SUPPORTED_ARCHITECTURES[0]!r}], found {type(architectures).__name__} {architectures!r:.100}"
+            )
         if architectures is not None and not any(a in SUPPORTED_ARCHITECTURES for a in architectures):
             raise ConfigError(
                 f"{source}: architectures is {architectures!r}; xlmr_np runs only "
@@ -90,17 +97,18 @@ class XLMRobertaConfig:
                 f"{source}: num_labels is {raw['num_labels']} but id2label has {values['num_labels']} labels"
             )
 
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
+        types: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float)}
         for f in fields(cls):
             if f.name not in values:
                 raise ConfigError(f"{source}: required field {f.name!r} is missing")
-            value = values[f.name]
-            expected = {"str": str, "int": int, "float": (int, float)}[f.type]
+            value: Any = values[f.name]
+            expected = types[str(f.type)]  # field types are strings here (from __future__ import annotations)
             if isinstance(value, bool) or not isinstance(value, expected):
                 raise ConfigError(
                     f"{source}: field {f.name!r} should be {f.type}, found {type(value).__name__} {value!r}"
                 )
-            kwargs[f.name] = float(value) if f.type == "float" else value
+            kwargs[f.name] = float(cast(float, value)) if f.type == "float" else value
         config = cls(**kwargs)
         config._check_sizes(source)
         return config
@@ -114,11 +122,16 @@ class XLMRobertaConfig:
         except FileNotFoundError:
             raise ConfigError(f"{path}: config.json not found") from None
         except OSError as e:
-            raise ConfigError(f"{path}: cannot read config.json ({e})") from None
+            raise ConfigError(f"{path}: cannot read config.json ({e.strerror or e})") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
+                              f"offset {e.start}); JSON files are UTF-8") from None
         try:
             raw = json.loads(text)
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # not JSON, or an integer too long to convert
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not a config.json (nested too deeply)") from None
         return cls.from_dict(raw, source=str(path))
 
     def _check_sizes(self, source: str) -> None:

@@ -7,7 +7,17 @@ what a caller would naturally catch.
 
 
 class XlmrNpError(Exception):
-    """Base class of every error xlmr_np raises on purpose."""
+    """Base class of every error xlmr_np raises on purpose.
+
+    `where` (optional) names the place at fault: a file and line ("docs.txt:3"), an option ("--port"), or
+    an item of the input ("pairs[2]"). The message reads "<what> (<where>)", the form `xlmr-np` prints
+    after "xlmr-np <command>: error: ".
+    """
+
+    def __init__(self, message: str, *, where: str | None = None):
+        super().__init__(f"{message} ({where})" if where else message)
+        self.what = message
+        self.where = where
 
 
 class ConfigError(XlmrNpError, ValueError):
@@ -27,6 +37,15 @@ class TokenizerError(XlmrNpError, ValueError):
 
 class InputError(XlmrNpError, ValueError):
     """The pairs passed to the model are malformed (empty list, non-string text, bad shape)."""
+
+
+class UsageError(InputError):
+    """A command-line argument or option is invalid: `xlmr-np` exits with status 2, as argparse does."""
+
+
+class OutputError(XlmrNpError, OSError):
+    """A result cannot be written: its directory is missing or is a file, it cannot be written, the disk is
+    full. Raised before the work when it can be foreseen; a file is never left half-written."""
 
 
 class HubError(XlmrNpError, OSError):

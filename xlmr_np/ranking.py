@@ -14,15 +14,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
+from .tokenizer import check_text
 
 # auto progress bars only for jobs of at least this many sequences: a few batches of the default size.
 PROGRESS_MIN_SEQUENCES = 256
 
 
+def check_query(query) -> str:
+    """The rule every front end shares (Python API, CLI, HTTP server): a query is a str with at least one
+    non-whitespace character and only real characters (see tokenizer.unicode_problem)."""
+    check_text(query, "query")
+    if not query.strip():
+        raise InputError(f"query must be a non-empty string, got {query!r:.20} (only whitespace)"
+                         if query else "query must be a non-empty string, got an empty one")
+    return query
+
+
 def check_documents(query, documents) -> list[str]:
-    """Validate a query string and a non-empty list of document strings, naming the first bad one."""
-    if not isinstance(query, str):
-        raise InputError(f"query must be a str, got {type(query).__name__}")
+    """Validate a query (check_query) and a non-empty list of document strings, naming the first bad one.
+
+    A document may be empty: it is scored like any other (hosted rerank APIs accept one too).
+    """
+    check_query(query)
     if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
         raise InputError(f"documents must be a list of str, got {type(documents).__name__}")
     if len(documents) == 0:
@@ -30,6 +43,7 @@ def check_documents(query, documents) -> list[str]:
     for i, document in enumerate(documents):
         if not isinstance(document, str):
             raise InputError(f"documents[{i}] must be a str, got {type(document).__name__}")
+        check_text(document, "document", where=f"documents[{i}]")
     return list(documents)
 
 

@@ -75,7 +75,8 @@ class Reranker:
     @classmethod
     def from_pretrained(cls, path: str | Path, max_length: int = 512, dtype=np.float32,
                         truncation: str = "longest_first", revision: str | None = None, cache_dir=None,
-                        local_files_only: bool = False, token=None, workers: int | None = None) -> Reranker:
+                        local_files_only: bool = False, token=None, mmap: bool = True,
+                        workers: int | None = None) -> Reranker:
         """Load config.json, model.safetensors (or its sharded index) and tokenizer.json from a directory.
 
         path: a local directory, or a hub repo id such as "BAAI/bge-reranker-base", fetched (only the files
@@ -85,6 +86,9 @@ class Reranker:
         max_length: tokens per pair including the 4 special tokens; at most the model's position table
         (512 for bge-reranker-base). dtype: np.float32 (default) or np.float64 for a reference run.
         truncation: "longest_first" (as the published scores) or "only_second" (keeps the query whole).
+        mmap: map the weights file (default: loads in milliseconds, pages shared between processes). A file
+        overwritten in place under a mapping crashes the process with SIGBUS, so replace a model with a new
+        file and a rename (as the hub cache does); mmap=False copies the weights into memory instead.
         workers: threads each batch is split among (xlmr_np.workers); None: one per core; 1: the calling
         thread only. The scores are the same bits for any count.
         """
@@ -96,13 +100,13 @@ class Reranker:
             raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype}")
         config = XLMRobertaConfig.from_file(model_dir / "config.json")
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length > config.max_tokens:
-            raise ValueError(
+            raise InputError(
                 f"max_length must be an int of at most {config.max_tokens}: the position table has "
-                f"{config.max_position_embeddings} slots, starting at pad_token_id + 1; got {max_length!r}"
-            )
+                f"{config.max_position_embeddings} slots, starting at pad_token_id + 1; got {max_length!r}",
+                where="max_length")
         tokenizer = PairTokenizer.from_file(model_dir / "tokenizer.json", max_length=max_length,
                                             truncation=truncation, pad_token_id=config.pad_token_id)
-        params = load_params(model_dir, config, dtype)
+        params = load_params(model_dir, config, dtype, mmap=mmap)
         return cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir), workers=workers)
 
     @property

@@ -14,6 +14,7 @@ Every pair reports whether anything was cut.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,14 @@ from tokenizers import Encoding, Tokenizer
 from .errors import InputError, TokenizerError
 
 TRUNCATION_STRATEGIES = ("longest_first", "only_second")
+# A truncated text is tokenized from a prefix of CLIP_CHARS_PER_TOKEN * max_length characters (more if that
+# prefix is too short in tokens), so one huge line costs what a long document does, not gigabytes.
+CLIP_CHARS_PER_TOKEN = 16
+# The prefix must give this many tokens beyond max_length: only the tokens at its cut can differ from the
+# whole text's, and these lie beyond every token truncation keeps.
+CLIP_MARGIN = 8
+# A word (a run without spaces) longer than this is cut inside when a prefix is taken; see PairTokenizer.clip.
+CLIP_WORD_CHARS = 100_000
 
 
 @dataclass
@@ -45,21 +54,51 @@ class EncodedPair:
     truncated: bool
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why `text` cannot be tokenized, or None. A lone surrogate is not a character: it comes from bytes that
+    were not valid UTF-8 (Python decodes command-line arguments and file names with surrogateescape, so
+    byte 0xff becomes U+DCFF) or from a broken JSON escape such as "\\ud800"; the Rust tokenizer refuses it.
+
+    >>> unicode_problem("caf\udce9")
+    'not valid UTF-8: undecodable byte 0xe9 at character 3'
+    """
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    i, code = found.start(), ord(found.group())
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"not valid UTF-8: undecodable byte 0x{code - 0xDC00:02x} at character {i}"
+    return f"not valid Unicode: lone surrogate U+{code:04X} at character {i}"
+
+
+def check_text(text, what: str, where: str | None = None) -> str:
+    """A str holding only real characters, or InputError naming `what` and `where`."""
+    if not isinstance(text, str):
+        raise InputError(f"the {what} must be a str, got {type(text).__name__}", where=where)
+    problem = unicode_problem(text)
+    if problem:
+        raise InputError(f"the {what} is {problem}", where=where)
+    return text
+
+
 def check_pairs(pairs) -> list[tuple[str, str]]:
     """Validate a list of (query, document) string pairs; raise InputError naming the first bad one."""
     if isinstance(pairs, (str, bytes, dict)) or not isinstance(pairs, Iterable):
         raise InputError(f"pairs must be a list of (query, document) pairs, got {type(pairs).__name__}")
-    pairs = list(pairs)  # a generator or an array of pairs is fine too
+    try:
+        pairs = list(pairs)  # a generator or an array of pairs is fine too
+    except TypeError:  # a 0-d array is Iterable but cannot be iterated
+        raise InputError(f"pairs must be a list of (query, document) pairs, got {pairs!r:.80}") from None
     if len(pairs) == 0:
         raise InputError("pairs is empty: give at least one (query, document) pair")
     checked = []
     for i, pair in enumerate(pairs):
         if isinstance(pair, (str, bytes)) or not isinstance(pair, (Sequence, np.ndarray)) or len(pair) != 2:
-            raise InputError(f"pairs[{i}] must be a (query, document) pair of strings, got {pair!r:.80}")
-        for j, what in enumerate(("query", "document")):
-            if not isinstance(pair[j], str):
-                raise InputError(f"pairs[{i}]: the {what} must be a str, got {type(pair[j]).__name__}")
-        checked.append((pair[0], pair[1]))
+            raise InputError(f"expected a (query, document) pair of strings, got {pair!r:.80}", where=f"pairs[{i}]")
+        checked.append((check_text(pair[0], "query", f"pairs[{i}]"), check_text(pair[1], "document", f"pairs[{i}]")))
     return checked
 
 
@@ -69,12 +108,13 @@ class PairTokenizer:
     def __init__(self, tokenizer: Tokenizer, max_length: int = 512, truncation: str = "longest_first",
                  pad_token_id: int = 1):
         if truncation not in TRUNCATION_STRATEGIES:
-            raise ValueError(f"truncation must be one of {TRUNCATION_STRATEGIES}, got {truncation!r}")
+            raise InputError(f"truncation must be one of {TRUNCATION_STRATEGIES}, got {truncation!r}",
+                             where="truncation")
         self.special_tokens = tokenizer.num_special_tokens_to_add(is_pair=True)  # 4 for XLM-R
-        if not isinstance(max_length, int) or max_length < self.special_tokens + 2:
-            raise ValueError(
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < self.special_tokens + 2:
+            raise InputError(
                 f"max_length must be an int of at least {self.special_tokens + 2} (the pair template uses "
-                f"{self.special_tokens} special tokens), got {max_length!r}"
+                f"{self.special_tokens} special tokens), got {max_length!r}", where="max_length"
             )
         self.max_length = max_length
         self.truncation = truncation
@@ -109,8 +149,39 @@ class PairTokenizer:
         """The id of a vocabulary entry such as "<mask>", or None if the vocabulary lacks it."""
         return self._tokenizer.token_to_id(token)
 
+    def clip(self, text: str) -> str:
+        """A prefix of `text` whose first max_length + CLIP_MARGIN tokens are those of the whole text, or
+        the text itself if it is short: truncation keeps at most max_length tokens, so the encoding is the
+        same, at a cost bounded by max_length rather than by the text.
+
+        The cut is made before a space: the Metaspace pre-tokenizer tokenizes each space-separated word on
+        its own, so every word before the cut tokenizes as in the whole text. Where the prefix ends inside
+        a word (text without spaces, such as Chinese), the cut moves to the word's end. Only a word longer
+        than CLIP_WORD_CHARS is cut inside, the one inexact case: a word's best segmentation can shift
+        with its length ("0" * 513 and "0" * 512 share no token), so such a word's first tokens may differ
+        from the whole word's. Example: max_length 512, a 5 MB line of words -> <= 8192 characters.
+        """
+        budget = CLIP_CHARS_PER_TOKEN * self.max_length
+        need = self.max_length + CLIP_MARGIN
+        while len(text) > budget:
+            cut = text.rfind(" ", budget // 2, budget)
+            if cut <= 0:  # inside a word: to its end, or CLIP_WORD_CHARS past the budget
+                cut = text.find(" ", budget, budget + CLIP_WORD_CHARS)
+                cut = cut if cut > 0 else budget + CLIP_WORD_CHARS
+            if cut >= len(text):
+                break
+            if len(self._ids(text[:cut])) > need:
+                return text[:cut]
+            budget = 2 * cut  # mostly spaces or characters the normalizer drops: take more
+        return text
+
+    def _ids(self, text: str) -> list[int]:
+        """All of a text's token ids (the shared tokenizer cuts them into max_length pieces: rejoin them)."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        return [i for piece in (encoding, *encoding.overflowing) for i in piece.ids]
+
     def _encode(self, pairs) -> list[tuple[Encoding, bool]]:
-        pairs = check_pairs(pairs)
+        pairs = [(self.clip(query), self.clip(document)) for query, document in check_pairs(pairs)]
         if self.truncation == "longest_first":
             return [(e, bool(e.overflowing)) for e in self._tokenizer.encode_batch(pairs)]
         return self._encode_only_second(pairs)

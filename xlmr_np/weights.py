@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-import mmap
+import math
+import mmap as _mmap
 import os
 import struct
 import weakref
@@ -31,13 +32,16 @@ log = logging.getLogger(__name__)
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 # Float checkpoints we convert; bfloat16 has no numpy dtype and is widened by hand (see _to_float).
-_DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
-_INT_DTYPES = {"I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-               "U8": np.dtype("u1"), "BOOL": np.dtype("?")}
+_DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
+_INT_DTYPES: dict[str, np.dtype] = {
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"), "BOOL": np.dtype("?")}
 WORD_EMBEDDINGS = "roberta.embeddings.word_embeddings.weight"
 # Buffers older transformers versions saved with the weights; they are recomputed, never loaded.
 _IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
 _POOLER = "roberta.pooler."
+_TENSORS_PER_LAYER = 16  # q, k, v, attention output, intermediate, output: weight and bias; two LayerNorms
 
 
 @dataclass
@@ -49,6 +53,7 @@ class RawTensor:
     dtype: str  # safetensors dtype tag, e.g. "F32" or "BF16"
     array: np.ndarray  # stored bits: float32/float16/float64, or uint16 for BF16
     offset: int = 0  # byte offset of the tensor's data in the file
+    mapped: bool = True  # a view of the mapped file (False: of a copy in memory)
 
 
 @dataclass
@@ -77,6 +82,9 @@ class RowTable:
         self.dtype = np.dtype(dtype)
         self.shape = raw.array.shape
         self.ndim = 2
+        self._fd = None
+        if not raw.mapped:  # the table is in memory already: index it
+            return
         self._fd = os.open(raw.file, os.O_RDONLY)
         weakref.finalize(self, os.close, self._fd)
         if hasattr(os, "posix_fadvise"):
@@ -86,6 +94,8 @@ class RowTable:
         ids = np.asarray(ids)
         if ids.size and (ids.min() < 0 or ids.max() >= self.shape[0]):
             raise IndexError(f"row ids must lie in [0, {self.shape[0]}); found {ids.min()}..{ids.max()}")
+        if self._fd is None:
+            return _to_float(self.raw.array[ids], self.raw.dtype, self.dtype)
         unique, inverse = np.unique(ids, return_inverse=True)  # each row read once
         rows = np.empty((len(unique), self.shape[1]), dtype=self.raw.array.dtype)  # [U, D] stored bits
         row_bytes = rows.strides[0]
@@ -106,10 +116,12 @@ def _to_float(stored: np.ndarray, tag: str, dtype: np.dtype) -> np.ndarray:
     return stored.astype(dtype, copy=False)
 
 
-def read_safetensors(path: str | Path) -> dict[str, RawTensor]:
-    """Map one safetensors file and return a view per tensor, validating the header against the file.
+def read_safetensors(path: str | Path, mmap: bool = True) -> dict[str, RawTensor]:
+    """Map one safetensors file (or with mmap=False, copy it into memory) and return a view per tensor,
+    validating the header against the file.
 
-    Raises CheckpointError for a missing, truncated or corrupt file, naming the file and the key.
+    Raises CheckpointError for a missing, truncated or corrupt file, naming the file and the key: any
+    byte string either loads or raises CheckpointError (tests/test_fuzz.py mutates real headers).
     """
     path = Path(path)
     try:
@@ -117,9 +129,9 @@ def read_safetensors(path: str | Path) -> dict[str, RawTensor]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: weights file not found") from None
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot open weights file ({e})") from None
+        raise CheckpointError(f"{path}: cannot open weights file ({e.strerror or e})") from None
     with f:
-        size = path.stat().st_size
+        size = os.fstat(f.fileno()).st_size
         if size < 8:
             raise CheckpointError(f"{path}: {size} bytes is too short for a safetensors file (truncated?)")
         (header_len,) = struct.unpack("<Q", f.read(8))
@@ -128,29 +140,26 @@ def read_safetensors(path: str | Path) -> dict[str, RawTensor]:
                 f"{path}: header claims {header_len} bytes but the file has {size - 8} after the length "
                 f"field (truncated or not a safetensors file)"
             )
-        try:
-            header = json.loads(f.read(header_len).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path}: header is not valid JSON ({e}); the file is corrupt") from None
-        if not isinstance(header, dict):
-            raise CheckpointError(f"{path}: header is not a JSON object; the file is corrupt")
+        header = _parse_header(f.read(header_len), path)
         data_start = 8 + header_len
         data_len = size - data_start
-        buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        buffer: _mmap.mmap | bytes
+        if mmap:
+            buffer = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
+        else:
+            f.seek(0)
+            buffer = f.read()
+            if len(buffer) != size:
+                raise CheckpointError(f"{path}: read {len(buffer)} of {size} bytes; the file changed while read")
 
     tensors: dict[str, RawTensor] = {}
-    end_max = 0
+    spans = []
     for key, info in header.items():
         if key == "__metadata__":
             continue
-        try:
-            tag, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: header entry for {key!r} is malformed: {info!r}") from None
-        dtype = _DTYPES.get(tag) or _INT_DTYPES.get(tag)
-        if dtype is None:
-            raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {tag!r}")
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        tag, shape, begin, end = _header_entry(path, key, info)
+        dtype: np.dtype = _DTYPES.get(tag) or _INT_DTYPES[tag]
+        nbytes = math.prod(shape) * dtype.itemsize  # Python ints: a forged shape cannot overflow
         if not (0 <= begin <= end) or end - begin != nbytes:
             raise CheckpointError(
                 f"{path}: tensor {key!r} ({tag}{list(shape)}) should span {nbytes} bytes, "
@@ -161,18 +170,85 @@ def read_safetensors(path: str | Path) -> dict[str, RawTensor]:
                 f"{path}: tensor {key!r} ends at byte {end} of the data section but the file holds only "
                 f"{data_len} bytes: the file is truncated"
             )
-        end_max = max(end_max, end)
+        spans.append((begin, end, key))
         offset = data_start + begin
         array = np.frombuffer(buffer, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset)
         if offset % dtype.itemsize:  # unaligned views work but are slow in BLAS: copy the rare ones
             array = array.copy()
-        tensors[key] = RawTensor(key=key, file=str(path), dtype=tag, array=array.reshape(shape), offset=offset)
-    if end_max != data_len:
+        tensors[key] = RawTensor(key=key, file=str(path), dtype=tag, array=array.reshape(shape), offset=offset,
+                                 mapped=mmap)
+    _check_tiling(path, sorted(spans), data_len)
+    return tensors
+
+
+def _parse_header(raw: bytes, path: Path) -> dict:
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except ValueError as e:  # not UTF-8, not JSON, or an integer too long to convert
+        raise CheckpointError(f"{path}: header is not valid JSON ({e}); the file is corrupt") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: header is nested too deeply to be a safetensors header; "
+                              f"the file is corrupt") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: header is not a JSON object; the file is corrupt")
+    return header
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _header_entry(path: Path, key: str, info) -> tuple[str, tuple[int, ...], int, int]:
+    """(dtype tag, shape, begin, end) of one header entry, each of the type the format prescribes:
+    {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: header entry for {key!r} is malformed: {what}, found {info!r:.200}; "
+                               f"the file is corrupt")
+
+    if not isinstance(info, dict):
+        raise bad("expected an object with dtype, shape and data_offsets")
+    tag, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(tag, str):
+        raise bad("dtype must be a string such as \"F32\"")
+    if tag not in _DTYPES and tag not in _INT_DTYPES:
+        raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {tag!r}")
+    if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
+        raise bad("shape must be a list of non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(n) for n in offsets):
+        raise bad("data_offsets must be [begin, end], two non-negative integers")
+    return tag, tuple(shape), offsets[0], offsets[1]
+
+
+def _check_tiling(path: Path, spans: list[tuple[int, int, str]], data_len: int) -> None:
+    """The tensors' byte ranges, sorted, must cover the data section exactly: no overlap, no gap."""
+    position = 0
+    for begin, end, key in spans:
+        if begin != position:
+            what = "overlaps the tensor before it" if begin < position else f"leaves a gap at byte {position}"
+            raise CheckpointError(f"{path}: tensor {key!r} at bytes {begin}..{end} of the data section {what}; "
+                                  f"the file is corrupt")
+        position = end
+    if position != data_len:
         raise CheckpointError(
-            f"{path}: the header's tensors end at byte {end_max} of the data section but the file has "
+            f"{path}: the header's tensors end at byte {position} of the data section but the file has "
             f"{data_len} bytes; the file is corrupt"
         )
-    return tensors
+
+
+def _read_index(index_path: Path) -> dict[str, str]:
+    """model.safetensors.index.json's weight_map: tensor key -> shard file name in the same directory."""
+    try:
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise CheckpointError(f"{index_path}: not a valid safetensors index ({type(e).__name__}: {e})") from None
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index_path}: weight_map must map tensor names to file names, "
+                              f"found {type(weight_map).__name__}")
+    for key, name in weight_map.items():
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise CheckpointError(f"{index_path}: weight_map[{key!r}] must be a file name in the model "
+                                  f"directory, found {name!r:.100}")
+    return weight_map
 
 
 def _canonical(key: str) -> str:
@@ -182,8 +258,9 @@ def _canonical(key: str) -> str:
     return "roberta." + key
 
 
-def read_checkpoint(model_dir: str | Path) -> Checkpoint:
-    """Read model.safetensors, or every shard listed in model.safetensors.index.json."""
+def read_checkpoint(model_dir: str | Path, mmap: bool = True) -> Checkpoint:
+    """Read model.safetensors, or every shard listed in model.safetensors.index.json (mmap: see
+    read_safetensors)."""
     model_dir = Path(model_dir)
     index_path = model_dir / SAFETENSORS_INDEX
     single_path = model_dir / SAFETENSORS_FILE
@@ -191,10 +268,7 @@ def read_checkpoint(model_dir: str | Path) -> Checkpoint:
         files = [single_path]
         expected_in: dict[str, str] | None = None
     elif index_path.exists():
-        try:
-            weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{index_path}: not a valid safetensors index ({e!r})") from None
+        weight_map = _read_index(index_path)
         expected_in = {k: str(model_dir / v) for k, v in weight_map.items()}
         files = [model_dir / name for name in dict.fromkeys(weight_map.values())]
     else:
@@ -206,7 +280,7 @@ def read_checkpoint(model_dir: str | Path) -> Checkpoint:
 
     checkpoint = Checkpoint(tensors={}, files=[str(p) for p in files])
     for file in files:
-        for key, raw in read_safetensors(file).items():
+        for key, raw in read_safetensors(file, mmap=mmap).items():
             if expected_in is not None and expected_in.get(key) != str(file):
                 raise CheckpointError(
                     f"{file}: holds {key!r}, which {SAFETENSORS_INDEX} places in {expected_in.get(key)}"
@@ -270,16 +344,23 @@ def _describe(keys: Iterable[str], limit: int = 6) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def load_params(model_dir: str | Path, config: XLMRobertaConfig, dtype=np.float32) -> dict:
+def load_params(model_dir: str | Path, config: XLMRobertaConfig, dtype=np.float32, mmap: bool = True) -> dict:
     """Load and validate every parameter, returning {checkpoint key: array} in the compute dtype.
 
     Float32 tensors loaded for float32 compute are zero-copy views of the mapped file; other dtypes are
     converted once here. The word-embedding table is returned as a RowTable, read on use.
+    mmap=False copies each file into memory first: nothing then depends on the file after loading.
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype}")
-    checkpoint = read_checkpoint(model_dir)
+    checkpoint = read_checkpoint(model_dir, mmap=mmap)
+    least = _TENSORS_PER_LAYER * config.num_hidden_layers
+    if least > len(checkpoint.tensors):  # before listing them all: a forged layer count could be 10**9
+        raise CheckpointError(
+            f"{_describe(checkpoint.files, 2)}: config.json's num_hidden_layers {config.num_hidden_layers} needs "
+            f"at least {least} tensors; the checkpoint holds {len(checkpoint.tensors)}"
+        )
     shapes = expected_shapes(config)
     missing = [k for k in shapes if k not in checkpoint.tensors]
     unexpected = [raw.key for k, raw in checkpoint.tensors.items() if k not in shapes]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import OutputError
 from .metrics import bootstrap_interval, per_query_metrics
 from .plan import Structure
 from .tasks import Task
@@ -64,7 +65,26 @@ def format_table(results: dict) -> str:
 
 def write_json(path: Path, data: dict) -> None:
     """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    try:
+        check_output_dir(path.parent)
+        temporary.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as e:
+        temporary.unlink(missing_ok=True)
+        if isinstance(e, OutputError):
+            raise
+        raise OutputError(f"cannot write {path.name}: {e.strerror or e}; the scores are cached, rerun the same "
+                          f"command once that is fixed", where=str(path)) from None
+
+
+def check_output_dir(directory: Path) -> None:
+    """Make `directory` (and its parents) or raise OutputError if it cannot be: run before the scoring, so
+    that an --out naming a file fails in a second, not after hours."""
+    if directory.exists() and not directory.is_dir():
+        raise OutputError("the output directory is a file; --out must name a directory (made if missing)",
+                          where=str(directory))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot make the output directory: {e.strerror or e}", where=str(directory)) from None

@@ -31,7 +31,7 @@ from ..errors import InputError
 from ..hub import resolve_model_dir
 from .plan import Plan, make_plan, shard_batches
 from .protocol import apply_protocol, read_rows, sample_queries
-from .results import task_result, write_json
+from .results import check_output_dir, task_result, write_json
 from .score_cache import ScoreCache
 from .scorer import Pairs, Scorer, model_fingerprint
 from .shards import write_shard
@@ -103,6 +103,7 @@ def run_eval(model_dir: str | Path, task_name: str, *, out_dir: str | Path, cach
     if shard is not None and not (0 <= shard[0] < shard[1]):
         raise InputError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
     out = Path(out_dir)
+    check_output_dir(out)  # before hours of scoring, not after
     directory = resolve_model_dir(model_dir)  # a directory, or a hub repo id fetched through its cache
     settings = scoring_settings(max_length, truncation)
     fingerprint = model_fingerprint(directory)

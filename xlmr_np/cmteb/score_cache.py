@@ -17,6 +17,7 @@ CacheError: a cache is never used when it might hold scores of something else.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -24,6 +25,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -69,7 +71,21 @@ def _read_header(data: bytes, path: Path) -> tuple[dict, int]:
     (crc,) = _CRC.unpack_from(data, _PREFIX.size + size)
     if zlib.crc32(body) != crc:
         raise CacheError(f"{path}: the header's checksum does not match; the file is corrupted, delete it to rescore")
-    return json.loads(body), end
+    try:
+        header = json.loads(body)
+    except (ValueError, RecursionError):
+        header = None
+    if not isinstance(header, dict):
+        raise CacheError(f"{path}: the header is not a JSON object; the file is corrupted, delete it to rescore")
+    return header, end
+
+
+def _os_reason(e: OSError) -> str:
+    """What an OSError means for a cache, in words (EPERM on a writable-looking file: chattr +i)."""
+    reason = e.strerror or str(e)
+    if e.errno == errno.EPERM:
+        reason += " (an immutable file or directory? see lsattr)"
+    return reason
 
 
 def read_score_file(path: str | Path, expected: dict) -> tuple[dict[bytes, float], int]:
@@ -79,6 +95,8 @@ def read_score_file(path: str | Path, expected: dict) -> tuple[dict[bytes, float
     difference. A partial record at the end (a write cut short) is ignored.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a directory is where a score file should be", str(path))
     data = path.read_bytes()
     header, offset = _read_header(data, path)
     different = [k for k in IDENTITY if header.get(k) != expected.get(k)]
@@ -107,28 +125,48 @@ class ScoreCache:
 
     def __init__(self, directory: str | Path, header: dict, writer: str):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.header = dict(header, writer=writer)
         self.path = self.directory / f"scores-{writer}.bin"
-        self._lock = open(self.directory / f"scores-{writer}.lock", "w")  # held until close()
+        self._lock: TextIO | None = None  # the open lock file, held until close()
+        self._fd: int | None = None  # the score file, open for appending
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._open()
+        except OSError as e:  # a file where the directory should be, no permission, an immutable file, no space
+            self.close()
+            raise CacheError(f"cannot use the score cache: {_os_reason(e)}; fix that or choose another --cache-dir",
+                             where=str(e.filename or self.directory)) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        if self.directory.exists() and not self.directory.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file is where the cache directory should be",
+                                     str(self.directory))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = lock = open(self.directory / f"scores-{self.header['writer']}.lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock.close()
             raise CacheError(f"{self.path}: another xlmr-np run is writing this cache; wait for it or use "
                              f"another --cache-dir") from None
         if not self.path.exists():
             temporary = self.path.with_suffix(f".tmp{os.getpid()}")
-            temporary.write_bytes(_encode_header(self.header))
-            os.replace(temporary, self.path)
+            try:
+                temporary.write_bytes(_encode_header(self.header))
+                os.replace(temporary, self.path)
+            finally:
+                temporary.unlink(missing_ok=True)
         self.scores, end = read_score_file(self.path, self.header)
         for other in sorted(self.directory.glob("scores-*.bin")):
             if other != self.path:
                 for key, score in read_score_file(other, self.header)[0].items():
                     self.scores.setdefault(key, score)
-        self._fd = os.open(self.path, os.O_RDWR)
-        os.ftruncate(self._fd, end)  # drop a record cut short by a kill
-        os.lseek(self._fd, end, os.SEEK_SET)
+        self._fd = fd = os.open(self.path, os.O_RDWR)
+        if os.fstat(fd).st_size != end:
+            os.ftruncate(fd, end)  # drop a record cut short by a kill
+        os.lseek(fd, end, os.SEEK_SET)
+        self._end = end
 
     def __contains__(self, key: bytes) -> bool:
         return key in self.scores
@@ -137,21 +175,50 @@ class ScoreCache:
         return len(self.scores)
 
     def append(self, keys: list[bytes], scores) -> None:
-        """Record scores (float32) for pairs not cached yet, in one write() so a kill cuts at most one record."""
-        out = bytearray()
+        """Record scores (float32) for pairs not cached yet, in one write() so a kill cuts at most one record.
+
+        If the write fails (a full disk, a file made immutable) the file is cut back to its last whole
+        batch and CacheError says so: every batch recorded before stays, and a rerun resumes from them.
+        """
+        out, new = bytearray(), {}
         for key, score in zip(keys, np.asarray(scores, dtype=np.float32).tolist()):
-            if key in self.scores:
+            if key in self.scores or key in new:
                 continue
             body = RECORD.pack(key, score, 0)[: RECORD.size - _CRC.size]
             out += body + _CRC.pack(zlib.crc32(body))
-            self.scores[key] = score
+            new[key] = score
         view = memoryview(bytes(out))
-        while view:
-            view = view[os.write(self._fd, view) :]
+        fd = self._fd
+        if fd is None:
+            raise CacheError("the score cache is closed", where=str(self.path))
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as e:
+            self._roll_back()
+            raise CacheError(f"cannot record scores: {_os_reason(e)}; the {len(self.scores):,} scores recorded "
+                             f"before are kept, rerun the same command to resume once that is fixed",
+                             where=str(self.path)) from None
+        self.scores.update(new)
+        self._end += len(out)
+
+    def _roll_back(self) -> None:
+        """Cut a partly written batch off, so the file ends at a whole record (if even that fails, the next
+        run drops the partial record when it opens the file)."""
+        try:
+            assert self._fd is not None
+            os.ftruncate(self._fd, self._end)
+            os.lseek(self._fd, self._end, os.SEEK_SET)
+        except OSError:
+            pass
 
     def close(self) -> None:
-        os.close(self._fd)
-        self._lock.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def __enter__(self) -> ScoreCache:
         return self

@@ -52,8 +52,10 @@ def read_shard(path: str | Path) -> dict:
     """A shard file's payload, after checking that it is one and that its checksum holds."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ShardError(f"{path}: not a readable shard file ({e})") from e
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON, an integer too long to convert
+        raise ShardError(f"{path}: not a readable shard file ({e})") from None
+    except RecursionError:
+        raise ShardError(f"{path}: not a shard file (nested too deeply)") from None
     payload = data.get("payload") if isinstance(data, dict) else None
     if not isinstance(payload, dict) or payload.get("format") != SHARD_FORMAT:
         raise ShardError(f"{path}: not an xlmr-np eval shard file")

@@ -6,30 +6,9 @@ import argparse
 import sys
 
 from ..cmteb import TASKS, default_cache_dir, format_table, merge_shards, run_eval
-from ..errors import XlmrNpError
 from ..tokenizer import TRUNCATION_STRATEGIES
 from . import cluster
-from .common import DEFAULT_MODEL
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+from .common import DEFAULT_MODEL, EXIT_INTERRUPTED, nonnegative_int, positive_int, reports_errors
 
 
 def shard_spec(text: str) -> tuple[int, int]:
@@ -68,7 +47,7 @@ def register(subparsers) -> None:
                    help=f"score cache directory (default {default_cache_dir()})")
     p.add_argument("--out", default="eval-results", help="directory for results.json or shard files")
     cluster.add_arguments(p)
-    p.set_defaults(func=eval_command)
+    p.set_defaults(func=reports_errors(eval_command))
 
     m = subparsers.add_parser(
         "merge", help="merge the shard files of an `xlmr-np eval --shard` run into its results",
@@ -76,7 +55,7 @@ def register(subparsers) -> None:
                     "dataset and plan), then print and write the results as one run would.")
     m.add_argument("shards", nargs="+", help="shard files (<task>.shard-I-of-N.json)")
     m.add_argument("--out", default="eval-results", help="directory for results.json")
-    m.set_defaults(func=merge_command)
+    m.set_defaults(func=reports_errors(merge_command))
 
 
 def eval_command(args) -> int:
@@ -88,13 +67,10 @@ def eval_command(args) -> int:
                             batch_size=args.batch_size, workers=args.workers, shard=args.shard,
                             max_queries=args.max_queries, seed=args.seed, max_length=args.max_length,
                             truncation=args.truncation)
-    except XlmrNpError as e:
-        print(f"xlmr-np eval: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("xlmr-np eval: interrupted; the finished batches are cached, rerun the same command to resume",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     if done["results"] is not None:
         print(format_table(done["results"]))
     for path in done["files"]:
@@ -106,10 +82,5 @@ def eval_command(args) -> int:
 
 
 def merge_command(args) -> int:
-    try:
-        results = merge_shards(args.shards, args.out)
-    except XlmrNpError as e:
-        print(f"xlmr-np merge: error: {e}", file=sys.stderr)
-        return 1
-    print(format_table(results))
+    print(format_table(merge_shards(args.shards, args.out)))
     return 0

@@ -6,7 +6,19 @@ import shutil
 import sys
 
 from ..errors import InputError
-from .common import add_model_arguments, is_jsonl, load_reranker, parse_json_line, read_lines, reports_errors
+from ..tokenizer import check_text
+from .common import (
+    add_model_arguments,
+    document_text,
+    is_jsonl,
+    load_reranker,
+    nonnegative_int,
+    parse_json_line,
+    positive_int,
+    query_text,
+    read_lines,
+    reports_errors,
+)
 
 
 def register(subparsers) -> None:
@@ -15,18 +27,19 @@ def register(subparsers) -> None:
         description="Rank documents by relevance to QUERY. Documents come from the arguments, from "
                     "--documents FILE (one per line, or JSONL: a string or {\"text\": ...} per line), or "
                     "from stdin. Blank lines are skipped; index counts documents, not lines.")
-    parser.add_argument("query", metavar="QUERY")
-    parser.add_argument("documents", metavar="DOC", nargs="*", help="documents to rank")
+    parser.add_argument("query", metavar="QUERY", type=query_text)
+    parser.add_argument("documents", metavar="DOC", nargs="*", type=document_text, help="documents to rank")
     parser.add_argument("--documents", dest="documents_file", metavar="FILE",
                         help="read documents from FILE ('-': stdin)")
     parser.add_argument("--jsonl", action="store_true", help="the documents file is JSONL (implied by .jsonl)")
-    parser.add_argument("--top-n", type=int, help="show only the best N")
+    parser.add_argument("--top-n", type=positive_int, help="show only the best N")
     parser.add_argument("--json", action="store_true", help="print the /v1/rerank response JSON instead of a table")
     parser.add_argument("--raw-scores", action="store_true",
                         help="report the raw logit instead of its sigmoid (0..1)")
     parser.add_argument("--windows", action="store_true",
                         help="score long documents by their best overlapping window instead of truncating them")
-    parser.add_argument("--window-overlap", type=int, default=64, help="tokens shared by adjacent windows (64)")
+    parser.add_argument("--window-overlap", type=nonnegative_int, default=64,
+                        help="tokens shared by adjacent windows (64)")
     add_model_arguments(parser)
     parser.set_defaults(func=reports_errors(run))
 
@@ -42,8 +55,9 @@ def read_documents(source: str, jsonl: bool) -> list[str]:
         value = parse_json_line(source, number, line)
         text = value.get("text") if isinstance(value, dict) else value
         if not isinstance(text, str):
-            raise InputError(f'{source}:{number}: expected a JSON string or {{"text": string}}, got {line[:60]}')
-        documents.append(text)
+            raise InputError(f'expected a JSON string or {{"text": string}}, got {line[:60]}',
+                             where=f"{source}:{number}")
+        documents.append(check_text(text, "document", where=f"{source}:{number}"))
     return documents
 
 
@@ -79,8 +93,6 @@ def run(args) -> int:
     from ..api import RerankRequest, encode, rerank_response
 
     documents = gather_documents(args)
-    if args.top_n is not None and args.top_n < 1:
-        raise InputError(f"--top-n must be a positive integer, got {args.top_n}")
     reranker = load_reranker(args)
     scores = reranker.score_documents(args.query, documents, batch_size=args.batch_size, raw_scores=args.raw_scores,
                                       windows=args.windows, window_overlap=args.window_overlap)

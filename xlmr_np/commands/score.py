@@ -13,7 +13,16 @@ import sys
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from .common import add_model_arguments, is_jsonl, load_reranker, parse_json_line, read_lines, reports_errors
+from ..tokenizer import check_text
+from .common import (
+    OutputFile,
+    add_model_arguments,
+    is_jsonl,
+    load_reranker,
+    parse_json_line,
+    read_lines,
+    reports_errors,
+)
 
 
 def register(subparsers) -> None:
@@ -29,50 +38,60 @@ def register(subparsers) -> None:
 
 def read_pairs(source: str, jsonl: bool) -> tuple[list[tuple[str, str]], list[dict] | None]:
     """The pairs, and for JSONL the parsed objects (to echo back with their scores)."""
-    pairs, objects = [], [] if jsonl else None
+    pairs: list[tuple[str, str]] = []
+    objects: list[dict] = []
     for number, line in read_lines(source):
         if not line.strip():
-            raise InputError(f"{source}:{number}: empty line (every line must hold one pair)")
+            raise InputError("empty line (every line must hold one pair)", where=f"{source}:{number}")
         if jsonl:
             value = parse_json_line(source, number, line)
             if not isinstance(value, dict):
-                raise InputError(f'{source}:{number}: expected {{"query": ..., "document": ...}}, got {line[:60]}')
+                raise InputError(f'expected {{"query": ..., "document": ...}}, got {line[:60]}',
+                                 where=f"{source}:{number}")
             for field in ("query", "document"):
                 if not isinstance(value.get(field), str):
-                    raise InputError(f"{source}:{number}: field {field!r} must be a string")
-            pairs.append((value["query"], value["document"]))
+                    raise InputError(f"field {field!r} must be a string", where=f"{source}:{number}")
+            pairs.append(_pair(value["query"], value["document"], f"{source}:{number}"))
             objects.append(value)
         else:
             query, tab, document = line.partition("\t")
             if not tab:
-                raise InputError(f"{source}:{number}: no tab: expected query<TAB>document")
-            pairs.append((query, document))
+                raise InputError("no tab: expected query<TAB>document", where=f"{source}:{number}")
+            pairs.append(_pair(query, document, f"{source}:{number}"))
     if not pairs:
-        raise InputError(f"{source}: no pairs")
-    return pairs, objects
+        raise InputError("no pairs", where=source)
+    return pairs, objects if jsonl else None
+
+
+def _pair(query: str, document: str, where: str) -> tuple[str, str]:
+    return check_text(query, "query", where), check_text(document, "document", where)
 
 
 def run(args) -> int:
     from ..reranker import sigmoid64
 
     pairs, objects = read_pairs(args.input, is_jsonl(args.input, args.jsonl))
-    reranker = load_reranker(args)
-    if reranker.config.num_labels != 1:
-        raise ConfigError(f"score needs one relevance logit; this model has {reranker.config.num_labels} labels")
-    logits, truncated = reranker.predict_logits(pairs, batch_size=args.batch_size)
-    logits = logits[:, 0].astype(np.float64)
-    scores = (logits if args.raw_scores else sigmoid64(logits)).tolist()
-    if objects is None:
-        lines = [repr(s) for s in scores]
-    else:
-        lines = [json.dumps(dict(o, score=s, truncated=t), ensure_ascii=False)
-                 for o, s, t in zip(objects, scores, truncated)]
-    text = "\n".join(lines) + "\n"
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    output = OutputFile(args.output) if args.output else None  # a bad path fails now, not after the scoring
+    try:
+        reranker = load_reranker(args)
+        if reranker.config.num_labels != 1:
+            raise ConfigError(f"score needs one relevance logit; this model has {reranker.config.num_labels} labels")
+        logits, truncated = reranker.predict_logits(pairs, batch_size=args.batch_size)
+        logits = logits[:, 0].astype(np.float64)
+        scores = (logits if args.raw_scores else sigmoid64(logits)).tolist()
+        if objects is None:
+            lines = [repr(s) for s in scores]
+        else:
+            lines = [json.dumps(dict(o, score=s, truncated=t), ensure_ascii=False)
+                     for o, s, t in zip(objects, scores, truncated)]
+        text = "\n".join(lines) + "\n"
+        if output is not None:
+            output.write(text)
+        else:
+            sys.stdout.write(text)
+    finally:
+        if output is not None:
+            output.discard()
     cut = [i + 1 for i, t in enumerate(truncated) if t]
     if cut:
         print(f"xlmr-np score: {len(cut)} of {len(pairs)} pairs truncated to {reranker.max_length} tokens "

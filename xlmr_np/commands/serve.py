@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..api import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS
 from ..errors import InputError
-from .common import add_model_arguments, load_reranker, reports_errors
+from .common import add_model_arguments, load_reranker, port_number, reports_errors
 
 API_KEY_ENV = "XLMR_NP_API_KEY"
 
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
                              "id, else the directory's name)")
     net = parser.add_argument_group("network and access")
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)")
-    net.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    net.add_argument("--port", type=port_number, default=8000, help="port (default: 8000; 0 picks a free one)")
     net.add_argument("--api-key-file", metavar="PATH",
                      help="require 'Authorization: Bearer KEY', KEY read from this file (one line)")
     net.add_argument("--api-key", help=f"the key itself; prefer ${API_KEY_ENV} or --api-key-file, since other users "

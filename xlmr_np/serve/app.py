@@ -30,6 +30,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from .. import __version__
 from ..api import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS, ApiError, encode
+from ..ranking import DocumentScores
 from ..reranker import Reranker, document_scores
 from . import schema
 from .batcher import Batcher, Job
@@ -226,7 +227,7 @@ def remaining(request: Request, settings: ServerSettings) -> float:
 
 @dataclass
 class Scored:
-    scores: object  # DocumentScores
+    scores: DocumentScores
     job: Job
 
     def headers(self, request: Request) -> dict:
@@ -510,7 +511,7 @@ def create_app(reranker: Reranker, settings: ServerSettings):
     async def http_error(request: Request, error: StarletteHTTPException):
         if error.status_code == 405:
             wrong = ApiError(405, f"{request.method} is not allowed on {request.url.path}", kind="method_not_allowed",
-                             headers=error.headers or {})
+                             headers=dict(error.headers or {}))
         else:
             wrong = ApiError(error.status_code, f"no route {request.url.path}; the routes are POST /v1/rerank, "
                                                 "/v2/rerank, /rerank and GET /info, /health, /metrics, /v1/models, "
@@ -536,7 +537,7 @@ def create_app(reranker: Reranker, settings: ServerSettings):
             app.openapi_schema = document
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
     guarded = Guard(app, server)
     if settings.cors_origins:
         return CORSMiddleware(guarded, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],

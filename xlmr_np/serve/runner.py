@@ -103,8 +103,11 @@ def serve(app, host: str, port: int, *, request_timeout: float, max_connections:
     and return 0."""
     config = uvicorn.Config(
         app, host=host, port=port, loop="asyncio", http=deadline_protocol(request_timeout), lifespan="on",
-        timeout_keep_alive=keep_alive_seconds, limit_concurrency=max_connections, backlog=2048,
-        timeout_graceful_shutdown=graceful_seconds, server_header=False, proxy_headers=False,
+        # uvicorn annotates these two as int but uses them as asyncio timeouts, where fractions of a second work
+        timeout_keep_alive=keep_alive_seconds,  # type: ignore[arg-type]
+        limit_concurrency=max_connections, backlog=2048,
+        timeout_graceful_shutdown=graceful_seconds,  # type: ignore[arg-type]
+        server_header=False, proxy_headers=False,
         h11_max_incomplete_event_size=64 * 1024, log_level="info", access_log=True, log_config=log_config())
     server = Server(config, banner)
     # uvicorn handles SIGTERM/SIGINT while it runs, then raises the signal again for the handlers it found:

@@ -9,11 +9,13 @@ real responses against them).
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..api import ApiError
+from ..errors import InputError
+from ..ranking import check_query
 
 STRICT = ConfigDict(strict=True, extra="ignore")
 
@@ -30,8 +32,11 @@ def _text(value: str) -> str:
 
 
 def _non_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must be a non-empty string")
+    """The query rule the CLI and the Python API apply too (ranking.check_query)."""
+    try:
+        check_query(value)
+    except InputError as e:  # the field's name comes in front: "query must be a non-empty string, ..."
+        raise ValueError(e.what.removeprefix("the query ").removeprefix("query ")) from None
     return _text(value)
 
 
@@ -205,7 +210,10 @@ _WANTED = {"string_type": "a string", "int_type": "an integer", "bool_type": "a 
            "dict_type": "an object", "literal_error": "one of the listed values"}
 
 
-def validate(model: type[BaseModel], body) -> BaseModel:
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def validate(model: type[Body], body) -> Body:
     """A parsed JSON body -> the request model, or ApiError(400) naming the first offending field."""
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {json_type(body)}", "body")
@@ -213,7 +221,7 @@ def validate(model: type[BaseModel], body) -> BaseModel:
         return model.model_validate(body)
     except ValidationError as e:
         errors = e.errors(include_url=False)
-        first = errors[0]
+        first: dict = dict(errors[0])
         if _is_union_tag(first["loc"][-1]) and first["type"] in _WANTED:  # neither a string nor an object
             first = dict(first, type="document_type")
         raise ApiError(400, _message(field_path(first["loc"]), first), field_path(first["loc"])) from None
