@@ -51,6 +51,8 @@ def run_all(reranker32, reranker64, torch32, torch64, pairs):
     logits = model.forward(reranker32.params, reranker32.config, ids, mask, trace)
     out["xlmr_np reference float32"] = (logits[:, 0], [trace[n] for n in names])
     for label, r in (("xlmr_np engine float32", reranker32), ("xlmr_np engine float64", reranker64)):
+        if r is None:
+            continue
         states: list[np.ndarray] = []
         logits = engine.forward(r.params, r.config, ids, mask, states)
         out[label] = (logits[:, 0], states)
@@ -110,16 +112,18 @@ def main():
               + ", ".join(f"{k} {np.abs(v.astype(np.float64) - truth_logits).max():.2e}" for k, v in heads.items()),
               flush=True)
 
-        errors = {k: [] for k in IMPLEMENTATIONS}
+        del reranker64, out  # part 2 needs no float64 engine: room for the two torch models
+        implementations = IMPLEMENTATIONS[:3]
+        errors: dict[str, list[float]] = {k: [] for k in implementations}
         pairs = sample_pairs(args.pairs)
         for start in range(0, len(pairs), 16):
-            out, _ = run_all(reranker32, reranker64, torch32, torch64, pairs[start : start + 16])
-            for k in IMPLEMENTATIONS:
+            out, _ = run_all(reranker32, None, torch32, torch64, pairs[start : start + 16])
+            for k in implementations:
                 errors[k].extend(out[k][0].astype(np.float64) - out["transformers float64"][0])
         print(f"\nPart 2: logits of {len(pairs)} more pairs, |x - transformers float64|\n")
         print("| implementation | RMS | mean | max |")
         print("|---|---|---|---|")
-        for k in IMPLEMENTATIONS:
+        for k in implementations:
             e = np.abs(np.array(errors[k]))
             print(f"| {k} | {np.sqrt(np.mean(e**2)):.2e} | {e.mean():.2e} | {e.max():.2e} |")
 
