@@ -12,8 +12,10 @@ from .workloads import Workload
 
 
 def report_markdown(env: dict, results: list[Result], cold: list[dict], peak: float, command: str,
-                    skipped: Sequence[str], workloads: Sequence[Workload], batch_rates: dict) -> str:
-    """The header (machine, BLAS, versions, warnings), the throughput table, ratios and cold-start table."""
+                    skipped: Sequence[str], workloads: Sequence[Workload], batch_rates: dict,
+                    peaks: Sequence[float] = (), agree: dict | None = None, peers: Sequence[str] = ()) -> str:
+    """The header (machine, BLAS, versions, warnings), the throughput table, ratios, cold-start table,
+    the agreement of each engine with xlmr_np's float32 logits, and a one-line summary of every ratio."""
     lines = [f"Command: `{command}`", "",
              f"- CPU: {env['cpu']}, {env['cores']} cores; Python {env['python']}; "
              f"load average at start {_fmt_load(env['load_average'])}",
@@ -23,7 +25,9 @@ def report_markdown(env: dict, results: list[Result], cold: list[dict], peak: fl
                      f"kernel {lib.get('architecture') or '-'}, {lib['num_threads']} threads "
                      f"({Path(str(lib['filepath'])).name})")
     lines.append(f"- OpenBLAS/OpenMP environment: {env['openblas_env'] or 'none set'}")
-    lines.append(f"- measured numpy sgemm peak: {peak:.0f} GFLOP/s")
+    lines.append(f"- measured numpy sgemm peak (all cores): {peak:.0f} GFLOP/s" + (
+        f", the median of one measurement at the start of each repeat ({', '.join(f'{p:.0f}' for p in peaks)})"
+        if peaks else ""))
     lines += [f"- {w}" for w in env["warnings"]]
     lines += [f"- {s}" for s in skipped]
     lines += [f"- workload {w.name}: {len(w.sequences)} pairs, {int(w.lengths.sum())} tokens "
@@ -57,7 +61,34 @@ def report_markdown(env: dict, results: list[Result], cold: list[dict], peak: fl
                          f"model.safetensors resident in the process, of which the word-embedding table "
                          f"{base['embedding_resident_mb']:.1f} MB of {base['embedding_mb']:.0f} MB "
                          f"(/proc/self/pagemap).")
+    if agree:
+        lines += ["", f"Agreement with xlmr_np's float32 logits on {workloads[3].name if len(workloads) > 3 else ''}:"
+                      " max and mean |logit difference|, Spearman rank correlation.", "",
+                  "| engine | max abs | mean abs | Spearman |", "|---|---|---|---|"]
+        lines += [f"| {e} | {a['max_abs']:.3g} | {a['mean_abs']:.3g} | {a['spearman']:.6f} |" for e, a in agree.items()]
+    summary = summary_line(results, cold, peers)
+    if summary:
+        lines += ["", summary]
     return "\n".join(lines) + "\n"
+
+
+def summary_line(results: list[Result], cold: list[dict], peers: Sequence[str]) -> str:
+    """Every ratio of xlmr_np against each peer on one line: throughput per workload (above 1: xlmr_np is
+    faster), single-pair latency (peer / xlmr_np, above 1: xlmr_np answers sooner) and peak RSS (xlmr_np /
+    peer, below 1: xlmr_np uses less)."""
+    by = {(r.workload, r.engine): r for r in results}
+    workloads = list(dict.fromkeys(r.workload for r in results))
+    rss = {c["engine"]: c["peak_rss_mb"] for c in cold}
+    parts = []
+    for peer in peers:
+        ratios = [f"{w} {by[w, 'xlmr_np'].docs_per_s / by[w, peer].docs_per_s:.2f}x" for w in workloads
+                  if (w, "xlmr_np") in by and (w, peer) in by]
+        if "xlmr_np" in rss and peer in rss:
+            ratios.append(f"peak RSS {rss['xlmr_np'] / rss[peer]:.2f}x")
+        if ratios:
+            parts.append(f"vs {peer}: " + ", ".join(ratios))
+    return ("Summary, xlmr_np against each peer (docs/s ratio per workload; single pair: latency ratio): "
+            + "; ".join(parts)) if parts else ""
 
 
 def _fmt_load(load) -> str:

@@ -17,6 +17,7 @@ class Workload:
     name: str
     sequences: list[np.ndarray]  # one int64 array per pair, special tokens included
     about: str  # where the lengths come from, for the report
+    batch_size: int | None = None  # every engine runs it at this batch size (None: each engine's best)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -39,6 +40,14 @@ def synthetic(name: str, lengths: Sequence[int], vocab_size: int, seed: int = 0,
 
 def uniform(length: int, pairs: int, vocab_size: int) -> Workload:
     return synthetic(f"uniform {length}", [length] * pairs, vocab_size)
+
+
+def single_pair(vocab_size: int, count: int = 10, doc_len: int = 64, query_len: int = 16) -> Workload:
+    """Latency: `count` pairs of one query and one doc_len-token document, each scored alone (batch size 1)."""
+    w = synthetic(f"single pair {doc_len}", [query_len + doc_len + 4] * count, vocab_size, query_len=query_len)
+    w.about = f"one query ({query_len} tokens) and one {doc_len}-token document per call, {count} calls"
+    w.batch_size = 1
+    return w
 
 
 def mixed(pairs: int, vocab_size: int, low: int = 32, high: int = 512, seed: int = 0) -> Workload:

@@ -22,6 +22,7 @@ from .inspect import Trace
 from .ranking import DocumentScores, check_documents, check_top_n, progress_bar
 from .tokenizer import Batch, EncodedPair, PairTokenizer, check_pairs
 from .weights import load_params
+from .workers import Workers, check_workers
 
 
 @dataclass
@@ -63,17 +64,19 @@ class Reranker:
     tokenizes."""
 
     def __init__(self, params: dict, config: XLMRobertaConfig, tokenizer: PairTokenizer,
-                 dtype=np.float32, model_dir: str | None = None):
+                 dtype=np.float32, model_dir: str | None = None, workers: int | None = None):
         self.params = params
         self.config = config
         self.tokenizer = tokenizer
         self.dtype = np.dtype(dtype)
         self.model_dir = model_dir
+        self.pool = Workers(workers)  # scoring threads (xlmr_np.workers); None: one per core
 
     @classmethod
     def from_pretrained(cls, path: str | Path, max_length: int = 512, dtype=np.float32,
                         truncation: str = "longest_first", revision: str | None = None, cache_dir=None,
-                        local_files_only: bool = False, token=None, mmap: bool = True) -> Reranker:
+                        local_files_only: bool = False, token=None, mmap: bool = True,
+                        workers: int | None = None) -> Reranker:
         """Load config.json, model.safetensors (or its sharded index) and tokenizer.json from a directory.
 
         path: a local directory, or a hub repo id such as "BAAI/bge-reranker-base", fetched (only the files
@@ -86,9 +89,12 @@ class Reranker:
         mmap: map the weights file (default: loads in milliseconds, pages shared between processes). A file
         overwritten in place under a mapping crashes the process with SIGBUS, so replace a model with a new
         file and a rename (as the hub cache does); mmap=False copies the weights into memory instead.
+        workers: threads each batch is split among (xlmr_np.workers); None: one per core; 1: the calling
+        thread only. The scores are the same bits for any count.
         """
         model_dir = resolve_model_dir(path, revision=revision, cache_dir=cache_dir,
                                       local_files_only=local_files_only, token=token)
+        check_workers(workers)  # before the weights are read
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype}")
@@ -101,7 +107,7 @@ class Reranker:
         tokenizer = PairTokenizer.from_file(model_dir / "tokenizer.json", max_length=max_length,
                                             truncation=truncation, pad_token_id=config.pad_token_id)
         params = load_params(model_dir, config, dtype, mmap=mmap)
-        return cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir))
+        return cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir), workers=workers)
 
     @property
     def max_length(self) -> int:
@@ -128,9 +134,11 @@ class Reranker:
         """
         layers = range(self.config.num_hidden_layers)
         if not (output_attentions or trace):
-            states: list[np.ndarray] | None = [] if output_hidden_states else None
+            if not output_hidden_states:  # the scoring path, bit for bit
+                return ModelOutput(logits=self.pool.forward(self.params, self.config, input_ids, attention_mask))
+            states: list[np.ndarray] = []
             logits = engine.forward(self.params, self.config, input_ids, attention_mask, states)
-            return ModelOutput(logits=logits, hidden_states=None if states is None else tuple(states))
+            return ModelOutput(logits=logits, hidden_states=tuple(states))
         names = None if trace is True else [trace] if isinstance(trace, str) else list(trace or [])
         if names is not None and output_hidden_states:
             names += ["embeddings"] + [f"encoder.layer.{i}.output" for i in layers]
@@ -172,7 +180,7 @@ class Reranker:
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 batch = self.tokenizer.pad([encoded[i] for i in chunk])
-                logits[chunk] = engine.forward(self.params, self.config, batch.input_ids, batch.attention_mask)
+                logits[chunk] = self.pool.forward(self.params, self.config, batch.input_ids, batch.attention_mask)
                 bar.update(len(chunk))
         if not np.isfinite(logits).all():
             bad = np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist()

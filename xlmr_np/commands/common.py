@@ -88,6 +88,9 @@ def add_model_arguments(parser) -> None:
                        help="how over-long pairs are cut (default: longest_first, as the published scores)")
     group.add_argument("--batch-size", type=positive_int, default=32,
                        help="sequences per forward pass (default: 32)")
+    group.add_argument("--workers", type=positive_int, default=None,
+                       help="threads that score each batch, one BLAS thread each (default: one per core); "
+                            "the scores are the same bits for any count")
     group.add_argument("--in-memory", action="store_true",
                        help="copy the weights into memory instead of mapping the file: a model file "
                             "overwritten in place cannot crash this process (costs RAM of the model's size)")
@@ -100,7 +103,8 @@ def load_reranker(args):
     try:
         return Reranker.from_pretrained(args.model, max_length=args.max_length, truncation=args.truncation,
                                         revision=args.revision, cache_dir=args.cache_dir,
-                                        mmap=not getattr(args, "in_memory", False))
+                                        mmap=not getattr(args, "in_memory", False),
+                                        workers=getattr(args, "workers", None))
     except InputError as e:
         if e.where in ("max_length", "truncation"):
             raise UsageError(e.what, where="--" + e.where.replace("_", "-")) from None
