@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +67,7 @@ def matmul_wt(x, weight):
 # whole COLUMN_BLOCKs of output features and attention by heads. With one-thread BLAS, a column block of
 # x W^T is the same bits computed alone or with the others (checked for the model's three weight shapes at
 # 128..1024 rows, 2..8 blocks), and each head's products are separate BLAS calls anyway.
-intra_op = contextvars.ContextVar("xlmr_np_engine_intra_op", default=None)
+intra_op: contextvars.ContextVar[Any] = contextvars.ContextVar("xlmr_np_engine_intra_op", default=None)
 COLUMN_BLOCK = 128
 
 
