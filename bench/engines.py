@@ -46,7 +46,8 @@ def load_engine(name: str, model_dir: Path) -> Callable[[np.ndarray, np.ndarray]
         except ImportError as e:
             raise BenchmarkError(f"{name}: needs torch and transformers ({e})") from None
         net = XLMRobertaForSequenceClassification.from_pretrained(
-            model_dir, attn_implementation=name.removeprefix("torch-"), dtype=torch.float32).eval()
+            model_dir, attn_implementation=name.removeprefix("torch-"), dtype=torch.float32
+        ).eval()
 
         def run_torch(ids, mask):
             with torch.inference_mode():
@@ -72,8 +73,13 @@ def available_engines(requested: Sequence[str], model_dir: Path) -> tuple[list[s
     """Split requested engines into the ones whose libraries import, and messages for the others."""
     import importlib.util
 
-    needs = {"xlmr_np": [], "torch-eager": ["torch", "transformers"], "torch-sdpa": ["torch", "transformers"],
-             "onnxruntime": ["onnxruntime"], "onnxruntime-int8": ["onnxruntime"]}
+    needs = {
+        "xlmr_np": [],
+        "torch-eager": ["torch", "transformers"],
+        "torch-sdpa": ["torch", "transformers"],
+        "onnxruntime": ["onnxruntime"],
+        "onnxruntime-int8": ["onnxruntime"],
+    }
     ok, skipped = [], []
     for name in requested:
         if name not in needs:

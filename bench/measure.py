@@ -20,8 +20,9 @@ def time_pass(run, prepared) -> float:
     return time.perf_counter() - t
 
 
-def best_batch_size(run, workload: Workload, candidates: Sequence[int], pairs: int = 32,
-                    repeats: int = 3) -> dict[int, float]:
+def best_batch_size(
+    run, workload: Workload, candidates: Sequence[int], pairs: int = 32, repeats: int = 3
+) -> dict[int, float]:
     """docs/s at each candidate batch size on the first `pairs` pairs of the workload: after a warm-up, the
     median of `repeats` passes, the candidates interleaved within each repeat (one timed pass each flipped
     between 16 and 32 from run to run)."""
@@ -76,8 +77,16 @@ class Result:
         return self.flops / self.median_s / 1e9
 
 
-def measure(runners: dict, workloads: list[Workload], batch_sizes: dict[str, int], config,
-            repeats: int, pause_s: float = 0.2, log=print, peak=None) -> tuple[list[Result], list[float]]:
+def measure(
+    runners: dict,
+    workloads: list[Workload],
+    batch_sizes: dict[str, int],
+    config,
+    repeats: int,
+    pause_s: float = 0.2,
+    log=print,
+    peak=None,
+) -> tuple[list[Result], list[float]]:
     """Interleave: for each repeat, each workload, each engine, one timed pass; first a warm-up batch of
     each workload's longest shape per engine (allocations, thread pools, lazy initialisation).
 
@@ -87,12 +96,18 @@ def measure(runners: dict, workloads: list[Workload], batch_sizes: dict[str, int
     pause_s between engines lets the previous engine's spinning worker threads (OpenMP, OpenBLAS) go idle.
     Progress (workload, engine, repeat, estimated time left) goes to `log`.
     """
+
     def size(w, e):
         return w.batch_size or batch_sizes[e]
 
     prepared = {(w.name, e): batches(w, size(w, e)) for w in workloads for e in runners}
-    results = {(w.name, e): Result(w.name, e, size(w, e), len(w.sequences), int(w.lengths.sum()),
-                                   flops=useful_flops(w.lengths, config)) for w in workloads for e in runners}
+    results = {
+        (w.name, e): Result(
+            w.name, e, size(w, e), len(w.sequences), int(w.lengths.sum()), flops=useful_flops(w.lengths, config)
+        )
+        for w in workloads
+        for e in runners
+    }
     for w in workloads:
         for e, run in runners.items():
             log(f"warm-up: {w.name}, {e}")
@@ -112,8 +127,11 @@ def measure(runners: dict, workloads: list[Workload], batch_sizes: dict[str, int
                 results[w.name, e].seconds.append(time_pass(run, prepared[w.name, e]))
                 done += 1
                 time.sleep(pause_s)
-            log(f"repeat {r + 1}/{repeats} {w.name}: " + ", ".join(
-                f"{e} {results[w.name, e].pairs / results[w.name, e].seconds[-1]:.2f}" for e in runners) + " docs/s")
+            log(
+                f"repeat {r + 1}/{repeats} {w.name}: "
+                + ", ".join(f"{e} {results[w.name, e].pairs / results[w.name, e].seconds[-1]:.2f}" for e in runners)
+                + " docs/s"
+            )
     return list(results.values()), peaks
 
 

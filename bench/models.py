@@ -53,8 +53,9 @@ def _build_model(directory: Path, overrides: dict) -> None:
         import torch
         from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
     except ImportError as e:
-        raise BenchmarkError(f"building the benchmark model needs torch and transformers ({e}): "
-                             f"pip install 'xlmr-np[bench]'") from None
+        raise BenchmarkError(
+            f"building the benchmark model needs torch and transformers ({e}): pip install 'xlmr-np[bench]'"
+        ) from None
     try:
         tokenizer_json = xlmr_tokenizer_json()
     except (FileNotFoundError, ImportError) as e:
@@ -83,9 +84,15 @@ def export_onnx(directory: Path) -> Path:
     ids = torch.ones((2, 16), dtype=torch.int64)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=512)
     with torch.inference_mode():
-        torch.onnx.export(model, (ids, torch.ones_like(ids)), tmp, input_names=["input_ids", "attention_mask"],
-                          output_names=["logits"], external_data=False,
-                          dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}})
+        torch.onnx.export(
+            model,
+            (ids, torch.ones_like(ids)),
+            tmp,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            external_data=False,
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+        )
     tmp.rename(path)
     return path
 

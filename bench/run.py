@@ -43,9 +43,19 @@ from .report import report_chart, report_markdown
 from .workloads import mixed, rerank, single_pair, uniform
 
 
-def run(model_dir: Path, out_dir: Path, engines: Sequence[str] = ENGINES, repeats: int = 5,
-        pairs: int = 64, batch_candidates: Sequence[int] = (8, 16, 32), build: bool = True,
-        cold: bool = True, command: str = "", log=print, documents: int = 100) -> str:
+def run(
+    model_dir: Path,
+    out_dir: Path,
+    engines: Sequence[str] = ENGINES,
+    repeats: int = 5,
+    pairs: int = 64,
+    batch_candidates: Sequence[int] = (8, 16, 32),
+    build: bool = True,
+    cold: bool = True,
+    command: str = "",
+    log=print,
+    documents: int = 100,
+) -> str:
     """Build or reuse the model, measure every engine on every workload, write report.md/.json/.png.
 
     pairs: size of the uniform 128/256 workloads (512: half); documents: size of the rerank and mixed ones.
@@ -59,8 +69,10 @@ def run(model_dir: Path, out_dir: Path, engines: Sequence[str] = ENGINES, repeat
     if missing:  # before building: the build takes minutes
         raise BenchmarkError(f"the benchmark needs {', '.join(missing)}: pip install 'xlmr-np[bench]'")
     if build:
-        ensure_model(model_dir, onnx=any(e.startswith("onnxruntime") for e in engines) and _has("onnxruntime")
-                     and _has("onnxscript"))
+        ensure_model(
+            model_dir,
+            onnx=any(e.startswith("onnxruntime") for e in engines) and _has("onnxruntime") and _has("onnxscript"),
+        )
     names, skipped = available_engines(engines, model_dir)
     for s in skipped:
         log(s)
@@ -72,9 +84,14 @@ def run(model_dir: Path, out_dir: Path, engines: Sequence[str] = ENGINES, repeat
     peak = sgemm_peak()
     log(f"numpy sgemm peak {peak:.0f} GFLOP/s")
     V = config.vocab_size
-    workloads = [uniform(128, pairs, V), uniform(256, pairs, V), uniform(512, max(pairs // 2, 1), V),
-                 rerank(model_dir / "tokenizer.json", count=documents, max_length=min(512, config.max_tokens)),
-                 mixed(documents, V, high=min(512, config.max_tokens)), single_pair(V)]
+    workloads = [
+        uniform(128, pairs, V),
+        uniform(256, pairs, V),
+        uniform(512, max(pairs // 2, 1), V),
+        rerank(model_dir / "tokenizer.json", count=documents, max_length=min(512, config.max_tokens)),
+        mixed(documents, V, high=min(512, config.max_tokens)),
+        single_pair(V),
+    ]
     log(f"loading {', '.join(names)}")
     runners = {e: load_engine(e, model_dir) for e in names}
     batch_rates = {}
@@ -88,22 +105,51 @@ def run(model_dir: Path, out_dir: Path, engines: Sequence[str] = ENGINES, repeat
         log(f"agreement with xlmr_np float32 on {workloads[3].name}")
         logits = {e: logits_in_order(run, workloads[3], batch_sizes[e]) for e, run in runners.items()}
         agree = {e: agreement(x, logits["xlmr_np"]) for e, x in logits.items() if e != "xlmr_np"}
-    results, peaks = measure(runners, workloads, batch_sizes, config, repeats, log=log,
-                             peak=lambda: sgemm_peak(shapes=((2048, 768, 3072),), repeats=3))
+    results, peaks = measure(
+        runners,
+        workloads,
+        batch_sizes,
+        config,
+        repeats,
+        log=log,
+        peak=lambda: sgemm_peak(shapes=((2048, 768, 3072),), repeats=3),
+    )
     peak = statistics.median(peaks)
     del runners
     if cold:
         log("cold starts: a fresh process per engine")
     colds = [cold_start(e, model_dir, workloads[3], batch_sizes[e]) for e in names] if cold else []
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = report_markdown(env, results, colds, peak, command, skipped, workloads, batch_rates, peaks=peaks,
-                           agree=agree, peers=[e for e in PEERS if e in names])
+    text = report_markdown(
+        env,
+        results,
+        colds,
+        peak,
+        command,
+        skipped,
+        workloads,
+        batch_rates,
+        peaks=peaks,
+        agree=agree,
+        peers=[e for e in PEERS if e in names],
+    )
     (out_dir / "report.md").write_text(text)
-    (out_dir / "report.json").write_text(json.dumps(
-        {"environment": env, "sgemm_peak_gflops": peak, "sgemm_peaks_by_repeat": peaks, "command": command,
-         "batch_rates": batch_rates, "agreement": agree,
-         "results": [dict(asdict(r), docs_per_s=r.docs_per_s, gflops=r.gflops) for r in results],
-         "cold_start": colds}, indent=1, default=str))
+    (out_dir / "report.json").write_text(
+        json.dumps(
+            {
+                "environment": env,
+                "sgemm_peak_gflops": peak,
+                "sgemm_peaks_by_repeat": peaks,
+                "command": command,
+                "batch_rates": batch_rates,
+                "agreement": agree,
+                "results": [dict(asdict(r), docs_per_s=r.docs_per_s, gflops=r.gflops) for r in results],
+                "cold_start": colds,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     report_chart(results, colds, out_dir / "bench.png")
     return text
 

@@ -27,10 +27,20 @@ from xlmr_np.config import XLMRobertaConfig
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
 N, D, H, F, PAIR = 4096, 768, 12, 3072, 256
-CONFIG = XLMRobertaConfig(model_type="xlm-roberta", vocab_size=250002, hidden_size=D, num_hidden_layers=1,
-                          num_attention_heads=H, intermediate_size=F, hidden_act="gelu",
-                          max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
-                          num_labels=1)
+CONFIG = XLMRobertaConfig(
+    model_type="xlm-roberta",
+    vocab_size=250002,
+    hidden_size=D,
+    num_hidden_layers=1,
+    num_attention_heads=H,
+    intermediate_size=F,
+    hidden_act="gelu",
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    layer_norm_eps=1e-5,
+    pad_token_id=1,
+    num_labels=1,
+)
 OFFSETS = np.arange(0, N + 1, PAIR)  # 16 pairs of 256 tokens
 
 
@@ -80,11 +90,17 @@ def test_bandwidth_floor_copy(benchmark, shape):
 def layer_params(rng):
     """Random weights of layer 0 under the checkpoint's key names."""
     p = "roberta.encoder.layer.0."
-    shapes = {"attention.self.query": (D, D), "attention.self.key": (D, D), "attention.self.value": (D, D),
-              "attention.output.dense": (D, D), "intermediate.dense": (F, D), "output.dense": (D, F)}
+    shapes = {
+        "attention.self.query": (D, D),
+        "attention.self.key": (D, D),
+        "attention.self.value": (D, D),
+        "attention.output.dense": (D, D),
+        "intermediate.dense": (F, D),
+        "output.dense": (D, F),
+    }
     params = {}
     for name, shape in shapes.items():
-        params[p + name + ".weight"] = (rng.standard_normal(shape, dtype=np.float32) * 0.02)
+        params[p + name + ".weight"] = rng.standard_normal(shape, dtype=np.float32) * 0.02
         params[p + name + ".bias"] = rng.standard_normal(shape[0], dtype=np.float32) * 0.02
     for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
         params[p + ln + ".weight"] = np.ones(D, dtype=np.float32)
@@ -110,7 +126,7 @@ def test_gelu_split_over_two_threads(benchmark, rng):
 
     def run():
         halves = [(0, N // 2), (N // 2, N)]
-        list(pool.map(lambda rows: engine.gelu(x[rows[0]:rows[1]], out=out[rows[0]:rows[1]]), halves))
+        list(pool.map(lambda rows: engine.gelu(x[rows[0] : rows[1]], out=out[rows[0] : rows[1]]), halves))
 
     benchmark(run)
     pool.shutdown()
@@ -198,8 +214,10 @@ def test_layer_on_every_core(benchmark, rng, layer_params):
     x = rng.standard_normal((N, D), dtype=np.float32)
     pool = workers.Workers(workers.available_cores())
     shares = [np.arange(k, len(OFFSETS) - 1, pool.workers) for k in range(pool.workers)]
-    inputs = [(x[np.concatenate([np.arange(OFFSETS[b], OFFSETS[b + 1]) for b in s])],
-               np.arange(0, len(s) * PAIR + 1, PAIR)) for s in shares]
+    inputs = [
+        (x[np.concatenate([np.arange(OFFSETS[b], OFFSETS[b + 1]) for b in s])], np.arange(0, len(s) * PAIR + 1, PAIR))
+        for s in shares
+    ]
 
     def run():
         pool.map([lambda xi=xi, oi=oi: engine.encoder_layer(xi, oi, layer_params, 0, CONFIG) for xi, oi in inputs])

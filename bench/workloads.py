@@ -60,8 +60,9 @@ RERANK_QUERY = "Wie ändere ich das Arbeitsverzeichnis der Shell und was passier
 CATALOG_LANGUAGES = ("de", "fr", "es", "ru", "zh_CN", "ja", "ko", "pl", "pt_BR", "it", "vi", "uk", "tr")
 
 
-def catalog_documents(count: int, domain: str = "bash", min_chars: int = 200,
-                      localedir: str = "/usr/share/locale") -> tuple[list[str], str]:
+def catalog_documents(
+    count: int, domain: str = "bash", min_chars: int = 200, localedir: str = "/usr/share/locale"
+) -> tuple[list[str], str]:
     """Real multilingual documents: the translated help texts in the system's gettext catalogs.
 
     Debian ships bash's builtin help (`help cd`, `help read`, ...) translated by people into dozens of
@@ -78,8 +79,10 @@ def catalog_documents(count: int, domain: str = "bash", min_chars: int = 200,
             per_language.append([t for k, t in catalog.items() if k and isinstance(t, str) and len(t) >= min_chars])
     documents = [doc for group in zip(*per_language) for doc in group][:count]
     if len(documents) < count:
-        raise BenchmarkError(f"found {len(documents)} translated {domain} help texts under {localedir} "
-                             f"(languages {CATALOG_LANGUAGES}); the rerank workload needs {count}")
+        raise BenchmarkError(
+            f"found {len(documents)} translated {domain} help texts under {localedir} "
+            f"(languages {CATALOG_LANGUAGES}); the rerank workload needs {count}"
+        )
     source = f"{domain}.mo help texts in {len(per_language)} languages from {localedir}"
     return documents, source
 
@@ -91,8 +94,9 @@ def rerank(tokenizer_json: Path, count: int = 100, max_length: int = 512) -> Wor
     documents, source = catalog_documents(count)
     tokenizer = PairTokenizer.from_file(tokenizer_json, max_length=max_length)
     encoded = tokenizer.encode([(RERANK_QUERY, d) for d in documents])
-    return Workload(f"rerank 1x{count}", [np.array(e.ids, dtype=np.int64) for e in encoded],
-                    f"real token ids: {source}")
+    return Workload(
+        f"rerank 1x{count}", [np.array(e.ids, dtype=np.int64) for e in encoded], f"real token ids: {source}"
+    )
 
 
 def batches(workload: Workload, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:

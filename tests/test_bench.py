@@ -38,12 +38,15 @@ def test_mixed_workload_is_reproducible_and_within_its_range():
     assert a.lengths.min() >= 32 and a.lengths.max() <= 512 and len(set(a.lengths.tolist())) > 50
 
 
-@pytest.mark.parametrize("environ, kernel, expect", [
-    ({"OPENBLAS_CORETYPE": "Haswell"}, "Haswell", "WARNING: OPENBLAS_CORETYPE=Haswell"),
-    ({"OPENBLAS_L2_SIZE": "1048576"}, "Haswell", "WARNING: OPENBLAS_L2_SIZE=1048576"),
-    ({"OPENBLAS_CORETYPE": "SkylakeX"}, "SkylakeX", "note: OPENBLAS_CORETYPE=SkylakeX"),
-    ({}, "Haswell", None),
-])
+@pytest.mark.parametrize(
+    "environ, kernel, expect",
+    [
+        ({"OPENBLAS_CORETYPE": "Haswell"}, "Haswell", "WARNING: OPENBLAS_CORETYPE=Haswell"),
+        ({"OPENBLAS_L2_SIZE": "1048576"}, "Haswell", "WARNING: OPENBLAS_L2_SIZE=1048576"),
+        ({"OPENBLAS_CORETYPE": "SkylakeX"}, "SkylakeX", "note: OPENBLAS_CORETYPE=SkylakeX"),
+        ({}, "Haswell", None),
+    ],
+)
 def test_kernel_warning_only_when_an_env_var_forces_an_older_kernel(environ, kernel, expect):
     blas = [dict(HASWELL_OPENBLAS[0], architecture=kernel)]
     got = machine.kernel_warnings(environ, blas, AVX512)
@@ -56,7 +59,8 @@ def test_kernel_warning_only_when_an_env_var_forces_an_older_kernel(environ, ker
 def test_no_warning_when_the_cpu_has_no_avx512():
     assert machine.cpu_kernel_level({"avx2", "fma"}) == 2
     assert machine.kernel_warnings({"OPENBLAS_CORETYPE": "Haswell"}, HASWELL_OPENBLAS, {"avx2", "fma"})[0].startswith(
-        "note:")
+        "note:"
+    )
 
 
 def test_catalog_documents_explain_what_is_missing(tmp_path):
@@ -89,8 +93,18 @@ def test_full_run_on_the_tiny_model_writes_table_json_and_chart(tiny_model, tmp_
         pytest.skip(f"no real multilingual text for the rerank workload on this machine: {e}")
     directory, _ = tiny_model
     out = tmp_path / "out"
-    text = run(directory, out, engines=["xlmr_np", "torch-sdpa"], repeats=1, pairs=4,
-                         batch_candidates=(2, 4), build=False, command="test", log=lambda m: None, documents=6)
+    text = run(
+        directory,
+        out,
+        engines=["xlmr_np", "torch-sdpa"],
+        repeats=1,
+        pairs=4,
+        batch_candidates=(2, 4),
+        build=False,
+        command="test",
+        log=lambda m: None,
+        documents=6,
+    )
     for workload in ("uniform 128", "uniform 256", "uniform 512", "rerank 1x6", "mixed 32..512", "single pair 64"):
         assert f"| {workload} | xlmr_np |" in text and f"| {workload} | torch-sdpa |" in text
     assert "| xlmr_np | " in text and "| torch-sdpa | " in text  # cold-start rows

@@ -16,12 +16,29 @@ threadpoolctl = pytest.importorskip("threadpoolctl")
 
 # Big enough that the products are multithreaded BLAS calls when run on the calling thread (OpenBLAS runs
 # anything under 4 x 65536 multiply-adds on one thread), odd enough to catch a transposed or mis-sliced row.
-CONFIG = XLMRobertaConfig(model_type="xlm-roberta", vocab_size=300, hidden_size=96, num_hidden_layers=2,
-                          num_attention_heads=4, intermediate_size=300, hidden_act="gelu",
-                          max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
-                          num_labels=2)
-BGE = XLMRobertaConfig(**{**CONFIG.__dict__, "hidden_size": 768, "num_attention_heads": 12,
-                          "intermediate_size": 3072, "num_hidden_layers": 12})  # bge-reranker-base's sizes
+CONFIG = XLMRobertaConfig(
+    model_type="xlm-roberta",
+    vocab_size=300,
+    hidden_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=300,
+    hidden_act="gelu",
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    layer_norm_eps=1e-5,
+    pad_token_id=1,
+    num_labels=2,
+)
+BGE = XLMRobertaConfig(
+    **{
+        **CONFIG.__dict__,
+        "hidden_size": 768,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+    }
+)  # bge-reranker-base's sizes
 LENGTHS = [300, 7, 129, 64, 1, 256, 33, 128, 511, 90, 2, 200, 45, 170, 12, 400]
 
 
@@ -57,8 +74,12 @@ def test_logits_do_not_depend_on_the_worker_count_nor_the_neighbours(params):
     inline = one_blas_thread(params, ids, mask)
     for count in (1, 2, 3, 5):
         pool = workers.Workers(count)
-        assert_close(f"{count} workers vs the engine on the calling thread", pool.forward(params, CONFIG, ids, mask),
-                     inline, atol=0)
+        assert_close(
+            f"{count} workers vs the engine on the calling thread",
+            pool.forward(params, CONFIG, ids, mask),
+            inline,
+            atol=0,
+        )
         pool.close()
     pool = workers.Workers(2)
     order = np.random.default_rng(2).permutation(len(LENGTHS))  # other neighbours, other worker
@@ -139,8 +160,9 @@ def test_the_reranker_scores_the_same_bits_with_any_worker_count(tiny_model):
     assert workers.group_count(np.array(lengths), 2) == 2, f"a first batch of {sum(lengths)} tokens is not split"
     for count in (2, 4):
         reranker = Reranker(one.params, one.config, one.tokenizer, workers=count)
-        assert_close(f"compute_score with {count} workers", reranker.compute_score(crowd, batch_size=32), expected,
-                     atol=0)
+        assert_close(
+            f"compute_score with {count} workers", reranker.compute_score(crowd, batch_size=32), expected, atol=0
+        )
     assert Reranker(one.params, one.config, one.tokenizer).pool.workers == workers.default_workers()
 
 
@@ -160,14 +182,17 @@ def test_costs_grow_faster_than_tokens():
     assert two > 2 * one, f"a 512-token pair costs {two / one:.3f}x a 256-token one; attention makes it > 2x"
 
 
-@pytest.mark.parametrize("lengths, count, expected", [
-    ([64], 4, 1),  # one pair: nothing to split
-    ([64, 64, 64], 2, 1),  # 192 tokens: below MIN_TOKENS for each of two workers
-    ([300, 300], 2, 2),
-    ([300, 300, 300], 8, 3),  # no more groups than pairs
-    ([128] * 16, 2, 2),
-    ([128] * 16, 1, 1),
-])
+@pytest.mark.parametrize(
+    "lengths, count, expected",
+    [
+        ([64], 4, 1),  # one pair: nothing to split
+        ([64, 64, 64], 2, 1),  # 192 tokens: below MIN_TOKENS for each of two workers
+        ([300, 300], 2, 2),
+        ([300, 300, 300], 8, 3),  # no more groups than pairs
+        ([128] * 16, 2, 2),
+        ([128] * 16, 1, 1),
+    ],
+)
 def test_small_jobs_stay_on_the_calling_thread(lengths, count, expected):
     assert workers.group_count(np.array(lengths), count) == expected
 

@@ -71,8 +71,12 @@ def sample_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:
     return pairs
 
 
-IMPLEMENTATIONS = ["xlmr_np reference float32", "xlmr_np engine float32", "transformers float32",
-                   "xlmr_np engine float64"]
+IMPLEMENTATIONS = [
+    "xlmr_np reference float32",
+    "xlmr_np engine float32",
+    "transformers float32",
+    "xlmr_np engine float64",
+]
 
 
 def main():
@@ -88,29 +92,38 @@ def main():
         reranker64 = Reranker.from_pretrained(directory, dtype=np.float64)
         torch32 = load_reference(directory)
         torch64 = copy.deepcopy(torch32).double()
-        print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}; "
-              f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
+        print(
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}; "
+            f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
+        )
 
         out, real = run_all(reranker32, reranker64, torch32, torch64, LONG_PAIRS)
         truth_logits, truth_states = out["transformers float64"]
         names = stage_names(reranker32.config.num_hidden_layers)
-        print(f"Part 1: max |x - transformers float64| over {int(real.sum())} real tokens "
-              f"(logits span {truth_logits.min():.2f}..{truth_logits.max():.2f})\n")
+        print(
+            f"Part 1: max |x - transformers float64| over {int(real.sum())} real tokens "
+            f"(logits span {truth_logits.min():.2f}..{truth_logits.max():.2f})\n"
+        )
         print("| stage | " + " | ".join(IMPLEMENTATIONS) + " |")
         print("|---|" + "---|" * len(IMPLEMENTATIONS))
         for i, name in enumerate(names):
-            cells = [np.abs(out[k][1][i][real].astype(np.float64) - truth_states[i][real]).max()
-                     for k in IMPLEMENTATIONS]
+            cells = [
+                np.abs(out[k][1][i][real].astype(np.float64) - truth_states[i][real]).max() for k in IMPLEMENTATIONS
+            ]
             print(f"| {name} | " + " | ".join(f"{c:.2e}" for c in cells) + " |")
         cells = [np.abs(out[k][0].astype(np.float64) - truth_logits).max() for k in IMPLEMENTATIONS]
         print("| logits | " + " | ".join(f"{c:.2e}" for c in cells) + " |", flush=True)
 
         last = truth_states[-1].astype(np.float32)  # [B, T, D]: exact up to one float32 rounding
-        heads = {"reference (float32)": model.classification_head(last, reranker32.params)[:, 0],
-                 "engine (float64)": engine.classification_head(last[:, 0], reranker32.params)[:, 0]}
-        print("\nPart 3: the truth's last hidden state in float32 through each head, max |logit - truth|: "
-              + ", ".join(f"{k} {np.abs(v.astype(np.float64) - truth_logits).max():.2e}" for k, v in heads.items()),
-              flush=True)
+        heads = {
+            "reference (float32)": model.classification_head(last, reranker32.params)[:, 0],
+            "engine (float64)": engine.classification_head(last[:, 0], reranker32.params)[:, 0],
+        }
+        print(
+            "\nPart 3: the truth's last hidden state in float32 through each head, max |logit - truth|: "
+            + ", ".join(f"{k} {np.abs(v.astype(np.float64) - truth_logits).max():.2e}" for k, v in heads.items()),
+            flush=True,
+        )
 
         del reranker64, out  # part 2 needs no float64 engine: room for the two torch models
         implementations = IMPLEMENTATIONS[:3]

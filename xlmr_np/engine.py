@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import contextvars
 import math
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -87,8 +87,12 @@ def product(x, weight, out=None):
     pool = intra_op.get()
     if pool is None or weight.shape[0] < 2 * COLUMN_BLOCK:
         return np.matmul(x, weight.T, out=out)
-    pool.map([lambda a=a, b=b: np.matmul(x, weight[a:b].T, out=out[:, a:b])
-              for a, b in spans(weight.shape[0], pool.threads, COLUMN_BLOCK)])
+    pool.map(
+        [
+            lambda a=a, b=b: np.matmul(x, weight[a:b].T, out=out[:, a:b])
+            for a, b in spans(weight.shape[0], pool.threads, COLUMN_BLOCK)
+        ]
+    )
     return out
 
 
@@ -253,8 +257,12 @@ def self_attention(x, offsets, params, prefix, config):
         if pool is None:
             heads(0, H, buffers[0])
         else:  # q's rows of heads h0:h1 are read by those heads' task only, before it overwrites them
-            pool.map([lambda h0=h0, h1=h1, buffer=buffer: heads(h0, h1, buffer)
-                      for (h0, h1), buffer in zip(spans(H, tasks), buffers)])
+            pool.map(
+                [
+                    lambda h0=h0, h1=h1, buffer=buffer: heads(h0, h1, buffer)
+                    for (h0, h1), buffer in zip(spans(H, tasks), buffers)
+                ]
+            )
     return context  # [N, D]
 
 
@@ -263,8 +271,14 @@ def attention_output(context, residual, params, prefix, config):
     p = prefix + "attention.output."
     h = matmul_wt(context, params[p + "dense.weight"])  # [N, D] -> [N, D]
     # bias and residual are added before the norm (post-LN), in that order as torch rounds
-    return layer_norm(h, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps,
-                      out=h, add=(params[p + "dense.bias"], residual))
+    return layer_norm(
+        h,
+        params[p + "LayerNorm.weight"],
+        params[p + "LayerNorm.bias"],
+        config.layer_norm_eps,
+        out=h,
+        add=(params[p + "dense.bias"], residual),
+    )
 
 
 def intermediate(x, params, prefix):
@@ -278,8 +292,14 @@ def output(h, residual, params, prefix, config):
     """XLMRobertaOutput: LayerNorm(residual + dense(h)), dense back down to D."""
     p = prefix + "output."
     y = matmul_wt(h, params[p + "dense.weight"])  # [N, F] -> [N, D]
-    return layer_norm(y, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps,
-                      out=y, add=(params[p + "dense.bias"], residual))
+    return layer_norm(
+        y,
+        params[p + "LayerNorm.weight"],
+        params[p + "LayerNorm.bias"],
+        config.layer_norm_eps,
+        out=y,
+        add=(params[p + "dense.bias"], residual),
+    )
 
 
 # The [N, F] intermediate is 4x the size of everything else in a layer (100 MB for 16 pairs x 512 tokens), so
@@ -340,8 +360,9 @@ def pack(config: XLMRobertaConfig, input_ids, attention_mask) -> Packed:
     """Check a padded batch (as xlmr_np.model.forward does) and stack its real tokens."""
     input_ids, mask = check_batch(input_ids, attention_mask, config)
     offsets = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])  # [B + 1]
-    return Packed(ids=input_ids[mask], positions=position_ids(input_ids, config.pad_token_id)[mask],
-                  offsets=offsets, mask=mask)
+    return Packed(
+        ids=input_ids[mask], positions=position_ids(input_ids, config.pad_token_id)[mask], offsets=offsets, mask=mask
+    )
 
 
 def unpack(packed: Packed, x: np.ndarray) -> np.ndarray:
@@ -363,8 +384,9 @@ def run(params, config: XLMRobertaConfig, packed: Packed, hidden_states: list | 
     return classification_head(x[packed.offsets[:-1]], params)  # [N, D] -> [B, D] -> [B, L]
 
 
-def forward(params, config: XLMRobertaConfig, input_ids, attention_mask, hidden_states: list | None = None
-            ) -> np.ndarray:
+def forward(
+    params, config: XLMRobertaConfig, input_ids, attention_mask, hidden_states: list | None = None
+) -> np.ndarray:
     """XLMRobertaForSequenceClassification.forward, fast: token ids [B, T] and mask [B, T] -> logits [B, L].
 
     hidden_states: a list to append the embeddings' output and each layer's output to, as [B, T, D] with

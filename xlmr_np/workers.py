@@ -89,8 +89,10 @@ def check_workers(workers) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive int (or None: one per core), got {workers!r}")
     if workers > 1 and blas_controller() is None:
-        raise ConfigError(f"workers={workers} needs threadpoolctl to give each worker one BLAS thread: "
-                          "pip install threadpoolctl (or use workers=1)")
+        raise ConfigError(
+            f"workers={workers} needs threadpoolctl to give each worker one BLAS thread: "
+            "pip install threadpoolctl (or use workers=1)"
+        )
     return workers
 
 
@@ -132,8 +134,12 @@ def subset(packed: engine.Packed, pairs: list[int]) -> engine.Packed:
     """The packed batch of some of a batch's pairs, in the given order."""
     starts, stops = packed.offsets[pairs], packed.offsets[np.asarray(pairs) + 1]
     rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)])  # [N_group]
-    return engine.Packed(ids=packed.ids[rows], positions=packed.positions[rows],
-                         offsets=np.concatenate([[0], np.cumsum(stops - starts)]), mask=packed.mask[pairs])
+    return engine.Packed(
+        ids=packed.ids[rows],
+        positions=packed.positions[rows],
+        offsets=np.concatenate([[0], np.cumsum(stops - starts)]),
+        mask=packed.mask[pairs],
+    )
 
 
 class Workers:
