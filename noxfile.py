@@ -35,15 +35,23 @@ def tests_fast(session: nox.Session) -> None:
 @nox.session
 def notebooks(session: nox.Session) -> None:
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", "-q", "tests/test_notebooks.py", *session.posargs,
-                env={"XLMR_NP_REQUIRE_TORCH": "1"})
+    session.run(
+        "python", "-m", "pytest", "-q", "tests/test_notebooks.py", *session.posargs, env={"XLMR_NP_REQUIRE_TORCH": "1"}
+    )
 
 
 @nox.session
 def fuzz(session: nox.Session) -> None:
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", "-q", "tests/test_fuzz.py", *session.posargs,
-                env={"XLMR_NP_REQUIRE_TORCH": "1", "XLMR_NP_FUZZ": "long", "XLMR_NP_FUZZ_REPORT": "fuzz-report.json"})
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "tests/test_fuzz.py",
+        *session.posargs,
+        env={"XLMR_NP_REQUIRE_TORCH": "1", "XLMR_NP_FUZZ": "long", "XLMR_NP_FUZZ_REPORT": "fuzz-report.json"},
+    )
 
 
 @nox.session

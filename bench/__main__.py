@@ -20,10 +20,18 @@ from .run import run
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
-    p.add_argument("--model", type=Path, default=Path.home() / ".cache/xlmr-np/full-random",
-                   help="random full-size model directory, built on first use (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=Path("bench-out"),
-                   help="where report.md, report.json and bench.png go (default: %(default)s)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=Path.home() / ".cache/xlmr-np/full-random",
+        help="random full-size model directory, built on first use (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench-out"),
+        help="where report.md, report.json and bench.png go (default: %(default)s)",
+    )
     p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of %(default)s")
     p.add_argument("--repeats", type=int, default=5, help="timed passes per workload and engine (median)")
     p.add_argument("--pairs", type=int, default=64, help="pairs in the uniform 128/256 workloads (512: half)")
@@ -43,10 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
-        text = run(args.model, args.out, engines=engines, repeats=args.repeats, pairs=args.pairs,
-                   batch_candidates=sizes, build=not args.no_build, cold=not args.no_cold_start,
-                   documents=args.documents, command=command.strip(),
-                   log=lambda m: print(m, file=sys.stderr, flush=True))
+        text = run(
+            args.model,
+            args.out,
+            engines=engines,
+            repeats=args.repeats,
+            pairs=args.pairs,
+            batch_candidates=sizes,
+            build=not args.no_build,
+            cold=not args.no_cold_start,
+            documents=args.documents,
+            command=command.strip(),
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+        )
     except BenchmarkError as e:
         print(f"python -m bench: error: {e}", file=sys.stderr)
         return 1

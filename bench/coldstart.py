@@ -60,11 +60,18 @@ def _cold_start_child(engine: str, model_dir: str, pairs_file: str, batch_size: 
     for ids, mask in batches(workload, batch_size):
         run(ids, mask)
     table = getattr(run, "params", {}).get("roberta.embeddings.word_embeddings.weight")
-    print(json.dumps({"rerank_s": time.perf_counter() - t,
-                      "peak_rss_mb": _peak_rss_mb(),
-                      "weights_file_rss_mb": _mapped_rss_mb(Path(model_dir) / "model.safetensors"),
-                      "embedding_resident_mb": None if table is None else _resident_mb(table.raw.array),
-                      "embedding_mb": None if table is None else table.raw.array.nbytes / 2**20}), flush=True)
+    print(
+        json.dumps(
+            {
+                "rerank_s": time.perf_counter() - t,
+                "peak_rss_mb": _peak_rss_mb(),
+                "weights_file_rss_mb": _mapped_rss_mb(Path(model_dir) / "model.safetensors"),
+                "embedding_resident_mb": None if table is None else _resident_mb(table.raw.array),
+                "embedding_mb": None if table is None else table.raw.array.nbytes / 2**20,
+            }
+        ),
+        flush=True,
+    )
 
 
 def _peak_rss_mb() -> float:

@@ -39,12 +39,16 @@ def kernel_warnings(environ: dict, blas: list[dict], flags: set[str]) -> list[st
         level = _KERNEL_LEVEL.get(str(lib.get("architecture", "")).lower(), 1)
         if forced and level < best:
             settings = " ".join(f"{k}={v}" for k, v in forced.items())
-            out.append(f"WARNING: {settings} is set and {lib.get('filepath')} runs the {lib.get('architecture')} "
-                       f"kernel, older than this CPU supports; unset them for the benchmark "
-                       f"(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ...)")
+            out.append(
+                f"WARNING: {settings} is set and {lib.get('filepath')} runs the {lib.get('architecture')} "
+                f"kernel, older than this CPU supports; unset them for the benchmark "
+                f"(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ...)"
+            )
         elif forced:
-            out.append(f"note: {' '.join(f'{k}={v}' for k, v in forced.items())} is set "
-                       f"(kernel {lib.get('architecture')} is still the CPU's best family)")
+            out.append(
+                f"note: {' '.join(f'{k}={v}' for k, v in forced.items())} is set "
+                f"(kernel {lib.get('architecture')} is still the CPU's best family)"
+            )
     return out
 
 
@@ -72,20 +76,33 @@ def environment(engines: Sequence[str]) -> dict:
     if any(e.startswith("torch") for e in engines):
         import torch  # noqa: F401  (loads its BLAS and OpenMP so threadpoolctl can list them)
     name, flags = cpu_info()
-    blas = [{k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "filepath",
-                                   "threading_layer", "prefix")} for p in threadpool_info()]
+    blas = [
+        {
+            k: p.get(k)
+            for k in ("internal_api", "version", "architecture", "num_threads", "filepath", "threading_layer", "prefix")
+        }
+        for p in threadpool_info()
+    ]
     versions = {}
     for package in ("xlmr-np", "numpy", "torch", "transformers", "onnxruntime", "onnx", "tokenizers"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
             pass
-    return {"cpu": name, "cores": os.cpu_count(), "python": platform.python_version(), "blas": blas,
-            "versions": versions, "warnings": kernel_warnings(dict(os.environ), blas, flags),
-            "openblas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                                         "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-                             if k in os.environ},
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    return {
+        "cpu": name,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "blas": blas,
+        "versions": versions,
+        "warnings": kernel_warnings(dict(os.environ), blas, flags),
+        "openblas_env": {
+            k: os.environ[k]
+            for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+            if k in os.environ
+        },
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
 
 
 def sgemm_peak(shapes=((2048, 768, 3072), (2048, 3072, 768), (4096, 768, 768)), repeats: int = 5) -> float:

@@ -11,53 +11,142 @@ from .measure import Result
 from .workloads import Workload
 
 
-def report_markdown(env: dict, results: list[Result], cold: list[dict], peak: float, command: str,
-                    skipped: Sequence[str], workloads: Sequence[Workload], batch_rates: dict) -> str:
-    """The header (machine, BLAS, versions, warnings), the throughput table, ratios and cold-start table."""
-    lines = [f"Command: `{command}`", "",
-             f"- CPU: {env['cpu']}, {env['cores']} cores; Python {env['python']}; "
-             f"load average at start {_fmt_load(env['load_average'])}",
-             "- packages: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items())]
+def report_markdown(
+    env: dict,
+    results: list[Result],
+    cold: list[dict],
+    peak: float,
+    command: str,
+    skipped: Sequence[str],
+    workloads: Sequence[Workload],
+    batch_rates: dict,
+    peaks: Sequence[float] = (),
+    agree: dict | None = None,
+    peers: Sequence[str] = (),
+) -> str:
+    """The header (machine, BLAS, versions, warnings), the throughput table, ratios, cold-start table,
+    the agreement of each engine with xlmr_np's float32 logits, and a one-line summary of every ratio."""
+    lines = [
+        f"Command: `{command}`",
+        "",
+        f"- CPU: {env['cpu']}, {env['cores']} cores; Python {env['python']}; "
+        f"load average at start {_fmt_load(env['load_average'])}",
+        "- packages: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+    ]
     for lib in env["blas"]:
-        lines.append(f"- thread pool: {lib['internal_api']} {lib.get('version') or ''} "
-                     f"kernel {lib.get('architecture') or '-'}, {lib['num_threads']} threads "
-                     f"({Path(str(lib['filepath'])).name})")
+        lines.append(
+            f"- thread pool: {lib['internal_api']} {lib.get('version') or ''} "
+            f"kernel {lib.get('architecture') or '-'}, {lib['num_threads']} threads "
+            f"({Path(str(lib['filepath'])).name})"
+        )
     lines.append(f"- OpenBLAS/OpenMP environment: {env['openblas_env'] or 'none set'}")
-    lines.append(f"- measured numpy sgemm peak: {peak:.0f} GFLOP/s")
+    lines.append(
+        f"- measured numpy sgemm peak (all cores): {peak:.0f} GFLOP/s"
+        + (
+            f", the median of one measurement at the start of each repeat ({', '.join(f'{p:.0f}' for p in peaks)})"
+            if peaks
+            else ""
+        )
+    )
     lines += [f"- {w}" for w in env["warnings"]]
     lines += [f"- {s}" for s in skipped]
-    lines += [f"- workload {w.name}: {len(w.sequences)} pairs, {int(w.lengths.sum())} tokens "
-              f"(median {int(np.median(w.lengths))}), {w.about}" for w in workloads]
-    lines.append("- batch size: each engine's fastest on the first pairs of uniform 128 (docs/s): " + "; ".join(
-        f"{e}: " + ", ".join(f"{b}: {r:.2f}" for b, r in rates.items()) for e, rates in batch_rates.items()))
+    lines += [
+        f"- workload {w.name}: {len(w.sequences)} pairs, {int(w.lengths.sum())} tokens "
+        f"(median {int(np.median(w.lengths))}), {w.about}"
+        for w in workloads
+    ]
+    lines.append(
+        "- batch size: each engine's fastest on the first pairs of uniform 128 (docs/s): "
+        + "; ".join(f"{e}: " + ", ".join(f"{b}: {r:.2f}" for b, r in rates.items()) for e, rates in batch_rates.items())
+    )
     engines = list(dict.fromkeys(r.engine for r in results))
     by = {(r.workload, r.engine): r for r in results}
-    lines += ["", "| workload | engine | batch | docs/s | useful GFLOP/s | % of sgemm peak | xlmr_np speed-up |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| workload | engine | batch | docs/s | useful GFLOP/s | % of sgemm peak | xlmr_np speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for w in dict.fromkeys(r.workload for r in results):
         for e in engines:
             r = by[w, e]
             ratio = by[w, "xlmr_np"].docs_per_s / r.docs_per_s if (w, "xlmr_np") in by and e != "xlmr_np" else None
-            lines.append(f"| {w} | {e} | {r.batch_size} | {r.docs_per_s:.2f} | {r.gflops:.0f} | "
-                         f"{100 * r.gflops / peak:.0f}% | {f'{ratio:.2f}x' if ratio else '-'} |")
+            lines.append(
+                f"| {w} | {e} | {r.batch_size} | {r.docs_per_s:.2f} | {r.gflops:.0f} | "
+                f"{100 * r.gflops / peak:.0f}% | {f'{ratio:.2f}x' if ratio else '-'} |"
+            )
     if cold:
         base = next((c for c in cold if c["engine"] == "xlmr_np"), None)
-        lines += ["", "Fresh process per engine: import + load, first score of one pair, then the rerank "
-                      "workload; peak RSS over the whole run (page cache warm for every engine).", "",
-                  "| engine | load s | time to first score s | rerank s | peak RSS MB | xlmr_np / engine: "
-                  "first score, peak RSS |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Fresh process per engine: import + load, first score of one pair, then the rerank "
+            "workload; peak RSS over the whole run (page cache warm for every engine).",
+            "",
+            "| engine | load s | time to first score s | rerank s | peak RSS MB | xlmr_np / engine: "
+            "first score, peak RSS |",
+            "|---|---|---|---|---|---|",
+        ]
         for c in cold:
-            ratios = "-" if base is None or c is base else (
-                f"{base['time_to_first_score_s'] / c['time_to_first_score_s']:.2f}x, "
-                f"{base['peak_rss_mb'] / c['peak_rss_mb']:.2f}x")
-            lines.append(f"| {c['engine']} | {c['load_s']:.2f} | {c['time_to_first_score_s']:.2f} | "
-                         f"{c['rerank_s']:.1f} | {c['peak_rss_mb']:.0f} | {ratios} |")
+            ratios = (
+                "-"
+                if base is None or c is base
+                else (
+                    f"{base['time_to_first_score_s'] / c['time_to_first_score_s']:.2f}x, "
+                    f"{base['peak_rss_mb'] / c['peak_rss_mb']:.2f}x"
+                )
+            )
+            lines.append(
+                f"| {c['engine']} | {c['load_s']:.2f} | {c['time_to_first_score_s']:.2f} | "
+                f"{c['rerank_s']:.1f} | {c['peak_rss_mb']:.0f} | {ratios} |"
+            )
         if base is not None and base.get("weights_file_rss_mb") is not None:
-            lines.append(f"\nxlmr_np after the rerank: {base['weights_file_rss_mb']:.0f} MB of the mapped "
-                         f"model.safetensors resident in the process, of which the word-embedding table "
-                         f"{base['embedding_resident_mb']:.1f} MB of {base['embedding_mb']:.0f} MB "
-                         f"(/proc/self/pagemap).")
+            lines.append(
+                f"\nxlmr_np after the rerank: {base['weights_file_rss_mb']:.0f} MB of the mapped "
+                f"model.safetensors resident in the process, of which the word-embedding table "
+                f"{base['embedding_resident_mb']:.1f} MB of {base['embedding_mb']:.0f} MB "
+                f"(/proc/self/pagemap)."
+            )
+    if agree:
+        lines += [
+            "",
+            f"Agreement with xlmr_np's float32 logits on {workloads[3].name if len(workloads) > 3 else ''}:"
+            " max and mean |logit difference|, Spearman rank correlation.",
+            "",
+            "| engine | max abs | mean abs | Spearman |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {e} | {a['max_abs']:.3g} | {a['mean_abs']:.3g} | {a['spearman']:.6f} |" for e, a in agree.items()]
+    summary = summary_line(results, cold, peers)
+    if summary:
+        lines += ["", summary]
     return "\n".join(lines) + "\n"
+
+
+def summary_line(results: list[Result], cold: list[dict], peers: Sequence[str]) -> str:
+    """Every ratio of xlmr_np against each peer on one line: throughput per workload (above 1: xlmr_np is
+    faster), single-pair latency (peer / xlmr_np, above 1: xlmr_np answers sooner) and peak RSS (xlmr_np /
+    peer, below 1: xlmr_np uses less)."""
+    by = {(r.workload, r.engine): r for r in results}
+    workloads = list(dict.fromkeys(r.workload for r in results))
+    rss = {c["engine"]: c["peak_rss_mb"] for c in cold}
+    parts = []
+    for peer in peers:
+        ratios = [
+            f"{w} {by[w, 'xlmr_np'].docs_per_s / by[w, peer].docs_per_s:.2f}x"
+            for w in workloads
+            if (w, "xlmr_np") in by and (w, peer) in by
+        ]
+        if "xlmr_np" in rss and peer in rss:
+            ratios.append(f"peak RSS {rss['xlmr_np'] / rss[peer]:.2f}x")
+        if ratios:
+            parts.append(f"vs {peer}: " + ", ".join(ratios))
+    return (
+        (
+            "Summary, xlmr_np against each peer (docs/s ratio per workload; single pair: latency ratio): "
+            + "; ".join(parts)
+        )
+        if parts
+        else ""
+    )
 
 
 def _fmt_load(load) -> str:
@@ -75,8 +164,9 @@ def report_chart(results: list[Result], cold: list[dict], path: Path) -> Path:
     workloads = list(dict.fromkeys(r.workload for r in results))
     by = {(r.workload, r.engine): r.docs_per_s for r in results}
     panels = 3 if cold else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels + 4, 4.5), squeeze=False,
-                             gridspec_kw={"width_ratios": [3] + [1] * (panels - 1)})
+    fig, axes = plt.subplots(
+        1, panels, figsize=(5 * panels + 4, 4.5), squeeze=False, gridspec_kw={"width_ratios": [3] + [1] * (panels - 1)}
+    )
     ax = axes[0, 0]
     width = 0.8 / len(engines)
     for j, e in enumerate(engines):
@@ -85,8 +175,9 @@ def report_chart(results: list[Result], cold: list[dict], path: Path) -> Path:
     ax.set_xticks(range(len(workloads)), workloads)
     ax.set_ylabel("docs/s (higher is better)")
     ax.legend()
-    for k, (key, label) in enumerate((("time_to_first_score_s", "time to first score, s"),
-                                      ("peak_rss_mb", "peak RSS reranking, MB")), start=1):
+    for k, (key, label) in enumerate(
+        (("time_to_first_score_s", "time to first score, s"), ("peak_rss_mb", "peak RSS reranking, MB")), start=1
+    ):
         if k < panels:
             axes[0, k].bar([c["engine"] for c in cold], [c[key] for c in cold], color="gray")
             axes[0, k].set_title(label + " (lower is better)", fontsize=9)

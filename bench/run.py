@@ -7,37 +7,55 @@ What it measures, and why this way:
 - token ids fed directly (tokenization is the same tokenizers call for every engine and is not timed);
 - every engine gets its best use: pairs sorted by length before batching (so batches hold similar
   lengths and padding is small), and its own best batch size, picked by timing each candidate on the
-  uniform-128 workload (a cheap probe of how its throughput scales with batch size);
+  uniform-128 workload (medians of 3 interleaved passes: one pass flipped between candidates from run to
+  run); xlmr_np with its default workers (a thread per core), onnxruntime with every graph optimisation
+  and a thread per core;
+- single-pair latency (one query, one 64-token document, batch size 1) beside throughput;
 - engines interleaved within each repeat (so machine load drifts affect all of them alike), one warm-up
-  pass first, medians over repeats;
+  pass first, medians over repeats; the numpy sgemm peak (all cores) measured at the start of every
+  repeat, so "% of peak" uses the machine as it was during the same repeats;
+- onnxruntime-int8 (dynamic int8 quantisation) as a reference point, with the agreement of every engine's
+  logits with xlmr_np's float32 ones on the rerank workload;
 - load time, time to first score and peak RSS in a fresh process per engine, since within one process
   they would be shared or already paid.
 
 Figures: docs/s; useful GFLOP/s (the FLOPs of the real tokens only: padding is not useful work) and its
-fraction of the machine's measured numpy sgemm peak; xlmr_np's ratio to each peer.
+fraction of the machine's measured numpy sgemm peak; xlmr_np's ratio to each peer, and a one-line summary
+of every ratio at the end. Progress (workload, engine, repeat, time left) goes to `log` (stderr).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from .coldstart import cold_start
-from .engines import ENGINES, available_engines, load_engine
+from .engines import ENGINES, PEERS, available_engines, load_engine
 from .errors import BenchmarkError
 from .machine import environment, sgemm_peak
-from .measure import best_batch_size, measure
+from .measure import agreement, best_batch_size, logits_in_order, measure
 from .models import MODEL_FILES, ensure_model
 from .report import report_chart, report_markdown
-from .workloads import mixed, rerank, uniform
+from .workloads import mixed, rerank, single_pair, uniform
 
 
-def run(model_dir: Path, out_dir: Path, engines: Sequence[str] = ENGINES, repeats: int = 5,
-        pairs: int = 64, batch_candidates: Sequence[int] = (8, 16, 32), build: bool = True,
-        cold: bool = True, command: str = "", log=print, documents: int = 100) -> str:
+def run(
+    model_dir: Path,
+    out_dir: Path,
+    engines: Sequence[str] = ENGINES,
+    repeats: int = 5,
+    pairs: int = 64,
+    batch_candidates: Sequence[int] = (8, 16, 32),
+    build: bool = True,
+    cold: bool = True,
+    command: str = "",
+    log=print,
+    documents: int = 100,
+) -> str:
     """Build or reuse the model, measure every engine on every workload, write report.md/.json/.png.
 
     pairs: size of the uniform 128/256 workloads (512: half); documents: size of the rerank and mixed ones.
@@ -51,7 +69,10 @@ def run(model_dir: Path, out_dir: Path, engines: Sequence[str] = ENGINES, repeat
     if missing:  # before building: the build takes minutes
         raise BenchmarkError(f"the benchmark needs {', '.join(missing)}: pip install 'xlmr-np[bench]'")
     if build:
-        ensure_model(model_dir, onnx="onnxruntime" in engines and _has("onnxruntime") and _has("onnxscript"))
+        ensure_model(
+            model_dir,
+            onnx=any(e.startswith("onnxruntime") for e in engines) and _has("onnxruntime") and _has("onnxscript"),
+        )
     names, skipped = available_engines(engines, model_dir)
     for s in skipped:
         log(s)
@@ -59,27 +80,76 @@ def run(model_dir: Path, out_dir: Path, engines: Sequence[str] = ENGINES, repeat
     env = environment(names)
     for w in env["warnings"]:
         log(w)
+    log("numpy sgemm peak (all cores), measured again at each repeat ...")
     peak = sgemm_peak()
     log(f"numpy sgemm peak {peak:.0f} GFLOP/s")
     V = config.vocab_size
-    workloads = [uniform(128, pairs, V), uniform(256, pairs, V), uniform(512, max(pairs // 2, 1), V),
-                 rerank(model_dir / "tokenizer.json", count=documents, max_length=min(512, config.max_tokens)),
-                 mixed(documents, V, high=min(512, config.max_tokens))]
+    workloads = [
+        uniform(128, pairs, V),
+        uniform(256, pairs, V),
+        uniform(512, max(pairs // 2, 1), V),
+        rerank(model_dir / "tokenizer.json", count=documents, max_length=min(512, config.max_tokens)),
+        mixed(documents, V, high=min(512, config.max_tokens)),
+        single_pair(V),
+    ]
+    log(f"loading {', '.join(names)}")
     runners = {e: load_engine(e, model_dir) for e in names}
-    batch_rates = {e: best_batch_size(runners[e], workloads[0], batch_candidates, pairs=min(32, pairs))
-                   for e in names}
+    batch_rates = {}
+    for e in names:
+        log(f"batch-size probe: {e}, candidates {list(batch_candidates)}")
+        batch_rates[e] = best_batch_size(runners[e], workloads[0], batch_candidates, pairs=min(32, pairs))
     batch_sizes = {e: max(rates, key=rates.get) for e, rates in batch_rates.items()}
     log(f"best batch sizes: {batch_sizes}")
-    results = measure(runners, workloads, batch_sizes, config, repeats, log=log)
+    agree = {}
+    if "xlmr_np" in runners:
+        log(f"agreement with xlmr_np float32 on {workloads[3].name}")
+        logits = {e: logits_in_order(run, workloads[3], batch_sizes[e]) for e, run in runners.items()}
+        agree = {e: agreement(x, logits["xlmr_np"]) for e, x in logits.items() if e != "xlmr_np"}
+    results, peaks = measure(
+        runners,
+        workloads,
+        batch_sizes,
+        config,
+        repeats,
+        log=log,
+        peak=lambda: sgemm_peak(shapes=((2048, 768, 3072),), repeats=3),
+    )
+    peak = statistics.median(peaks)
     del runners
+    if cold:
+        log("cold starts: a fresh process per engine")
     colds = [cold_start(e, model_dir, workloads[3], batch_sizes[e]) for e in names] if cold else []
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = report_markdown(env, results, colds, peak, command, skipped, workloads, batch_rates)
+    text = report_markdown(
+        env,
+        results,
+        colds,
+        peak,
+        command,
+        skipped,
+        workloads,
+        batch_rates,
+        peaks=peaks,
+        agree=agree,
+        peers=[e for e in PEERS if e in names],
+    )
     (out_dir / "report.md").write_text(text)
-    (out_dir / "report.json").write_text(json.dumps(
-        {"environment": env, "sgemm_peak_gflops": peak, "command": command, "batch_rates": batch_rates,
-         "results": [dict(asdict(r), docs_per_s=r.docs_per_s, gflops=r.gflops) for r in results],
-         "cold_start": colds}, indent=1, default=str))
+    (out_dir / "report.json").write_text(
+        json.dumps(
+            {
+                "environment": env,
+                "sgemm_peak_gflops": peak,
+                "sgemm_peaks_by_repeat": peaks,
+                "command": command,
+                "batch_rates": batch_rates,
+                "agreement": agree,
+                "results": [dict(asdict(r), docs_per_s=r.docs_per_s, gflops=r.gflops) for r in results],
+                "cold_start": colds,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     report_chart(results, colds, out_dir / "bench.png")
     return text
 

@@ -17,6 +17,7 @@ class Workload:
     name: str
     sequences: list[np.ndarray]  # one int64 array per pair, special tokens included
     about: str  # where the lengths come from, for the report
+    batch_size: int | None = None  # every engine runs it at this batch size (None: each engine's best)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -41,6 +42,14 @@ def uniform(length: int, pairs: int, vocab_size: int) -> Workload:
     return synthetic(f"uniform {length}", [length] * pairs, vocab_size)
 
 
+def single_pair(vocab_size: int, count: int = 10, doc_len: int = 64, query_len: int = 16) -> Workload:
+    """Latency: `count` pairs of one query and one doc_len-token document, each scored alone (batch size 1)."""
+    w = synthetic(f"single pair {doc_len}", [query_len + doc_len + 4] * count, vocab_size, query_len=query_len)
+    w.about = f"one query ({query_len} tokens) and one {doc_len}-token document per call, {count} calls"
+    w.batch_size = 1
+    return w
+
+
 def mixed(pairs: int, vocab_size: int, low: int = 32, high: int = 512, seed: int = 0) -> Workload:
     lengths = np.random.default_rng(seed).integers(low, high + 1, pairs).tolist()
     return synthetic(f"mixed {low}..{high}", lengths, vocab_size, seed=seed)
@@ -51,8 +60,9 @@ RERANK_QUERY = "Wie ändere ich das Arbeitsverzeichnis der Shell und was passier
 CATALOG_LANGUAGES = ("de", "fr", "es", "ru", "zh_CN", "ja", "ko", "pl", "pt_BR", "it", "vi", "uk", "tr")
 
 
-def catalog_documents(count: int, domain: str = "bash", min_chars: int = 200,
-                      localedir: str = "/usr/share/locale") -> tuple[list[str], str]:
+def catalog_documents(
+    count: int, domain: str = "bash", min_chars: int = 200, localedir: str = "/usr/share/locale"
+) -> tuple[list[str], str]:
     """Real multilingual documents: the translated help texts in the system's gettext catalogs.
 
     Debian ships bash's builtin help (`help cd`, `help read`, ...) translated by people into dozens of
@@ -69,8 +79,10 @@ def catalog_documents(count: int, domain: str = "bash", min_chars: int = 200,
             per_language.append([t for k, t in catalog.items() if k and isinstance(t, str) and len(t) >= min_chars])
     documents = [doc for group in zip(*per_language) for doc in group][:count]
     if len(documents) < count:
-        raise BenchmarkError(f"found {len(documents)} translated {domain} help texts under {localedir} "
-                             f"(languages {CATALOG_LANGUAGES}); the rerank workload needs {count}")
+        raise BenchmarkError(
+            f"found {len(documents)} translated {domain} help texts under {localedir} "
+            f"(languages {CATALOG_LANGUAGES}); the rerank workload needs {count}"
+        )
     source = f"{domain}.mo help texts in {len(per_language)} languages from {localedir}"
     return documents, source
 
@@ -82,8 +94,9 @@ def rerank(tokenizer_json: Path, count: int = 100, max_length: int = 512) -> Wor
     documents, source = catalog_documents(count)
     tokenizer = PairTokenizer.from_file(tokenizer_json, max_length=max_length)
     encoded = tokenizer.encode([(RERANK_QUERY, d) for d in documents])
-    return Workload(f"rerank 1x{count}", [np.array(e.ids, dtype=np.int64) for e in encoded],
-                    f"real token ids: {source}")
+    return Workload(
+        f"rerank 1x{count}", [np.array(e.ids, dtype=np.int64) for e in encoded], f"real token ids: {source}"
+    )
 
 
 def batches(workload: Workload, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:

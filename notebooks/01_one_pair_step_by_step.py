@@ -48,9 +48,14 @@ print(config)
 QUERY = "what is the capital of France?"
 DOCUMENT = "Paris is the capital and largest city of France."
 seen = inspect_pair(reranker, QUERY, DOCUMENT)
-print(format_table([dict(i=i, token=t, id=int(n), segment=str(s), position=int(p))
-                    for i, (t, n, s, p) in enumerate(zip(seen.tokens, seen.input_ids, seen.segments,
-                                                         seen.positions))]))
+print(
+    format_table(
+        [
+            dict(i=i, token=t, id=int(n), segment=str(s), position=int(p))
+            for i, (t, n, s, p) in enumerate(zip(seen.tokens, seen.input_ids, seen.segments, seen.positions))
+        ]
+    )
+)
 
 # %% [markdown]
 # ## 2. Position ids
@@ -82,8 +87,9 @@ print("padded:   ", model.position_ids(padded, config.pad_token_id)[0])
 mask = np.ones_like(ids, dtype=bool)  # [1, T]: every token is real
 x = model.embeddings(ids, params, config)  # [1, T] -> [1, T, D]
 print("embeddings", x.shape, "first token:", x[0, 0, :8], "...")
-print("after LayerNorm each token's mean and std are set by beta and gamma:", x[0].mean(axis=1)[:4],
-      x[0].std(axis=1)[:4])
+print(
+    "after LayerNorm each token's mean and std are set by beta and gamma:", x[0].mean(axis=1)[:4], x[0].std(axis=1)[:4]
+)
 
 # %% [markdown]
 # ## 4. Self-attention (layer 0)
@@ -103,8 +109,9 @@ prefix = "roberta.encoder.layer.0."
 trace = Trace(["*probs", "*query"])
 context = model.self_attention(x, mask, params, prefix, config, trace)  # [1, T, D] -> [1, T, D]
 probs = trace["encoder.layer.0.attention.self.probs"][0]  # [H, T, T]
-print("query", trace["encoder.layer.0.attention.self.query"].shape[1:], "probs", probs.shape,
-      "context", context.shape[1:])
+print(
+    "query", trace["encoder.layer.0.attention.self.query"].shape[1:], "probs", probs.shape, "context", context.shape[1:]
+)
 print("every row of every head sums to 1:", np.allclose(probs.sum(axis=-1), 1))
 print("layer 0, head 0, where <s> looks (top 3):", seen.attends_to(layer=0, head=0, token=0, k=3))
 
@@ -117,8 +124,12 @@ print("layer 0, head 0, where <s> looks (top 3):", seen.attends_to(layer=0, head
 
 # %%
 a = model.attention_output(context, x, params, prefix, config)  # [1, T, D]
-print("attention.output", a.shape, "change from the input ||a - x|| / ||x|| =",
-      round(float(np.linalg.norm(a - x) / np.linalg.norm(x)), 4))
+print(
+    "attention.output",
+    a.shape,
+    "change from the input ||a - x|| / ||x|| =",
+    round(float(np.linalg.norm(a - x) / np.linalg.norm(x)), 4),
+)
 
 # %% [markdown]
 # ## 6. Feed-forward with the exact GELU

@@ -37,8 +37,7 @@ from xlmr_np.testing import notebook_model
 
 reranker = Reranker.from_pretrained(notebook_model(seed=0))
 QUERY = "who designed the Eiffel Tower?"
-DOCUMENT = ("The Eiffel Tower was designed by the engineering company of Gustave Eiffel. "
-            "Bananas are rich in potassium.")
+DOCUMENT = "The Eiffel Tower was designed by the engineering company of Gustave Eiffel. Bananas are rich in potassium."
 seen = inspect_pair(reranker, QUERY, DOCUMENT)
 print(f"{len(seen.tokens)} tokens, logit {float(seen.logits[0]):.4f}")
 

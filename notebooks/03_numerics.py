@@ -43,9 +43,11 @@ ours32 = Reranker.from_pretrained(MODEL)
 ours64 = Reranker.from_pretrained(MODEL, dtype=np.float64)
 theirs32 = load_reference(MODEL)
 theirs64 = copy.deepcopy(theirs32).double()
-PAIRS = [("who designed the Eiffel Tower?", "Gustave Eiffel's company designed and built the tower. " * 3),
-         ("埃菲尔铁塔是谁设计的？", "埃菲尔铁塔由古斯塔夫·埃菲尔的公司设计建造。"),
-         ("tallest building", "Bananas.")]
+PAIRS = [
+    ("who designed the Eiffel Tower?", "Gustave Eiffel's company designed and built the tower. " * 3),
+    ("埃菲尔铁塔是谁设计的？", "埃菲尔铁塔由古斯塔夫·埃菲尔的公司设计建造。"),
+    ("tallest building", "Bananas."),
+]
 batch = ours32.tokenize(PAIRS)
 print("batch", batch.input_ids.shape, "lengths", batch.lengths)
 
@@ -68,24 +70,36 @@ print(xlmr_np.compare(ours32, PAIRS, theirs32, forward="engine"))
 # %%
 truth = trace_of(ours64, batch.input_ids, batch.attention_mask)
 names = list(truth)
-runs = {"xlmr_np reference float32": trace_of(ours32, batch.input_ids, batch.attention_mask),
-        "xlmr_np engine float32": trace_of(ours32, batch.input_ids, batch.attention_mask, forward="engine")}
+runs = {
+    "xlmr_np reference float32": trace_of(ours32, batch.input_ids, batch.attention_mask),
+    "xlmr_np engine float32": trace_of(ours32, batch.input_ids, batch.attention_mask, forward="engine"),
+}
 runs["transformers float32"] = reference_trace(theirs32, batch.input_ids, batch.attention_mask, names)
 runs["transformers float64"] = reference_trace(theirs64, batch.input_ids, batch.attention_mask, names)
-diffs = {label: {r.name: r for r in diff_traces(run, {n: truth[n] for n in run}, batch.attention_mask).rows}
-         for label, run in runs.items()}
-between32 = {r.name: r for r in diff_traces(runs["xlmr_np reference float32"], runs["transformers float32"],
-                                            batch.attention_mask).rows}
+diffs = {
+    label: {r.name: r for r in diff_traces(run, {n: truth[n] for n in run}, batch.attention_mask).rows}
+    for label, run in runs.items()
+}
+between32 = {
+    r.name: r
+    for r in diff_traces(runs["xlmr_np reference float32"], runs["transformers float32"], batch.attention_mask).rows
+}
 
 layers = ours32.config.num_hidden_layers
 stages = ["embeddings"] + [f"encoder.layer.{i}.output" for i in range(layers)] + ["classifier.out_proj"]
 labels = ["emb"] + [str(i) for i in range(layers)] + ["logit"]
 fig, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
 for label, rows in diffs.items():
-    ax.semilogy(labels, [max(rows[s].max_abs, 1e-18) for s in stages], marker="o",
-                label=f"{label} vs reference float64")
-ax.semilogy(labels, [between32[s].max_abs for s in stages], marker="x", ls="--",
-            label="reference float32 vs transformers float32")
+    ax.semilogy(
+        labels, [max(rows[s].max_abs, 1e-18) for s in stages], marker="o", label=f"{label} vs reference float64"
+    )
+ax.semilogy(
+    labels,
+    [between32[s].max_abs for s in stages],
+    marker="x",
+    ls="--",
+    label="reference float32 vs transformers float32",
+)
 ax.axhline(np.finfo(np.float32).eps, color="grey", lw=0.8, ls=":", label="float32 epsilon")
 ax.set_xlabel("stage (embeddings, encoder layer output, logit)")
 ax.set_ylabel("max |difference| over real tokens")
@@ -110,8 +124,9 @@ print("float64 runs agree to", max(diffs["transformers float64"][s].max_abs for 
 tokens = ours32.tokenizer.encodings(PAIRS[:1])[0].tokens
 T = len(tokens)
 ref32 = runs["xlmr_np reference float32"]
-per_token = np.stack([np.abs(ref32[s][0, :T].astype(np.float64) - truth[s][0, :T]).max(axis=-1)
-                      for s in stages[:-1]])  # [stages, T]
+per_token = np.stack(
+    [np.abs(ref32[s][0, :T].astype(np.float64) - truth[s][0, :T]).max(axis=-1) for s in stages[:-1]]
+)  # [stages, T]
 fig, ax = plt.subplots(figsize=(11, 4.5), layout="constrained")
 image = ax.imshow(per_token, aspect="auto", cmap="magma")
 ax.set_xticks(range(T), tokens, rotation=90, fontsize=7)
@@ -128,6 +143,7 @@ plt.show()
 # The tanh approximation of GELU planted in the reference's feed-forward (for this cell only).
 # Round-off stays near 1e-6; the mistake is a hundred times larger, and `compare` names the first
 # module it reaches: `encoder.layer.0.intermediate`.
+
 
 # %%
 def tanh_gelu(x):

@@ -59,8 +59,10 @@ print(f"{len(queries)} queries, {sum(len(q.documents) for q in queries)} pairs")
 labels = [np.arange(len(q.documents)) < len(q.positives) for q in queries]  # True for the positives
 scores = [np.array(reranker.compute_score([(q.text, d) for d in q.documents], batch_size=32)) for q in queries]
 ap, rr = per_query_metrics(zip(labels, scores), k=10)
-per_query = [dict(q=i, query=q.text[:28], docs=len(q.documents), relevant=len(q.positives), AP=100 * a,
-                  **{"RR@10": 100 * r}) for i, (q, a, r) in enumerate(zip(queries, ap, rr))]
+per_query = [
+    dict(q=i, query=q.text[:28], docs=len(q.documents), relevant=len(q.positives), AP=100 * a, **{"RR@10": 100 * r})
+    for i, (q, a, r) in enumerate(zip(queries, ap, rr))
+]
 print(format_table(per_query))
 
 # %% [markdown]
@@ -77,8 +79,11 @@ oracle_ap, oracle_rr = per_query_metrics([(rel, rel.astype(float)) for rel in la
 low, high = bootstrap_interval(100 * ap, seed=0)
 table = [
     {"system": "xlmr_np (this model)", "MAP": 100 * ap.mean(), "MRR@10": 100 * rr.mean()},
-    {"system": "random scores", "MAP": 100 * random_ap.mean(),
-     "MRR@10": 100 * float(np.mean([draw_rr.mean() for _, draw_rr in random_draws]))},
+    {
+        "system": "random scores",
+        "MAP": 100 * random_ap.mean(),
+        "MRR@10": 100 * float(np.mean([draw_rr.mean() for _, draw_rr in random_draws])),
+    },
     {"system": "oracle", "MAP": 100 * oracle_ap.mean(), "MRR@10": 100 * oracle_rr.mean()},
 ]
 print(format_table(table))

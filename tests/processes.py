@@ -33,8 +33,9 @@ def offline_hub(model_dir, cache_dir) -> dict:
 
 
 def run(args, env, input=None, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([xlmr_np_command(), *args], env=env, input=input, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [xlmr_np_command(), *args], env=env, input=input, capture_output=True, text=True, timeout=timeout
+    )
 
 
 class ServerProcess:
@@ -43,8 +44,13 @@ class ServerProcess:
     def __init__(self, args, env, stderr_path):
         self.stderr_path = stderr_path
         self._stderr = open(stderr_path, "w")
-        self.proc = subprocess.Popen([xlmr_np_command(), "serve", "--port", "0", *args], env=env,
-                                     stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        self.proc = subprocess.Popen(
+            [xlmr_np_command(), "serve", "--port", "0", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
         self._lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read_stdout, daemon=True).start()
         self.url = None

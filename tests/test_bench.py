@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import engines, machine, workloads
+from bench import engines, machine, measure, report, workloads
 from bench.__main__ import main
 from bench.errors import BenchmarkError
 from bench.run import run
@@ -38,12 +38,15 @@ def test_mixed_workload_is_reproducible_and_within_its_range():
     assert a.lengths.min() >= 32 and a.lengths.max() <= 512 and len(set(a.lengths.tolist())) > 50
 
 
-@pytest.mark.parametrize("environ, kernel, expect", [
-    ({"OPENBLAS_CORETYPE": "Haswell"}, "Haswell", "WARNING: OPENBLAS_CORETYPE=Haswell"),
-    ({"OPENBLAS_L2_SIZE": "1048576"}, "Haswell", "WARNING: OPENBLAS_L2_SIZE=1048576"),
-    ({"OPENBLAS_CORETYPE": "SkylakeX"}, "SkylakeX", "note: OPENBLAS_CORETYPE=SkylakeX"),
-    ({}, "Haswell", None),
-])
+@pytest.mark.parametrize(
+    "environ, kernel, expect",
+    [
+        ({"OPENBLAS_CORETYPE": "Haswell"}, "Haswell", "WARNING: OPENBLAS_CORETYPE=Haswell"),
+        ({"OPENBLAS_L2_SIZE": "1048576"}, "Haswell", "WARNING: OPENBLAS_L2_SIZE=1048576"),
+        ({"OPENBLAS_CORETYPE": "SkylakeX"}, "SkylakeX", "note: OPENBLAS_CORETYPE=SkylakeX"),
+        ({}, "Haswell", None),
+    ],
+)
 def test_kernel_warning_only_when_an_env_var_forces_an_older_kernel(environ, kernel, expect):
     blas = [dict(HASWELL_OPENBLAS[0], architecture=kernel)]
     got = machine.kernel_warnings(environ, blas, AVX512)
@@ -56,7 +59,8 @@ def test_kernel_warning_only_when_an_env_var_forces_an_older_kernel(environ, ker
 def test_no_warning_when_the_cpu_has_no_avx512():
     assert machine.cpu_kernel_level({"avx2", "fma"}) == 2
     assert machine.kernel_warnings({"OPENBLAS_CORETYPE": "Haswell"}, HASWELL_OPENBLAS, {"avx2", "fma"})[0].startswith(
-        "note:")
+        "note:"
+    )
 
 
 def test_catalog_documents_explain_what_is_missing(tmp_path):
@@ -89,19 +93,54 @@ def test_full_run_on_the_tiny_model_writes_table_json_and_chart(tiny_model, tmp_
         pytest.skip(f"no real multilingual text for the rerank workload on this machine: {e}")
     directory, _ = tiny_model
     out = tmp_path / "out"
-    text = run(directory, out, engines=["xlmr_np", "torch-sdpa"], repeats=1, pairs=4,
-                         batch_candidates=(2, 4), build=False, command="test", log=lambda m: None, documents=6)
-    for workload in ("uniform 128", "uniform 256", "uniform 512", "rerank 1x6", "mixed 32..512"):
+    text = run(
+        directory,
+        out,
+        engines=["xlmr_np", "torch-sdpa"],
+        repeats=1,
+        pairs=4,
+        batch_candidates=(2, 4),
+        build=False,
+        command="test",
+        log=lambda m: None,
+        documents=6,
+    )
+    for workload in ("uniform 128", "uniform 256", "uniform 512", "rerank 1x6", "mixed 32..512", "single pair 64"):
         assert f"| {workload} | xlmr_np |" in text and f"| {workload} | torch-sdpa |" in text
     assert "| xlmr_np | " in text and "| torch-sdpa | " in text  # cold-start rows
     assert "measured numpy sgemm peak" in text and "kernel" in text
+    assert "| single pair 64 | torch-sdpa | 1 |" in text  # latency: batch size 1 for every engine
+    assert "| torch-sdpa | " in text.split("Agreement with xlmr_np's float32 logits")[1]
+    assert "Summary, xlmr_np against each peer" in text and "vs torch-sdpa: uniform 128 " in text
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import json
 
     report = json.loads((out / "report.json").read_text())
     assert {r["engine"] for r in report["results"]} == {"xlmr_np", "torch-sdpa"}
     assert all(r["docs_per_s"] > 0 and len(r["seconds"]) == 1 for r in report["results"])
+    assert len(report["sgemm_peaks_by_repeat"]) == 1 and report["sgemm_peaks_by_repeat"][0] > 0
+    assert report["agreement"]["torch-sdpa"]["max_abs"] < 1e-4, report["agreement"]
     cold = {c["engine"]: c for c in report["cold_start"]}
     assert cold["xlmr_np"]["peak_rss_mb"] > 0 and cold["xlmr_np"]["weights_file_rss_mb"] is not None
     # 6 short pairs touch a few hundred rows: the 32 MB table must not have been paged in by read-ahead
     assert 0 < cold["xlmr_np"]["embedding_resident_mb"] < cold["xlmr_np"]["embedding_mb"] / 4
+
+
+def test_agreement_reports_differences_and_rank_correlation():
+    reference = np.array([1.0, 2.0, 3.0, 4.0])
+    a = measure.agreement(np.array([1.0, 2.5, 2.9, 4.0]), reference)
+    assert a["max_abs"] == 0.5 and abs(a["mean_abs"] - 0.15) < 1e-12 and a["spearman"] == 1.0
+    assert measure.agreement(reference[::-1].copy(), reference)["spearman"] == -1.0
+
+
+def test_logits_come_back_in_the_workload_order():
+    w = workloads.synthetic("w", [30, 50, 25, 50], 100)
+    logits = measure.logits_in_order(lambda ids, mask: mask.sum(axis=1).astype(float), w, 3)
+    assert logits.tolist() == [30, 50, 25, 50]
+
+
+def test_summary_line_has_every_ratio_against_each_peer():
+    results = [measure.Result("u", e, 8, 10, 100, seconds=[s]) for e, s in (("xlmr_np", 1.0), ("onnxruntime", 2.0))]
+    cold = [{"engine": "xlmr_np", "peak_rss_mb": 500.0}, {"engine": "onnxruntime", "peak_rss_mb": 1000.0}]
+    line = report.summary_line(results, cold, ["onnxruntime"])
+    assert line.endswith("vs onnxruntime: u 2.00x, peak RSS 0.50x"), line

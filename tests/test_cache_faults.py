@@ -78,8 +78,7 @@ def test_cache_dir_holds_a_file_where_the_task_directory_goes(dataset, model_dir
         ev.run(model_dir, tmp_path)
 
 
-def test_permission_denied_on_the_score_file_is_a_cache_error(reference, model_dir, tmp_path, fast_load,
-                                                               monkeypatch):
+def test_permission_denied_on_the_score_file_is_a_cache_error(reference, model_dir, tmp_path, fast_load, monkeypatch):
     """What an immutable file (chattr +i) gives a writer: EPERM on open for writing."""
     ev.run(model_dir, tmp_path, max_queries=5)
     real_open = score_cache.os.open
@@ -131,8 +130,11 @@ def test_disk_full_during_a_write_keeps_every_whole_batch(reference, model_dir, 
         return real_write(fd, data)
 
     monkeypatch.setattr(score_cache.os, "write", filling)
-    with pytest.raises(CacheError, match=r"cannot record scores: No space left on device; the [\d,]+ scores "
-                                         r"recorded before are kept"):
+    with pytest.raises(
+        CacheError,
+        match=r"cannot record scores: No space left on device; the [\d,]+ scores "
+        r"recorded before are kept",
+    ):
         ev.run(model_dir, tmp_path)
     path = scores_file(tmp_path / "cache")
     assert records_after_header(path) == sum(calls[:3]) / RECORD.size  # rolled back to the last whole batch
@@ -143,9 +145,14 @@ def test_disk_full_during_a_write_keeps_every_whole_batch(reference, model_dir, 
 @contextlib.contextmanager
 def small_tmpfs(path: Path, size: str):
     path.mkdir()
-    if shutil.which("mount") is None or subprocess.run(
+    if (
+        shutil.which("mount") is None
+        or subprocess.run(
             ["mount", "-t", "tmpfs", "-o", f"size={size}", f"xlmr-np-{uuid.uuid4().hex[:8]}", str(path)],
-            capture_output=True).returncode != 0:
+            capture_output=True,
+        ).returncode
+        != 0
+    ):
         pytest.skip("mounting a tmpfs needs root")
     try:
         yield path
@@ -166,11 +173,22 @@ def test_real_full_disk(reference, model_dir, tmp_path, fast_load):
 
 def test_out_naming_a_file_fails_before_any_scoring(dataset, model_dir, tmp_path, fast_load, capsys):
     (tmp_path / "results").write_text("a file")
-    argv = ["eval", "--model", str(model_dir), "--task", TASK.name, "--cache-dir", str(tmp_path / "cache"),
-            "--out", str(tmp_path / "results")]
+    argv = [
+        "eval",
+        "--model",
+        str(model_dir),
+        "--task",
+        TASK.name,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "results"),
+    ]
     assert main(argv) == 1
-    assert capsys.readouterr().err == (f"xlmr-np eval: error: the output directory is a file; --out must name a "
-                                       f"directory (made if missing) ({tmp_path / 'results'})\n")
+    assert capsys.readouterr().err == (
+        f"xlmr-np eval: error: the output directory is a file; --out must name a "
+        f"directory (made if missing) ({tmp_path / 'results'})\n"
+    )
     assert not (tmp_path / "cache").exists()
 
 
@@ -179,8 +197,10 @@ def test_results_write_failing_says_the_scores_are_cached(dataset, model_dir, tm
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(results, "os", types.SimpleNamespace(getpid=os.getpid, replace=full))  # this module's only
-    with pytest.raises(OutputError, match="cannot write results.json: No space left on device; the scores are "
-                                          "cached, rerun the same command"):
+    with pytest.raises(
+        OutputError,
+        match="cannot write results.json: No space left on device; the scores are cached, rerun the same command",
+    ):
         ev.run(model_dir, tmp_path, stream=io.StringIO())
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # no temporary file left behind
 

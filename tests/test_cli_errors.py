@@ -126,28 +126,39 @@ def test_bad_utf8_in_a_file_names_line_and_column(model, tmp_path):
 # Options and arguments: usage errors, exit status 2
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--max-length", "0"], "argument --max-length: expected a positive integer, got '0'"),
-    (["--max-length", "-1"], "argument --max-length: expected a positive integer, got '-1'"),
-    (["--max-length", "5"], "max_length must be an int of at least 6 (the pair template uses 4 special "
-                            "tokens), got 5 (--max-length)"),
-    (["--max-length", "100000"], "max_length must be an int of at most 512: the position table has 514 slots, "
-                                 "starting at pad_token_id + 1; got 100000 (--max-length)"),
-    (["--batch-size", "0"], "argument --batch-size: expected a positive integer, got '0'"),
-    (["--top-n", "x"], "argument --top-n: expected a positive integer, got 'x'"),
-    (["--window-overlap", "-3"], "argument --window-overlap: expected an integer >= 0, got '-3'"),
-    (["--truncation", "middle"], "argument --truncation: invalid choice: 'middle'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--max-length", "0"], "argument --max-length: expected a positive integer, got '0'"),
+        (["--max-length", "-1"], "argument --max-length: expected a positive integer, got '-1'"),
+        (
+            ["--max-length", "5"],
+            "max_length must be an int of at least 6 (the pair template uses 4 special tokens), got 5 (--max-length)",
+        ),
+        (
+            ["--max-length", "100000"],
+            "max_length must be an int of at most 512: the position table has 514 slots, "
+            "starting at pad_token_id + 1; got 100000 (--max-length)",
+        ),
+        (["--batch-size", "0"], "argument --batch-size: expected a positive integer, got '0'"),
+        (["--top-n", "x"], "argument --top-n: expected a positive integer, got 'x'"),
+        (["--window-overlap", "-3"], "argument --window-overlap: expected an integer >= 0, got '-3'"),
+        (["--truncation", "middle"], "argument --truncation: invalid choice: 'middle'"),
+    ],
+)
 def test_bad_model_options_are_usage_errors(model, argv, message):
     status, out, err = cli(["rerank", "--model", model, *argv, "q", "d"])
     assert status == 2 and out == "" and message in one_error_line(err, "rerank"), err
 
 
-@pytest.mark.parametrize("query, message", [
-    ("", "argument QUERY: query must be a non-empty string, got an empty one"),
-    (" \t ", "argument QUERY: query must be a non-empty string, got ' \\t ' (only whitespace)"),
-    ("caf\udce9", "argument QUERY: the query is not valid UTF-8: undecodable byte 0xe9 at character 3"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("", "argument QUERY: query must be a non-empty string, got an empty one"),
+        (" \t ", "argument QUERY: query must be a non-empty string, got ' \\t ' (only whitespace)"),
+        ("caf\udce9", "argument QUERY: the query is not valid UTF-8: undecodable byte 0xe9 at character 3"),
+    ],
+)
 def test_empty_or_undecodable_query_is_a_usage_error(model, query, message):
     status, _, err = cli(["rerank", "--model", model, query, "d"])
     assert status == 2 and one_error_line(err, "rerank") == message
@@ -156,18 +167,24 @@ def test_empty_or_undecodable_query_is_a_usage_error(model, query, message):
 def test_undecodable_document_argument(model):
     status, _, err = cli(["rerank", "--model", model, "q", "fine", "\udcff"])
     assert status == 2
-    assert one_error_line(err, "rerank") == "argument DOC: the document is not valid UTF-8: undecodable byte 0xff " \
-                                            "at character 0"
+    assert (
+        one_error_line(err, "rerank") == "argument DOC: the document is not valid UTF-8: undecodable byte 0xff "
+        "at character 0"
+    )
 
 
 def test_bad_utf8_bytes_in_real_command_line_arguments(tiny_model):
     """Through exec(), as a shell passes them: Python turns byte 0xff into U+DCFF (surrogateescape)."""
-    done = subprocess.run([xlmr_np_command(), b"rerank", b"--model", os.fsencode(tiny_model[0]), b"q\xff", b"d"],
-                          capture_output=True, timeout=120)
+    done = subprocess.run(
+        [xlmr_np_command(), b"rerank", b"--model", os.fsencode(tiny_model[0]), b"q\xff", b"d"],
+        capture_output=True,
+        timeout=120,
+    )
     err = done.stderr.decode("utf-8", "replace")
     assert done.returncode == 2 and "Traceback" not in err, err
-    assert err.splitlines()[-1] == ("xlmr-np rerank: error: argument QUERY: the query is not valid UTF-8: "
-                                    "undecodable byte 0xff at character 1")
+    assert err.splitlines()[-1] == (
+        "xlmr-np rerank: error: argument QUERY: the query is not valid UTF-8: undecodable byte 0xff at character 1"
+    )
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "http"])
@@ -209,19 +226,26 @@ def test_empty_query_one_rule_for_cli_server_and_python(model):
         assert cli(["rerank", "--model", model, query, "d"])[0] == 2
 
 
-@pytest.mark.parametrize("pairs, message", [
-    ([("q\ud800", "d")], r"the query is not valid Unicode: lone surrogate U\+D800 at character 1 \(pairs\[0\]\)"),
-    ([("q", "d"), ("q", "ab\udfff")], r"the document is not valid Unicode: lone surrogate U\+DFFF at character 2 "
-                                      r"\(pairs\[1\]\)"),
-    ([("q", "caf\udce9")], r"the document is not valid UTF-8: undecodable byte 0xe9 at character 3"),
-])
+@pytest.mark.parametrize(
+    "pairs, message",
+    [
+        ([("q\ud800", "d")], r"the query is not valid Unicode: lone surrogate U\+D800 at character 1 \(pairs\[0\]\)"),
+        (
+            [("q", "d"), ("q", "ab\udfff")],
+            r"the document is not valid Unicode: lone surrogate U\+DFFF at character 2 "
+            r"\(pairs\[1\]\)",
+        ),
+        ([("q", "caf\udce9")], r"the document is not valid UTF-8: undecodable byte 0xe9 at character 3"),
+    ],
+)
 def test_lone_surrogates_are_input_errors_of_the_python_api(model, pairs, message):
     reranker = Reranker.from_pretrained(model)
     with pytest.raises(InputError, match=message):
         reranker.compute_score(pairs)
     with pytest.raises(InputError, match=message.replace("pairs", "documents").split(" \\(")[0]):
-        reranker.rerank(pairs[-1][0], [d for _, d in pairs]) if "document" in message else \
-            reranker.rerank(pairs[0][0], ["d"])
+        reranker.rerank(pairs[-1][0], [d for _, d in pairs]) if "document" in message else reranker.rerank(
+            pairs[0][0], ["d"]
+        )
 
 
 def parse_request(body: dict):
@@ -245,8 +269,9 @@ def test_lone_surrogate_in_jsonl_is_named_by_line(model, tmp_path):
     path.write_text('{"query": "q", "document": "d"}\n{"query": "\\ud800", "document": "d"}\n', encoding="utf-8")
     status, _, err = cli(["score", "--model", model, str(path)])
     assert status == 1
-    assert one_error_line(err, "score") == (f"the query is not valid Unicode: lone surrogate U+D800 at character 0 "
-                                            f"({path}:2)")
+    assert one_error_line(err, "score") == (
+        f"the query is not valid Unicode: lone surrogate U+D800 at character 0 ({path}:2)"
+    )
 
 
 def test_jsonl_nested_too_deeply(model):
@@ -358,11 +383,17 @@ def test_score_on_a_5mb_line_stays_within_bounded_memory(tmp_path, tiny_model):
     small.write_text("query\tword\n")
     peaks = {}
     for name, path in (("small", small), ("big", big)):
-        script = ("import resource, subprocess, sys; "
-                  "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-                  "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-        done = subprocess.run([sys.executable, "-c", script, xlmr_np_command(), "score", "--model",
-                               str(tiny_model[0]), str(path)], capture_output=True, text=True, timeout=300)
+        script = (
+            "import resource, subprocess, sys; "
+            "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script, xlmr_np_command(), "score", "--model", str(tiny_model[0]), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
         peaks[name] = int(done.stdout) / 1024  # MB
     assert Path(big).stat().st_size > 5_000_000

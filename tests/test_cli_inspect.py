@@ -28,7 +28,10 @@ def test_prints_score_layer_table_and_attribution(model_dir, capsys):
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("stage"))
     assert [line.split()[:2] for line in lines[header + 1 : header + 4]] == [
-        ["embeddings", lines[header + 1].split()[1]], ["layer", "0"], ["layer", "1"]]
+        ["embeddings", lines[header + 1].split()[1]],
+        ["layer", "0"],
+        ["layer", "1"],
+    ]
     assert "encoder.layer.1.attention.self.probs" in out  # --all
     assert any(line.startswith("Paris[") and "yellow.[" in line for line in lines)
     assert "\x1b[" not in out
@@ -36,8 +39,30 @@ def test_prints_score_layer_table_and_attribution(model_dir, capsys):
 
 def test_plot_writes_heatmaps_and_attribution(model_dir, tmp_path, capsys):
     out = tmp_path / "inspect.png"
-    assert main(["inspect", "--model", model_dir, QUERY, DOCUMENT, "--plot", str(out), "--layers", "1",
-                 "--heads", "0-1", "--unit", "token", "--method", "mask", "--color", "always"]) == 0
+    assert (
+        main(
+            [
+                "inspect",
+                "--model",
+                model_dir,
+                QUERY,
+                DOCUMENT,
+                "--plot",
+                str(out),
+                "--layers",
+                "1",
+                "--heads",
+                "0-1",
+                "--unit",
+                "token",
+                "--method",
+                "mask",
+                "--color",
+                "always",
+            ]
+        )
+        == 0
+    )
     side = tmp_path / "inspect-attribution.png"
     for path in (out, side):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -47,10 +72,13 @@ def test_plot_writes_heatmaps_and_attribution(model_dir, tmp_path, capsys):
     assert "when the token is masked" in printed
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--layers", "2"], "--layers: the model has 2 layers (0..1); got [2]"),
-    (["--heads", "0,7"], "--heads: the model has 4 heads (0..3); got [7]"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--layers", "2"], "--layers: the model has 2 layers (0..1); got [2]"),
+        (["--heads", "0,7"], "--heads: the model has 4 heads (0..3); got [7]"),
+    ],
+)
 def test_out_of_range_layers_and_heads(model_dir, capsys, argv, message):
     assert main(["inspect", "--model", model_dir, QUERY, DOCUMENT, *argv]) == 1
     assert message in capsys.readouterr().err

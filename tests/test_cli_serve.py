@@ -44,20 +44,25 @@ def test_readme_example(env, reranker):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].split() == ["rank", "index", "score", "document"]
     want = reranker.rerank(QUERY, README_DOCS)
-    assert table_rows(result.stdout) == [(rank, r["index"], round(r["relevance_score"], 6), r["document"])
-                                         for rank, r in enumerate(want, start=1)]
+    assert table_rows(result.stdout) == [
+        (rank, r["index"], round(r["relevance_score"], 6), r["document"]) for rank, r in enumerate(want, start=1)
+    ]
 
 
 def test_jsonl_documents_on_stdin_as_json(env, reranker, tiny_model):
     lines = [json.dumps(README_DOCS[0]), json.dumps({"text": README_DOCS[1]}), "", json.dumps("Berlin.")]
-    result = run(["rerank", "--model", str(tiny_model[0]), "--jsonl", "--json", "--top-n", "2", QUERY], env,
-                 input="\n".join(lines))
+    result = run(
+        ["rerank", "--model", str(tiny_model[0]), "--jsonl", "--json", "--top-n", "2", QUERY],
+        env,
+        input="\n".join(lines),
+    )
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     want = reranker.rerank(QUERY, [*README_DOCS, "Berlin."], top_n=2)
     assert [r["index"] for r in body["results"]] == [r["index"] for r in want]
-    np.testing.assert_allclose([r["relevance_score"] for r in body["results"]],
-                               [r["relevance_score"] for r in want], rtol=1e-6)
+    np.testing.assert_allclose(
+        [r["relevance_score"] for r in body["results"]], [r["relevance_score"] for r in want], rtol=1e-6
+    )
     assert body["results"][0]["document"]["text"] == want[0]["document"]
     assert body["usage"]["total_tokens"] > 0 and body["model"] == str(tiny_model[0])
 
@@ -91,32 +96,49 @@ def test_score_jsonl_to_file_with_truncation_report(env, reranker, tmp_path):
     assert result.returncode == 0, result.stderr
     written = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     assert [(w["id"], w["truncated"]) for w in written] == [("a", False), ("b", True)]
-    np.testing.assert_allclose(written[0]["score"], sigmoid64(reranker.compute_score([(QUERY, README_DOCS[0])])),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        written[0]["score"], sigmoid64(reranker.compute_score([(QUERY, README_DOCS[0])])), rtol=1e-6
+    )
     assert "1 of 2 pairs truncated to 24 tokens (pairs 2)" in result.stderr
 
 
-@pytest.mark.parametrize("args, stdin, status, message", [
-    (["rerank", QUERY], "", 1, "xlmr-np rerank: error: no documents: give them as arguments"),
-    (["rerank", "--jsonl", QUERY], '"ok"\n{"txt": 1}\n', 1,
-     'expected a JSON string or {"text": string}, got {"txt": 1} (-:2)'),
-    (["rerank", "--jsonl", QUERY], "not json\n", 1,
-     "error: not valid JSON (Expecting value: line 1 column 1 (char 0)) (-:1)"),
-    (["rerank", "--model", "/no/such/model", QUERY, "doc"], None, 1, "/no/such/model: not a directory"),
-    (["rerank", "--model", "org/not-cached", QUERY, "doc"], None, 1, "not in the hub cache"),
-    (["rerank", "--top-n", "0", QUERY, "doc"], None, 2, "argument --top-n: expected a positive integer, got '0'"),
-    (["score"], "query without a tab\n", 1, "error: no tab: expected query<TAB>document (-:1)"),
-    (["score"], "q\td\n\nq\td\n", 1, "error: empty line (every line must hold one pair) (-:2)"),
-    (["score", "--jsonl"], '{"query": "q", "document": 3}\n', 1, "error: field 'document' must be a string (-:1)"),
-    (["score", "/no/such/file.tsv"], None, 1, "cannot read the file: No such file or directory (/no/such/file.tsv)"),
-    (["serve", "--max-documents", "0"], None, 1, "--max-documents must be at least 1, got 0"),
-    (["serve", "--window-overlap", "-1"], None, 1, "--window-overlap must be at least 0, got -1"),
-    (["serve", "--max-concurrent-requests", "0"], None, 1, "--max-concurrent-requests must be at least 1, got 0"),
-    (["serve", "--api-key", ""], None, 1, "--api-key is empty; give a key, or none of"),
-    (["serve", "--api-key", "  "], None, 1, "--api-key is empty"),
-    (["serve", "--api-key", "two words"], None, 1, "must not contain whitespace"),
-    (["serve", "--api-key-file", "/no/such/key"], None, 1, "--api-key-file /no/such/key: cannot read"),
-])
+@pytest.mark.parametrize(
+    "args, stdin, status, message",
+    [
+        (["rerank", QUERY], "", 1, "xlmr-np rerank: error: no documents: give them as arguments"),
+        (
+            ["rerank", "--jsonl", QUERY],
+            '"ok"\n{"txt": 1}\n',
+            1,
+            'expected a JSON string or {"text": string}, got {"txt": 1} (-:2)',
+        ),
+        (
+            ["rerank", "--jsonl", QUERY],
+            "not json\n",
+            1,
+            "error: not valid JSON (Expecting value: line 1 column 1 (char 0)) (-:1)",
+        ),
+        (["rerank", "--model", "/no/such/model", QUERY, "doc"], None, 1, "/no/such/model: not a directory"),
+        (["rerank", "--model", "org/not-cached", QUERY, "doc"], None, 1, "not in the hub cache"),
+        (["rerank", "--top-n", "0", QUERY, "doc"], None, 2, "argument --top-n: expected a positive integer, got '0'"),
+        (["score"], "query without a tab\n", 1, "error: no tab: expected query<TAB>document (-:1)"),
+        (["score"], "q\td\n\nq\td\n", 1, "error: empty line (every line must hold one pair) (-:2)"),
+        (["score", "--jsonl"], '{"query": "q", "document": 3}\n', 1, "error: field 'document' must be a string (-:1)"),
+        (
+            ["score", "/no/such/file.tsv"],
+            None,
+            1,
+            "cannot read the file: No such file or directory (/no/such/file.tsv)",
+        ),
+        (["serve", "--max-documents", "0"], None, 1, "--max-documents must be at least 1, got 0"),
+        (["serve", "--window-overlap", "-1"], None, 1, "--window-overlap must be at least 0, got -1"),
+        (["serve", "--max-concurrent-requests", "0"], None, 1, "--max-concurrent-requests must be at least 1, got 0"),
+        (["serve", "--api-key", ""], None, 1, "--api-key is empty; give a key, or none of"),
+        (["serve", "--api-key", "  "], None, 1, "--api-key is empty"),
+        (["serve", "--api-key", "two words"], None, 1, "must not contain whitespace"),
+        (["serve", "--api-key-file", "/no/such/key"], None, 1, "--api-key-file /no/such/key: cannot read"),
+    ],
+)
 def test_user_errors_are_one_line_with_exit_status_1_or_2_for_usage(env, args, stdin, status, message):
     result = run(args, env, input=stdin)
     assert result.returncode == status and message in result.stderr, result.stderr
@@ -126,8 +148,10 @@ def test_user_errors_are_one_line_with_exit_status_1_or_2_for_usage(env, args, s
 def test_empty_key_file_or_variable_is_an_error_not_an_open_server(env, tmp_path):
     empty = tmp_path / "key"
     empty.write_text("\n", encoding="utf-8")
-    for args, extra_env, message in [(["serve", "--api-key-file", str(empty)], {}, f"{empty} is empty"),
-                                      (["serve"], {"XLMR_NP_API_KEY": ""}, "$XLMR_NP_API_KEY is empty")]:
+    for args, extra_env, message in [
+        (["serve", "--api-key-file", str(empty)], {}, f"{empty} is empty"),
+        (["serve"], {"XLMR_NP_API_KEY": ""}, "$XLMR_NP_API_KEY is empty"),
+    ]:
         result = run(args, dict(env, **extra_env))
         assert result.returncode == 1 and message in result.stderr, result.stderr
 

@@ -16,8 +16,11 @@ from xlmr_np.testing import SAMPLE_PAIRS, build_model, diff_message
 # (name, seed, overrides): the tiny test model, and odd sizes with more layers and two labels
 MODELS = [
     ("h32-l2-seed0", 0, dict()),
-    ("h48-l3-heads6-ff53-labels2-seed2", 2, dict(hidden_size=48, num_attention_heads=6, intermediate_size=53,
-                                                 num_hidden_layers=3, num_labels=2)),
+    (
+        "h48-l3-heads6-ff53-labels2-seed2",
+        2,
+        dict(hidden_size=48, num_attention_heads=6, intermediate_size=53, num_hidden_layers=3, num_labels=2),
+    ),
 ]
 
 
@@ -61,8 +64,9 @@ def test_reranker_forward_runs_the_engine_unless_asked_for_attentions_or_a_trace
     plain = model.forward(reranker.params, reranker.config, batch.input_ids, batch.attention_mask)
     assert not np.array_equal(fast, plain), "float32 round-off should tell the two forwards apart"
     assert np.array_equal(reranker.forward(batch.input_ids, batch.attention_mask).logits, fast)
-    assert np.array_equal(reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True).logits,
-                          fast)
+    assert np.array_equal(
+        reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True).logits, fast
+    )
     for kwargs in (dict(output_attentions=True), dict(trace="classifier.*"), dict(trace=True)):
         assert np.array_equal(reranker.forward(batch.input_ids, batch.attention_mask, **kwargs).logits, plain)
 

@@ -29,9 +29,11 @@ from xlmr_np.cmteb.tasks import dataset_file, resolve_tasks
 from xlmr_np.errors import CacheError, CheckpointError, ConfigError, DatasetError, InputError, ShardError
 from xlmr_np.testing import build_model, require
 
-CJK = list("的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可"
-           "她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三"
-           "已老从动两长知民样现实问题病医药")
+CJK = list(
+    "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可"
+    "她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三"
+    "已老从动两长知民样现实问题病医药"
+)
 XLMR_NP = Path(sys.executable).with_name("xlmr-np")
 
 
@@ -68,8 +70,9 @@ def make_rows(seed: int, queries: int, max_docs: int = 12) -> dict:
 def write_parquet(pq, path: Path, rows: dict) -> Path:
     import pyarrow as pa
 
-    schema = pa.schema([("query", pa.string()), ("positive", pa.list_(pa.string())),
-                        ("negative", pa.list_(pa.string()))])
+    schema = pa.schema(
+        [("query", pa.string()), ("positive", pa.list_(pa.string())), ("negative", pa.list_(pa.string()))]
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(rows, schema=schema), path)
     return path
@@ -192,8 +195,20 @@ def test_cli_end_to_end(pq, hub, model_dir, tmp_path, fast_load):
     task = TASKS["CMedQAv1-reranking"]
     rows = make_rows(2, 30)
     write_parquet(pq, hub_path(hub, task), rows)
-    command = [str(XLMR_NP), "eval", "--model", str(model_dir), "--task", task.name, "--batch-size", "5",
-               "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    command = [
+        str(XLMR_NP),
+        "eval",
+        "--model",
+        str(model_dir),
+        "--task",
+        task.name,
+        "--batch-size",
+        "5",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     done = subprocess.run(command, env=env_for(hub), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -206,13 +221,17 @@ def test_cli_end_to_end(pq, hub, model_dir, tmp_path, fast_load):
     assert result["difference"]["map"] == result["map"] - 81.27206722525007
     table = done.stdout.splitlines()
     assert table[0].split()[:5] == ["task", "queries", "pairs", "MAP", "MRR@10"]
-    assert table[1].split()[:5] == [task.name, str(queries), f"{result['pairs']:,}", f"{result['map']:.4f}",
-                                    f"{result['mrr@10']:.4f}"]
+    assert table[1].split()[:5] == [
+        task.name,
+        str(queries),
+        f"{result['pairs']:,}",
+        f"{result['map']:.4f}",
+        f"{result['mrr@10']:.4f}",
+    ]
     assert "pairs/s" in done.stderr and "ETA" in done.stderr
 
 
-def test_finished_run_rescores_from_the_cache_without_the_model(pq, hub, model_dir, tmp_path, fast_load,
-                                                                  monkeypatch):
+def test_finished_run_rescores_from_the_cache_without_the_model(pq, hub, model_dir, tmp_path, fast_load, monkeypatch):
     write_parquet(pq, hub_path(hub, TASKS["CMedQAv1-reranking"]), make_rows(3, 20))
     first = run(model_dir, tmp_path, "first")["results"]
 
@@ -229,8 +248,20 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(pq, hub, model_dir,
     task = TASKS["CMedQAv2-reranking"]
     write_parquet(pq, hub_path(hub, task), make_rows(4, 150, max_docs=20))
     cache = tmp_path / "cache"
-    command = [str(XLMR_NP), "eval", "--model", str(model_dir), "--task", task.name, "--batch-size", "2",
-               "--cache-dir", str(cache), "--out", str(tmp_path / "resumed")]
+    command = [
+        str(XLMR_NP),
+        "eval",
+        "--model",
+        str(model_dir),
+        "--task",
+        task.name,
+        "--batch-size",
+        "2",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(tmp_path / "resumed"),
+    ]
     process = subprocess.Popen(command, env=env_for(hub), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -249,8 +280,9 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(pq, hub, model_dir,
     with open(scores_file, "ab") as f:
         f.write(b"\x01" * (RECORD.size // 2))  # a record cut short, as a kill during write() leaves it
 
-    reference = run(model_dir, tmp_path, "uninterrupted", task_name=task.name, batch_size=2,
-                    cache_dir=tmp_path / "fresh-cache")["results"]
+    reference = run(
+        model_dir, tmp_path, "uninterrupted", task_name=task.name, batch_size=2, cache_dir=tmp_path / "fresh-cache"
+    )["results"]
     done = subprocess.run(command, env=env_for(hub), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     (fresh,) = (tmp_path / "fresh-cache").rglob("scores-all.bin")
@@ -342,11 +374,16 @@ def test_merge_refuses_incomplete_or_mismatched_shards(all_tasks, model_dir, tmp
     with pytest.raises(ShardError, match="not an xlmr-np eval shard file"):
         merge_shards([files[0], cut], tmp_path / "m")
 
-    done = subprocess.run([str(XLMR_NP), "merge", str(files[0]), "--out", str(tmp_path / "m")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(XLMR_NP), "merge", str(files[0]), "--out", str(tmp_path / "m")], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 1 and "xlmr-np merge: error:" in done.stderr and "missing" in done.stderr
-    done = subprocess.run([str(XLMR_NP), "merge", *map(str, files), "--out", str(tmp_path / "m")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(XLMR_NP), "merge", *map(str, files), "--out", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1].startswith("CMedQAv1-reranking")
 
@@ -384,9 +421,26 @@ def test_corrupted_or_foreign_cache_is_detected(pq, hub, model_dir, tmp_path, fa
     message = r"scores of another run \(task='CMedQAv2-reranking', .*this run needs task='CMedQAv1-reranking'"
     with pytest.raises(CacheError, match=message):
         run(model_dir, tmp_path)
-    done = subprocess.run([str(XLMR_NP), "eval", "--model", str(model_dir), "--task", "CMedQAv1-reranking",
-                           "--batch-size", "4", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")],
-                          env=env_for(hub), capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            str(XLMR_NP),
+            "eval",
+            "--model",
+            str(model_dir),
+            "--task",
+            "CMedQAv1-reranking",
+            "--batch-size",
+            "4",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        env=env_for(hub),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and "xlmr-np eval: error:" in done.stderr and "scores-copied.bin" in done.stderr
     (scores.parent / "scores-copied.bin").unlink()
     assert run(model_dir, tmp_path)["results"] == good
@@ -470,6 +524,10 @@ def test_model_errors(pq, hub, model_dir, tmp_path):
         run(broken, tmp_path, workers=2)  # not a pool that respawns its failing workers forever
     with pytest.raises(InputError, match="0 <= i < n"):
         run(model_dir, tmp_path, shard=(2, 2))
-    done = subprocess.run([str(XLMR_NP), "eval", "--model", str(model_dir), "--task", "T2Reranking",
-                           "--shard", "4/4"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(XLMR_NP), "eval", "--model", str(model_dir), "--task", "T2Reranking", "--shard", "4/4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "expected I/N with 0 <= I < N" in done.stderr

@@ -24,7 +24,8 @@ FORMAT = 1
 def golden():
     provenance = json.loads((FIXTURE / "provenance.json").read_text())
     assert provenance["format"] == FORMAT, (
-        f"fixture format {provenance['format']} is stale (expected {FORMAT}): run python tools/make_fixtures.py")
+        f"fixture format {provenance['format']} is stale (expected {FORMAT}): run python tools/make_fixtures.py"
+    )
     return dict(np.load(FIXTURE / "golden.npz"))
 
 
@@ -36,8 +37,9 @@ def load(dtype):
 def check(tag, states, logits, golden, atol):
     real = golden["attention_mask"].astype(bool)
     for i, state in enumerate(states):
-        assert_close(f"{tag} hidden_states[{i}]", state[real], golden[f"{tag}/hidden_states/{i}"][real], atol=atol,
-                     rtol=atol)
+        assert_close(
+            f"{tag} hidden_states[{i}]", state[real], golden[f"{tag}/hidden_states/{i}"][real], atol=atol, rtol=atol
+        )
     assert_close(f"{tag} logits", logits, golden[f"{tag}/logits"], atol=atol, rtol=atol)
 
 

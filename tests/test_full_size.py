@@ -47,8 +47,11 @@ def runs(full_size, torch):
 def run_transformers(torch, torch_model, reranker, batch, dtype):
     m = torch_model.to(torch.float64 if dtype == np.float64 else torch.float32)
     with torch.inference_mode():
-        out = m(input_ids=torch.from_numpy(batch.input_ids), attention_mask=torch.from_numpy(batch.attention_mask),
-                output_hidden_states=True)
+        out = m(
+            input_ids=torch.from_numpy(batch.input_ids),
+            attention_mask=torch.from_numpy(batch.attention_mask),
+            output_hidden_states=True,
+        )
     torch_model.float()
     return out.logits.numpy(), [h.numpy() for h in out.hidden_states]
 
@@ -75,8 +78,10 @@ def test_full_size_logits_match_transformers(runs, forward, dtype, atol):
     _, ref_logits, ref_states = runs("transformers", dtype)
     name = f"full-size {forward} {np.dtype(dtype).name}"
     real = batch.attention_mask.astype(bool)
-    print(f"\n{diff_message(name + ' logits', logits, ref_logits)}; logits span "
-          f"{ref_logits.min():.4f}..{ref_logits.max():.4f}")
+    print(
+        f"\n{diff_message(name + ' logits', logits, ref_logits)}; logits span "
+        f"{ref_logits.min():.4f}..{ref_logits.max():.4f}"
+    )
     print(diff_message(name + " last hidden state", states[-1][real], ref_states[-1][real]))
     if dtype == np.float32:
         assert batch.truncated == [False, False, False, True]

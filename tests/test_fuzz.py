@@ -47,8 +47,15 @@ from xlmr_np.weights import read_safetensors  # noqa: E402
 
 LONG = os.environ.get("XLMR_NP_FUZZ") == "long"
 LONG_FACTOR = int(os.environ.get("XLMR_NP_FUZZ_FACTOR", "50"))
-_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                                      HealthCheck.data_too_large, HealthCheck.large_base_example])
+_common = dict(
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
 settings.register_profile("xlmr-np-ci", derandomize=True, database=None, **_common)
 settings.register_profile("xlmr-np-long", **_common)
 PROFILE = settings.get_profile("xlmr-np-long" if LONG else "xlmr-np-ci")
@@ -103,12 +110,14 @@ def any_text(max_size: int) -> st.SearchStrategy[str]:
 
 ANY_TEXT = any_text(40)
 # text a user plausibly sends, with the separators str.splitlines() would split at
-LINE_TEXT = st.text(st.one_of(REAL_CHAR, st.sampled_from("\t\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\ufeff ")),
-                    max_size=30)
+LINE_TEXT = st.text(
+    st.one_of(REAL_CHAR, st.sampled_from("\t\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\ufeff ")), max_size=30
+)
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | any_text(8),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | any_text(8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
 def mutate(data: bytes, edits) -> bytes:
@@ -128,8 +137,9 @@ def mutate(data: bytes, edits) -> bytes:
     return bytes(out)
 
 
-EDITS = st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 2), st.integers(0, 255)),
-                 min_size=1, max_size=6)
+EDITS = st.lists(
+    st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 2), st.integers(0, 255)), min_size=1, max_size=6
+)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -160,8 +170,12 @@ TSV_LINES = st.lists(st.tuples(LINE_TEXT, LINE_TEXT).map("\t".join), max_size=4)
 
 
 @budget(200)
-@hypothesis.given(data=st.binary(max_size=200) | LINE_TEXT.map(lambda s: s.encode("utf-8"))
-                  | TSV_LINES.map(lambda s: s.encode("utf-8")), jsonl=st.booleans())
+@hypothesis.given(
+    data=st.binary(max_size=200)
+    | LINE_TEXT.map(lambda s: s.encode("utf-8"))
+    | TSV_LINES.map(lambda s: s.encode("utf-8")),
+    jsonl=st.booleans(),
+)
 def test_readers_on_any_bytes(tmp_path_factory, data, jsonl):
     path = str(tmp_path_factory.mktemp("bytes", numbered=True) / "f")
     Path(path).write_bytes(data)
@@ -177,24 +191,37 @@ def test_readers_on_any_bytes(tmp_path_factory, data, jsonl):
 
 
 @budget(200)
-@hypothesis.given(values=st.lists(JSON_VALUES | st.fixed_dictionaries({"query": JSON_VALUES, "document": JSON_VALUES})
-                                  | st.fixed_dictionaries({"query": ANY_TEXT, "document": ANY_TEXT}, optional={
-                                      "id": JSON_VALUES}) | st.fixed_dictionaries({"text": ANY_TEXT}) | ANY_TEXT,
-                                  min_size=1, max_size=5),
-                  ascii_only=st.booleans())
+@hypothesis.given(
+    values=st.lists(
+        JSON_VALUES
+        | st.fixed_dictionaries({"query": JSON_VALUES, "document": JSON_VALUES})
+        | st.fixed_dictionaries({"query": ANY_TEXT, "document": ANY_TEXT}, optional={"id": JSON_VALUES})
+        | st.fixed_dictionaries({"text": ANY_TEXT})
+        | ANY_TEXT,
+        min_size=1,
+        max_size=5,
+    ),
+    ascii_only=st.booleans(),
+)
 def test_jsonl_readers_on_any_json_values(tmp_path_factory, values, ascii_only):
     path = str(tmp_path_factory.mktemp("jsonl", numbered=True) / "f.jsonl")
-    Path(path).write_text("".join(json.dumps(v, ensure_ascii=ascii_only) + "\n" for v in values), "utf-8",
-                          errors="surrogatepass")
+    Path(path).write_text(
+        "".join(json.dumps(v, ensure_ascii=ascii_only) + "\n" for v in values), "utf-8", errors="surrogatepass"
+    )
     pairs = outcome("read_pairs", lambda: read_pairs(path, True))
     documents = outcome("read_documents", lambda: read_documents(path, True))
     # a pair is usable if its texts are real characters and its line is UTF-8 (a raw surrogate anywhere,
     # written unescaped, makes the whole file unreadable)
     # written unescaped, makes the whole file unreadable); judged on what the JSON means: the escapes
     # "\ud800\udc00" of two surrogates of a pair read back as one real character, U+10000
-    usable = [v for v in map(lambda v: json.loads(json.dumps(v)), values) if isinstance(v, dict)
-              and isinstance(v.get("query"), str) and isinstance(v.get("document"), str)
-              and not unicode_problem(v["query"] + v["document"])]
+    usable = [
+        v
+        for v in map(lambda v: json.loads(json.dumps(v)), values)
+        if isinstance(v, dict)
+        and isinstance(v.get("query"), str)
+        and isinstance(v.get("document"), str)
+        and not unicode_problem(v["query"] + v["document"])
+    ]
     if not ascii_only and any(unicode_problem(json.dumps(v, ensure_ascii=False)) for v in values):
         usable = []
     assert isinstance(pairs, tuple) == (len(usable) == len(values))
@@ -206,14 +233,19 @@ def test_jsonl_readers_on_any_json_values(tmp_path_factory, values, ascii_only):
 # config.json
 
 
-REAL_CONFIG = dict(TINY, model_type="xlm-roberta", architectures=["XLMRobertaForSequenceClassification"],
-                   id2label={"0": "LABEL_0"})
+REAL_CONFIG = dict(
+    TINY, model_type="xlm-roberta", architectures=["XLMRobertaForSequenceClassification"], id2label={"0": "LABEL_0"}
+)
 
 
 @budget(300)
-@hypothesis.given(changes=st.dictionaries(st.sampled_from(sorted(REAL_CONFIG) + ["num_labels", "is_decoder",
-                                                                                 "position_embedding_type"]),
-                                          JSON_VALUES | st.just("<delete>"), max_size=3))
+@hypothesis.given(
+    changes=st.dictionaries(
+        st.sampled_from(sorted(REAL_CONFIG) + ["num_labels", "is_decoder", "position_embedding_type"]),
+        JSON_VALUES | st.just("<delete>"),
+        max_size=3,
+    )
+)
 def test_config_from_any_field_values(changes):
     raw = {k: v for k, v in {**REAL_CONFIG, **changes}.items() if v != "<delete>"}
     config = outcome("config fields", lambda: XLMRobertaConfig.from_dict(raw))
@@ -238,9 +270,14 @@ def small_safetensors(tmp_path_factory) -> bytes:
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(0)
-    tensors = {"a.weight": rng.standard_normal((3, 5)).astype(np.float32), "b": np.arange(7, dtype=np.int64),
-               "c.half": rng.standard_normal(4).astype(np.float16), "d.empty": np.zeros((0, 3), np.float32),
-               "e.scalar": np.array(2.5, np.float64), "f.bytes": np.arange(5, dtype=np.uint8)}
+    tensors = {
+        "a.weight": rng.standard_normal((3, 5)).astype(np.float32),
+        "b": np.arange(7, dtype=np.int64),
+        "c.half": rng.standard_normal(4).astype(np.float16),
+        "d.empty": np.zeros((0, 3), np.float32),
+        "e.scalar": np.array(2.5, np.float64),
+        "f.bytes": np.arange(5, dtype=np.uint8),
+    }
     path = tmp_path_factory.mktemp("st") / "small.safetensors"
     save_file(tensors, str(path), metadata={"format": "np"})
     return path.read_bytes()
@@ -266,9 +303,13 @@ def forge(header, data: bytes, length_delta: int = 0) -> bytes:
     return struct.pack("<Q", max(0, len(raw) + length_delta)) + raw + data
 
 
-FIELD_EDIT = st.tuples(st.integers(0, 10), st.sampled_from(["dtype", "shape", "data_offsets", "<entry>", "<new>"]),
-                       JSON_VALUES | st.lists(st.integers(-2**65, 2**65), max_size=4) | st.sampled_from(
-                           ["F32", "F16", "BF16", "I64", "U8", "BOOL", "F8_E4M3", "f32", ""]))
+FIELD_EDIT = st.tuples(
+    st.integers(0, 10),
+    st.sampled_from(["dtype", "shape", "data_offsets", "<entry>", "<new>"]),
+    JSON_VALUES
+    | st.lists(st.integers(-(2**65), 2**65), max_size=4)
+    | st.sampled_from(["F32", "F16", "BF16", "I64", "U8", "BOOL", "F8_E4M3", "f32", ""]),
+)
 
 
 def edit_header(header: dict, edits) -> dict:
@@ -302,10 +343,15 @@ def check_loaded(tensors: dict, file: bytes) -> None:
 
 
 @budget(300)
-@hypothesis.given(how=st.sampled_from(["bytes", "fields", "length"]), edits=EDITS, fields=st.lists(FIELD_EDIT,
-                  min_size=1, max_size=3), delta=st.integers(-20, 20) | st.integers(-2**63, 2**64 - 1))
-def test_safetensors_header_mutations_load_or_raise_checkpoint_error(tmp_path_factory, small_safetensors, how,
-                                                                     edits, fields, delta):
+@hypothesis.given(
+    how=st.sampled_from(["bytes", "fields", "length"]),
+    edits=EDITS,
+    fields=st.lists(FIELD_EDIT, min_size=1, max_size=3),
+    delta=st.integers(-20, 20) | st.integers(-(2**63), 2**64 - 1),
+)
+def test_safetensors_header_mutations_load_or_raise_checkpoint_error(
+    tmp_path_factory, small_safetensors, how, edits, fields, delta
+):
     header, data = split(small_safetensors)
     raw = json.dumps(header).encode()
     if how == "bytes":
@@ -380,8 +426,12 @@ def reference_ids(tokenizer: PairTokenizer, pair) -> list[int]:
 
 
 @budget(300)
-@hypothesis.given(query=ANY_TEXT, document=ANY_TEXT, max_length=st.integers(6, 64),
-                  truncation=st.sampled_from(["longest_first", "only_second"]))
+@hypothesis.given(
+    query=ANY_TEXT,
+    document=ANY_TEXT,
+    max_length=st.integers(6, 64),
+    truncation=st.sampled_from(["longest_first", "only_second"]),
+)
 def test_tokenizer_any_unicode(xlmr_tokenizer, query, document, max_length, truncation):
     tokenizer = PairTokenizer(xlmr_tokenizer, max_length=max_length, truncation=truncation)
     encoded = outcome("tokenizer", lambda: tokenizer.encode([(query, document)]))
@@ -398,10 +448,14 @@ HUGE_UNIT = st.text(st.one_of(REAL_CHAR, st.sampled_from(" 北京是中国的首
 
 
 @budget(40)
-@hypothesis.given(unit=HUGE_UNIT, repeat=st.integers(50, 8_000), query_repeat=st.integers(1, 100),
-                  max_length=st.integers(32, 128), truncation=st.sampled_from(["longest_first", "only_second"]))
-def test_tokenizer_huge_texts_match_the_whole_text(xlmr_tokenizer, unit, repeat, query_repeat, max_length,
-                                                   truncation):
+@hypothesis.given(
+    unit=HUGE_UNIT,
+    repeat=st.integers(50, 8_000),
+    query_repeat=st.integers(1, 100),
+    max_length=st.integers(32, 128),
+    truncation=st.sampled_from(["longest_first", "only_second"]),
+)
+def test_tokenizer_huge_texts_match_the_whole_text(xlmr_tokenizer, unit, repeat, query_repeat, max_length, truncation):
     """Documents of up to 96,000 characters: the bounded prefix gives the whole text's ids.
 
     The reference, the tokenizers library on the whole pair, builds every combination of the two texts'
@@ -413,10 +467,17 @@ def test_tokenizer_huge_texts_match_the_whole_text(xlmr_tokenizer, unit, repeat,
     assert encoded.ids == reference_ids(tokenizer, pair)
 
 
-OBJECTS = st.recursive(st.none() | st.integers() | any_text(5) | st.binary(max_size=3)
-                       | st.builds(np.array, st.lists(st.text(max_size=3), max_size=3)),
-                       lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner)
-                       | st.dictionaries(st.text(max_size=3), inner, max_size=2), max_leaves=8)
+OBJECTS = st.recursive(
+    st.none()
+    | st.integers()
+    | any_text(5)
+    | st.binary(max_size=3)
+    | st.builds(np.array, st.lists(st.text(max_size=3), max_size=3)),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.tuples(inner, inner) | st.dictionaries(st.text(max_size=3), inner, max_size=2)
+    ),
+    max_leaves=8,
+)
 
 
 @budget(300)
@@ -443,9 +504,16 @@ def cli_world(tiny_model, tmp_path_factory, monkeypatch):
     runner = pytest.importorskip("xlmr_np.serve.runner")  # the serve extra
 
     root = tmp_path_factory.mktemp("cli")
-    files = {"pairs.tsv": b"q\td\nq2\td2 \xe2\x80\xa8 x\n", "pairs.jsonl": b'{"query": "q", "document": "d"}\n',
-             "docs.txt": b"a\n\nb\n", "docs.jsonl": b'"a"\n{"text": "b"}\n', "garbage.bin": b"\xff\xfe\x00[",
-             "empty.txt": b"", "deep.jsonl": b"[" * 5000 + b"\n", "shard.json": b"{}"}
+    files = {
+        "pairs.tsv": b"q\td\nq2\td2 \xe2\x80\xa8 x\n",
+        "pairs.jsonl": b'{"query": "q", "document": "d"}\n',
+        "docs.txt": b"a\n\nb\n",
+        "docs.jsonl": b'"a"\n{"text": "b"}\n',
+        "garbage.bin": b"\xff\xfe\x00[",
+        "empty.txt": b"",
+        "deep.jsonl": b"[" * 5000 + b"\n",
+        "shard.json": b"{}",
+    }
     for name, data in files.items():
         (root / name).write_bytes(data)
     (root / "a-directory").mkdir()
@@ -476,29 +544,61 @@ def cli_world(tiny_model, tmp_path_factory, monkeypatch):
 
 NUMBER = st.integers(-3, 600).map(str) | st.sampled_from(["", "x", "1e3", "0x10", " 7", "٣", "99999", "-0"])
 CHOICE_JUNK = st.sampled_from(["", "x", "LONGEST_FIRST", "--"])
-COMMON = {"--max-length": st.sampled_from(["0", "-1", "5", "24", "513", "100000", "x", "24.0"]),
-          "--truncation": st.sampled_from(["longest_first", "only_second"]) | CHOICE_JUNK,
-          "--batch-size": NUMBER, "--revision": ANY_TEXT, "--in-memory": None}
+COMMON = {
+    "--max-length": st.sampled_from(["0", "-1", "5", "24", "513", "100000", "x", "24.0"]),
+    "--truncation": st.sampled_from(["longest_first", "only_second"]) | CHOICE_JUNK,
+    "--batch-size": NUMBER,
+    "--revision": ANY_TEXT,
+    "--in-memory": None,
+}
 OPTIONS = {
-    "rerank": {**COMMON, "--top-n": NUMBER, "--json": None, "--raw-scores": None, "--windows": None,
-               "--window-overlap": NUMBER, "--jsonl": None, "--documents": "<file>"},
+    "rerank": {
+        **COMMON,
+        "--top-n": NUMBER,
+        "--json": None,
+        "--raw-scores": None,
+        "--windows": None,
+        "--window-overlap": NUMBER,
+        "--jsonl": None,
+        "--documents": "<file>",
+    },
     "score": {**COMMON, "--jsonl": None, "--raw-scores": None, "-o": "<out>"},
-    "inspect": {**COMMON, "--unit": st.sampled_from(["word", "token"]) | CHOICE_JUNK, "--all": None,
-                "--method": st.sampled_from(["remove", "mask"]) | CHOICE_JUNK,
-                "--layers": st.sampled_from(["0", "0,1", "0-1", "5", "1-0", "x", ""]),
-                "--heads": st.sampled_from(["0", "0-3", "9", "-1", ""]), "--color": st.sampled_from(["never", "x"])},
-    "serve": {**COMMON, "--port": NUMBER, "--max-documents": NUMBER, "--max-body-bytes": NUMBER,
-              "--host": st.sampled_from(["127.0.0.1", "::1", "localhost"]), "--window-overlap": NUMBER,
-              "--served-model-name": ANY_TEXT, "--api-key": ANY_TEXT, "--max-concurrent-requests": NUMBER,
-              "--request-timeout": NUMBER | st.sampled_from(["nan", "inf", "-inf", "1e400"]),
-              "--max-batch-tokens": NUMBER},
-    "eval": {"--task": st.sampled_from(["CMedQAv1-reranking", "all", "x"]), "--batch-size": NUMBER,
-             "--workers": NUMBER, "--shard": st.sampled_from(["0/2", "2/2", "x", "1/0"]), "--max-queries": NUMBER,
-             "--seed": NUMBER, "--max-length": NUMBER, "--out": "<out>", "--cache-dir": "<out>"},
+    "inspect": {
+        **COMMON,
+        "--unit": st.sampled_from(["word", "token"]) | CHOICE_JUNK,
+        "--all": None,
+        "--method": st.sampled_from(["remove", "mask"]) | CHOICE_JUNK,
+        "--layers": st.sampled_from(["0", "0,1", "0-1", "5", "1-0", "x", ""]),
+        "--heads": st.sampled_from(["0", "0-3", "9", "-1", ""]),
+        "--color": st.sampled_from(["never", "x"]),
+    },
+    "serve": {
+        **COMMON,
+        "--port": NUMBER,
+        "--max-documents": NUMBER,
+        "--max-body-bytes": NUMBER,
+        "--host": st.sampled_from(["127.0.0.1", "::1", "localhost"]),
+        "--window-overlap": NUMBER,
+        "--served-model-name": ANY_TEXT,
+        "--api-key": ANY_TEXT,
+        "--max-concurrent-requests": NUMBER,
+        "--request-timeout": NUMBER | st.sampled_from(["nan", "inf", "-inf", "1e400"]),
+        "--max-batch-tokens": NUMBER,
+    },
+    "eval": {
+        "--task": st.sampled_from(["CMedQAv1-reranking", "all", "x"]),
+        "--batch-size": NUMBER,
+        "--workers": NUMBER,
+        "--shard": st.sampled_from(["0/2", "2/2", "x", "1/0"]),
+        "--max-queries": NUMBER,
+        "--seed": NUMBER,
+        "--max-length": NUMBER,
+        "--out": "<out>",
+        "--cache-dir": "<out>",
+    },
     "merge": {"--out": "<out>"},
 }
-POSITIONALS = {"rerank": (1, 3), "score": (0, 1), "inspect": (2, 2), "serve": (0, 0), "eval": (0, 0),
-               "merge": (1, 2)}
+POSITIONALS = {"rerank": (1, 3), "score": (0, 1), "inspect": (2, 2), "serve": (0, 0), "eval": (0, 0), "merge": (1, 2)}
 
 
 @st.composite
@@ -559,9 +659,15 @@ def test_cli_main_on_any_arguments(cli_world, data, stdin):
 
 
 @budget(300)
-@hypothesis.given(argv=st.lists(ANY_TEXT | st.sampled_from(["rerank", "score", "serve", "eval", "merge", "bench",
-                                                            "inspect", "--help", "-h", "--", "-o", "--port"]),
-                                max_size=6))
+@hypothesis.given(
+    argv=st.lists(
+        ANY_TEXT
+        | st.sampled_from(
+            ["rerank", "score", "serve", "eval", "merge", "bench", "inspect", "--help", "-h", "--", "-o", "--port"]
+        ),
+        max_size=6,
+    )
+)
 def test_argument_parsing_of_any_argv(argv):
     """Every subcommand's parser (bench's and serve's too, which the full fuzz cannot run): a namespace,
     or argparse's exit with 0 (--help) or 2."""

@@ -73,11 +73,27 @@ def test_only_the_files_the_numpy_model_reads_are_requested():
     """huggingface-hub's own filter over bge-reranker-base's file list (../shared/REFERENCE.md)."""
     from huggingface_hub.utils import filter_repo_objects
 
-    repo_files = ["config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json",
-                  "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model",
-                  "onnx/model.onnx", ".gitattributes", "README.md"]
+    repo_files = [
+        "config.json",
+        "model.safetensors",
+        "pytorch_model.bin",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "sentencepiece.bpe.model",
+        "onnx/model.onnx",
+        ".gitattributes",
+        "README.md",
+    ]
     assert sorted(filter_repo_objects(repo_files, allow_patterns=list(HUB_FILES))) == [
-        "config.json", "model.safetensors", "tokenizer.json"]
-    sharded = ["model.safetensors.index.json", "model-00001-of-00002.safetensors",
-               "model-00002-of-00002.safetensors", "pytorch_model-00001-of-00002.bin"]
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
+    sharded = [
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "pytorch_model-00001-of-00002.bin",
+    ]
     assert sorted(filter_repo_objects(sharded, allow_patterns=list(HUB_FILES))) == sorted(sharded[:3])

@@ -14,14 +14,18 @@ from xlmr_np import CheckpointError, ConfigError, InputError, Reranker
 from xlmr_np.testing import assert_close, build_model
 from xlmr_np.weights import RowTable, read_safetensors
 
-PAIRS = [("what is the capital of France?", "Paris is the capital of France."),
-         ("北京", "北京是中国的首都。" * 3), ("q", "")]
+PAIRS = [
+    ("what is the capital of France?", "Paris is the capital of France."),
+    ("北京", "北京是中国的首都。" * 3),
+    ("q", ""),
+]
 
 
 def torch_logits(torch, model, batch):
     with torch.inference_mode():
-        return model(input_ids=torch.from_numpy(batch.input_ids),
-                     attention_mask=torch.from_numpy(batch.attention_mask)).logits.numpy()
+        return model(
+            input_ids=torch.from_numpy(batch.input_ids), attention_mask=torch.from_numpy(batch.attention_mask)
+        ).logits.numpy()
 
 
 def copy_model(src, dst):
@@ -41,8 +45,13 @@ def test_half_precision_checkpoints_are_widened_exactly(torch, tmp_path, dtype_n
             ours = np.asarray(reranker.params[key])
             assert ours.dtype == np.float32 and np.array_equal(ours, value.numpy()), key
     batch = reranker.tokenize(PAIRS)
-    assert_close(f"{dtype_name} checkpoint logits", reranker.forward(batch.input_ids, batch.attention_mask).logits,
-                 torch_logits(torch, model, batch), atol=2e-5, rtol=2e-5)
+    assert_close(
+        f"{dtype_name} checkpoint logits",
+        reranker.forward(batch.input_ids, batch.attention_mask).logits,
+        torch_logits(torch, model, batch),
+        atol=2e-5,
+        rtol=2e-5,
+    )
 
 
 def test_checkpoint_without_roberta_prefix_with_pooler_and_old_buffers(tiny_model, tmp_path, caplog, torch):
@@ -59,8 +68,13 @@ def test_checkpoint_without_roberta_prefix_with_pooler_and_old_buffers(tiny_mode
         reranker = Reranker.from_pretrained(directory)
     assert "pooler.dense.weight" in caplog.text and "embeddings.position_ids" in caplog.text
     batch = reranker.tokenize(PAIRS)
-    assert_close("renamed checkpoint logits", reranker.forward(batch.input_ids, batch.attention_mask).logits,
-                 torch_logits(torch, torch_model, batch), atol=2e-5, rtol=2e-5)
+    assert_close(
+        "renamed checkpoint logits",
+        reranker.forward(batch.input_ids, batch.attention_mask).logits,
+        torch_logits(torch, torch_model, batch),
+        atol=2e-5,
+        rtol=2e-5,
+    )
 
 
 def test_sharded_checkpoint(tiny_model, tmp_path, torch):
@@ -72,20 +86,38 @@ def test_sharded_checkpoint(tiny_model, tmp_path, torch):
     assert len(set(index["weight_map"].values())) > 1 and not (directory / "model.safetensors").exists()
     reranker = Reranker.from_pretrained(directory)
     batch = reranker.tokenize(PAIRS)
-    assert_close("sharded logits", reranker.forward(batch.input_ids, batch.attention_mask).logits,
-                 torch_logits(torch, torch_model, batch), atol=2e-5, rtol=2e-5)
+    assert_close(
+        "sharded logits",
+        reranker.forward(batch.input_ids, batch.attention_mask).logits,
+        torch_logits(torch, torch_model, batch),
+        atol=2e-5,
+        rtol=2e-5,
+    )
 
 
 def test_long_position_table_beyond_512_tokens(torch, tmp_path):
     """bge-reranker-v2-m3 has 8,194 position slots; nothing may assume 514."""
-    model = build_model(tmp_path, seed=4, init_std=0.2, max_position_embeddings=1026, hidden_size=24,
-                        num_attention_heads=2, intermediate_size=31, num_hidden_layers=3)
+    model = build_model(
+        tmp_path,
+        seed=4,
+        init_std=0.2,
+        max_position_embeddings=1026,
+        hidden_size=24,
+        num_attention_heads=2,
+        intermediate_size=31,
+        num_hidden_layers=3,
+    )
     reranker = Reranker.from_pretrained(tmp_path, max_length=1024)
     pairs = [("long query " * 20, "a long document about many things " * 250), ("q", "d")]
     batch = reranker.tokenize(pairs)
     assert batch.input_ids.shape[1] == 1024 and batch.truncated == [True, False]
-    assert_close("1024-token logits", reranker.forward(batch.input_ids, batch.attention_mask).logits,
-                 torch_logits(torch, model, batch), atol=2e-5, rtol=2e-5)
+    assert_close(
+        "1024-token logits",
+        reranker.forward(batch.input_ids, batch.attention_mask).logits,
+        torch_logits(torch, model, batch),
+        atol=2e-5,
+        rtol=2e-5,
+    )
 
 
 def test_embedding_table_is_read_row_by_row(tiny_model):
@@ -111,15 +143,18 @@ def test_missing_directory_config_and_weights(tiny_model, tmp_path):
         Reranker.from_pretrained(directory)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"model_type": "bert"}, "model_type is 'bert'"),
-    ({"architectures": ["XLMRobertaModel"]}, "classification head"),
-    ({"hidden_act": "gelu_new"}, "hidden_act is 'gelu_new'"),
-    ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
-    ({"hidden_size": "32"}, "'hidden_size' should be int"),
-    ({"num_attention_heads": 5}, "not a multiple"),
-    ({"hidden_size": None}, "hidden_size"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model_type": "bert"}, "model_type is 'bert'"),
+        ({"architectures": ["XLMRobertaModel"]}, "classification head"),
+        ({"hidden_act": "gelu_new"}, "hidden_act is 'gelu_new'"),
+        ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
+        ({"hidden_size": "32"}, "'hidden_size' should be int"),
+        ({"num_attention_heads": 5}, "not a multiple"),
+        ({"hidden_size": None}, "hidden_size"),
+    ],
+)
 def test_wrong_config(tiny_model, tmp_path, change, message):
     directory = copy_model(tiny_model[0], tmp_path / "m")
     config = json.loads((directory / "config.json").read_text())
@@ -256,12 +291,18 @@ def test_config_nested_too_deeply(tiny_model, tmp_path):
         Reranker.from_pretrained(directory)
 
 
-@pytest.mark.parametrize("architectures, message", [
-    ("XLMRobertaForSequenceClassification", r"architectures must be a list of class names such as "
-                                            r"\['XLMRobertaForSequenceClassification'\], found str"),
-    ([1], "architectures must be a list of class names"),
-    (["XLMRobertaModel"], "architectures is"),
-])
+@pytest.mark.parametrize(
+    "architectures, message",
+    [
+        (
+            "XLMRobertaForSequenceClassification",
+            r"architectures must be a list of class names such as "
+            r"\['XLMRobertaForSequenceClassification'\], found str",
+        ),
+        ([1], "architectures must be a list of class names"),
+        (["XLMRobertaModel"], "architectures is"),
+    ],
+)
 def test_architectures_must_be_a_list_of_names(tiny_model, tmp_path, architectures, message):
     directory = copy_model(tiny_model[0], tmp_path / "m")
     config = json.loads((directory / "config.json").read_text())
@@ -285,26 +326,30 @@ def forge_header(path, key, edit):
 def set_field(field, value):
     def edit(header, key):
         header[key][field] = value
+
     return edit
 
 
-@pytest.mark.parametrize("edit, message", [
-    (set_field("dtype", ["F32"]), "dtype must be a string"),
-    (set_field("dtype", None), "dtype must be a string"),
-    (set_field("dtype", "F8_E4M3"), "unsupported dtype 'F8_E4M3'"),
-    (set_field("shape", "32"), "shape must be a list of non-negative integers"),
-    (set_field("shape", [32.0]), "shape must be a list of non-negative integers"),
-    (set_field("shape", [-32]), "shape must be a list of non-negative integers"),
-    (set_field("shape", [True]), "shape must be a list of non-negative integers"),
-    (set_field("shape", [2**32, 2**32, 2**32]), "should span"),  # wrapped to 0 in int64 before
-    (set_field("data_offsets", [0]), r"data_offsets must be \[begin, end\]"),
-    (set_field("data_offsets", ["0", "128"]), r"data_offsets must be \[begin, end\]"),
-    (set_field("data_offsets", [0.0, 128.0]), r"data_offsets must be \[begin, end\]"),
-    (set_field("data_offsets", {"begin": 0}), r"data_offsets must be \[begin, end\]"),
-    (lambda header, key: header.update({key: [1, 2]}), "expected an object with dtype, shape and data_offsets"),
-    (lambda header, key: header.update({key: None}), "expected an object"),
-    (lambda header, key: header[key].pop("shape"), "shape must be a list"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (set_field("dtype", ["F32"]), "dtype must be a string"),
+        (set_field("dtype", None), "dtype must be a string"),
+        (set_field("dtype", "F8_E4M3"), "unsupported dtype 'F8_E4M3'"),
+        (set_field("shape", "32"), "shape must be a list of non-negative integers"),
+        (set_field("shape", [32.0]), "shape must be a list of non-negative integers"),
+        (set_field("shape", [-32]), "shape must be a list of non-negative integers"),
+        (set_field("shape", [True]), "shape must be a list of non-negative integers"),
+        (set_field("shape", [2**32, 2**32, 2**32]), "should span"),  # wrapped to 0 in int64 before
+        (set_field("data_offsets", [0]), r"data_offsets must be \[begin, end\]"),
+        (set_field("data_offsets", ["0", "128"]), r"data_offsets must be \[begin, end\]"),
+        (set_field("data_offsets", [0.0, 128.0]), r"data_offsets must be \[begin, end\]"),
+        (set_field("data_offsets", {"begin": 0}), r"data_offsets must be \[begin, end\]"),
+        (lambda header, key: header.update({key: [1, 2]}), "expected an object with dtype, shape and data_offsets"),
+        (lambda header, key: header.update({key: None}), "expected an object"),
+        (lambda header, key: header[key].pop("shape"), "shape must be a list"),
+    ],
+)
 def test_malformed_header_fields_name_the_entry(tiny_model, tmp_path, edit, message):
     directory = copy_model(tiny_model[0], tmp_path / "m")
     forge_header(directory / "model.safetensors", "classifier.out_proj.bias", edit)
@@ -319,6 +364,7 @@ def test_overlapping_tensors_are_corrupt(tiny_model, tmp_path):
         other = "classifier.dense.bias"
         header[key]["shape"] = header[other]["shape"] = [1]
         header[key]["data_offsets"] = header[other]["data_offsets"] = [0, 4]
+
     forge_header(directory / "model.safetensors", "classifier.out_proj.bias", overlap)
     with pytest.raises(CheckpointError, match="overlaps the tensor before it"):
         read_safetensors(directory / "model.safetensors")
@@ -333,11 +379,14 @@ def test_layer_count_is_checked_before_listing_tensors(tiny_model, tmp_path):
         Reranker.from_pretrained(directory)
 
 
-@pytest.mark.parametrize("weight_map, message", [
-    ([], "weight_map must map tensor names to file names, found list"),
-    ({"classifier.dense.bias": 3}, r"weight_map\['classifier.dense.bias'\] must be a file name"),
-    ({"classifier.dense.bias": "../model.safetensors"}, "must be a file name in the model directory"),
-])
+@pytest.mark.parametrize(
+    "weight_map, message",
+    [
+        ([], "weight_map must map tensor names to file names, found list"),
+        ({"classifier.dense.bias": 3}, r"weight_map\['classifier.dense.bias'\] must be a file name"),
+        ({"classifier.dense.bias": "../model.safetensors"}, "must be a file name in the model directory"),
+    ],
+)
 def test_bad_safetensors_index(tiny_model, tmp_path, weight_map, message):
     directory = copy_model(tiny_model[0], tmp_path / "m")
     (directory / "model.safetensors").rename(directory / "shard.safetensors")
@@ -391,8 +440,9 @@ def test_model_overwritten_in_place_under_a_running_process(tiny_model, tmp_path
     import sys
 
     directory = copy_model(tiny_model[0], tmp_path / "m")
-    result = subprocess.run([sys.executable, "-c", OVERWRITE, str(directory), mode], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", OVERWRITE, str(directory), mode], capture_output=True, text=True, timeout=120
+    )
     if mode == "mmap":
         assert result.returncode == -signal.SIGBUS, (result.returncode, result.stderr[-500:])
     else:

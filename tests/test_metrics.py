@@ -74,8 +74,9 @@ def test_average_precision_matches_sklearn_bit_for_bit(seed, sklearn_metrics):
         expected = sklearn_metrics.average_precision_score(relevant, scores)
         assert average_precision(relevant, scores) == expected, (relevant.tolist(), scores.tolist())
         # lists of 0/1 and float32 arrays are accepted as well
-        assert average_precision(relevant.astype(int).tolist(), scores.astype(np.float32)) == \
-            sklearn_metrics.average_precision_score(relevant, scores.astype(np.float32))
+        assert average_precision(
+            relevant.astype(int).tolist(), scores.astype(np.float32)
+        ) == sklearn_metrics.average_precision_score(relevant, scores.astype(np.float32))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -113,21 +114,25 @@ def test_dataset_means_match_sklearn_and_mteb(sklearn_metrics):
     ap, rr = per_query_metrics(queries)
     assert ap.shape == rr.shape == (200,)
     assert mean_average_precision(queries) == np.mean(
-        [sklearn_metrics.average_precision_score(r, s) for r, s in queries])
+        [sklearn_metrics.average_precision_score(r, s) for r, s in queries]
+    )
     assert mean_reciprocal_rank(queries) == np.mean([mteb_mrr_at_k(r, s) for r, s in queries])
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: average_precision([0, 0], [1.0, 2.0]), "at least one relevant"),
-    (lambda: average_precision([1, 0], [1.0]), "shape"),
-    (lambda: average_precision([], []), "non-empty"),
-    (lambda: average_precision([1, 2], [1.0, 2.0]), "booleans or 0/1"),
-    (lambda: average_precision([1, 0], [1.0, float("nan")]), "finite"),
-    (lambda: mrr_at_k([1, 0], [1.0, 0.0], k=0), "positive int"),
-    (lambda: mean_average_precision([]), "no queries"),
-    (lambda: mean_reciprocal_rank([]), "no queries"),
-    (lambda: bootstrap_interval([], seed=0), "non-empty"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: average_precision([0, 0], [1.0, 2.0]), "at least one relevant"),
+        (lambda: average_precision([1, 0], [1.0]), "shape"),
+        (lambda: average_precision([], []), "non-empty"),
+        (lambda: average_precision([1, 2], [1.0, 2.0]), "booleans or 0/1"),
+        (lambda: average_precision([1, 0], [1.0, float("nan")]), "finite"),
+        (lambda: mrr_at_k([1, 0], [1.0, 0.0], k=0), "positive int"),
+        (lambda: mean_average_precision([]), "no queries"),
+        (lambda: mean_reciprocal_rank([]), "no queries"),
+        (lambda: bootstrap_interval([], seed=0), "non-empty"),
+    ],
+)
 def test_bad_input_is_explained(call, message):
     with pytest.raises(ValueError, match=message):
         call()

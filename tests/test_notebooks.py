@@ -37,7 +37,8 @@ def test_paired_ipynb_is_in_sync_and_executed(source):
     expected = [(c.cell_type, c.source) for c in jupytext.read(source).cells]
     committed = jupytext.read(paired)
     assert [(c.cell_type, c.source) for c in committed.cells] == expected, (
-        f"{paired.name} is stale: run python tools/execute_notebooks.py notebooks/{source.name}")
+        f"{paired.name} is stale: run python tools/execute_notebooks.py notebooks/{source.name}"
+    )
     code = [c for c in committed.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code), f"{paired.name} was saved without running every cell"
     figures = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]

@@ -22,7 +22,8 @@ def test_erf_matches_math_erf_on_a_dense_grid(dtype, tol):
     err = np.abs(got.astype(np.float64) - ref)
     worst = x[err.argmax()]
     assert err.max() <= tol, (
-        f"erf {np.dtype(dtype).name}: max abs error {err.max():.3e} at x={worst}, mean {err.mean():.3e}")
+        f"erf {np.dtype(dtype).name}: max abs error {err.max():.3e} at x={worst}, mean {err.mean():.3e}"
+    )
 
 
 def test_erf_is_odd_and_bounded():
@@ -40,9 +41,14 @@ def _exact_gelu(x):
 
 def _gelu_inputs(dtype):
     rng = np.random.default_rng(0)
-    return np.concatenate([
-        rng.normal(scale=3.0, size=16_000), np.linspace(-25, 25, 200_001), np.linspace(-1e-3, 1e-3, 2_001),
-        [0.0, -0.0, -20.0, 20.0, -5.0, 5.0, 1e-8, -1e-8, 1e-30, -1e-30, 1e6, -1e6, 3e38, -3e38]]).astype(dtype)
+    return np.concatenate(
+        [
+            rng.normal(scale=3.0, size=16_000),
+            np.linspace(-25, 25, 200_001),
+            np.linspace(-1e-3, 1e-3, 2_001),
+            [0.0, -0.0, -20.0, 20.0, -5.0, 5.0, 1e-8, -1e-8, 1e-30, -1e-30, 1e6, -1e6, 3e38, -3e38],
+        ]
+    ).astype(dtype)
 
 
 GELUS = {"numerics": numerics.gelu, "engine": lambda x: engine.gelu(x.reshape(1, -1)).ravel(), "model": model.gelu}
@@ -71,7 +77,8 @@ def test_gelu_is_exact_to_the_rounding_of_its_dtype(dtype, gelu):
     worst = np.argmax(err / limit)
     assert np.all(err <= limit), (
         f"gelu {np.dtype(dtype).name}: max abs error {err.max():.3e} (mean {err.mean():.3e}); worst against "
-        f"its limit at x={x[worst]}: error {err[worst]:.3e}, limit {limit[worst]:.3e}")
+        f"its limit at x={x[worst]}: error {err[worst]:.3e}, limit {limit[worst]:.3e}"
+    )
 
 
 def test_gelu_with_bias_in_place_equals_gelu_of_the_sum():
@@ -100,8 +107,9 @@ def test_layer_norm_matches_torch(torch, dtype, atol, layer_norm):
     x = (rng.normal(size=(33, 37)) * 5 + 3).astype(dtype)
     w = rng.normal(size=37).astype(dtype)
     b = rng.normal(size=37).astype(dtype)
-    ref = torch.nn.functional.layer_norm(torch.from_numpy(x), (37,), torch.from_numpy(w), torch.from_numpy(b),
-                                         eps=1e-5).numpy()
+    ref = torch.nn.functional.layer_norm(
+        torch.from_numpy(x), (37,), torch.from_numpy(w), torch.from_numpy(b), eps=1e-5
+    ).numpy()
     assert_close(f"layer_norm {np.dtype(dtype).name}", layer_norm(x, w, b, 1e-5), ref, atol=atol)
 
 

@@ -19,8 +19,11 @@ from xlmr_np.testing import assert_close, build_model
 MODELS = [
     ("h32-l2-labels1-seed0", 0, dict()),
     ("h32-l2-labels2-seed1", 1, dict(num_labels=2)),
-    ("h48-l3-heads6-ff53-seed2", 2, dict(hidden_size=48, num_attention_heads=6, intermediate_size=53,
-                                         num_hidden_layers=3)),
+    (
+        "h48-l3-heads6-ff53-seed2",
+        2,
+        dict(hidden_size=48, num_attention_heads=6, intermediate_size=53, num_hidden_layers=3),
+    ),
 ]
 
 
@@ -34,8 +37,12 @@ def built(request, torch, tmp_path_factory):
 def reference(torch, torch_model, batch, dtype):
     m = torch_model.to(torch.float64 if dtype == np.float64 else torch.float32)
     with torch.inference_mode():
-        out = m(input_ids=torch.from_numpy(batch.input_ids), attention_mask=torch.from_numpy(batch.attention_mask),
-                output_hidden_states=True, output_attentions=True)
+        out = m(
+            input_ids=torch.from_numpy(batch.input_ids),
+            attention_mask=torch.from_numpy(batch.attention_mask),
+            output_hidden_states=True,
+            output_attentions=True,
+        )
     torch_model.float()
     return out
 
@@ -47,8 +54,7 @@ def test_reference_matches_transformers_in_every_hidden_state_attention_and_logi
     reranker = Reranker.from_pretrained(directory, dtype=dtype)
     batch = reranker.tokenize(PAIRS)
     assert len(set(batch.lengths.tolist())) > 2, "the batch must mix lengths and padding"
-    ours = reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True,
-                            output_attentions=True)
+    ours = reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True, output_attentions=True)
     ref = reference(torch, torch_model, batch, dtype)
     real = batch.attention_mask.astype(bool)  # [B, T]: only real tokens are comparable across implementations
     check_hidden_states_and_logits(ours, ref, real, dtype, atol)
@@ -67,8 +73,9 @@ def test_engine_matches_transformers_in_every_hidden_state_and_logit(built, torc
     batch = reranker.tokenize(PAIRS)
     ours = reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True)
     assert ours.attentions is None and ours.trace is None
-    check_hidden_states_and_logits(ours, reference(torch, torch_model, batch, dtype),
-                                   batch.attention_mask.astype(bool), dtype, atol)
+    check_hidden_states_and_logits(
+        ours, reference(torch, torch_model, batch, dtype), batch.attention_mask.astype(bool), dtype, atol
+    )
 
 
 def check_hidden_states_and_logits(ours, ref, real, dtype, atol):
@@ -97,8 +104,7 @@ def test_scores_do_not_depend_on_batch_size_neighbours_or_order(tiny_model):
     reranker = Reranker.from_pretrained(directory)
     alone = np.array([reranker.compute_score([p]) for p in PAIRS])
     for batch_size in (1, 2, 3, len(PAIRS)):
-        assert_close(f"batch_size {batch_size}", reranker.compute_score(PAIRS, batch_size=batch_size), alone,
-                     atol=0)
+        assert_close(f"batch_size {batch_size}", reranker.compute_score(PAIRS, batch_size=batch_size), alone, atol=0)
     order = np.random.default_rng(0).permutation(len(PAIRS))
     shuffled = reranker.compute_score([PAIRS[i] for i in order], batch_size=4)
     assert_close("shuffled", np.array(shuffled)[np.argsort(order)], alone, atol=0)

@@ -108,15 +108,25 @@ def test_clean_engine_agrees_at_every_layer_and_on_the_logits(tiny):
     assert max(r.max_abs for r in result.rows) < 2e-6
 
 
-@pytest.mark.parametrize("plant, forward, first, function", [
-    (plant_gelu_in_feed_forward, "reference", "encoder.layer.0.intermediate", "xlmr_np.model.intermediate"),
-    (plant_gelu_in_head, "reference", "classifier.out_proj", "xlmr_np.model.classification_head"),
-    (plant_positions_from_zero, "reference", "embeddings.position_embeddings", "xlmr_np.model.embeddings"),
-    (plant_gelu_in_engine_feed_forward, "engine", "encoder.layer.0.output", "xlmr_np.engine.encoder_layer"),
-    (plant_gelu_in_engine_head, "engine", "classifier.out_proj", "xlmr_np.engine.classification_head"),
-    (plant_positions_from_zero_in_engine, "engine", "embeddings", "xlmr_np.engine.embeddings"),
-], ids=["tanh-gelu-in-feed-forward", "tanh-gelu-in-head", "positions-from-0", "engine-tanh-gelu-in-feed-forward",
-        "engine-tanh-gelu-in-head", "engine-positions-from-0"])
+@pytest.mark.parametrize(
+    "plant, forward, first, function",
+    [
+        (plant_gelu_in_feed_forward, "reference", "encoder.layer.0.intermediate", "xlmr_np.model.intermediate"),
+        (plant_gelu_in_head, "reference", "classifier.out_proj", "xlmr_np.model.classification_head"),
+        (plant_positions_from_zero, "reference", "embeddings.position_embeddings", "xlmr_np.model.embeddings"),
+        (plant_gelu_in_engine_feed_forward, "engine", "encoder.layer.0.output", "xlmr_np.engine.encoder_layer"),
+        (plant_gelu_in_engine_head, "engine", "classifier.out_proj", "xlmr_np.engine.classification_head"),
+        (plant_positions_from_zero_in_engine, "engine", "embeddings", "xlmr_np.engine.embeddings"),
+    ],
+    ids=[
+        "tanh-gelu-in-feed-forward",
+        "tanh-gelu-in-head",
+        "positions-from-0",
+        "engine-tanh-gelu-in-feed-forward",
+        "engine-tanh-gelu-in-head",
+        "engine-positions-from-0",
+    ],
+)
 def test_planted_error_is_named(tiny, monkeypatch, plant, forward, first, function):
     reranker, reference = tiny
     plant(monkeypatch)

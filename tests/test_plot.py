@@ -16,13 +16,21 @@ DOC = "Paris is nice.\nBananas!"
 
 
 def attribution():
-    return Attribution(DOC, "word", "remove", 0.5, [(0, 5), (6, 8), (9, 14), (15, 23)],
-                       np.array([0.3, -0.1, 0.0, -0.3]))
+    return Attribution(
+        DOC, "word", "remove", 0.5, [(0, 5), (6, 8), (9, 14), (15, 23)], np.array([0.3, -0.1, 0.0, -0.3])
+    )
 
 
 def test_pieces_keep_gaps_and_line_breaks():
-    assert _pieces(attribution()) == [("Paris", 0.3), (" ", None), ("is", -0.1), (" ", None), ("nice.", 0.0),
-                                      ("\n", None), ("Bananas!", -0.3)]
+    assert _pieces(attribution()) == [
+        ("Paris", 0.3),
+        (" ", None),
+        ("is", -0.1),
+        (" ", None),
+        ("nice.", 0.0),
+        ("\n", None),
+        ("Bananas!", -0.3),
+    ]
 
 
 def test_attribution_figure_draws_every_unit_with_its_colour():

@@ -15,8 +15,14 @@ from xlmr_np.errors import ConfigError
 from xlmr_np.ranking import PROGRESS_MIN_SEQUENCES, progress_bar
 
 QUERY = "capital of France"
-DOCS = ["Paris is the capital of France.", "Bananas are yellow.", "Berlin is the capital of Germany.",
-        "", "France borders Spain, Italy and Germany. " * 3, "北京是中国的首都。"]
+DOCS = [
+    "Paris is the capital of France.",
+    "Bananas are yellow.",
+    "Berlin is the capital of Germany.",
+    "",
+    "France borders Spain, Italy and Germany. " * 3,
+    "北京是中国的首都。",
+]
 LONG_DOC = " ".join(f"sentence {i} is about something else." for i in range(12)) + " Paris is the capital."
 
 
@@ -64,15 +70,18 @@ def test_scores_do_not_depend_on_batch_size(reranker):
     np.testing.assert_allclose(one, [r["relevance_score"] for r in reranker.rerank(QUERY, DOCS)], rtol=1e-6)
 
 
-@pytest.mark.parametrize("query, documents, top_n, message", [
-    (None, DOCS, None, "query must be a str, got NoneType"),
-    (QUERY, "one document", None, "documents must be a list of str, got str"),
-    (QUERY, [], None, "documents is empty"),
-    (QUERY, ["ok", {"text": "x"}], None, r"documents\[1\] must be a str, got dict"),
-    (QUERY, DOCS, 0, "top_n must be a positive int or None, got 0"),
-    (QUERY, DOCS, True, "top_n must be a positive int or None, got True"),
-    (QUERY, DOCS, 1.5, "top_n must be a positive int or None, got 1.5"),
-])
+@pytest.mark.parametrize(
+    "query, documents, top_n, message",
+    [
+        (None, DOCS, None, "query must be a str, got NoneType"),
+        (QUERY, "one document", None, "documents must be a list of str, got str"),
+        (QUERY, [], None, "documents is empty"),
+        (QUERY, ["ok", {"text": "x"}], None, r"documents\[1\] must be a str, got dict"),
+        (QUERY, DOCS, 0, "top_n must be a positive int or None, got 0"),
+        (QUERY, DOCS, True, "top_n must be a positive int or None, got True"),
+        (QUERY, DOCS, 1.5, "top_n must be a positive int or None, got 1.5"),
+    ],
+)
 def test_bad_input(reranker, query, documents, top_n, message):
     with pytest.raises(InputError, match=message):
         reranker.rerank(query, documents, top_n=top_n)
@@ -99,8 +108,7 @@ def test_windows_cover_the_document_and_score_the_best_window(short, plain):
         ids = np.array([[0, *q, 2, 2, *w, 2]])
         logits.append(engine.forward(short.params, short.config, ids, np.ones_like(ids))[0, 0])
 
-    scores = short.score_documents(QUERY, ["Paris.", LONG_DOC], windows=True, window_overlap=overlap,
-                                   raw_scores=True)
+    scores = short.score_documents(QUERY, ["Paris.", LONG_DOC], windows=True, window_overlap=overlap, raw_scores=True)
     assert scores.windows == [1, len(windows)] and scores.truncated == [False, False]
     np.testing.assert_allclose(scores.logits[1], max(logits), rtol=1e-5, atol=1e-6)
     paris = plain.encode("Paris.", add_special_tokens=False).ids

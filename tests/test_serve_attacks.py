@@ -61,8 +61,16 @@ class GatedReranker(Reranker):
 @contextmanager
 def running(app, request_timeout=60.0):
     """uvicorn on a free port in a thread, with the server's own protocol; yields the base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, http=deadline_protocol(request_timeout), lifespan="on",
-                            log_level="warning", timeout_keep_alive=5, limit_concurrency=1024)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        http=deadline_protocol(request_timeout),
+        lifespan="on",
+        log_level="warning",
+        timeout_keep_alive=5,
+        limit_concurrency=1024,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -124,8 +132,10 @@ def test_a_disconnected_clients_queued_work_is_dropped(reranker):
         body = json.dumps({"query": QUERY, "documents": [f"abandoned {i}" for i in range(7)]}).encode()
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as leaving:
-            leaving.sendall(b"POST /v1/rerank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            leaving.sendall(
+                b"POST /v1/rerank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
             wait_for(lambda: app.server.batcher.queued_sequences() == 7, "the request to be queued")
         wait_for(lambda: app.server.batcher.queued_sequences() == 0, "its work to be dropped")
         gated.gate.set()
@@ -175,14 +185,19 @@ def test_sigterm_finishes_the_request_in_flight(tiny_model, tmp_path):
     """A request that takes seconds (a long document scored window by window), SIGTERM while it runs:
     the client still gets its 200, new connections are refused, and the process exits 0."""
     env = offline_hub(tiny_model[0], tmp_path / "hub")
-    server = ServerProcess(["--model", str(tiny_model[0]), "--windows", "--window-overlap", "0",
-                            "--max-batch-tokens", "2048"], env, tmp_path / "log")
+    server = ServerProcess(
+        ["--model", str(tiny_model[0]), "--windows", "--window-overlap", "0", "--max-batch-tokens", "2048"],
+        env,
+        tmp_path / "log",
+    )
     server.wait_ready()
     document = "word " * 30_000  # ~60 windows of 512 tokens: seconds on the tiny model
     results = {}
     thread = post_async(server.url, "/v1/rerank", {"query": QUERY, "documents": [document, DOCS[0]]}, results, "r")
-    wait_for(lambda: "xlmr_np_requests_in_flight 1.0" in httpx.get(server.url + "/metrics").text,
-             "the request to be in flight")
+    wait_for(
+        lambda: "xlmr_np_requests_in_flight 1.0" in httpx.get(server.url + "/metrics").text,
+        "the request to be in flight",
+    )
     server.proc.send_signal(signal.SIGTERM)
     thread.join(60)
     code = server.proc.wait(60)
@@ -199,9 +214,25 @@ def test_windows_server_scores_a_document_as_large_as_the_body_limit(tiny_model,
     test takes 2 MB): answered, every token scored, in bounded time."""
     env = offline_hub(tiny_model[0], tmp_path / "hub")
     limit = 1_000_000
-    server = ServerProcess(["--model", str(tiny_model[0]), "--windows", "--window-overlap", "0", "--max-length",
-                            "128", "--max-body-bytes", str(limit), "--max-batch-tokens", "16384",
-                            "--request-timeout", "600"], env, tmp_path / "log")
+    server = ServerProcess(
+        [
+            "--model",
+            str(tiny_model[0]),
+            "--windows",
+            "--window-overlap",
+            "0",
+            "--max-length",
+            "128",
+            "--max-body-bytes",
+            str(limit),
+            "--max-batch-tokens",
+            "16384",
+            "--request-timeout",
+            "600",
+        ],
+        env,
+        tmp_path / "log",
+    )
     try:
         server.wait_ready()
         document = "word " * ((limit - 100) // 5)
@@ -245,37 +276,54 @@ def test_private_health_cors_and_allowed_hosts(reranker):
         for path in ("/health", "/info", "/metrics"):
             assert client.get(path).status_code == 401
             assert client.get(path, headers={"Authorization": "Bearer k"}).status_code == 200
-    app = create_app(reranker, ServerSettings(model_name="tiny", cors_origins=("https://app.example",),
-                                              allowed_hosts=("reranker.internal",)))
+    app = create_app(
+        reranker,
+        ServerSettings(model_name="tiny", cors_origins=("https://app.example",), allowed_hosts=("reranker.internal",)),
+    )
     with TestClient(app, base_url="http://reranker.internal") as client:
-        allowed = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS},
-                              headers={"Origin": "https://app.example"})
+        allowed = client.post(
+            "/v1/rerank", json={"query": QUERY, "documents": DOCS}, headers={"Origin": "https://app.example"}
+        )
         assert allowed.status_code == 200
         assert allowed.headers["access-control-allow-origin"] == "https://app.example"
-        preflight = client.options("/v1/rerank", headers={"Origin": "https://app.example",
-                                                          "Access-Control-Request-Method": "POST"})
+        preflight = client.options(
+            "/v1/rerank", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+        )
         assert preflight.status_code == 200
-        other = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS},
-                            headers={"Origin": "https://evil.example"})
+        other = client.post(
+            "/v1/rerank", json={"query": QUERY, "documents": DOCS}, headers={"Origin": "https://evil.example"}
+        )
         assert other.status_code == 403 and "access-control-allow-origin" not in other.headers
 
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 2000) | st.floats(allow_nan=False) | st.text(max_size=30),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
 def field_values(model):
     """For each field of a request model: JSON values that fit its schema often, and anything else sometimes."""
-    fitting = {"query": st.text(max_size=40), "documents": st.lists(st.text(max_size=40) | st.fixed_dictionaries(
-        {"text": st.text(max_size=40)}, optional={"title": st.text(max_size=10)}), max_size=6),
-        "texts": st.lists(st.text(max_size=40), max_size=6), "top_n": st.integers(-1, 8),
-        "return_documents": st.booleans(), "raw_scores": st.booleans(), "rank_fields": st.lists(
-            st.sampled_from(["text", "title", "id"]), max_size=3), "max_chunks_per_doc": st.integers(0, 3),
-        "max_tokens_per_doc": st.integers(0, 40), "truncate": st.booleans(),
-        "truncation_direction": st.sampled_from(["Right", "Left", "right", "up"]), "model": st.just("tiny"),
-        "return_text": st.booleans()}
+    fitting = {
+        "query": st.text(max_size=40),
+        "documents": st.lists(
+            st.text(max_size=40)
+            | st.fixed_dictionaries({"text": st.text(max_size=40)}, optional={"title": st.text(max_size=10)}),
+            max_size=6,
+        ),
+        "texts": st.lists(st.text(max_size=40), max_size=6),
+        "top_n": st.integers(-1, 8),
+        "return_documents": st.booleans(),
+        "raw_scores": st.booleans(),
+        "rank_fields": st.lists(st.sampled_from(["text", "title", "id"]), max_size=3),
+        "max_chunks_per_doc": st.integers(0, 3),
+        "max_tokens_per_doc": st.integers(0, 40),
+        "truncate": st.booleans(),
+        "truncation_direction": st.sampled_from(["Right", "Left", "right", "up"]),
+        "model": st.just("tiny"),
+        "return_text": st.booleans(),
+    }
     return {name: fitting.get(name, JSON_VALUES) | JSON_VALUES for name in model.model_fields}
 
 
@@ -300,11 +348,15 @@ def test_schema_fuzz_cohere_routes_answer_200_or_a_4xx_in_their_shape(fuzz_clien
         return
     answer = schema.RerankResponse.model_validate(response.json())
     texts = [d if isinstance(d, str) else d.get("text") for d in body["documents"]]
-    if (body.get("rank_fields") in (None, ["text"]) and body.get("max_chunks_per_doc") in (None, 1)
-            and body.get("max_tokens_per_doc") is None):
+    if (
+        body.get("rank_fields") in (None, ["text"])
+        and body.get("max_chunks_per_doc") in (None, 1)
+        and body.get("max_tokens_per_doc") is None
+    ):
         want = reranker.rerank(body["query"], texts, top_n=body.get("top_n"), raw_scores=bool(body.get("raw_scores")))
-        assert [(r.index, r.relevance_score) for r in answer.results] == [(r["index"], r["relevance_score"])
-                                                                          for r in want]
+        assert [(r.index, r.relevance_score) for r in answer.results] == [
+            (r["index"], r["relevance_score"]) for r in want
+        ]
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

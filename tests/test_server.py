@@ -29,8 +29,10 @@ REQUEST_TIMEOUT = 3
 QUERY = "capital of France"
 DOCS = ["Paris is the capital of France.", "Bananas are yellow.", "Berlin is the capital of Germany."]
 LONG_DOC = " ".join(f"sentence {i} is about something else entirely." for i in range(80))  # ~800 tokens
-ISSUE_BODY = ('{"model": "BAAI/bge-reranker-base","query":"capital of France","documents":["Paris is the '
-              'capital of France.", "Bananas are yellow."]}')  # the hosted API's curl example, byte for byte
+ISSUE_BODY = (
+    '{"model": "BAAI/bge-reranker-base","query":"capital of France","documents":["Paris is the '
+    'capital of France.", "Bananas are yellow."]}'
+)  # the hosted API's curl example, byte for byte
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +40,27 @@ def servers(tiny_model, tmp_path_factory):
     """(with_key, without_key): started together, stopped after the module; logs kept for inspection."""
     logs = tmp_path_factory.mktemp("server-logs")
     env = offline_hub(tiny_model[0], tmp_path_factory.mktemp("hub-cache"))
-    with_key = ServerProcess(["--model", str(tiny_model[0]), "--served-model-name", HUB_REPO,
-                              "--max-documents", str(MAX_DOCUMENTS), "--max-body-bytes", str(MAX_BODY_BYTES),
-                              "--request-timeout", str(REQUEST_TIMEOUT), "--max-length", "64"],
-                             dict(env, XLMR_NP_API_KEY=KEY), logs / "with-key.log")
-    without_key = ServerProcess(["--windows", "--max-batch-tokens", "1024", "--max-length", "64"], env,
-                                logs / "without-key.log")
+    with_key = ServerProcess(
+        [
+            "--model",
+            str(tiny_model[0]),
+            "--served-model-name",
+            HUB_REPO,
+            "--max-documents",
+            str(MAX_DOCUMENTS),
+            "--max-body-bytes",
+            str(MAX_BODY_BYTES),
+            "--request-timeout",
+            str(REQUEST_TIMEOUT),
+            "--max-length",
+            "64",
+        ],
+        dict(env, XLMR_NP_API_KEY=KEY),
+        logs / "with-key.log",
+    )
+    without_key = ServerProcess(
+        ["--windows", "--max-batch-tokens", "1024", "--max-length", "64"], env, logs / "without-key.log"
+    )
     try:
         with_key.wait_ready()
         without_key.wait_ready()
@@ -77,8 +94,11 @@ HTTP = httpx.Client(timeout=60)  # one client: httpx.post would build an SSL con
 def post(url, path, body, key=KEY, headers=None, client=None):
     """(status, parsed JSON, headers); body: a dict/list (JSON), str or bytes (sent as is)."""
     content = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    sent = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {}),
-            **(headers or {})}
+    sent = {
+        "Content-Type": "application/json",
+        **({"Authorization": f"Bearer {key}"} if key else {}),
+        **(headers or {}),
+    }
     response = (client or HTTP).post(url + path, content=content, headers=sent)
     return response.status_code, response.json(), response.headers
 
@@ -86,8 +106,11 @@ def post(url, path, body, key=KEY, headers=None, client=None):
 def get(url, path, key=KEY, headers=None):
     sent = {**({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
     response = HTTP.get(url + path, headers=sent)
-    return response.status_code, response.json() if "json" in response.headers.get("content-type", "") else \
-        response.text, response.headers
+    return (
+        response.status_code,
+        response.json() if "json" in response.headers.get("content-type", "") else response.text,
+        response.headers,
+    )
 
 
 def expected(reranker, query, documents, top_n=None, raw_scores=False, windows=False):
@@ -102,8 +125,9 @@ def got(body):
 
 
 def test_curl_shaped_request_with_form_content_type(secured, short):
-    status, body, headers = post(secured.url, "/v1/rerank", ISSUE_BODY,
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    status, body, headers = post(
+        secured.url, "/v1/rerank", ISSUE_BODY, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert status == 200 and headers["content-type"] == "application/json; charset=utf-8"
     schema.RerankResponse.model_validate(body)
     assert body["model"] == HUB_REPO and got(body) == expected(short, QUERY, DOCS[:2])
@@ -120,8 +144,9 @@ def test_curl_shaped_request_with_form_content_type(secured, short):
 
 def test_documents_as_text_objects_top_n_and_return_documents(secured, short):
     objects = [{"text": d} for d in DOCS]
-    status, body, _ = post(secured.url, "/v1/rerank", {"query": QUERY, "documents": objects, "top_n": 2,
-                                                       "return_documents": False})
+    status, body, _ = post(
+        secured.url, "/v1/rerank", {"query": QUERY, "documents": objects, "top_n": 2, "return_documents": False}
+    )
     assert status == 200 and got(body) == expected(short, QUERY, DOCS, top_n=2)
     assert all("document" not in r for r in body["results"])
     _, everything, _ = post(secured.url, "/v1/rerank", {"query": QUERY, "documents": DOCS, "top_n": 99})
@@ -138,12 +163,12 @@ def test_structured_documents_scored_on_rank_fields_and_echoed_whole(secured, sh
     status, body, _ = post(secured.url, "/v1/rerank", {"query": QUERY, "documents": documents})
     assert status == 200 and got(body) == expected(short, QUERY, DOCS[:2])
     assert [r["document"] for r in body["results"]] == [documents[i] for i, _ in got(body)]
-    _, titled, _ = post(secured.url, "/v1/rerank", {"query": QUERY, "documents": documents,
-                                                    "rank_fields": ["title", "text"]})
+    _, titled, _ = post(
+        secured.url, "/v1/rerank", {"query": QUERY, "documents": documents, "rank_fields": ["title", "text"]}
+    )
     texts = [f"title: {d['title']}\ntext: {d['text']}" for d in documents]
     assert got(titled) == expected(short, QUERY, texts)
-    status, error, _ = post(secured.url, "/v1/rerank", {"query": QUERY, "documents": documents,
-                                                        "rank_fields": ["id"]})
+    status, error, _ = post(secured.url, "/v1/rerank", {"query": QUERY, "documents": documents, "rank_fields": ["id"]})
     assert (status, error["error"]["field"]) == (400, "documents[0].id") and "got number" in error["message"]
 
 
@@ -157,9 +182,11 @@ def test_v2_rerank_has_id_and_meta_and_no_documents_by_default(secured, short):
 
 def test_max_tokens_per_doc_and_max_chunks_per_doc(secured, short):
     documents = [LONG_DOC, DOCS[0]]
-    for options, encoding in [({"max_tokens_per_doc": 10}, dict(max_windows=1, max_document_tokens=10)),
-                              ({"max_chunks_per_doc": 3}, dict(windows=True, max_windows=3)),
-                              ({"max_chunks_per_doc": 1}, dict())]:
+    for options, encoding in [
+        ({"max_tokens_per_doc": 10}, dict(max_windows=1, max_document_tokens=10)),
+        ({"max_chunks_per_doc": 3}, dict(windows=True, max_windows=3)),
+        ({"max_chunks_per_doc": 1}, dict()),
+    ]:
         status, body, _ = post(secured.url, "/v2/rerank", {"query": QUERY, "documents": documents, **options})
         encoded, owners = short.encode_documents(QUERY, documents, **encoding)
         want = document_scores(2, encoded, owners, short.logits_of(encoded, progress=False)[:, 0])
@@ -185,15 +212,19 @@ def test_no_key_configured_means_open_and_hub_id_served_by_default(open_server, 
     assert got(body) == expected(short, QUERY, DOCS[:2], windows=True)
 
 
-@pytest.mark.parametrize("headers, field", [
-    ({"Origin": "https://example.com"}, "Origin"),
-    ({"Origin": "null"}, "Origin"),
-    ({"Host": "rebound.example.com:8000"}, "Host"),
-    ({"Host": "localhost.example.com"}, "Host"),
-])
+@pytest.mark.parametrize(
+    "headers, field",
+    [
+        ({"Origin": "https://example.com"}, "Origin"),
+        ({"Origin": "null"}, "Origin"),
+        ({"Host": "rebound.example.com:8000"}, "Host"),
+        ({"Host": "localhost.example.com"}, "Host"),
+    ],
+)
 def test_open_server_refuses_browser_origins_and_foreign_hosts(open_server, headers, field):
-    status, error, _ = post(open_server.url, "/v1/rerank", {"query": QUERY, "documents": DOCS}, key=None,
-                            headers=headers)
+    status, error, _ = post(
+        open_server.url, "/v1/rerank", {"query": QUERY, "documents": DOCS}, key=None, headers=headers
+    )
     assert (status, error["error"]["field"]) == (403, field)
     assert get(open_server.url, "/health", key=None, headers=headers)[0] == 403
     port = open_server.url.rsplit(":", 1)[1]
@@ -236,8 +267,9 @@ BAD_REQUESTS = [
 
 
 @pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank"])
-@pytest.mark.parametrize("body, status, field, words", BAD_REQUESTS,
-                         ids=[f"{s}-{f}-{i}" for i, (_, s, f, _) in enumerate(BAD_REQUESTS)])
+@pytest.mark.parametrize(
+    "body, status, field, words", BAD_REQUESTS, ids=[f"{s}-{f}-{i}" for i, (_, s, f, _) in enumerate(BAD_REQUESTS)]
+)
 def test_bad_request_gets_json_error_naming_the_field(secured, path, body, status, field, words):
     got_status, error, headers = post(secured.url, path, body)
     assert (got_status, error["error"]["field"]) == (status, field), error
@@ -269,20 +301,24 @@ def test_tei_over_long_input_is_its_413_unless_truncate(secured, short, tiny_mod
     assert f"`inputs` must have less than 64 tokens. Given: {n_tokens} (texts[1])" in error["error"], error
     status, ranks, _ = post(secured.url, "/rerank", {"query": QUERY, "texts": texts, "truncate": True})
     assert status == 200 and got(ranks) == expected(short, QUERY, texts)
-    status, left, _ = post(secured.url, "/rerank", {"query": QUERY, "texts": texts, "truncate": True,
-                                                    "truncation_direction": "Left"})
+    status, left, _ = post(
+        secured.url, "/rerank", {"query": QUERY, "texts": texts, "truncate": True, "truncation_direction": "Left"}
+    )
     encoded, owners = short.tokenizer.encode_windows([(QUERY, t) for t in texts], 0, max_windows=1, from_end=True)
     want = document_scores(2, encoded, owners, short.logits_of(encoded, progress=False)[:, 0])
     assert status == 200 and got(left) == [(r["index"], r["relevance_score"]) for r in want.ranked(texts)]
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"query": QUERY, "texts": []}, 400, "texts is empty"),
-    ({"query": QUERY, "texts": [DOCS[0], 3]}, 400, "texts[1] must be a string"),
-    ({"query": QUERY, "texts": DOCS, "truncation_direction": "Up"}, 400, "truncation_direction"),
-    ({"query": QUERY, "texts": ["d"] * (MAX_DOCUMENTS + 1)}, 413, f"at most {MAX_DOCUMENTS}"),
-    (b"{", 400, "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"query": QUERY, "texts": []}, 400, "texts is empty"),
+        ({"query": QUERY, "texts": [DOCS[0], 3]}, 400, "texts[1] must be a string"),
+        ({"query": QUERY, "texts": DOCS, "truncation_direction": "Up"}, 400, "truncation_direction"),
+        ({"query": QUERY, "texts": ["d"] * (MAX_DOCUMENTS + 1)}, 413, f"at most {MAX_DOCUMENTS}"),
+        (b"{", 400, "not valid JSON"),
+    ],
+)
 def test_tei_errors_in_tei_shape(secured, body, status, words):
     got_status, error, _ = post(secured.url, "/rerank", body)
     assert got_status == status and words in error["error"], error
@@ -291,8 +327,9 @@ def test_tei_errors_in_tei_shape(secured, body, status, words):
 
 def test_tei_request_from_the_rerankers_library(secured, short):
     api_rankers = pytest.importorskip("rerankers.models.api_rankers")
-    ranker = api_rankers.APIRanker(model=HUB_REPO, api_key=KEY, api_provider="text-embeddings-inference",
-                                   url=secured.url + "/rerank", verbose=0)
+    ranker = api_rankers.APIRanker(
+        model=HUB_REPO, api_key=KEY, api_provider="text-embeddings-inference", url=secured.url + "/rerank", verbose=0
+    )
     results = ranker.rank(QUERY, DOCS).results
     assert [(r.document.doc_id, r.score) for r in results] == expected(short, QUERY, DOCS)
     assert [r.document.text for r in results] == [DOCS[i] for i, _ in expected(short, QUERY, DOCS)]
@@ -317,16 +354,25 @@ def parse(answer: bytes) -> tuple[int, dict]:
 AUTH = f"Authorization: Bearer {KEY}\r\n".encode()
 
 
-@pytest.mark.parametrize("request_bytes, status, words", [
-    (b"POST /v1/rerank HTTP/1.1\r\nHost: a\r\n" + AUTH + b"Connection: close\r\n\r\n", 411, "Content-Length"),
-    (b"POST /v1/rerank HTTP/1.1\r\nHost: a\r\n" + AUTH + b"Content-Length: \xc2\xb2\r\n\r\n", 400, "malformed"),
-    (b"POST /v1/rerank HTTP/1.1\r\nHost: a\r\n" + AUTH + b"Content-Length: ten\r\n\r\n", 400, "malformed"),
-    (b"POST /v1/rerank HTTP/1.1\r\nHost: a\r\n" + AUTH + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n", 400,
-     "malformed"),
-    (b"NOT HTTP AT ALL\r\n\r\n", 400, "malformed"),
-    (b"POST /v1/rerank HTTP/1.1\r\nHost: a\r\n" + AUTH + b"Content-Length: 100\r\n\r\n{\"query\"", 408,
-     "did not arrive"),
-])
+@pytest.mark.parametrize(
+    "request_bytes, status, words",
+    [
+        (b"POST /v1/rerank HTTP/1.1\r\nHost: a\r\n" + AUTH + b"Connection: close\r\n\r\n", 411, "Content-Length"),
+        (b"POST /v1/rerank HTTP/1.1\r\nHost: a\r\n" + AUTH + b"Content-Length: \xc2\xb2\r\n\r\n", 400, "malformed"),
+        (b"POST /v1/rerank HTTP/1.1\r\nHost: a\r\n" + AUTH + b"Content-Length: ten\r\n\r\n", 400, "malformed"),
+        (
+            b"POST /v1/rerank HTTP/1.1\r\nHost: a\r\n" + AUTH + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            400,
+            "malformed",
+        ),
+        (b"NOT HTTP AT ALL\r\n\r\n", 400, "malformed"),
+        (
+            b"POST /v1/rerank HTTP/1.1\r\nHost: a\r\n" + AUTH + b'Content-Length: 100\r\n\r\n{"query"',
+            408,
+            "did not arrive",
+        ),
+    ],
+)
 def test_malformed_http_gets_a_json_error(secured, request_bytes, status, words):
     started = time.perf_counter()
     got_status, error = parse(raw_http(secured.url, request_bytes))
@@ -335,9 +381,15 @@ def test_malformed_http_gets_a_json_error(secured, request_bytes, status, words)
     assert get(secured.url, "/health")[0] == 200
 
 
-@pytest.mark.parametrize("method, path, status", [
-    ("GET", "/v1/rerank", 405), ("POST", "/health", 405), ("GET", "/v2/nothing", 404), ("DELETE", "/v1/rerank", 405),
-])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("GET", "/v1/rerank", 405),
+        ("POST", "/health", 405),
+        ("GET", "/v2/nothing", 404),
+        ("DELETE", "/v1/rerank", 405),
+    ],
+)
 def test_wrong_routes_and_methods(secured, method, path, status):
     response = HTTP.request(method, secured.url + path, headers={"Authorization": f"Bearer {KEY}"})
     assert response.status_code == status and "error" in response.json()
@@ -350,8 +402,7 @@ def test_health_models_info_and_openapi(secured, short):
     assert models["data"][0]["max_length"] == short.max_length
     status, info, _ = get(secured.url, "/info")
     schema.Info.model_validate(info)
-    assert (info["model_id"], info["max_input_length"], info["max_client_batch_size"]) == (HUB_REPO, 64,
-                                                                                           MAX_DOCUMENTS)
+    assert (info["model_id"], info["max_input_length"], info["max_client_batch_size"]) == (HUB_REPO, 64, MAX_DOCUMENTS)
     status, document, _ = get(secured.url, "/openapi.json")
     assert status == 200 and document["openapi"].startswith("3.")
     components = document["components"]["schemas"]
@@ -385,8 +436,11 @@ def test_two_hundred_concurrent_mixed_requests_get_their_own_answers(open_server
         if i % 10 == 0:
             documents.append(LONG_DOC)  # several windows (the server runs --windows)
         path = ("/v1/rerank", "/v2/rerank", "/rerank")[i % 3]
-        body = ({"query": f"{QUERY} {i}", "texts": documents, "truncate": True} if path == "/rerank" else
-                {"query": f"{QUERY} {i}", "documents": documents, "top_n": 1 + i % 4})
+        body = (
+            {"query": f"{QUERY} {i}", "texts": documents, "truncate": True}
+            if path == "/rerank"
+            else {"query": f"{QUERY} {i}", "documents": documents, "top_n": 1 + i % 4}
+        )
         jobs.append((path, body, documents))
     start = threading.Barrier(len(jobs))
     clients = [httpx.Client(timeout=60, limits=httpx.Limits(max_connections=50)) for _ in range(4)]
@@ -412,8 +466,11 @@ def test_two_hundred_concurrent_mixed_requests_get_their_own_answers(open_server
 
 def sample(exposition: str, name: str) -> float:
     """The value of one Prometheus sample (the sum over its label sets)."""
-    values = [float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
-              if line.startswith(name + " ") or line.startswith(name + "{")]
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    ]
     assert values, f"{name} is not in /metrics"
     return sum(values)
 
@@ -424,13 +481,21 @@ def test_metrics_count_requests_documents_and_truncation(secured):
     post(secured.url, "/v1/rerank", {"query": QUERY, "documents": []})
     status, after, headers = get(secured.url, "/metrics", key=None)
     assert status == 200 and headers["content-type"].startswith("text/plain")
-    for name, grown in [("xlmr_np_documents_total", 2), ("xlmr_np_truncated_documents_total", 1),
-                        ('xlmr_np_requests_total{route="/v1/rerank",status="200"}', 1),
-                        ('xlmr_np_requests_total{route="/v1/rerank",status="400"}', 1)]:
+    for name, grown in [
+        ("xlmr_np_documents_total", 2),
+        ("xlmr_np_truncated_documents_total", 1),
+        ('xlmr_np_requests_total{route="/v1/rerank",status="200"}', 1),
+        ('xlmr_np_requests_total{route="/v1/rerank",status="400"}', 1),
+    ]:
         assert sample(after, name) - sample(before, name) == grown, name
-    for name in ("xlmr_np_queue_duration_seconds_count", "xlmr_np_inference_duration_seconds_count",
-                 "xlmr_np_request_duration_seconds_count", "xlmr_np_queue_sequences", "xlmr_np_requests_in_flight",
-                 "xlmr_np_tokens_total"):
+    for name in (
+        "xlmr_np_queue_duration_seconds_count",
+        "xlmr_np_inference_duration_seconds_count",
+        "xlmr_np_request_duration_seconds_count",
+        "xlmr_np_queue_sequences",
+        "xlmr_np_requests_in_flight",
+        "xlmr_np_tokens_total",
+    ):
         sample(after, name)
 
 

@@ -11,8 +11,10 @@ import pytest
 from xlmr_np import InputError, PairTokenizer, TokenizerError
 from xlmr_np.testing import require, xlmr_tokenizer_json
 
-LONG_DOC = ("Der schnelle braune Fuchs springt über den faulen Hund. 敏捷的棕色狐狸跳过了懒狗。 "
-            "Быстрая коричневая лиса прыгает через ленивую собаку. 🦊🐕 ") * 200  # ~20,000 characters
+LONG_DOC = (
+    "Der schnelle braune Fuchs springt über den faulen Hund. 敏捷的棕色狐狸跳过了懒狗。 "
+    "Быстрая коричневая лиса прыгает через ленивую собаку. 🦊🐕 "
+) * 200  # ~20,000 characters
 assert len(LONG_DOC) >= 20_000
 
 CASES = {
@@ -94,8 +96,14 @@ def test_only_second_keeps_a_query_that_fits_whole(hf_tokenizer):
 
 def test_padded_batch_matches_transformers(hf_tokenizer):
     pairs = list(CASES.values())
-    ref = hf_tokenizer([q for q, _ in pairs], [d for _, d in pairs], padding=True, truncation="longest_first",
-                       max_length=512, return_tensors="np")
+    ref = hf_tokenizer(
+        [q for q, _ in pairs],
+        [d for _, d in pairs],
+        padding=True,
+        truncation="longest_first",
+        max_length=512,
+        return_tensors="np",
+    )
     batch = ours()(pairs)
     assert np.array_equal(batch.input_ids, ref["input_ids"])
     assert np.array_equal(batch.attention_mask, ref["attention_mask"])
@@ -122,17 +130,20 @@ def test_padding_is_per_batch_not_to_max_length():
     assert batch.input_ids[0, -1] == 1 and batch.attention_mask[0, -1] == 0
 
 
-@pytest.mark.parametrize("pairs, message", [
-    ([], "empty"),
-    ("query", "list of"),
-    ({"q": "d"}, "list of"),
-    (42, "list of"),
-    ([("q", None)], "document must be a str"),
-    ([(1, "d")], "query must be a str"),
-    ([("q", "d", "extra")], r"pairs\[0\]"),
-    ([("q", "d"), "qd"], r"pairs\[1\]"),
-    ([("q", b"bytes")], "document must be a str"),
-])
+@pytest.mark.parametrize(
+    "pairs, message",
+    [
+        ([], "empty"),
+        ("query", "list of"),
+        ({"q": "d"}, "list of"),
+        (42, "list of"),
+        ([("q", None)], "document must be a str"),
+        ([(1, "d")], "query must be a str"),
+        ([("q", "d", "extra")], r"pairs\[0\]"),
+        ([("q", "d"), "qd"], r"pairs\[1\]"),
+        ([("q", b"bytes")], "document must be a str"),
+    ],
+)
 def test_bad_pairs_raise_input_error(pairs, message):
     with pytest.raises(InputError, match=message):
         ours().encode(pairs)

@@ -77,9 +77,11 @@ def write_hub_task(hub: str, task_name: str, queries: int, docs: int, text: str,
     task = TASKS[task_name]
     query_chars, doc_chars, _ = PROFILES[task_name]
     pairs = make_pairs(text, query_chars, doc_chars, queries * docs, rng)
-    rows = {"query": [pairs[i * docs][0] for i in range(queries)],
-            "positive": [[pairs[i * docs][1]] for i in range(queries)],
-            "negative": [[d for _, d in pairs[i * docs + 1 : (i + 1) * docs]] for i in range(queries)]}
+    rows = {
+        "query": [pairs[i * docs][0] for i in range(queries)],
+        "positive": [[pairs[i * docs][1]] for i in range(queries)],
+        "negative": [[d for _, d in pairs[i * docs + 1 : (i + 1) * docs]] for i in range(queries)],
+    }
     path = os.path.join(hub, f"datasets--{task.repo.replace('/', '--')}", "snapshots", task.revision, task.filename)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     pq.write_table(pa.table(rows), path)
@@ -90,10 +92,14 @@ def environment() -> str:
     from threadpoolctl import threadpool_info
 
     blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)" for i in threadpool_info()]
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    return (f"CPU {cpu}; {len(os.sched_getaffinity(0))} cores usable; load average {os.getloadavg()[0]:.2f} at start; "
-            f"numpy {np.__version__}; BLAS {', '.join(blas)}")
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
+    return (
+        f"CPU {cpu}; {len(os.sched_getaffinity(0))} cores usable; load average {os.getloadavg()[0]:.2f} at start; "
+        f"numpy {np.__version__}; BLAS {', '.join(blas)}"
+    )
 
 
 def main() -> None:
@@ -110,8 +116,11 @@ def main() -> None:
     if args.write_hub:
         if not args.task:
             parser.error("--write-hub needs --task")
-        print(write_hub_task(args.write_hub, args.task, args.queries, args.docs, chinese_text(),
-                             np.random.default_rng(args.seed)))
+        print(
+            write_hub_task(
+                args.write_hub, args.task, args.queries, args.docs, chinese_text(), np.random.default_rng(args.seed)
+            )
+        )
         return
     if not args.model:
         parser.error("--model is required (or --write-hub)")
@@ -135,10 +144,14 @@ def main() -> None:
         rate = (len(pairs) - args.batch_size) / (time.perf_counter() - start)
         seconds = pairs_in_task / rate
         total_seconds += seconds
-        print(f"| {task} | {query_chars:.0f} | {doc_chars:.0f} | {tokens:.0f} | {rate:.2f} | {1000 / rate:.0f} | "
-              f"{pairs_in_task:,} | {seconds / 3600:.1f} h |")
-    print(f"all four tasks: {total_seconds / 3600:.1f} h with one process on {len(os.sched_getaffinity(0))} cores; "
-          f"load average {os.getloadavg()[0]:.2f} at the end")
+        print(
+            f"| {task} | {query_chars:.0f} | {doc_chars:.0f} | {tokens:.0f} | {rate:.2f} | {1000 / rate:.0f} | "
+            f"{pairs_in_task:,} | {seconds / 3600:.1f} h |"
+        )
+    print(
+        f"all four tasks: {total_seconds / 3600:.1f} h with one process on {len(os.sched_getaffinity(0))} cores; "
+        f"load average {os.getloadavg()[0]:.2f} at the end"
+    )
 
 
 if __name__ == "__main__":

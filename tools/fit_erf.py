@@ -49,7 +49,7 @@ def fit(basis_p, basis_q, f, weight_of_error, iterations=40):
         a = np.concatenate([basis_p, -(f[:, None] * basis_q)], axis=1)
         scale = weights * weight_of_error / previous_q
         c, *_ = np.linalg.lstsq(a * scale[:, None], f * scale, rcond=None)
-        p, q = c[: basis_p.shape[1]], np.concatenate([[1.0], c[basis_p.shape[1]:]])
+        p, q = c[: basis_p.shape[1]], np.concatenate([[1.0], c[basis_p.shape[1] :]])
         previous_q = 1.0 + basis_q @ q[1:]
         err = ((basis_p @ p) / previous_q - f) * weight_of_error
         if i > 5:
@@ -66,8 +66,13 @@ def fit_erf():
     x = chebyshev_nodes(XMAX, 6000)
     t = x * x
     f = np.array([float(mpmath.erf(v)) for v in x])
-    p, q, err = fit(x[:, None] * t[:, None] ** np.arange(DEG_P + 1), t[:, None] ** np.arange(1, DEG_Q + 1), f,
-                    np.ones_like(f), iterations=30)
+    p, q, err = fit(
+        x[:, None] * t[:, None] ** np.arange(DEG_P + 1),
+        t[:, None] ** np.arange(1, DEG_Q + 1),
+        f,
+        np.ones_like(f),
+        iterations=30,
+    )
     grid = np.linspace(0, XMAX, 200_001)
     approx = grid * np.polyval(p[::-1], grid * grid) / np.polyval(q[::-1], grid * grid)
     dense = np.abs(approx - np.array([math.erf(v) for v in grid])).max()
@@ -89,8 +94,10 @@ def fit_tail():
     approx = np.polyval(p[::-1], grid) / np.polyval(q[::-1], grid)
     exact = np.array([tail_ratio(v) for v in grid])
     dense = np.abs(approx / exact - 1).max()
-    print(f"P = {tuple(p.tolist())}\nQ = {tuple(q.tolist())}\nmax relative error: nodes {err:.2e}, "
-          f"dense grid {dense:.2e}; all coefficients positive: {bool((p > 0).all() and (q > 0).all())}")
+    print(
+        f"P = {tuple(p.tolist())}\nQ = {tuple(q.tolist())}\nmax relative error: nodes {err:.2e}, "
+        f"dense grid {dense:.2e}; all coefficients positive: {bool((p > 0).all() and (q > 0).all())}"
+    )
 
 
 if __name__ == "__main__":

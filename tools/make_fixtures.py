@@ -25,10 +25,21 @@ FORMAT = 1  # bump when the file layout changes; the test refuses other versions
 
 def main():
     torch.manual_seed(1234)
-    config = XLMRobertaConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                              intermediate_size=37, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1,
-                              bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5, num_labels=2,
-                              initializer_range=0.2)
+    config = XLMRobertaConfig(
+        vocab_size=1000,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=66,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+        num_labels=2,
+        initializer_range=0.2,
+    )
     config._attn_implementation = "eager"
     model = XLMRobertaForSequenceClassification(config).eval()
     with torch.no_grad():
@@ -50,9 +61,12 @@ def main():
     arrays = {"input_ids": input_ids, "attention_mask": attention_mask}
     for dtype, tag in ((torch.float32, "float32"), (torch.float64, "float64")):
         with torch.inference_mode():
-            out = model.to(dtype)(input_ids=torch.from_numpy(input_ids),
-                                  attention_mask=torch.from_numpy(attention_mask),
-                                  output_hidden_states=True, output_attentions=True)
+            out = model.to(dtype)(
+                input_ids=torch.from_numpy(input_ids),
+                attention_mask=torch.from_numpy(attention_mask),
+                output_hidden_states=True,
+                output_attentions=True,
+            )
         arrays[f"{tag}/logits"] = out.logits.numpy()
         for i, h in enumerate(out.hidden_states):
             arrays[f"{tag}/hidden_states/{i}"] = h.numpy()

@@ -23,8 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 QUERY = "what is the capital of France?"
-SENTENCE = ("Paris is the capital and most populous city of France, with an estimated population of two "
-            "million residents, and a centre of finance, diplomacy, commerce, fashion and science. ")
+SENTENCE = (
+    "Paris is the capital and most populous city of France, with an estimated population of two "
+    "million residents, and a centre of finance, diplomacy, commerce, fashion and science. "
+)
 
 
 def documents(n: int, tag: str) -> list[str]:
@@ -44,8 +46,13 @@ def latency(client: httpx.Client, url: str, n: int = 200) -> None:
             response = client.get(url + path) if body is None else client.post(url + path, json=body)
             times.append(time.perf_counter() - started)
             assert response.status_code == 200, response.text
-        report(figure="keep-alive latency", path=path, requests=n, median_ms=round(statistics.median(times) * 1e3, 3),
-               p90_ms=round(sorted(times)[int(0.9 * n)] * 1e3, 3))
+        report(
+            figure="keep-alive latency",
+            path=path,
+            requests=n,
+            median_ms=round(statistics.median(times) * 1e3, 3),
+            p90_ms=round(sorted(times)[int(0.9 * n)] * 1e3, 3),
+        )
 
 
 def concurrency(url: str, headers: dict, n: int) -> None:
@@ -65,9 +72,16 @@ def concurrency(url: str, headers: dict, n: int) -> None:
     health = client.get(url + "/health").status_code
     for connection in idle:
         connection.close()
-    report(figure="concurrency", requests=n, idle_connections_held=n, answered_200=statuses.count(200),
-           answered_429=statuses.count(429), other=[s for s in statuses if s not in (200, 429)][:5],
-           seconds=round(seconds, 2), health_during=health)
+    report(
+        figure="concurrency",
+        requests=n,
+        idle_connections_held=n,
+        answered_200=statuses.count(200),
+        answered_429=statuses.count(429),
+        other=[s for s in statuses if s not in (200, 429)][:5],
+        seconds=round(seconds, 2),
+        health_during=health,
+    )
 
 
 def throughput(url: str, headers: dict, repeats: int) -> None:
@@ -88,8 +102,14 @@ def throughput(url: str, headers: dict, repeats: int) -> None:
                 assert set(pool.map(send, range(requests))) == {200}
             runs.append(time.perf_counter() - started)
         seconds = statistics.median(runs)
-        report(figure="throughput", shape=shape, documents=requests * per_request, median_seconds=round(seconds, 2),
-               documents_per_second=round(requests * per_request / seconds, 1), runs=[round(s, 2) for s in runs])
+        report(
+            figure="throughput",
+            shape=shape,
+            documents=requests * per_request,
+            median_seconds=round(seconds, 2),
+            documents_per_second=round(requests * per_request / seconds, 1),
+            runs=[round(s, 2) for s in runs],
+        )
 
 
 def peak_rss_mb(pid: int | None) -> float | None:
@@ -105,14 +125,25 @@ def big(url: str, headers: dict, mb: float, pid: int | None) -> None:
     document = "word " * int(mb * 1e6 / 5)
     before = peak_rss_mb(pid)
     started = time.perf_counter()
-    response = httpx.post(url + "/v1/rerank", headers=headers, timeout=3600,
-                          json={"query": QUERY, "documents": [document], "return_documents": False})
+    response = httpx.post(
+        url + "/v1/rerank",
+        headers=headers,
+        timeout=3600,
+        json={"query": QUERY, "documents": [document], "return_documents": False},
+    )
     seconds = time.perf_counter() - started
     body = response.json()
-    report(figure="one large document", megabytes=mb, status=response.status_code, seconds=round(seconds, 2),
-           total_tokens=body.get("usage", {}).get("total_tokens"), server_peak_rss_mb_before=before,
-           server_peak_rss_mb_after=peak_rss_mb(pid), queue_ms=response.headers.get("x-queue-time"),
-           inference_ms=response.headers.get("x-inference-time"))
+    report(
+        figure="one large document",
+        megabytes=mb,
+        status=response.status_code,
+        seconds=round(seconds, 2),
+        total_tokens=body.get("usage", {}).get("total_tokens"),
+        server_peak_rss_mb_before=before,
+        server_peak_rss_mb_after=peak_rss_mb(pid),
+        queue_ms=response.headers.get("x-queue-time"),
+        inference_ms=response.headers.get("x-inference-time"),
+    )
 
 
 def main() -> None:

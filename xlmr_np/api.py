@@ -22,8 +22,14 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # 1000 documents of ~8 KB each
 class ApiError(Exception):
     """A request the server refuses: HTTP status, message, and the field it concerns (None: the request)."""
 
-    def __init__(self, status: int, message: str, field: str | None = None, kind: str = "invalid_request_error",
-                 headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        field: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message

@@ -57,12 +57,11 @@ class XLMRobertaConfig:
             raise ConfigError(f"{source}: expected a JSON object, found {type(raw).__name__}")
         model_type = raw.get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
-            raise ConfigError(
-                f"{source}: model_type is {model_type!r}; xlmr_np runs only {SUPPORTED_MODEL_TYPES[0]!r}"
-            )
+            raise ConfigError(f"{source}: model_type is {model_type!r}; xlmr_np runs only {SUPPORTED_MODEL_TYPES[0]!r}")
         architectures = raw.get("architectures")
-        if architectures is not None and (not isinstance(architectures, list)
-                                          or not all(isinstance(a, str) for a in architectures)):
+        if architectures is not None and (
+            not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures)
+        ):
             raise ConfigError(
                 f"{source}: architectures must be a list of class names such as "
                 f"[{SUPPORTED_ARCHITECTURES[0]!r}], found {type(architectures).__name__} {architectures!r:.100}"
@@ -76,9 +75,7 @@ class XLMRobertaConfig:
             raise ConfigError(f"{source}: is_decoder is true; xlmr_np runs only the bidirectional encoder")
         position_type = raw.get("position_embedding_type", "absolute")
         if position_type != "absolute":
-            raise ConfigError(
-                f"{source}: position_embedding_type is {position_type!r}; xlmr_np runs only 'absolute'"
-            )
+            raise ConfigError(f"{source}: position_embedding_type is {position_type!r}; xlmr_np runs only 'absolute'")
         if raw.get("hidden_act") not in SUPPORTED_ACTIVATIONS:
             raise ConfigError(
                 f"{source}: hidden_act is {raw.get('hidden_act')!r}; xlmr_np runs only 'gelu' (exact erf)"
@@ -124,8 +121,9 @@ class XLMRobertaConfig:
         except OSError as e:
             raise ConfigError(f"{path}: cannot read config.json ({e.strerror or e})") from None
         except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
-                              f"offset {e.start}); JSON files are UTF-8") from None
+            raise ConfigError(
+                f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); JSON files are UTF-8"
+            ) from None
         try:
             raw = json.loads(text)
         except ValueError as e:  # not JSON, or an integer too long to convert
@@ -135,8 +133,16 @@ class XLMRobertaConfig:
         return cls.from_dict(raw, source=str(path))
 
     def _check_sizes(self, source: str) -> None:
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size", "num_labels"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+            "num_labels",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{source}: {name} must be positive, found {getattr(self, name)}")
         if self.hidden_size % self.num_attention_heads:

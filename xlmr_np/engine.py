@@ -22,7 +22,10 @@ H attention heads, Dh head size, F feed-forward size, L labels.
 
 from __future__ import annotations
 
+import contextvars
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -50,12 +53,47 @@ def matmul_wt(x, weight):
     bulk = n - n % GEMM_ROWS
     y = np.empty((n, weight.shape[0]), dtype=x.dtype)  # [N, in] -> [N, out]
     if bulk:
-        np.matmul(x[:bulk], weight.T, out=y[:bulk])
+        product(x[:bulk], weight, out=y[:bulk])
     if bulk < n:
         padded = np.zeros((GEMM_ROWS, x.shape[1]), dtype=x.dtype)  # [GEMM_ROWS, in]
         padded[: n - bulk] = x[bulk:]
-        y[bulk:] = (padded @ weight.T)[: n - bulk]  # [GEMM_ROWS, out] -> [R, out]
+        y[bulk:] = product(padded, weight)[: n - bulk]  # [GEMM_ROWS, out] -> [R, out]
     return y
+
+
+# Intra-op threads, for a job too small to split by pairs (one pair, a few short ones: see xlmr_np.workers):
+# an object with `threads` and `map(tasks)` (run the callables on that many threads, return when all are
+# done), set for the calling thread only; None runs everything on it. The dense products are then split by
+# whole COLUMN_BLOCKs of output features and attention by heads. With one-thread BLAS, a column block of
+# x W^T is the same bits computed alone or with the others (checked for the model's three weight shapes at
+# 128..1024 rows, 2..8 blocks), and each head's products are separate BLAS calls anyway.
+intra_op: contextvars.ContextVar[Any] = contextvars.ContextVar("xlmr_np_engine_intra_op", default=None)
+COLUMN_BLOCK = 128
+
+
+def spans(size, parts, step=1):
+    """[(start, stop)] cutting range(size) into at most `parts` spans of whole steps, as even as they come.
+
+    >>> spans(768, 3, 128)   # [(0, 256), (256, 512), (512, 768)]; spans(12, 5) -> 2, 2, 3, 2, 3 heads
+    """
+    blocks = -(-size // step)
+    edges = [min(size, step * (blocks * k // parts)) for k in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def product(x, weight, out=None):
+    """x W^T in one BLAS call, or split by column blocks among the intra-op threads when there are any."""
+    out = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype) if out is None else out  # [R, out]
+    pool = intra_op.get()
+    if pool is None or weight.shape[0] < 2 * COLUMN_BLOCK:
+        return np.matmul(x, weight.T, out=out)
+    pool.map(
+        [
+            lambda a=a, b=b: np.matmul(x, weight[a:b].T, out=out[:, a:b])
+            for a, b in spans(weight.shape[0], pool.threads, COLUMN_BLOCK)
+        ]
+    )
+    return out
 
 
 def linear(x, weight, bias):
@@ -67,12 +105,11 @@ def linear(x, weight, bias):
 
 # Elementwise work (GELU, layer norm) walks its rows in blocks of about BLOCK_ELEMENTS values, so that the
 # several passes an op makes over a block (and the block's temporaries) stay in the L2 cache. (Attention's
-# softmax is the exception: one pair's scores are a few MB, and 6 calls over them beat 6 per block.)
-# It runs on the calling thread only. numpy's ufuncs do release the GIL, but each pass over a block lasts
-# 1-3 us, and re-taking the GIL after every pass costs more than that: spreading the blocks over two
-# threads made GELU on a [4096, 3072] matrix *slower* on a 2-core machine (52 ms on one thread, 66 ms on
-# two; bench/test_ops_speed.py has both). The matrix products, which BLAS runs on every core, are most of
-# the time anyway. Blocking never changes a value: every op here is elementwise or reduces along one row.
+# softmax goes by chunks of heads instead: see SCORES_ELEMENTS.) Within one call it runs on the calling
+# thread: each numpy pass over a block lasts 1-3 us, and handing blocks to other threads costs more than
+# that (bench/test_ops_speed.py has GELU split over two threads for comparison). The cores are kept busy
+# one level up instead, by xlmr_np.workers, which runs a whole pass over different pairs on each core.
+# Blocking never changes a value: every op here is elementwise or reduces along one row.
 BLOCK_ELEMENTS = 32768
 
 
@@ -164,12 +201,28 @@ def embeddings(ids, positions, params, config):
     return layer_norm(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=x)
 
 
+# Attention runs a few heads at a time, each chunk's products and softmax back to back, so that a chunk's
+# scores (about SCORES_ELEMENTS values: 512 KB in float32, half of one core's L2 on the machines measured;
+# at least one head) are still in cache for the softmax's passes and the product with V, and the same
+# buffer is reused for every chunk. Chunking never changes a value: each head's products are separate BLAS
+# calls anyway, and the softmax works along one row.
+SCORES_ELEMENTS = 131072
+
+
+def power_of_two(value) -> bool:
+    """Whether scaling by value is exact (a power of two): 0.125 yes, 0.35355 no."""
+    return value > 0 and math.frexp(value)[0] == 0.5
+
+
 def self_attention(x, offsets, params, prefix, config):
     """XLMRobertaSelfAttention, each pair over its own tokens: [N, D] -> [N, D].
 
     offsets: [B + 1] start of each pair's tokens in the packed x (pair b is x[offsets[b]:offsets[b+1]]).
-    Per pair, all H heads go to BLAS as one stacked product (numpy loops over the heads in C, and BLAS
-    runs each on every core); the heads are strided views of the packed Q, K, V, never copied.
+    Per pair, the heads go to BLAS a chunk at a time (SCORES_ELEMENTS) as stacked products; the heads are
+    strided views of the packed Q, K, V, never copied. The scale 1/sqrt(Dh) multiplies the scores, as
+    transformers' eager attention does; when it is a power of two (Dh = 64: 1/8) it multiplies Q instead,
+    which gives the same bits (scaling by 2^k is exact in every product and partial sum) in one pass over
+    [N, D] instead of one over every pair's [H, n, n].
     """
     p = prefix + "attention.self."
     H, Dh = config.num_attention_heads, config.head_size
@@ -177,17 +230,39 @@ def self_attention(x, offsets, params, prefix, config):
     k = linear(x, params[p + "key.weight"], params[p + "key.bias"])  # [N, D] -> [N, D]
     v = linear(x, params[p + "value.weight"], params[p + "value.bias"])  # [N, D] -> [N, D]
     scale = x.dtype.type(Dh**-0.5)
+    if power_of_two(float(scale)):
+        q *= scale
+        scale = None
     context = q  # a pair's context overwrites its own rows of q, which its scores no longer need
     lengths = np.diff(offsets)  # [B]
-    scores_buffer = np.empty(H * int(lengths.max()) ** 2, dtype=x.dtype)  # room for the longest pair's [H, n, n]
+    pool = intra_op.get()
+    tasks = 1 if pool is None else pool.threads
+    room = max(SCORES_ELEMENTS, int(lengths.max()) ** 2)  # one chunk's scores, at least one head's [n, n]
+    buffers = [np.empty(room, dtype=x.dtype) for _ in range(tasks)]  # one per task, reused for every chunk
     for b, n in enumerate(lengths):
         rows = slice(offsets[b], offsets[b + 1])
         qh = q[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
         kt = k[rows].reshape(n, H, Dh).transpose(1, 2, 0)  # [n, D] -> [H, Dh, n]
         vh = v[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
-        scores = np.matmul(qh, kt, out=scores_buffer[: H * n * n].reshape(H, n, n))  # -> [H, n, n]
-        softmax(scores, out=scores, scale=scale)  # in one go: 6 calls beat cache-sized blocks here
-        np.matmul(scores, vh, out=context[rows].reshape(n, H, Dh).transpose(1, 0, 2))  # -> [H, n, Dh]
+        ch = context[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [H, n, Dh]: a view of q's rows
+        step = max(1, room // (n * n))  # heads per chunk
+
+        def heads(h0, h1, buffer, n=n, qh=qh, kt=kt, vh=vh, ch=ch, step=step):  # attention of heads h0:h1
+            for a in range(h0, h1, step):
+                c = min(a + step, h1)
+                s = np.matmul(qh[a:c], kt[a:c], out=buffer[: (c - a) * n * n].reshape(c - a, n, n))  # [h, n, n]
+                softmax(s, out=s, scale=scale)
+                np.matmul(s, vh[a:c], out=ch[a:c])  # -> [h, n, Dh]
+
+        if pool is None:
+            heads(0, H, buffers[0])
+        else:  # q's rows of heads h0:h1 are read by those heads' task only, before it overwrites them
+            pool.map(
+                [
+                    lambda h0=h0, h1=h1, buffer=buffer: heads(h0, h1, buffer)
+                    for (h0, h1), buffer in zip(spans(H, tasks), buffers)
+                ]
+            )
     return context  # [N, D]
 
 
@@ -196,8 +271,14 @@ def attention_output(context, residual, params, prefix, config):
     p = prefix + "attention.output."
     h = matmul_wt(context, params[p + "dense.weight"])  # [N, D] -> [N, D]
     # bias and residual are added before the norm (post-LN), in that order as torch rounds
-    return layer_norm(h, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps,
-                      out=h, add=(params[p + "dense.bias"], residual))
+    return layer_norm(
+        h,
+        params[p + "LayerNorm.weight"],
+        params[p + "LayerNorm.bias"],
+        config.layer_norm_eps,
+        out=h,
+        add=(params[p + "dense.bias"], residual),
+    )
 
 
 def intermediate(x, params, prefix):
@@ -211,8 +292,14 @@ def output(h, residual, params, prefix, config):
     """XLMRobertaOutput: LayerNorm(residual + dense(h)), dense back down to D."""
     p = prefix + "output."
     y = matmul_wt(h, params[p + "dense.weight"])  # [N, F] -> [N, D]
-    return layer_norm(y, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps,
-                      out=y, add=(params[p + "dense.bias"], residual))
+    return layer_norm(
+        y,
+        params[p + "LayerNorm.weight"],
+        params[p + "LayerNorm.bias"],
+        config.layer_norm_eps,
+        out=y,
+        add=(params[p + "dense.bias"], residual),
+    )
 
 
 # The [N, F] intermediate is 4x the size of everything else in a layer (100 MB for 16 pairs x 512 tokens), so
@@ -239,10 +326,20 @@ def encoder_layer(x, offsets, params, i, config):
     return feed_forward(a, params, prefix, config)  # [N, D] -> [N, F] -> [N, D]
 
 
+HEAD = ("classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight", "classifier.out_proj.bias")
+
+
 def classification_head(first_tokens, params):
-    """XLMRobertaClassificationHead: the <s> states [B, D] -> dense -> tanh -> out_proj -> [B, L]."""
-    h = linear(first_tokens, params["classifier.dense.weight"], params["classifier.dense.bias"])  # [B, D]
-    return linear(np.tanh(h), params["classifier.out_proj.weight"], params["classifier.out_proj.bias"])  # [B, L]
+    """XLMRobertaClassificationHead: the <s> states [B, D] -> dense -> tanh -> out_proj -> [B, L].
+
+    Computed in float64 and rounded once at the end: out_proj sums D products into a logit of size ~10,
+    and in float32 the rounding of that sum alone moves a full-size logit by up to 1e-5, a third of all
+    the float32 error it carries (docs/numerics.md). In float64 it costs next to nothing: B rows.
+    """
+    w = {key: params[key].astype(np.float64) for key in HEAD}
+    h = linear(first_tokens.astype(np.float64), w["classifier.dense.weight"], w["classifier.dense.bias"])  # [B, D]
+    logits = linear(np.tanh(h), w["classifier.out_proj.weight"], w["classifier.out_proj.bias"])  # [B, L]
+    return logits.astype(first_tokens.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -263,8 +360,9 @@ def pack(config: XLMRobertaConfig, input_ids, attention_mask) -> Packed:
     """Check a padded batch (as xlmr_np.model.forward does) and stack its real tokens."""
     input_ids, mask = check_batch(input_ids, attention_mask, config)
     offsets = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])  # [B + 1]
-    return Packed(ids=input_ids[mask], positions=position_ids(input_ids, config.pad_token_id)[mask],
-                  offsets=offsets, mask=mask)
+    return Packed(
+        ids=input_ids[mask], positions=position_ids(input_ids, config.pad_token_id)[mask], offsets=offsets, mask=mask
+    )
 
 
 def unpack(packed: Packed, x: np.ndarray) -> np.ndarray:
@@ -286,8 +384,9 @@ def run(params, config: XLMRobertaConfig, packed: Packed, hidden_states: list | 
     return classification_head(x[packed.offsets[:-1]], params)  # [N, D] -> [B, D] -> [B, L]
 
 
-def forward(params, config: XLMRobertaConfig, input_ids, attention_mask, hidden_states: list | None = None
-            ) -> np.ndarray:
+def forward(
+    params, config: XLMRobertaConfig, input_ids, attention_mask, hidden_states: list | None = None
+) -> np.ndarray:
     """XLMRobertaForSequenceClassification.forward, fast: token ids [B, T] and mask [B, T] -> logits [B, L].
 
     hidden_states: a list to append the embeddings' output and each layer's output to, as [B, T, D] with

@@ -36,8 +36,9 @@ def is_repo_id(name: str) -> bool:
     return True
 
 
-def resolve_model_dir(name_or_path, revision: str | None = None, cache_dir=None,
-                      local_files_only: bool = False, token=None) -> Path:
+def resolve_model_dir(
+    name_or_path, revision: str | None = None, cache_dir=None, local_files_only: bool = False, token=None
+) -> Path:
     """A local model directory for `name_or_path`, downloading it from the hub if needed.
 
     An existing directory wins over a repo of the same name, as in transformers.
@@ -46,8 +47,10 @@ def resolve_model_dir(name_or_path, revision: str | None = None, cache_dir=None,
     if path.is_dir():
         return path
     if not is_repo_id(str(name_or_path)):
-        raise ConfigError(f"{path}: not a directory (expected a model directory with config.json, "
-                          f"or a hub repo id such as BAAI/bge-reranker-base)")
+        raise ConfigError(
+            f"{path}: not a directory (expected a model directory with config.json, "
+            f"or a hub repo id such as BAAI/bge-reranker-base)"
+        )
     return _snapshot(str(name_or_path), revision, cache_dir, local_files_only, token)
 
 
@@ -63,13 +66,23 @@ def _snapshot(repo_id: str, revision, cache_dir, local_files_only: bool, token) 
     where = f"{repo_id} (revision {revision or 'main'})"
     cache = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir,
-                                        local_files_only=local_files_only, token=token,
-                                        allow_patterns=list(HUB_FILES)))
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                token=token,
+                allow_patterns=list(HUB_FILES),
+            )
+        )
     except LocalEntryNotFoundError as e:
         offline = local_files_only or constants.HF_HUB_OFFLINE
-        reason = ("downloads are disabled (HF_HUB_OFFLINE=1 or local_files_only)" if offline
-                  else "the hub could not be reached")
+        reason = (
+            "downloads are disabled (HF_HUB_OFFLINE=1 or local_files_only)"
+            if offline
+            else "the hub could not be reached"
+        )
         raise HubError(
             f"{where}: not a local directory, not in the hub cache {cache}, and {reason}. Download it once "
             f"with network access (xlmr-np fetches only {', '.join(HUB_FILES[:3])} and safetensors shards), "
@@ -78,8 +91,10 @@ def _snapshot(repo_id: str, revision, cache_dir, local_files_only: bool, token) 
     except RevisionNotFoundError:
         raise HubError(f"{where}: the hub repo has no such revision (branch, tag or commit)") from None
     except RepositoryNotFoundError:
-        raise HubError(f"{repo_id}: not a local directory, and no such hub repo (or it is private: "
-                       f"log in with `hf auth login` or pass token=)") from None
+        raise HubError(
+            f"{repo_id}: not a local directory, and no such hub repo (or it is private: "
+            f"log in with `hf auth login` or pass token=)"
+        ) from None
     except HfHubHTTPError as e:
         raise HubError(f"{where}: the hub refused the download ({e})") from None
     return _check_snapshot(folder, where)

@@ -111,10 +111,16 @@ def inspect_pair(reranker, query: str, document: str) -> Inspection:
     logits = model.forward(reranker.params, reranker.config, ids, np.ones_like(ids), trace)  # [1, L]
     truncated = reranker.tokenizer.encode([(query, document)])[0].truncated
     return Inspection(
-        query=query, document=document, tokens=list(encoding.tokens), input_ids=ids[0],
+        query=query,
+        document=document,
+        tokens=list(encoding.tokens),
+        input_ids=ids[0],
         positions=model.position_ids(ids, reranker.config.pad_token_id)[0],
-        segments=list(encoding.sequence_ids), words=list(encoding.word_ids),
-        offsets=[tuple(o) for o in encoding.offsets], truncated=truncated, logits=logits[0],
+        segments=list(encoding.sequence_ids),
+        words=list(encoding.word_ids),
+        offsets=[tuple(o) for o in encoding.offsets],
+        truncated=truncated,
+        logits=logits[0],
         tensors={name: t[0] for name, t in trace.items()},
         num_layers=reranker.config.num_hidden_layers,
     )
@@ -140,8 +146,11 @@ def stats(inspection: Inspection) -> list[TensorStats]:
     out = []
     for name, t in inspection.tensors.items():
         x = t.astype(np.float64)
-        out.append(TensorStats(name, t.shape, float(x.mean()), float(x.std()), float(x.min()), float(x.max()),
-                               float(np.abs(x).mean())))
+        out.append(
+            TensorStats(
+                name, t.shape, float(x.mean()), float(x.std()), float(x.min()), float(x.max()), float(np.abs(x).mean())
+            )
+        )
     return out
 
 
@@ -193,19 +202,32 @@ def layer_table(inspection: Inspection) -> list[dict]:
     t = inspection.tensors
     doc = np.array([s == 1 for s in inspection.segments])  # [T]
     x = t["embeddings"].astype(np.float64)  # [T, D]
-    rows = [{"stage": "embeddings", "rms": _rms(x), "max|x|": float(np.abs(x).max()), "change": "",
-             "entropy": "", "<s> looks at": "", "<s> on doc": ""}]  # no attention before the first layer
+    rows = [
+        {
+            "stage": "embeddings",
+            "rms": _rms(x),
+            "max|x|": float(np.abs(x).max()),
+            "change": "",
+            "entropy": "",
+            "<s> looks at": "",
+            "<s> on doc": "",
+        }
+    ]  # no attention before the first layer
     for i in range(inspection.num_layers):
         y = t[f"encoder.layer.{i}.output"].astype(np.float64)  # [T, D]
         probs = inspection.attention(i).astype(np.float64)  # [H, T, T]
         from_s = probs[:, 0, :].mean(axis=0)  # [H, T] -> [T]: <s>'s row, averaged over heads
-        rows.append({
-            "stage": f"layer {i}", "rms": _rms(y), "max|x|": float(np.abs(y).max()),
-            "change": float(np.linalg.norm(y - x) / np.linalg.norm(x)),
-            "entropy": float(-(probs * np.log(np.maximum(probs, 1e-30))).sum(axis=-1).mean()),
-            "<s> looks at": inspection.tokens[int(from_s.argmax())],
-            "<s> on doc": float(from_s[doc].sum()),
-        })
+        rows.append(
+            {
+                "stage": f"layer {i}",
+                "rms": _rms(y),
+                "max|x|": float(np.abs(y).max()),
+                "change": float(np.linalg.norm(y - x) / np.linalg.norm(x)),
+                "entropy": float(-(probs * np.log(np.maximum(probs, 1e-30))).sum(axis=-1).mean()),
+                "<s> looks at": inspection.tokens[int(from_s.argmax())],
+                "<s> on doc": float(from_s[doc].sum()),
+            }
+        )
         x = y
     return rows
 
@@ -241,8 +263,15 @@ UNITS = ("word", "token")
 METHODS = ("remove", "mask")
 
 
-def attribute(reranker, query: str, document: str, unit: str = "word", method: str = "remove",
-              label: int = 0, batch_size: int = 32) -> Attribution:
+def attribute(
+    reranker,
+    query: str,
+    document: str,
+    unit: str = "word",
+    method: str = "remove",
+    label: int = 0,
+    batch_size: int = 32,
+) -> Attribution:
     """Score the pair once per document unit with that unit removed (or masked); no gradients needed.
 
     The scores come from the engine (xlmr_np.engine), as Reranker's do: many forward passes, all alike.
@@ -322,8 +351,10 @@ def render_terminal(attribution: Attribution, color: bool = True) -> str:
             parts.append(f"{text}[{delta:+.3g}]")
         end = b
     parts.append(attribution.document[end:])
-    legend = (f"score {attribution.score:.4g}; highlight = score change when the {attribution.unit} is "
-              f"{'removed' if attribution.method == 'remove' else 'masked'} (largest |change| {scale:.3g})")
+    legend = (
+        f"score {attribution.score:.4g}; highlight = score change when the {attribution.unit} is "
+        f"{'removed' if attribution.method == 'remove' else 'masked'} (largest |change| {scale:.3g})"
+    )
     return "".join(parts) + "\n" + legend
 
 

@@ -188,6 +188,8 @@ def check_batch(input_ids, attention_mask, config):
         raise InputError(f"token ids must lie in [0, {config.vocab_size}); found {input_ids.min()}..{input_ids.max()}")
     longest = int(position_ids(input_ids, config.pad_token_id).max())
     if longest >= config.max_position_embeddings:
-        raise InputError(f"a pair has {longest - config.pad_token_id} tokens but the model's position table holds "
-                         f"{config.max_tokens} (max_position_embeddings {config.max_position_embeddings}); truncate it")
+        raise InputError(
+            f"a pair has {longest - config.pad_token_id} tokens but the model's position table holds "
+            f"{config.max_tokens} (max_position_embeddings {config.max_position_embeddings}); truncate it"
+        )
     return input_ids, mask

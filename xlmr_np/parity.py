@@ -67,13 +67,24 @@ class Comparison:
         if first is None:
             return f"all {len(self.rows)} intermediates agree within tolerance"
         before = self.rows[self.rows.index(first) - 1].name if self.rows.index(first) else "the input ids"
-        return (f"first divergence: {first.name} (max |diff| {first.max_abs:.3g} > tolerance {first.tolerance:.3g}); "
-                f"everything up to {before} agrees, so look at {first.numpy_function} against "
-                f"transformers' {first.reference_module}")
+        return (
+            f"first divergence: {first.name} (max |diff| {first.max_abs:.3g} > tolerance {first.tolerance:.3g}); "
+            f"everything up to {before} agrees, so look at {first.numpy_function} against "
+            f"transformers' {first.reference_module}"
+        )
 
     def __str__(self) -> str:
-        rows = [dict(name=r.name, shape=r.shape, max_abs=r.max_abs, mean_abs=r.mean_abs, tolerance=r.tolerance,
-                     ok="ok" if not r.diverges else "DIVERGES") for r in self.rows]
+        rows = [
+            dict(
+                name=r.name,
+                shape=r.shape,
+                max_abs=r.max_abs,
+                mean_abs=r.mean_abs,
+                tolerance=r.tolerance,
+                ok="ok" if not r.diverges else "DIVERGES",
+            )
+            for r in self.rows
+        ]
         return format_table(rows) + "\n" + self.verdict()
 
 
@@ -133,8 +144,10 @@ def reference_trace(torch_model, input_ids, attention_mask, names) -> dict[str, 
                 ) from None
             handles.append(module.register_forward_hook(_catcher(caught, path)))
         with torch.no_grad():
-            torch_model(input_ids=torch.from_numpy(np.asarray(input_ids, dtype=np.int64)),
-                        attention_mask=torch.from_numpy(np.asarray(attention_mask, dtype=np.int64)))
+            torch_model(
+                input_ids=torch.from_numpy(np.asarray(input_ids, dtype=np.int64)),
+                attention_mask=torch.from_numpy(np.asarray(attention_mask, dtype=np.int64)),
+            )
     finally:
         for h in handles:
             h.remove()
@@ -159,8 +172,14 @@ def _pick(caught: dict, name: str, prefix: str) -> np.ndarray:
     return out.detach().double().numpy()
 
 
-def diff_traces(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], attention_mask,
-                atol: float = ATOL, rtol: float = RTOL, forward: str = "reference") -> Comparison:
+def diff_traces(
+    ours: dict[str, np.ndarray],
+    theirs: dict[str, np.ndarray],
+    attention_mask,
+    atol: float = ATOL,
+    rtol: float = RTOL,
+    forward: str = "reference",
+) -> Comparison:
     """Compare two traces of the same batch name by name, over non-padding positions only.
 
     Padding is left out because each implementation fills it differently (the engine with zeros, the
@@ -178,8 +197,17 @@ def diff_traces(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], atte
         valid = _valid(name, a.shape, keep)
         d = np.abs(a.astype(np.float64) - b.astype(np.float64))[valid]
         ref_max = float(np.abs(b.astype(np.float64))[valid].max())
-        rows.append(TensorDiff(name, a.shape, float(d.max()), float(d.mean()), atol + rtol * ref_max,
-                               numpy_function(name, forward), reference_module(name)[0]))
+        rows.append(
+            TensorDiff(
+                name,
+                a.shape,
+                float(d.max()),
+                float(d.mean()),
+                atol + rtol * ref_max,
+                numpy_function(name, forward),
+                reference_module(name)[0],
+            )
+        )
     return Comparison(rows)
 
 
@@ -192,8 +220,9 @@ def _valid(name: str, shape: tuple[int, ...], keep: np.ndarray) -> np.ndarray:
     return np.broadcast_to(keep[:, :, None], shape)  # [B, T, D]
 
 
-def compare(reranker, pairs, reference=None, atol: float = ATOL, rtol: float = RTOL,
-            forward: str = "reference") -> Comparison:
+def compare(
+    reranker, pairs, reference=None, atol: float = ATOL, rtol: float = RTOL, forward: str = "reference"
+) -> Comparison:
     """Run the same pairs through xlmr_np and transformers; diff every corresponding intermediate.
 
     reranker: an xlmr_np Reranker (or a model directory). reference: a transformers

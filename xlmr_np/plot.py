@@ -57,8 +57,7 @@ def attention_figure(inspection: Inspection, layers=None, heads=None):
     return fig
 
 
-def attribution_figure(attribution: Attribution, title: str | None = None, width: float = 9.0,
-                       fontsize: float = 12):
+def attribution_figure(attribution: Attribution, title: str | None = None, width: float = 9.0, fontsize: float = 12):
     """The document as wrapped text, each unit on a background coloured by its score change.
 
     Green: removing (or masking) the unit lowers the score; red: it raises it; white: no effect.
@@ -96,14 +95,30 @@ def attribution_figure(attribution: Attribution, title: str | None = None, width
     for text, delta, x, y in placed:
         box = None if delta is None else dict(facecolor=cmap(norm(delta)), edgecolor="none", pad=2)
         strong = delta is not None and abs(delta) > 0.7 * scale  # dark background: white text
-        fig.text((margin + x) / (width * fig.dpi), 1 - (margin + 0.55 * fig.dpi + y) / height_px, text,
-                 fontproperties=font, va="top", ha="left", bbox=box, color="white" if strong else "black")
+        fig.text(
+            (margin + x) / (width * fig.dpi),
+            1 - (margin + 0.55 * fig.dpi + y) / height_px,
+            text,
+            fontproperties=font,
+            va="top",
+            ha="left",
+            bbox=box,
+            color="white" if strong else "black",
+        )
     bar = fig.add_axes((0.15, 0.45 * fig.dpi / height_px, 0.7, 0.12 * fig.dpi / height_px))
     verb = "removed" if attribution.method == "remove" else "masked"
-    fig.colorbar(ScalarMappable(norm, cmap), cax=bar, orientation="horizontal",
-                 label=f"score change when the {attribution.unit} is {verb} (logit)")
-    fig.suptitle(title or f"Attribution by {attribution.unit} {verb}: score {attribution.score:.4g}",
-                 y=1 - 0.08 * fig.dpi / height_px, va="top", wrap=True)
+    fig.colorbar(
+        ScalarMappable(norm, cmap),
+        cax=bar,
+        orientation="horizontal",
+        label=f"score change when the {attribution.unit} is {verb} (logit)",
+    )
+    fig.suptitle(
+        title or f"Attribution by {attribution.unit} {verb}: score {attribution.score:.4g}",
+        y=1 - 0.08 * fig.dpi / height_px,
+        va="top",
+        wrap=True,
+    )
     return fig
 
 

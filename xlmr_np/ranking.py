@@ -25,8 +25,11 @@ def check_query(query) -> str:
     non-whitespace character and only real characters (see tokenizer.unicode_problem)."""
     check_text(query, "query")
     if not query.strip():
-        raise InputError(f"query must be a non-empty string, got {query!r:.20} (only whitespace)"
-                         if query else "query must be a non-empty string, got an empty one")
+        raise InputError(
+            f"query must be a non-empty string, got {query!r:.20} (only whitespace)"
+            if query
+            else "query must be a non-empty string, got an empty one"
+        )
     return query
 
 
@@ -73,8 +76,12 @@ class DocumentScores:
         order = sorted(range(len(self.logits)), key=lambda i: -self.logits[i])[:top_n]
         results = []
         for i in order:
-            result = {"index": i, "relevance_score": float(self.relevance[i]), "truncated": self.truncated[i],
-                      "windows": self.windows[i]}
+            result = {
+                "index": i,
+                "relevance_score": float(self.relevance[i]),
+                "truncated": self.truncated[i],
+                "windows": self.windows[i],
+            }
             if return_documents:
                 result["document"] = documents[i]
             results.append(result)

@@ -1,10 +1,10 @@
 """The public API: load a cross-encoder directory and score (query, document) pairs.
 
-    >>> from xlmr_np import Reranker
-    >>> reranker = Reranker.from_pretrained("path/to/bge-reranker-base")
-    >>> reranker.compute_score([("capital of France", "Paris is the capital of France."),
-    ...                         ("capital of France", "Bananas are yellow.")])
-    [7.6, -9.2]   # raw logits; normalize=True gives sigmoid scores in (0, 1)
+>>> from xlmr_np import Reranker
+>>> reranker = Reranker.from_pretrained("path/to/bge-reranker-base")
+>>> reranker.compute_score([("capital of France", "Paris is the capital of France."),
+...                         ("capital of France", "Bananas are yellow.")])
+[7.6, -9.2]   # raw logits; normalize=True gives sigmoid scores in (0, 1)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .inspect import Trace
 from .ranking import DocumentScores, check_documents, check_top_n, progress_bar
 from .tokenizer import Batch, EncodedPair, PairTokenizer, check_pairs
 from .weights import load_params
+from .workers import Workers, check_workers
 
 
 @dataclass
@@ -52,7 +53,9 @@ def document_scores(n_documents: int, encoded, owners, sequence_logits, raw_scor
     for owner, e in zip(owners, encoded):
         truncated[owner] |= e.truncated
     return DocumentScores(
-        logits=logits, relevance=logits.copy() if raw_scores else sigmoid64(logits), truncated=truncated,
+        logits=logits,
+        relevance=logits.copy() if raw_scores else sigmoid64(logits),
+        truncated=truncated,
         windows=np.bincount(owners, minlength=n_documents).tolist(),
         total_tokens=sum(len(e.ids) for e in encoded),
     )
@@ -62,18 +65,36 @@ class Reranker:
     """A cross-encoder reranker: the numpy engine scores, the reference forward pass explains, tokenizers
     tokenizes."""
 
-    def __init__(self, params: dict, config: XLMRobertaConfig, tokenizer: PairTokenizer,
-                 dtype=np.float32, model_dir: str | None = None):
+    def __init__(
+        self,
+        params: dict,
+        config: XLMRobertaConfig,
+        tokenizer: PairTokenizer,
+        dtype=np.float32,
+        model_dir: str | None = None,
+        workers: int | None = None,
+    ):
         self.params = params
         self.config = config
         self.tokenizer = tokenizer
         self.dtype = np.dtype(dtype)
         self.model_dir = model_dir
+        self.pool = Workers(workers)  # scoring threads (xlmr_np.workers); None: one per core
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, max_length: int = 512, dtype=np.float32,
-                        truncation: str = "longest_first", revision: str | None = None, cache_dir=None,
-                        local_files_only: bool = False, token=None, mmap: bool = True) -> Reranker:
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        max_length: int = 512,
+        dtype=np.float32,
+        truncation: str = "longest_first",
+        revision: str | None = None,
+        cache_dir=None,
+        local_files_only: bool = False,
+        token=None,
+        mmap: bool = True,
+        workers: int | None = None,
+    ) -> Reranker:
         """Load config.json, model.safetensors (or its sharded index) and tokenizer.json from a directory.
 
         path: a local directory, or a hub repo id such as "BAAI/bge-reranker-base", fetched (only the files
@@ -86,9 +107,13 @@ class Reranker:
         mmap: map the weights file (default: loads in milliseconds, pages shared between processes). A file
         overwritten in place under a mapping crashes the process with SIGBUS, so replace a model with a new
         file and a rename (as the hub cache does); mmap=False copies the weights into memory instead.
+        workers: threads each batch is split among (xlmr_np.workers); None: one per core; 1: the calling
+        thread only. The scores are the same bits for any count.
         """
-        model_dir = resolve_model_dir(path, revision=revision, cache_dir=cache_dir,
-                                      local_files_only=local_files_only, token=token)
+        model_dir = resolve_model_dir(
+            path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
+        )
+        check_workers(workers)  # before the weights are read
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype}")
@@ -97,11 +122,13 @@ class Reranker:
             raise InputError(
                 f"max_length must be an int of at most {config.max_tokens}: the position table has "
                 f"{config.max_position_embeddings} slots, starting at pad_token_id + 1; got {max_length!r}",
-                where="max_length")
-        tokenizer = PairTokenizer.from_file(model_dir / "tokenizer.json", max_length=max_length,
-                                            truncation=truncation, pad_token_id=config.pad_token_id)
+                where="max_length",
+            )
+        tokenizer = PairTokenizer.from_file(
+            model_dir / "tokenizer.json", max_length=max_length, truncation=truncation, pad_token_id=config.pad_token_id
+        )
         params = load_params(model_dir, config, dtype, mmap=mmap)
-        return cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir))
+        return cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir), workers=workers)
 
     @property
     def max_length(self) -> int:
@@ -116,8 +143,9 @@ class Reranker:
         """(query, document) pairs -> a padded Batch (input_ids, attention_mask, truncated)."""
         return self.tokenizer(pairs)
 
-    def forward(self, input_ids, attention_mask, output_hidden_states: bool = False,
-                output_attentions: bool = False, trace=None) -> ModelOutput:
+    def forward(
+        self, input_ids, attention_mask, output_hidden_states: bool = False, output_attentions: bool = False, trace=None
+    ) -> ModelOutput:
         """Run the model on a token batch; optionally return hidden states, attentions, or a trace.
 
         Logits and hidden states come from the engine (xlmr_np.engine), which scores everything else too.
@@ -128,9 +156,11 @@ class Reranker:
         """
         layers = range(self.config.num_hidden_layers)
         if not (output_attentions or trace):
-            states: list[np.ndarray] | None = [] if output_hidden_states else None
+            if not output_hidden_states:  # the scoring path, bit for bit
+                return ModelOutput(logits=self.pool.forward(self.params, self.config, input_ids, attention_mask))
+            states: list[np.ndarray] = []
             logits = engine.forward(self.params, self.config, input_ids, attention_mask, states)
-            return ModelOutput(logits=logits, hidden_states=None if states is None else tuple(states))
+            return ModelOutput(logits=logits, hidden_states=tuple(states))
         names = None if trace is True else [trace] if isinstance(trace, str) else list(trace or [])
         if names is not None and output_hidden_states:
             names += ["embeddings"] + [f"encoder.layer.{i}.output" for i in layers]
@@ -141,16 +171,20 @@ class Reranker:
         real = np.asarray(attention_mask).astype(bool)  # [B, T]
         out = ModelOutput(logits=logits, trace=dict(recorder) if trace else None)
         if output_hidden_states:  # zeros at padding, as the engine gives them
-            out.hidden_states = tuple(np.where(real[:, :, None], recorder[name], 0) for name in
-                                      ["embeddings"] + [f"encoder.layer.{i}.output" for i in layers])
+            out.hidden_states = tuple(
+                np.where(real[:, :, None], recorder[name], 0)
+                for name in ["embeddings"] + [f"encoder.layer.{i}.output" for i in layers]
+            )
         if output_attentions:  # zero where either token is padding
             pairs = real[:, None, :, None] & real[:, None, None, :]  # [B, 1, T, T]
-            out.attentions = tuple(np.where(pairs, recorder[f"encoder.layer.{i}.attention.self.probs"], 0)
-                                   for i in layers)
+            out.attentions = tuple(
+                np.where(pairs, recorder[f"encoder.layer.{i}.attention.self.probs"], 0) for i in layers
+            )
         return out
 
-    def predict_logits(self, pairs, batch_size: int = 32, progress: bool | None = None
-                       ) -> tuple[np.ndarray, list[bool]]:
+    def predict_logits(
+        self, pairs, batch_size: int = 32, progress: bool | None = None
+    ) -> tuple[np.ndarray, list[bool]]:
         """Logits [B, L] in input order, and per pair whether it was truncated.
 
         progress: a progress bar on stderr; None shows it only on a terminal for large jobs.
@@ -172,16 +206,23 @@ class Reranker:
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 batch = self.tokenizer.pad([encoded[i] for i in chunk])
-                logits[chunk] = engine.forward(self.params, self.config, batch.input_ids, batch.attention_mask)
+                logits[chunk] = self.pool.forward(self.params, self.config, batch.input_ids, batch.attention_mask)
                 bar.update(len(chunk))
         if not np.isfinite(logits).all():
             bad = np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist()
             raise FloatingPointError(f"non-finite logits for pairs {bad[:10]}: the weights are broken")
         return logits
 
-    def score_documents(self, query: str, documents, batch_size: int = 32, raw_scores: bool = False,
-                        windows: bool = False, window_overlap: int = 64,
-                        progress: bool | None = None) -> DocumentScores:
+    def score_documents(
+        self,
+        query: str,
+        documents,
+        batch_size: int = 32,
+        raw_scores: bool = False,
+        windows: bool = False,
+        window_overlap: int = 64,
+        progress: bool | None = None,
+    ) -> DocumentScores:
         """Score one query against documents (input order); the step under rerank, for callers that also
         want token counts.
 
@@ -194,20 +235,36 @@ class Reranker:
         sequence_logits = self.logits_of(encoded, batch_size, progress)[:, 0]  # [S]
         return document_scores(len(documents), encoded, owners, sequence_logits, raw_scores)
 
-    def encode_documents(self, query: str, documents, windows: bool = False, window_overlap: int = 64,
-                         max_windows: int | None = None, max_document_tokens: int | None = None
-                         ) -> tuple[list[EncodedPair], list[int]]:
+    def encode_documents(
+        self,
+        query: str,
+        documents,
+        windows: bool = False,
+        window_overlap: int = 64,
+        max_windows: int | None = None,
+        max_document_tokens: int | None = None,
+    ) -> tuple[list[EncodedPair], list[int]]:
         """The sequences score_documents scores, and the document each belongs to (see encode_windows for
         the window limits, which imply windows=True)."""
         pairs = [(query, document) for document in check_documents(query, documents)]
         if windows or max_windows is not None or max_document_tokens is not None:
-            return self.tokenizer.encode_windows(pairs, window_overlap, max_windows=max_windows,
-                                                 max_document_tokens=max_document_tokens)
+            return self.tokenizer.encode_windows(
+                pairs, window_overlap, max_windows=max_windows, max_document_tokens=max_document_tokens
+            )
         return self.tokenizer.encode(pairs), list(range(len(pairs)))
 
-    def rerank(self, query: str, documents, top_n: int | None = None, return_documents: bool = True,
-               raw_scores: bool = False, batch_size: int = 32, windows: bool = False, window_overlap: int = 64,
-               progress: bool | None = None) -> list[dict]:
+    def rerank(
+        self,
+        query: str,
+        documents,
+        top_n: int | None = None,
+        return_documents: bool = True,
+        raw_scores: bool = False,
+        batch_size: int = 32,
+        windows: bool = False,
+        window_overlap: int = 64,
+        progress: bool | None = None,
+    ) -> list[dict]:
         """Rank documents for a query, best first, like the hosted /v1/rerank APIs and CrossEncoder.rank.
 
             >>> reranker.rerank("capital of France", ["Bananas are yellow.", "Paris is the capital of France."])
@@ -220,8 +277,15 @@ class Reranker:
         (what compute_score returns). top_n keeps the best n. Long documents: see score_documents.
         """
         check_top_n(top_n)
-        scores = self.score_documents(query, documents, batch_size=batch_size, raw_scores=raw_scores,
-                                      windows=windows, window_overlap=window_overlap, progress=progress)
+        scores = self.score_documents(
+            query,
+            documents,
+            batch_size=batch_size,
+            raw_scores=raw_scores,
+            windows=windows,
+            window_overlap=window_overlap,
+            progress=progress,
+        )
         return scores.ranked(documents, top_n=top_n, return_documents=return_documents)
 
     def compute_score(self, pairs, batch_size: int = 32, normalize: bool = False):
@@ -232,8 +296,12 @@ class Reranker:
         normalize=True maps logits to (0, 1) with a float64 sigmoid. For a multi-label classifier each
         score is the list of its L logits (normalize=True: softmax probabilities in float64).
         """
-        if (isinstance(pairs, (tuple, list)) and len(pairs) == 2 and isinstance(pairs[0], str)
-                and isinstance(pairs[1], str)):
+        if (
+            isinstance(pairs, (tuple, list))
+            and len(pairs) == 2
+            and isinstance(pairs[0], str)
+            and isinstance(pairs[1], str)
+        ):
             pairs = [pairs]
         pairs = check_pairs(pairs)
         logits, _ = self.predict_logits(pairs, batch_size=batch_size)

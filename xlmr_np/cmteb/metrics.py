@@ -107,8 +107,9 @@ def mean_reciprocal_rank(queries: Iterable[tuple], k: int = 10) -> float:
     return float(np.mean(rr))
 
 
-def bootstrap_interval(values, seed: int | Sequence[int], resamples: int = 2000,
-                       level: float = 0.95) -> tuple[float, float]:
+def bootstrap_interval(
+    values, seed: int | Sequence[int], resamples: int = 2000, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval for the mean of per-query values.
 
     Queries are resampled with replacement `resamples` times; the interval is the central `level` share

@@ -70,8 +70,8 @@ def make_plan(task: Task, queries: list[Query], batch_size: int) -> Plan:
 def shard_batches(n_batches: int, shard: tuple[int, int] | None) -> range:
     """Batches i, i+n, i+2n, ... for shard (i, n): interleaved, so shards get similar work.
 
-        >>> list(shard_batches(7, (1, 3)))
-        [1, 4]
+    >>> list(shard_batches(7, (1, 3)))
+    [1, 4]
     """
     if shard is None:
         return range(n_batches)

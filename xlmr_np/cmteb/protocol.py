@@ -45,14 +45,18 @@ def read_rows(path: str | Path) -> list[Query]:
         raise DatasetError(f"{path}: not a readable parquet file ({e})") from e
     missing = [c for c in ("query", "positive", "negative") if c not in table.column_names]
     if missing:
-        raise DatasetError(f"{path}: missing column(s) {missing}; expected query (str), positive and negative "
-                           f"(lists of str), found {table.column_names}")
+        raise DatasetError(
+            f"{path}: missing column(s) {missing}; expected query (str), positive and negative "
+            f"(lists of str), found {table.column_names}"
+        )
     columns = [table.column(c).to_pylist() for c in ("query", "positive", "negative")]
     rows = []
     for i, (query, positives, negatives) in enumerate(zip(*columns)):
         if not isinstance(query, str) or not _is_texts(positives) or not _is_texts(negatives):
-            raise DatasetError(f"{path}: row {i} is not (str, list of str, list of str): "
-                               f"{type(query).__name__}, {type(positives).__name__}, {type(negatives).__name__}")
+            raise DatasetError(
+                f"{path}: row {i} is not (str, list of str, list of str): "
+                f"{type(query).__name__}, {type(positives).__name__}, {type(negatives).__name__}"
+            )
         rows.append(Query(i, query, positives, negatives))
     return rows
 

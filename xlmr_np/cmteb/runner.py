@@ -79,21 +79,43 @@ def task_plan(task: Task, batch_size: int, max_queries: int | None, seed: int) -
     return make_plan(task, queries, batch_size), sample
 
 
-def _prepare(task: Task, root: Path, header: dict, writer: str, batch_size: int,
-             shard: tuple[int, int] | None, max_queries: int | None, seed: int) -> TaskRun:
+def _prepare(
+    task: Task,
+    root: Path,
+    header: dict,
+    writer: str,
+    batch_size: int,
+    shard: tuple[int, int] | None,
+    max_queries: int | None,
+    seed: int,
+) -> TaskRun:
     plan, sample = task_plan(task, batch_size, max_queries, seed)
     header = dict(header, task=task.name, dataset=task.repo, revision=task.revision)
     cache = ScoreCache(task_cache_dir(root, task), header, writer)
     batches = shard_batches(plan.n_batches, shard)
-    todo = {b: [plan.pairs[j] for j in plan.batch(b)] for b in batches
-            if any(plan.keys[j] not in cache for j in plan.batch(b))}
+    todo = {
+        b: [plan.pairs[j] for j in plan.batch(b)]
+        for b in batches
+        if any(plan.keys[j] not in cache for j in plan.batch(b))
+    }
     return TaskRun(task, plan, cache, batches, todo, sample)
 
 
-def run_eval(model_dir: str | Path, task_name: str, *, out_dir: str | Path, cache_dir: str | Path | None = None,
-             batch_size: int = 32, workers: int = 1, shard: tuple[int, int] | None = None,
-             max_queries: int | None = None, seed: int = 0, max_length: int = 512,
-             truncation: str = "longest_first", stream: TextIO | None = None) -> dict:
+def run_eval(
+    model_dir: str | Path,
+    task_name: str,
+    *,
+    out_dir: str | Path,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+    workers: int = 1,
+    shard: tuple[int, int] | None = None,
+    max_queries: int | None = None,
+    seed: int = 0,
+    max_length: int = 512,
+    truncation: str = "longest_first",
+    stream: TextIO | None = None,
+) -> dict:
     """Evaluate a model (directory or hub repo id) on one task or "all"; returns the results (None for a
     shard), the files written and the number of pairs scored (those the cache lacked).
 
@@ -129,16 +151,26 @@ def run_eval(model_dir: str | Path, task_name: str, *, out_dir: str | Path, cach
                     progress.advance(len(scores), run.task.name)
         finally:
             scorer.close()
-        common = {"model": str(directory), "model_fingerprint": fingerprint, "settings": settings,
-                  "batch_size": batch_size}
+        common = {
+            "model": str(directory),
+            "model_fingerprint": fingerprint,
+            "settings": settings,
+            "batch_size": batch_size,
+        }
         if shard is not None:
-            files = [write_shard(out, run.plan, run.cache.scores, run.batches, run.sample, shard, common)
-                     for run in runs]
+            files = [
+                write_shard(out, run.plan, run.cache.scores, run.batches, run.sample, shard, common) for run in runs
+            ]
             return {"results": None, "files": files, "scored": total}
-        results = dict(common, tasks=[
-            task_result(run.task, run.plan.structure,
-                        np.array([run.cache.scores[k] for k in run.plan.keys]), run.sample)
-            for run in runs])
+        results = dict(
+            common,
+            tasks=[
+                task_result(
+                    run.task, run.plan.structure, np.array([run.cache.scores[k] for k in run.plan.keys]), run.sample
+                )
+                for run in runs
+            ],
+        )
         write_json(out / "results.json", results)
         return {"results": results, "files": [out / "results.json"], "scored": total}
     finally:
@@ -169,8 +201,10 @@ class Progress:
         elapsed = max(now - self.started, 1e-9)
         rate = self.done / elapsed
         eta = (self.total - self.done) / rate if rate > 0 else math.inf
-        return (f"{label}: {self.done:,}/{self.total:,} pairs ({100 * self.done / max(self.total, 1):.1f}%), "
-                f"{rate:.1f} pairs/s, {_duration(elapsed)} elapsed, ETA {_duration(eta)}")
+        return (
+            f"{label}: {self.done:,}/{self.total:,} pairs ({100 * self.done / max(self.total, 1):.1f}%), "
+            f"{rate:.1f} pairs/s, {_duration(elapsed)} elapsed, ETA {_duration(eta)}"
+        )
 
 
 def _duration(seconds: float) -> str:

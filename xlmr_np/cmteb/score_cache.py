@@ -57,16 +57,22 @@ def _encode_header(header: dict) -> bytes:
 def _read_header(data: bytes, path: Path) -> tuple[dict, int]:
     """The header dict and the offset of the first record; CacheError if this is not our file."""
     if len(data) < _PREFIX.size or data[:8] != MAGIC:
-        raise CacheError(f"{path}: not an xlmr-np score cache (it starts with {data[:8]!r}, expected {MAGIC!r}); "
-                         f"move it out of the cache directory")
+        raise CacheError(
+            f"{path}: not an xlmr-np score cache (it starts with {data[:8]!r}, expected {MAGIC!r}); "
+            f"move it out of the cache directory"
+        )
     _, version, size = _PREFIX.unpack_from(data)
     if version != VERSION:
-        raise CacheError(f"{path}: score cache format version {version}, this xlmr-np reads version {VERSION}; "
-                         f"delete the file to rescore")
+        raise CacheError(
+            f"{path}: score cache format version {version}, this xlmr-np reads version {VERSION}; "
+            f"delete the file to rescore"
+        )
     end = _PREFIX.size + size + _CRC.size
     if len(data) < end:
-        raise CacheError(f"{path}: the header is cut short ({len(data)} bytes, expected at least {end}); "
-                         f"the file is corrupted, delete it to rescore")
+        raise CacheError(
+            f"{path}: the header is cut short ({len(data)} bytes, expected at least {end}); "
+            f"the file is corrupted, delete it to rescore"
+        )
     body = data[_PREFIX.size : _PREFIX.size + size]
     (crc,) = _CRC.unpack_from(data, _PREFIX.size + size)
     if zlib.crc32(body) != crc:
@@ -103,15 +109,18 @@ def read_score_file(path: str | Path, expected: dict) -> tuple[dict[bytes, float
     if different:
         found = ", ".join(f"{k}={header.get(k)!r}" for k in different)
         wanted = ", ".join(f"{k}={expected.get(k)!r}" for k in different)
-        raise CacheError(f"{path}: scores of another run ({found}); this run needs {wanted}. "
-                         f"Move the file out of this cache directory")
+        raise CacheError(
+            f"{path}: scores of another run ({found}); this run needs {wanted}. "
+            f"Move the file out of this cache directory"
+        )
     count = (len(data) - offset) // RECORD.size
     scores: dict[bytes, float] = {}
     for i, (key, score, crc) in enumerate(RECORD.iter_unpack(data[offset : offset + count * RECORD.size])):
         start = offset + i * RECORD.size
         if zlib.crc32(data[start : start + RECORD.size - _CRC.size]) != crc or not np.isfinite(score):
-            raise CacheError(f"{path}: record {i} (byte {start}) fails its checksum; the file is corrupted, "
-                             f"delete it to rescore")
+            raise CacheError(
+                f"{path}: record {i} (byte {start}) fails its checksum; the file is corrupted, delete it to rescore"
+            )
         scores.setdefault(key, score)
     return scores, offset + count * RECORD.size
 
@@ -133,23 +142,27 @@ class ScoreCache:
             self._open()
         except OSError as e:  # a file where the directory should be, no permission, an immutable file, no space
             self.close()
-            raise CacheError(f"cannot use the score cache: {_os_reason(e)}; fix that or choose another --cache-dir",
-                             where=str(e.filename or self.directory)) from None
+            raise CacheError(
+                f"cannot use the score cache: {_os_reason(e)}; fix that or choose another --cache-dir",
+                where=str(e.filename or self.directory),
+            ) from None
         except BaseException:
             self.close()
             raise
 
     def _open(self) -> None:
         if self.directory.exists() and not self.directory.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, "a file is where the cache directory should be",
-                                     str(self.directory))
+            raise NotADirectoryError(
+                errno.ENOTDIR, "a file is where the cache directory should be", str(self.directory)
+            )
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = lock = open(self.directory / f"scores-{self.header['writer']}.lock", "a")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise CacheError(f"{self.path}: another xlmr-np run is writing this cache; wait for it or use "
-                             f"another --cache-dir") from None
+            raise CacheError(
+                f"{self.path}: another xlmr-np run is writing this cache; wait for it or use another --cache-dir"
+            ) from None
         if not self.path.exists():
             temporary = self.path.with_suffix(f".tmp{os.getpid()}")
             try:
@@ -196,9 +209,11 @@ class ScoreCache:
                 view = view[os.write(fd, view) :]
         except OSError as e:
             self._roll_back()
-            raise CacheError(f"cannot record scores: {_os_reason(e)}; the {len(self.scores):,} scores recorded "
-                             f"before are kept, rerun the same command to resume once that is fixed",
-                             where=str(self.path)) from None
+            raise CacheError(
+                f"cannot record scores: {_os_reason(e)}; the {len(self.scores):,} scores recorded "
+                f"before are kept, rerun the same command to resume once that is fixed",
+                where=str(self.path),
+            ) from None
         self.scores.update(new)
         self._end += len(out)
 

@@ -23,8 +23,9 @@ def model_fingerprint(model_dir: Path) -> str:
     weights = sorted(model_dir.glob("*.safetensors"))
     needed = [model_dir / "config.json", model_dir / "tokenizer.json"]
     if not weights or not all(p.is_file() for p in needed):
-        raise ConfigError(f"{model_dir}: not a model directory (expected config.json, tokenizer.json and "
-                          f"model.safetensors)")
+        raise ConfigError(
+            f"{model_dir}: not a model directory (expected config.json, tokenizer.json and model.safetensors)"
+        )
     h = hashlib.sha256()
     for path in needed + sorted(model_dir.glob("*.safetensors.index.json")) + weights:
         h.update(path.name.encode("utf-8") + b"\0")
@@ -38,8 +39,7 @@ def load_reranker(model_dir: Path, settings: dict) -> Reranker:
     """The float32 Reranker of a resolved model directory, refused unless it has one relevance logit."""
     from ..reranker import Reranker
 
-    reranker = Reranker.from_pretrained(model_dir, max_length=settings["max_length"],
-                                        truncation=settings["truncation"])
+    reranker = Reranker.from_pretrained(model_dir, max_length=settings["max_length"], truncation=settings["truncation"])
     reranker.require_single_logit()
     return reranker
 
@@ -117,8 +117,7 @@ class Scorer:
         threads = max(1, cores // self.workers)
         # spawn: a fresh interpreter per worker, so no BLAS thread state is inherited through fork
         context = multiprocessing.get_context("spawn")
-        return context.Pool(self.workers, initializer=_init_worker,
-                            initargs=(self.model_dir, self.settings, threads))
+        return context.Pool(self.workers, initializer=_init_worker, initargs=(self.model_dir, self.settings, threads))
 
     def close(self) -> None:
         if self._pool is not None:

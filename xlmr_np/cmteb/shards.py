@@ -34,15 +34,32 @@ def checksum(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def write_shard(out_dir: Path, plan: Plan, scores: Mapping[bytes, float], batches: range, sample: dict | None,
-                shard: tuple[int, int], common: dict) -> Path:
+def write_shard(
+    out_dir: Path,
+    plan: Plan,
+    scores: Mapping[bytes, float],
+    batches: range,
+    sample: dict | None,
+    shard: tuple[int, int],
+    common: dict,
+) -> Path:
     """A self-contained shard file: the plan's structure and keys, and the scores of this shard's batches."""
     task = plan.task
     mine = {j for b in batches for j in plan.batch(b)}
-    payload = dict(common, format=SHARD_FORMAT, version=SHARD_VERSION, task=task.name,
-                   dataset=task.repo, revision=task.revision, sample=sample, shard=list(shard),
-                   plan_digest=plan.digest, keys=[k.hex() for k in plan.keys], structure=plan.structure,
-                   scores=[scores[k] if j in mine else None for j, k in enumerate(plan.keys)])
+    payload = dict(
+        common,
+        format=SHARD_FORMAT,
+        version=SHARD_VERSION,
+        task=task.name,
+        dataset=task.repo,
+        revision=task.revision,
+        sample=sample,
+        shard=list(shard),
+        plan_digest=plan.digest,
+        keys=[k.hex() for k in plan.keys],
+        structure=plan.structure,
+        scores=[scores[k] if j in mine else None for j, k in enumerate(plan.keys)],
+    )
     path = out_dir / f"{task.name}.shard-{shard[0]}-of-{shard[1]}.json"
     write_json(path, {"payload": payload, "sha256": checksum(payload)})
     return path
@@ -71,9 +88,11 @@ def _check_same(shards: list[Shard], fields: tuple[str, ...], what: str) -> None
     for path, payload in rest:
         for field in fields:
             if payload.get(field) != first.get(field):
-                raise ShardError(f"{what}: {first_path} and {path} differ in {field} ({first.get(field)!r} vs "
-                                 f"{payload.get(field)!r}); the shards of one evaluation must share the model, "
-                                 f"settings, batch size, dataset revision and query sample")
+                raise ShardError(
+                    f"{what}: {first_path} and {path} differ in {field} ({first.get(field)!r} vs "
+                    f"{payload.get(field)!r}); the shards of one evaluation must share the model, "
+                    f"settings, batch size, dataset revision and query sample"
+                )
 
 
 def _merge_task(name: str, shards: list[Shard]) -> dict:
@@ -92,8 +111,9 @@ def _merge_task(name: str, shards: list[Shard]) -> dict:
         seen[i] = path
     missing = sorted(set(range(n)) - set(seen))
     if missing:
-        raise ShardError(f"{name}: shard(s) {missing} of {n} missing (have {sorted(seen)}); "
-                         f"all shards 0..{n - 1} are needed")
+        raise ShardError(
+            f"{name}: shard(s) {missing} of {n} missing (have {sorted(seen)}); all shards 0..{n - 1} are needed"
+        )
     first = shards[0][1]
     keys = [bytes.fromhex(k) for k in first["keys"]]
     batch_size = first["batch_size"]
@@ -103,12 +123,17 @@ def _merge_task(name: str, shards: list[Shard]) -> dict:
     n_batches = math.ceil(len(keys) / batch_size)
     for path, payload in shards:
         i, n = payload["shard"]
-        mine = [j for b in shard_batches(n_batches, (i, n))
-                for j in range(b * batch_size, min((b + 1) * batch_size, len(keys)))]
+        mine = [
+            j
+            for b in shard_batches(n_batches, (i, n))
+            for j in range(b * batch_size, min((b + 1) * batch_size, len(keys)))
+        ]
         given = [j for j, s in enumerate(payload["scores"]) if s is not None]
         if given != mine:
-            raise ShardError(f"{path}: shard {i}/{n} holds scores for {len(given):,} pairs but its "
-                             f"batches have {len(mine):,}; the shard is incomplete or mislabelled, rerun it")
+            raise ShardError(
+                f"{path}: shard {i}/{n} holds scores for {len(given):,} pairs but its "
+                f"batches have {len(mine):,}; the shard is incomplete or mislabelled, rerun it"
+            )
         scores[mine] = [payload["scores"][j] for j in mine]
     return task_result(TASKS[name], first["structure"], scores, first["sample"])
 
@@ -125,7 +150,10 @@ def merge_shards(paths: Sequence[str | Path], out_dir: str | Path) -> dict:
         by_task.setdefault(payload["task"], []).append((path, payload))
     order = sorted(by_task, key=lambda name: list(TASKS).index(name) if name in TASKS else len(TASKS))
     first = shards[0][1]
-    results = {"model": first["model"], **{k: first[k] for k in _SAME_RUN},
-               "tasks": [_merge_task(name, by_task[name]) for name in order]}
+    results = {
+        "model": first["model"],
+        **{k: first[k] for k in _SAME_RUN},
+        "tasks": [_merge_task(name, by_task[name]) for name in order],
+    }
     write_json(Path(out_dir) / "results.json", results)
     return results

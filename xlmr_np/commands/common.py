@@ -26,6 +26,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 # ---- argparse value types: a bad value is a usage error (exit 2) named by argparse ----
 
+
 def positive_int(text: str) -> int:
     return _int_at_least(text, 1, "a positive integer")
 
@@ -77,21 +78,40 @@ def document_text(text: str) -> str:
 
 # ---- the model options of rerank, score, serve and inspect ----
 
+
 def add_model_arguments(parser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default=DEFAULT_MODEL,
-                       help=f"a hub repo id or a local model directory (default: {DEFAULT_MODEL})")
+    group.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"a hub repo id or a local model directory (default: {DEFAULT_MODEL})"
+    )
     group.add_argument("--revision", help="hub branch, tag or commit (default: main)")
     group.add_argument("--cache-dir", help="hub cache directory (default: $HF_HUB_CACHE)")
-    group.add_argument("--max-length", type=positive_int, default=512,
-                       help="tokens per sequence, at most the model's position table (default: 512)")
-    group.add_argument("--truncation", choices=("longest_first", "only_second"), default="longest_first",
-                       help="how over-long pairs are cut (default: longest_first, as the published scores)")
-    group.add_argument("--batch-size", type=positive_int, default=32,
-                       help="sequences per forward pass (default: 32)")
-    group.add_argument("--in-memory", action="store_true",
-                       help="copy the weights into memory instead of mapping the file: a model file "
-                            "overwritten in place cannot crash this process (costs RAM of the model's size)")
+    group.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=512,
+        help="tokens per sequence, at most the model's position table (default: 512)",
+    )
+    group.add_argument(
+        "--truncation",
+        choices=("longest_first", "only_second"),
+        default="longest_first",
+        help="how over-long pairs are cut (default: longest_first, as the published scores)",
+    )
+    group.add_argument("--batch-size", type=positive_int, default=32, help="sequences per forward pass (default: 32)")
+    group.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="threads that score each batch, one BLAS thread each (default: one per core); "
+        "the scores are the same bits for any count",
+    )
+    group.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="copy the weights into memory instead of mapping the file: a model file "
+        "overwritten in place cannot crash this process (costs RAM of the model's size)",
+    )
 
 
 def load_reranker(args):
@@ -99,9 +119,15 @@ def load_reranker(args):
     from ..reranker import Reranker
 
     try:
-        return Reranker.from_pretrained(args.model, max_length=args.max_length, truncation=args.truncation,
-                                        revision=args.revision, cache_dir=args.cache_dir,
-                                        mmap=not getattr(args, "in_memory", False))
+        return Reranker.from_pretrained(
+            args.model,
+            max_length=args.max_length,
+            truncation=args.truncation,
+            revision=args.revision,
+            cache_dir=args.cache_dir,
+            mmap=not getattr(args, "in_memory", False),
+            workers=getattr(args, "workers", None),
+        )
     except InputError as e:
         if e.where in ("max_length", "truncation"):
             raise UsageError(e.what, where="--" + e.where.replace("_", "-")) from None
@@ -159,6 +185,7 @@ def reports_errors(handler):
 
 # ---- input files ----
 
+
 def read_lines(source: str) -> list[tuple[int, str]]:
     """(line number, line) of a UTF-8 file, or of stdin for "-", without line endings.
 
@@ -175,8 +202,9 @@ def read_lines(source: str) -> list[tuple[int, str]]:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise InputError(f"not valid UTF-8: byte 0x{data[e.start]:02x} at column {column}",
-                         where=f"{source}:{line}") from None
+        raise InputError(
+            f"not valid UTF-8: byte 0x{data[e.start]:02x} at column {column}", where=f"{source}:{line}"
+        ) from None
     lines = text.removeprefix("\ufeff").split("\n")
     if lines[-1] == "":
         lines.pop()  # the final newline ends the last line, it does not start another
@@ -205,6 +233,7 @@ def parse_json_line(source: str, number: int, line: str):
 
 
 # ---- output files ----
+
 
 class OutputFile:
     """A file written whole or not at all: checked before the work starts, written to a temporary file

@@ -12,7 +12,7 @@ from .common import DEFAULT_MODEL, EXIT_INTERRUPTED, nonnegative_int, positive_i
 
 
 def shard_spec(text: str) -> tuple[int, int]:
-    """"I/N" -> (I, N), with 0 <= I < N."""
+    """ "I/N" -> (I, N), with 0 <= I < N."""
     try:
         i, n = (int(part) for part in text.split("/"))
     except ValueError:
@@ -24,35 +24,57 @@ def shard_spec(text: str) -> tuple[int, int]:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "eval", help="C-MTEB reranking MAP and MRR@10 against bge-reranker-base's published figures",
+        "eval",
+        help="C-MTEB reranking MAP and MRR@10 against bge-reranker-base's published figures",
         description="Score a C-MTEB reranking task with the numpy model and print MAP and MRR@10 beside the "
-                    "published bge-reranker-base figures. Scores are cached per batch: rerun the same command "
-                    "to resume an interrupted run.")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="model directory (config.json, model.safetensors, tokenizer.json) or hub repo id "
-                        f"(default: {DEFAULT_MODEL})")
+        "published bge-reranker-base figures. Scores are cached per batch: rerun the same command "
+        "to resume an interrupted run.",
+    )
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="model directory (config.json, model.safetensors, tokenizer.json) or hub repo id "
+        f"(default: {DEFAULT_MODEL})",
+    )
     p.add_argument("--task", required=True, choices=[*TASKS, "all"])
     p.add_argument("--batch-size", type=positive_int, default=32, help="pairs per forward pass (default 32)")
-    p.add_argument("--workers", type=positive_int, default=1,
-                   help="worker processes, each with its share of the cores (default 1: this process, all cores)")
-    p.add_argument("--shard", type=shard_spec, metavar="I/N",
-                   help="score only batches I, I+N, I+2N, ... (0 <= I < N) and write a shard file for merge")
-    p.add_argument("--max-queries", type=positive_int, metavar="N",
-                   help="evaluate a random sample of N queries per task, with a bootstrap 95%% interval")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="worker processes, each with its share of the cores (default 1: this process, all cores)",
+    )
+    p.add_argument(
+        "--shard",
+        type=shard_spec,
+        metavar="I/N",
+        help="score only batches I, I+N, I+2N, ... (0 <= I < N) and write a shard file for merge",
+    )
+    p.add_argument(
+        "--max-queries",
+        type=positive_int,
+        metavar="N",
+        help="evaluate a random sample of N queries per task, with a bootstrap 95%% interval",
+    )
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the --max-queries sample (default 0)")
     p.add_argument("--max-length", type=positive_int, default=512, help="tokens per pair (default 512)")
-    p.add_argument("--truncation", choices=TRUNCATION_STRATEGIES, default="longest_first",
-                   help="longest_first (default) is what the published scores used")
-    p.add_argument("--cache-dir", default=None,
-                   help=f"score cache directory (default {default_cache_dir()})")
+    p.add_argument(
+        "--truncation",
+        choices=TRUNCATION_STRATEGIES,
+        default="longest_first",
+        help="longest_first (default) is what the published scores used",
+    )
+    p.add_argument("--cache-dir", default=None, help=f"score cache directory (default {default_cache_dir()})")
     p.add_argument("--out", default="eval-results", help="directory for results.json or shard files")
     cluster.add_arguments(p)
     p.set_defaults(func=reports_errors(eval_command))
 
     m = subparsers.add_parser(
-        "merge", help="merge the shard files of an `xlmr-np eval --shard` run into its results",
+        "merge",
+        help="merge the shard files of an `xlmr-np eval --shard` run into its results",
         description="Check that the shard files cover every shard of one evaluation (same model, settings, "
-                    "dataset and plan), then print and write the results as one run would.")
+        "dataset and plan), then print and write the results as one run would.",
+    )
     m.add_argument("shards", nargs="+", help="shard files (<task>.shard-I-of-N.json)")
     m.add_argument("--out", default="eval-results", help="directory for results.json")
     m.set_defaults(func=reports_errors(merge_command))
@@ -63,21 +85,35 @@ def eval_command(args) -> int:
         if args.executor is not None:
             done = cluster.run_from_args(args)
         else:
-            done = run_eval(args.model, args.task, out_dir=args.out, cache_dir=args.cache_dir,
-                            batch_size=args.batch_size, workers=args.workers, shard=args.shard,
-                            max_queries=args.max_queries, seed=args.seed, max_length=args.max_length,
-                            truncation=args.truncation)
+            done = run_eval(
+                args.model,
+                args.task,
+                out_dir=args.out,
+                cache_dir=args.cache_dir,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                shard=args.shard,
+                max_queries=args.max_queries,
+                seed=args.seed,
+                max_length=args.max_length,
+                truncation=args.truncation,
+            )
     except KeyboardInterrupt:
-        print("xlmr-np eval: interrupted; the finished batches are cached, rerun the same command to resume",
-              file=sys.stderr)
+        print(
+            "xlmr-np eval: interrupted; the finished batches are cached, rerun the same command to resume",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     if done["results"] is not None:
         print(format_table(done["results"]))
     for path in done["files"]:
         print(f"wrote {path}", file=sys.stderr)
     if args.shard is not None:
-        print(f"shard {args.shard[0]}/{args.shard[1]} done; once every shard is, run: "
-              f"xlmr-np merge <all shard files> --out DIR", file=sys.stderr)
+        print(
+            f"shard {args.shard[0]}/{args.shard[1]} done; once every shard is, run: "
+            f"xlmr-np merge <all shard files> --out DIR",
+            file=sys.stderr,
+        )
     return 0
 
 

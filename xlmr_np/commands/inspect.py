@@ -18,27 +18,42 @@ from .common import add_model_arguments, load_reranker, reports_errors
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("inspect", help="look inside the forward pass of one (query, document) pair",
-                              description=__doc__.split("\n\n", 1)[1])
+    p = subparsers.add_parser(
+        "inspect",
+        help="look inside the forward pass of one (query, document) pair",
+        description=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("query")
     p.add_argument("document")
     p.add_argument("--all", action="store_true", help="also print every named intermediate with statistics")
     p.add_argument("--unit", choices=("word", "token"), default="word", help="attribution unit")
-    p.add_argument("--method", choices=("remove", "mask"), default="remove",
-                   help="attribution: delete the unit, or replace its tokens with <mask>")
-    p.add_argument("--plot", metavar="OUT.png", help="write attention heatmaps here and the attribution "
-                   "picture next to it (OUT-attribution.png); needs matplotlib (xlmr-np[plot])")
+    p.add_argument(
+        "--method",
+        choices=("remove", "mask"),
+        default="remove",
+        help="attribution: delete the unit, or replace its tokens with <mask>",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="write attention heatmaps here and the attribution "
+        "picture next to it (OUT-attribution.png); needs matplotlib (xlmr-np[plot])",
+    )
     p.add_argument("--layers", type=_indices, help="layers to plot, e.g. 0,11 (default: all)")
     p.add_argument("--heads", type=_indices, help="heads to plot, e.g. 0-3 (default: all)")
-    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                   help="highlight with ANSI colours (auto: when stdout is a terminal and NO_COLOR is unset)")
+    p.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="highlight with ANSI colours (auto: when stdout is a terminal and NO_COLOR is unset)",
+    )
     add_model_arguments(p)
     p.set_defaults(func=reports_errors(run))
 
 
 def _indices(text: str) -> list[int]:
     """'0,2-4' -> [0, 2, 3, 4]."""
-    out = []
+    out: list[int] = []
     for part in text.split(","):
         a, _, b = part.partition("-")
         try:
@@ -54,25 +69,32 @@ def run(args) -> int:
 
     reranker = load_reranker(args)
     config = reranker.config
-    for name, chosen, count in (("layer", args.layers, config.num_hidden_layers),
-                                ("head", args.heads, config.num_attention_heads)):
+    for name, chosen, count in (
+        ("layer", args.layers, config.num_hidden_layers),
+        ("head", args.heads, config.num_attention_heads),
+    ):
         bad = [i for i in chosen or [] if not 0 <= i < count]
         if bad:
             raise InputError(f"--{name}s: the model has {count} {name}s (0..{count - 1}); got {bad}")
     seen = inspect_pair(reranker, args.query, args.document)
     segments = [s for s in seen.segments if s is not None]
     logit = float(seen.logits[0])
-    print(f"model {args.model}: {config.num_hidden_layers} layers, {config.num_attention_heads} heads, "
-          f"hidden {config.hidden_size}")
-    print(f"{len(seen.tokens)} tokens (query {segments.count(0)}, document {segments.count(1)})"
-          f"{', truncated' if seen.truncated else ''}; logit {logit:.6g}, sigmoid {float(sigmoid64(logit)):.6g}")
+    print(
+        f"model {args.model}: {config.num_hidden_layers} layers, {config.num_attention_heads} heads, "
+        f"hidden {config.hidden_size}"
+    )
+    print(
+        f"{len(seen.tokens)} tokens (query {segments.count(0)}, document {segments.count(1)})"
+        f"{', truncated' if seen.truncated else ''}; logit {logit:.6g}, sigmoid {float(sigmoid64(logit)):.6g}"
+    )
     print()
     print(format_table(layer_table(seen)))
     if args.all:
         print()
         print(format_table(stats(seen)))
-    result = attribute(reranker, args.query, args.document, unit=args.unit, method=args.method,
-                       batch_size=args.batch_size)
+    result = attribute(
+        reranker, args.query, args.document, unit=args.unit, method=args.method, batch_size=args.batch_size
+    )
     print()
     print(render_terminal(result, color=_use_color(args.color)))
     if args.plot:

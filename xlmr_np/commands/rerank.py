@@ -23,23 +23,29 @@ from .common import (
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "rerank", help="rank documents by relevance to a query",
+        "rerank",
+        help="rank documents by relevance to a query",
         description="Rank documents by relevance to QUERY. Documents come from the arguments, from "
-                    "--documents FILE (one per line, or JSONL: a string or {\"text\": ...} per line), or "
-                    "from stdin. Blank lines are skipped; index counts documents, not lines.")
+        '--documents FILE (one per line, or JSONL: a string or {"text": ...} per line), or '
+        "from stdin. Blank lines are skipped; index counts documents, not lines.",
+    )
     parser.add_argument("query", metavar="QUERY", type=query_text)
     parser.add_argument("documents", metavar="DOC", nargs="*", type=document_text, help="documents to rank")
-    parser.add_argument("--documents", dest="documents_file", metavar="FILE",
-                        help="read documents from FILE ('-': stdin)")
+    parser.add_argument(
+        "--documents", dest="documents_file", metavar="FILE", help="read documents from FILE ('-': stdin)"
+    )
     parser.add_argument("--jsonl", action="store_true", help="the documents file is JSONL (implied by .jsonl)")
     parser.add_argument("--top-n", type=positive_int, help="show only the best N")
     parser.add_argument("--json", action="store_true", help="print the /v1/rerank response JSON instead of a table")
-    parser.add_argument("--raw-scores", action="store_true",
-                        help="report the raw logit instead of its sigmoid (0..1)")
-    parser.add_argument("--windows", action="store_true",
-                        help="score long documents by their best overlapping window instead of truncating them")
-    parser.add_argument("--window-overlap", type=nonnegative_int, default=64,
-                        help="tokens shared by adjacent windows (64)")
+    parser.add_argument("--raw-scores", action="store_true", help="report the raw logit instead of its sigmoid (0..1)")
+    parser.add_argument(
+        "--windows",
+        action="store_true",
+        help="score long documents by their best overlapping window instead of truncating them",
+    )
+    parser.add_argument(
+        "--window-overlap", type=nonnegative_int, default=64, help="tokens shared by adjacent windows (64)"
+    )
     add_model_arguments(parser)
     parser.set_defaults(func=reports_errors(run))
 
@@ -55,8 +61,9 @@ def read_documents(source: str, jsonl: bool) -> list[str]:
         value = parse_json_line(source, number, line)
         text = value.get("text") if isinstance(value, dict) else value
         if not isinstance(text, str):
-            raise InputError(f'expected a JSON string or {{"text": string}}, got {line[:60]}',
-                             where=f"{source}:{number}")
+            raise InputError(
+                f'expected a JSON string or {{"text": string}}, got {line[:60]}', where=f"{source}:{number}"
+            )
         documents.append(check_text(text, "document", where=f"{source}:{number}"))
     return documents
 
@@ -94,8 +101,14 @@ def run(args) -> int:
 
     documents = gather_documents(args)
     reranker = load_reranker(args)
-    scores = reranker.score_documents(args.query, documents, batch_size=args.batch_size, raw_scores=args.raw_scores,
-                                      windows=args.windows, window_overlap=args.window_overlap)
+    scores = reranker.score_documents(
+        args.query,
+        documents,
+        batch_size=args.batch_size,
+        raw_scores=args.raw_scores,
+        windows=args.windows,
+        window_overlap=args.window_overlap,
+    )
     if args.json:
         request = RerankRequest(args.query, documents, args.top_n, True, args.raw_scores)
         print(encode(rerank_response(args.model, request, scores)).decode("utf-8"))

@@ -26,8 +26,9 @@ from .common import (
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("score", help="score (query, document) pairs from a TSV or JSONL file",
-                                   description=__doc__.split("\n\n", 1)[1])
+    parser = subparsers.add_parser(
+        "score", help="score (query, document) pairs from a TSV or JSONL file", description=__doc__.split("\n\n", 1)[1]
+    )
     parser.add_argument("input", metavar="FILE", nargs="?", default="-", help="pairs file (default: stdin)")
     parser.add_argument("--jsonl", action="store_true", help="the input is JSONL (implied by .jsonl)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write scores to FILE (default: stdout)")
@@ -46,8 +47,9 @@ def read_pairs(source: str, jsonl: bool) -> tuple[list[tuple[str, str]], list[di
         if jsonl:
             value = parse_json_line(source, number, line)
             if not isinstance(value, dict):
-                raise InputError(f'expected {{"query": ..., "document": ...}}, got {line[:60]}',
-                                 where=f"{source}:{number}")
+                raise InputError(
+                    f'expected {{"query": ..., "document": ...}}, got {line[:60]}', where=f"{source}:{number}"
+                )
             for field in ("query", "document"):
                 if not isinstance(value.get(field), str):
                     raise InputError(f"field {field!r} must be a string", where=f"{source}:{number}")
@@ -82,8 +84,10 @@ def run(args) -> int:
         if objects is None:
             lines = [repr(s) for s in scores]
         else:
-            lines = [json.dumps(dict(o, score=s, truncated=t), ensure_ascii=False)
-                     for o, s, t in zip(objects, scores, truncated)]
+            lines = [
+                json.dumps(dict(o, score=s, truncated=t), ensure_ascii=False)
+                for o, s, t in zip(objects, scores, truncated)
+            ]
         text = "\n".join(lines) + "\n"
         if output is not None:
             output.write(text)
@@ -94,6 +98,9 @@ def run(args) -> int:
             output.discard()
     cut = [i + 1 for i, t in enumerate(truncated) if t]
     if cut:
-        print(f"xlmr-np score: {len(cut)} of {len(pairs)} pairs truncated to {reranker.max_length} tokens "
-              f"(pairs {', '.join(map(str, cut[:10]))}{', ...' if len(cut) > 10 else ''})", file=sys.stderr)
+        print(
+            f"xlmr-np score: {len(cut)} of {len(pairs)} pairs truncated to {reranker.max_length} tokens "
+            f"(pairs {', '.join(map(str, cut[:10]))}{', ...' if len(cut) > 10 else ''})",
+            file=sys.stderr,
+        )
     return 0

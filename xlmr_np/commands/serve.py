@@ -16,46 +16,97 @@ API_KEY_ENV = "XLMR_NP_API_KEY"
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "serve", help="serve the model over HTTP (Cohere, Jina and text-embeddings-inference rerank formats)",
+        "serve",
+        help="serve the model over HTTP (Cohere, Jina and text-embeddings-inference rerank formats)",
         description="Serve the model over HTTP: POST /v1/rerank (Cohere v1, Jina), /v2/rerank (Cohere v2), "
-                    "/rerank (text-embeddings-inference); GET /info, /health, /metrics, /v1/models, "
-                    "/openapi.json, /docs. See docs/server.md.")
-    parser.add_argument("--served-model-name", metavar="NAME",
-                        help="the model name clients send and /v1/models lists (default: --model if it is a hub "
-                             "id, else the directory's name)")
+        "/rerank (text-embeddings-inference); GET /info, /health, /metrics, /v1/models, "
+        "/openapi.json, /docs. See docs/server.md.",
+    )
+    parser.add_argument(
+        "--served-model-name",
+        metavar="NAME",
+        help="the model name clients send and /v1/models lists (default: --model if it is a hub "
+        "id, else the directory's name)",
+    )
     net = parser.add_argument_group("network and access")
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)")
     net.add_argument("--port", type=port_number, default=8000, help="port (default: 8000; 0 picks a free one)")
-    net.add_argument("--api-key-file", metavar="PATH",
-                     help="require 'Authorization: Bearer KEY', KEY read from this file (one line)")
-    net.add_argument("--api-key", help=f"the key itself; prefer ${API_KEY_ENV} or --api-key-file, since other users "
-                                       "of the machine can read command lines (ps)")
-    net.add_argument("--private-health", action="store_true",
-                     help="require the key on /health, /info and /metrics too (default: open, as TEI)")
-    net.add_argument("--cors-allow-origin", action="append", default=[], metavar="ORIGIN",
-                     help="a browser origin allowed to call the server (repeatable; default: none)")
-    net.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
-                     help="a Host name accepted without an API key besides IPs and localhost (repeatable)")
+    net.add_argument(
+        "--api-key-file", metavar="PATH", help="require 'Authorization: Bearer KEY', KEY read from this file (one line)"
+    )
+    net.add_argument(
+        "--api-key",
+        help=f"the key itself; prefer ${API_KEY_ENV} or --api-key-file, since other users "
+        "of the machine can read command lines (ps)",
+    )
+    net.add_argument(
+        "--private-health",
+        action="store_true",
+        help="require the key on /health, /info and /metrics too (default: open, as TEI)",
+    )
+    net.add_argument(
+        "--cors-allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin allowed to call the server (repeatable; default: none)",
+    )
+    net.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name accepted without an API key besides IPs and localhost (repeatable)",
+    )
     limits = parser.add_argument_group("limits")
-    limits.add_argument("--max-documents", type=int, default=DEFAULT_MAX_DOCUMENTS,
-                        help=f"documents per request (default: {DEFAULT_MAX_DOCUMENTS})")
-    limits.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
-                        help=f"request body size (default: {DEFAULT_MAX_BODY_BYTES}, 8 MiB)")
-    limits.add_argument("--max-batch-tokens", type=int, default=16384,
-                        help="padded tokens per forward pass, across requests (default: 16384 = 32 x 512)")
-    limits.add_argument("--max-concurrent-requests", type=int, default=512,
-                        help="rerank requests in flight; more get 429 with Retry-After (default: 512)")
-    limits.add_argument("--max-connections", type=int, default=1024,
-                        help="open connections and tasks; more get 503 (default: 1024)")
-    limits.add_argument("--request-timeout", type=float, default=60.0,
-                        help="seconds from a request's first byte to its answer (default: 60)")
-    limits.add_argument("--keep-alive", type=float, default=5.0,
-                        help="seconds an idle keep-alive connection stays open (default: 5)")
-    limits.add_argument("--graceful-timeout", type=float, default=30.0,
-                        help="on SIGTERM, seconds to finish in-flight requests before cancelling them (default: 30)")
+    limits.add_argument(
+        "--max-documents",
+        type=int,
+        default=DEFAULT_MAX_DOCUMENTS,
+        help=f"documents per request (default: {DEFAULT_MAX_DOCUMENTS})",
+    )
+    limits.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=f"request body size (default: {DEFAULT_MAX_BODY_BYTES}, 8 MiB)",
+    )
+    limits.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=16384,
+        help="padded tokens per forward pass, across requests (default: 16384 = 32 x 512)",
+    )
+    limits.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        default=512,
+        help="rerank requests in flight; more get 429 with Retry-After (default: 512)",
+    )
+    limits.add_argument(
+        "--max-connections", type=int, default=1024, help="open connections and tasks; more get 503 (default: 1024)"
+    )
+    limits.add_argument(
+        "--request-timeout",
+        type=float,
+        default=60.0,
+        help="seconds from a request's first byte to its answer (default: 60)",
+    )
+    limits.add_argument(
+        "--keep-alive", type=float, default=5.0, help="seconds an idle keep-alive connection stays open (default: 5)"
+    )
+    limits.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, seconds to finish in-flight requests before cancelling them (default: 30)",
+    )
     docs = parser.add_argument_group("long documents (the default; requests may ask otherwise)")
-    docs.add_argument("--windows", action="store_true",
-                      help="score long documents by their best overlapping window instead of truncating them")
+    docs.add_argument(
+        "--windows",
+        action="store_true",
+        help="score long documents by their best overlapping window instead of truncating them",
+    )
     docs.add_argument("--window-overlap", type=int, default=64, help="tokens shared by adjacent windows (64)")
     add_model_arguments(parser)
     parser.set_defaults(func=reports_errors(run))
@@ -76,8 +127,9 @@ def read_api_key(args, environ=os.environ) -> str | None:
     else:
         return None
     if not key.strip():
-        raise InputError(f"{source} is empty; give a key, or none of --api-key, --api-key-file, ${API_KEY_ENV} "
-                         "for an open server")
+        raise InputError(
+            f"{source} is empty; give a key, or none of --api-key, --api-key-file, ${API_KEY_ENV} for an open server"
+        )
     if any(c.isspace() for c in key.strip()):
         raise InputError(f"{source}: the key must not contain whitespace")
     return key.strip()
@@ -100,9 +152,18 @@ def is_loopback(host: str) -> bool:
 
 
 def check_limits(args) -> None:
-    for name, least in (("max_documents", 1), ("max_body_bytes", 1), ("batch_size", 1), ("window_overlap", 0),
-                        ("max_batch_tokens", 1), ("max_concurrent_requests", 1), ("max_connections", 1),
-                        ("request_timeout", 0.001), ("keep_alive", 0.001), ("graceful_timeout", 0)):
+    for name, least in (
+        ("max_documents", 1),
+        ("max_body_bytes", 1),
+        ("batch_size", 1),
+        ("window_overlap", 0),
+        ("max_batch_tokens", 1),
+        ("max_concurrent_requests", 1),
+        ("max_connections", 1),
+        ("request_timeout", 0.001),
+        ("keep_alive", 0.001),
+        ("graceful_timeout", 0),
+    ):
         if getattr(args, name) < least:
             raise InputError(f"--{name.replace('_', '-')} must be at least {least:g}, got {getattr(args, name):g}")
 
@@ -116,21 +177,39 @@ def run(args) -> int:
     except ModuleNotFoundError as e:
         raise InputError(f"the server needs its extra: pip install 'xlmr-np[serve]' ({e.name} is missing)") from None
     settings = serve_app.ServerSettings(
-        model_name=served_name(args), api_key=api_key, max_documents=args.max_documents,
-        max_body_bytes=args.max_body_bytes, max_batch_tokens=args.max_batch_tokens,
-        max_concurrent_requests=args.max_concurrent_requests, request_timeout=args.request_timeout,
-        windows=args.windows, window_overlap=args.window_overlap, private_health=args.private_health,
-        cors_origins=tuple(args.cors_allow_origin), allowed_hosts=tuple(h.lower() for h in args.allowed_host),
-        model_revision=args.revision)
+        model_name=served_name(args),
+        api_key=api_key,
+        max_documents=args.max_documents,
+        max_body_bytes=args.max_body_bytes,
+        max_batch_tokens=args.max_batch_tokens,
+        max_concurrent_requests=args.max_concurrent_requests,
+        request_timeout=args.request_timeout,
+        windows=args.windows,
+        window_overlap=args.window_overlap,
+        private_health=args.private_health,
+        cors_origins=tuple(args.cors_allow_origin),
+        allowed_hosts=tuple(h.lower() for h in args.allowed_host),
+        model_revision=args.revision,
+    )
     app = serve_app.create_app(load_reranker(args), settings)
     if api_key is None and not is_loopback(args.host):
-        print(f"xlmr-np serve: warning: listening on {args.host} without an API key; anyone who can reach "
-              f"this port can use the model (--api-key-file or ${API_KEY_ENV})", file=sys.stderr)
+        print(
+            f"xlmr-np serve: warning: listening on {args.host} without an API key; anyone who can reach "
+            f"this port can use the model (--api-key-file or ${API_KEY_ENV})",
+            file=sys.stderr,
+        )
     auth = "API key required" if api_key else "no API key"
 
     def banner(host, port):
         return f"xlmr-np serve: serving {settings.model_name!r} on http://{host}:{port} ({auth})"
 
-    return runner.serve(app, args.host, args.port, request_timeout=args.request_timeout,
-                        max_connections=args.max_connections, graceful_seconds=args.graceful_timeout,
-                        keep_alive_seconds=args.keep_alive, banner=banner)
+    return runner.serve(
+        app,
+        args.host,
+        args.port,
+        request_timeout=args.request_timeout,
+        max_connections=args.max_connections,
+        graceful_seconds=args.graceful_timeout,
+        keep_alive_seconds=args.keep_alive,
+        banner=banner,
+    )

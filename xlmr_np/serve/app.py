@@ -30,6 +30,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from .. import __version__
 from ..api import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS, ApiError, encode
+from ..ranking import DocumentScores
 from ..reranker import Reranker, document_scores
 from . import schema
 from .batcher import Batcher, Job
@@ -37,8 +38,7 @@ from .metrics import Metrics
 
 TEI_PATHS = ("/rerank", "/info")
 PUBLIC_PATHS = ("/health", "/info", "/metrics")  # reachable without the key unless --private-health
-ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/info", "/health", "/metrics", "/v1/models", "/openapi.json",
-          "/docs")
+ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/info", "/health", "/metrics", "/v1/models", "/openapi.json", "/docs")
 JSON = "application/json; charset=utf-8"
 INLINE_CHARACTERS = 16_384  # requests this small are tokenized on the event loop, larger ones on a worker thread
 
@@ -74,8 +74,17 @@ class Server:
 # ---------------------------------------------------------------------------------------------- errors
 
 
-TEI_ERROR_TYPES = {400: "Validation", 401: "Unauthorized", 403: "Unauthorized", 404: "NotFound", 408: "Validation",
-                   411: "Validation", 413: "Validation", 429: "Overloaded", 503: "Overloaded"}
+TEI_ERROR_TYPES = {
+    400: "Validation",
+    401: "Unauthorized",
+    403: "Unauthorized",
+    404: "NotFound",
+    408: "Validation",
+    411: "Validation",
+    413: "Validation",
+    429: "Overloaded",
+    503: "Overloaded",
+}
 
 
 def error_body(path: str, error: ApiError) -> dict:
@@ -90,8 +99,12 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
     try:
         payload = encode(body)
     except ValueError:  # NaN or infinity: an error, never sent as a number
-        status, payload = 500, encode({"error": {"type": "server_error", "field": None,
-                                                 "message": "the model produced a non-finite score"}})
+        status, payload = (
+            500,
+            encode(
+                {"error": {"type": "server_error", "field": None, "message": "the model produced a non-finite score"}}
+            ),
+        )
     return Response(payload, status_code=status, headers=headers, media_type=JSON)
 
 
@@ -130,20 +143,34 @@ def refusal(settings: ServerSettings, path: str, headers: Headers) -> ApiError |
     if settings.api_key is None:
         name = host_name(headers.get("host", "localhost")).lower()
         if not (is_ip(name) or name == "localhost" or name in settings.allowed_hosts):
-            return ApiError(403, f"Host {name!r} is not accepted by a server without an API key (it could be a "
-                                 "rebound DNS name); address it by IP or localhost, or start it with "
-                                 "--allowed-host NAME or an API key", "Host", kind="forbidden")
+            return ApiError(
+                403,
+                f"Host {name!r} is not accepted by a server without an API key (it could be a "
+                "rebound DNS name); address it by IP or localhost, or start it with "
+                "--allowed-host NAME or an API key",
+                "Host",
+                kind="forbidden",
+            )
         origin = headers.get("origin")
         if origin is not None and origin not in settings.cors_origins:
-            return ApiError(403, f"requests from web pages (Origin {origin[:80]!r}) are refused by a server without "
-                                 "an API key; see --cors-allow-origin", "Origin", kind="forbidden")
+            return ApiError(
+                403,
+                f"requests from web pages (Origin {origin[:80]!r}) are refused by a server without "
+                "an API key; see --cors-allow-origin",
+                "Origin",
+                kind="forbidden",
+            )
         return None
     if path in PUBLIC_PATHS and not settings.private_health:
         return None
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
-        return ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "Authorization",
-                        kind="authentication_error")
+        return ApiError(
+            401,
+            "missing or wrong API key: send 'Authorization: Bearer <key>'",
+            "Authorization",
+            kind="authentication_error",
+        )
     return None
 
 
@@ -191,24 +218,37 @@ async def read_json(request: Request, settings: ServerSettings):
     if length is None and "chunked" not in request.headers.get("transfer-encoding", "").lower():
         raise ApiError(411, "a Content-Length header is required", "Content-Length")
     if length is not None and int(length) > settings.max_body_bytes:  # h11 has checked it is digits
-        raise ApiError(413, f"the body has {length} bytes; this server accepts at most {settings.max_body_bytes} "
-                            "(xlmr-np serve --max-body-bytes)", "body", headers={"Connection": "close"})
+        raise ApiError(
+            413,
+            f"the body has {length} bytes; this server accepts at most {settings.max_body_bytes} "
+            "(xlmr-np serve --max-body-bytes)",
+            "body",
+            headers={"Connection": "close"},
+        )
 
     async def read() -> bytes:
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > settings.max_body_bytes:
-                raise ApiError(413, f"the body has more than {settings.max_body_bytes} bytes "
-                                    "(xlmr-np serve --max-body-bytes)", "body", headers={"Connection": "close"})
+                raise ApiError(
+                    413,
+                    f"the body has more than {settings.max_body_bytes} bytes (xlmr-np serve --max-body-bytes)",
+                    "body",
+                    headers={"Connection": "close"},
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
     try:
         raw = await asyncio.wait_for(read(), remaining(request, settings))
     except asyncio.TimeoutError:
-        raise ApiError(408, f"the body did not arrive within {settings.request_timeout:g} s "
-                            "(xlmr-np serve --request-timeout)", "body", headers={"Connection": "close"}) from None
+        raise ApiError(
+            408,
+            f"the body did not arrive within {settings.request_timeout:g} s (xlmr-np serve --request-timeout)",
+            "body",
+            headers={"Connection": "close"},
+        ) from None
     try:
         return json.loads(raw)
     except RecursionError:
@@ -226,15 +266,17 @@ def remaining(request: Request, settings: ServerSettings) -> float:
 
 @dataclass
 class Scored:
-    scores: object  # DocumentScores
+    scores: DocumentScores
     job: Job
 
     def headers(self, request: Request) -> dict:
         total = time.perf_counter() - request.state.started
-        return {"x-queue-time": f"{self.job.queue_seconds * 1e3:.3f}",
-                "x-inference-time": f"{self.job.inference_seconds * 1e3:.3f}",
-                "x-total-time": f"{total * 1e3:.3f}",
-                "x-compute-tokens": str(self.scores.total_tokens)}
+        return {
+            "x-queue-time": f"{self.job.queue_seconds * 1e3:.3f}",
+            "x-inference-time": f"{self.job.inference_seconds * 1e3:.3f}",
+            "x-total-time": f"{total * 1e3:.3f}",
+            "x-compute-tokens": str(self.scores.total_tokens),
+        }
 
 
 async def _disconnected(receive) -> None:
@@ -243,8 +285,9 @@ async def _disconnected(receive) -> None:
         pass
 
 
-async def score(server: Server, request: Request, query: str, texts: list[str], raw_scores: bool, encode,
-                refuse=None, **encoding) -> Scored:
+async def score(
+    server: Server, request: Request, query: str, texts: list[str], raw_scores: bool, encode, refuse=None, **encoding
+) -> Scored:
     """Tokenize on a worker thread (encode: Reranker.encode_documents or alike), let `refuse(encoded)` raise
     before anything is scored, queue the sequences, wait for them (or the deadline, or the client leaving)."""
     if len(query) + sum(map(len, texts)) <= INLINE_CHARACTERS:  # under a millisecond: not worth two thread hops
@@ -256,8 +299,9 @@ async def score(server: Server, request: Request, query: str, texts: list[str], 
     job = server.batcher.submit(encoded)
     watcher = asyncio.ensure_future(_disconnected(request.receive))
     try:
-        done, _ = await asyncio.wait({job.future, watcher}, timeout=remaining(request, server.settings),
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {job.future, watcher}, timeout=remaining(request, server.settings), return_when=asyncio.FIRST_COMPLETED
+        )
     except asyncio.CancelledError:  # shutdown's grace period ran out
         server.batcher.cancel(job)
         raise
@@ -268,8 +312,13 @@ async def score(server: Server, request: Request, query: str, texts: list[str], 
         if watcher in done:
             server.metrics.abandoned.inc()
             raise ApiError(499, "the client closed the connection", kind="client_closed_request")
-        raise ApiError(503, f"the request did not finish within {server.settings.request_timeout:g} s "
-                            "(xlmr-np serve --request-timeout)", kind="timeout", headers={"Retry-After": "1"})
+        raise ApiError(
+            503,
+            f"the request did not finish within {server.settings.request_timeout:g} s "
+            "(xlmr-np serve --request-timeout)",
+            kind="timeout",
+            headers={"Retry-After": "1"},
+        )
     try:
         logits = job.future.result()  # [S]
     except FloatingPointError as e:
@@ -309,9 +358,13 @@ class Admission:
 
     def __enter__(self):
         if self.server.in_flight >= self.server.settings.max_concurrent_requests:
-            raise ApiError(429, f"{self.server.in_flight} requests are in flight, the most this server takes "
-                                "(xlmr-np serve --max-concurrent-requests); retry shortly", kind="overloaded",
-                           headers={"Retry-After": "1"})
+            raise ApiError(
+                429,
+                f"{self.server.in_flight} requests are in flight, the most this server takes "
+                "(xlmr-np serve --max-concurrent-requests); retry shortly",
+                kind="overloaded",
+                headers={"Retry-After": "1"},
+            )
         self.server.in_flight += 1
         self.server.metrics.in_flight.set(self.server.in_flight)
 
@@ -333,8 +386,11 @@ def document_text(document, index: int, rank_fields: list[str]) -> str:
         value = document.get(name)
         if not isinstance(value, str):
             got = "missing" if name not in document else f"{schema.json_type(value)}"
-            raise ApiError(400, f"documents[{index}].{name} must be a string (rank_fields: {rank_fields}), got {got}",
-                           f"documents[{index}].{name}")
+            raise ApiError(
+                400,
+                f"documents[{index}].{name} must be a string (rank_fields: {rank_fields}), got {got}",
+                f"documents[{index}].{name}",
+            )
         try:
             schema._text(value)
         except ValueError as e:
@@ -353,14 +409,23 @@ def pair_length(reranker: Reranker, query: str, text: str) -> int:
 
 def check_model(server: Server, model: str | None) -> None:
     if model is not None and model != server.settings.model_name:
-        raise ApiError(404, f"model {json.dumps(model)[:80]} is not served here; this server serves "
-                            f"{json.dumps(server.settings.model_name)}", "model", kind="model_not_found")
+        raise ApiError(
+            404,
+            f"model {json.dumps(model)[:80]} is not served here; this server serves "
+            f"{json.dumps(server.settings.model_name)}",
+            "model",
+            kind="model_not_found",
+        )
 
 
 def check_count(server: Server, n: int, field: str) -> None:
     if n > server.settings.max_documents:
-        raise ApiError(413, f"{field} has {n} entries; this server accepts at most {server.settings.max_documents} "
-                            "per request (xlmr-np serve --max-documents)", field)
+        raise ApiError(
+            413,
+            f"{field} has {n} entries; this server accepts at most {server.settings.max_documents} "
+            "per request (xlmr-np serve --max-documents)",
+            field,
+        )
 
 
 async def cohere_rerank(server: Server, request: Request, version: int) -> Response:
@@ -371,8 +436,9 @@ async def cohere_rerank(server: Server, request: Request, version: int) -> Respo
         rank_fields = body.rank_fields or ["text"]
         texts = [document_text(d, i, rank_fields) for i, d in enumerate(body.documents)]
         encoding = long_documents(server.settings, body.max_chunks_per_doc, body.max_tokens_per_doc)
-        scored = await score(server, request, body.query, texts, bool(body.raw_scores),
-                             server.reranker.encode_documents, **encoding)
+        scored = await score(
+            server, request, body.query, texts, bool(body.raw_scores), server.reranker.encode_documents, **encoding
+        )
     return_documents = body.return_documents if body.return_documents is not None else version == 1
     results = []
     for r in scored.scores.ranked(texts, top_n=body.top_n, return_documents=False):
@@ -381,12 +447,19 @@ async def cohere_rerank(server: Server, request: Request, version: int) -> Respo
             document = body.documents[r["index"]]
             result["document"] = {"text": document} if isinstance(document, str) else document
         results.append(result)
-    return json_response({
-        "id": str(uuid.uuid4()), "model": server.settings.model_name, "results": results,
-        "usage": {"total_tokens": scored.scores.total_tokens},
-        "meta": {"api_version": {"version": str(version)},
-                 "billed_units": {"search_units": math.ceil(len(texts) / 100)}},
-    }, headers=scored.headers(request))
+    return json_response(
+        {
+            "id": str(uuid.uuid4()),
+            "model": server.settings.model_name,
+            "results": results,
+            "usage": {"total_tokens": scored.scores.total_tokens},
+            "meta": {
+                "api_version": {"version": str(version)},
+                "billed_units": {"search_units": math.ceil(len(texts) / 100)},
+            },
+        },
+        headers=scored.headers(request),
+    )
 
 
 async def tei_rerank(server: Server, request: Request) -> Response:
@@ -394,6 +467,7 @@ async def tei_rerank(server: Server, request: Request) -> Response:
         body = schema.validate(schema.TeiRerankRequest, await read_json(request, server.settings))
         check_count(server, len(body.texts), "texts")
         if body.truncation_direction.lower() == "left":  # keep the document's end, and the query whole
+
             def encode(query, texts):
                 pairs = [(query, text) for text in texts]
                 return server.reranker.tokenizer.encode_windows(pairs, 0, max_windows=1, from_end=True)
@@ -406,9 +480,13 @@ async def tei_rerank(server: Server, request: Request) -> Response:
             cut = [owner for owner, e in zip(owners, encoded) if e.truncated]
             if cut:
                 given = await run_in_threadpool(pair_length, server.reranker, body.query, body.texts[cut[0]])
-                raise ApiError(413, f"Input validation error: `inputs` must have less than "
-                                    f"{server.reranker.max_length} tokens. Given: {given} (texts[{cut[0]}]); send "
-                                    '"truncate": true to cut it', f"texts[{cut[0]}]")
+                raise ApiError(
+                    413,
+                    f"Input validation error: `inputs` must have less than "
+                    f"{server.reranker.max_length} tokens. Given: {given} (texts[{cut[0]}]); send "
+                    '"truncate": true to cut it',
+                    f"texts[{cut[0]}]",
+                )
 
         scored = await score(server, request, body.query, body.texts, body.raw_scores, encode, refuse_long)
     results = []
@@ -427,13 +505,19 @@ def info(server: Server) -> dict:
     config = server.reranker.config
     labels = {str(i): f"LABEL_{i}" for i in range(config.num_labels)}
     return {
-        "model_id": server.settings.model_name, "model_sha": server.settings.model_revision,
+        "model_id": server.settings.model_name,
+        "model_sha": server.settings.model_revision,
         "model_dtype": str(server.reranker.dtype),
         "model_type": {"reranker": {"id2label": labels, "label2id": {v: int(k) for k, v in labels.items()}}},
         "max_concurrent_requests": server.settings.max_concurrent_requests,
-        "max_input_length": server.reranker.max_length, "max_batch_tokens": server.settings.max_batch_tokens,
-        "max_batch_requests": None, "max_client_batch_size": server.settings.max_documents,
-        "auto_truncate": False, "tokenization_workers": None, "version": __version__, "sha": None,
+        "max_input_length": server.reranker.max_length,
+        "max_batch_tokens": server.settings.max_batch_tokens,
+        "max_batch_requests": None,
+        "max_client_batch_size": server.settings.max_documents,
+        "auto_truncate": False,
+        "tokenization_workers": None,
+        "version": __version__,
+        "sha": None,
         "docker_label": None,
     }
 
@@ -444,8 +528,12 @@ def _errors(*statuses: int, tei: bool = False) -> dict:
 
 
 def _body(model) -> dict:
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }
 
 
 def create_app(reranker: Reranker, settings: ServerSettings):
@@ -461,29 +549,51 @@ def create_app(reranker: Reranker, settings: ServerSettings):
         finally:
             server.batcher.stop()
 
-    app = FastAPI(title="xlmr-np rerank server", version=__version__, lifespan=lifespan, redoc_url=None,
-                  description="Cohere v1/v2, Jina and text-embeddings-inference rerank formats over one model.")
+    app = FastAPI(
+        title="xlmr-np rerank server",
+        version=__version__,
+        lifespan=lifespan,
+        redoc_url=None,
+        description="Cohere v1/v2, Jina and text-embeddings-inference rerank formats over one model.",
+    )
     app.state.server = server
     rerank_errors = _errors(400, 401, 403, 404, 408, 411, 413, 429, 500, 503)
 
-    @app.post("/v1/rerank", summary="Rank documents for a query (Cohere v1, Jina)", openapi_extra=_body(
-        schema.RerankRequest), responses={200: {"model": schema.RerankResponse}, **rerank_errors})
+    @app.post(
+        "/v1/rerank",
+        summary="Rank documents for a query (Cohere v1, Jina)",
+        openapi_extra=_body(schema.RerankRequest),
+        responses={200: {"model": schema.RerankResponse}, **rerank_errors},
+    )
     async def rerank_v1(request: Request):
         return await cohere_rerank(server, request, 1)
 
-    @app.post("/v2/rerank", summary="Rank documents for a query (Cohere v2)", openapi_extra=_body(
-        schema.RerankRequest), responses={200: {"model": schema.RerankResponse}, **rerank_errors})
+    @app.post(
+        "/v2/rerank",
+        summary="Rank documents for a query (Cohere v2)",
+        openapi_extra=_body(schema.RerankRequest),
+        responses={200: {"model": schema.RerankResponse}, **rerank_errors},
+    )
     async def rerank_v2(request: Request):
         return await cohere_rerank(server, request, 2)
 
-    @app.post("/rerank", summary="Rank texts for a query (text-embeddings-inference)", openapi_extra=_body(
-        schema.TeiRerankRequest), responses={200: {"model": list[schema.TeiRank]},
-                                             **_errors(400, 401, 403, 408, 411, 413, 429, 500, 503, tei=True)})
+    @app.post(
+        "/rerank",
+        summary="Rank texts for a query (text-embeddings-inference)",
+        openapi_extra=_body(schema.TeiRerankRequest),
+        responses={
+            200: {"model": list[schema.TeiRank]},
+            **_errors(400, 401, 403, 408, 411, 413, 429, 500, 503, tei=True),
+        },
+    )
     async def rerank_tei(request: Request):
         return await tei_rerank(server, request)
 
-    @app.get("/info", summary="The model and the server's limits (text-embeddings-inference)",
-             responses={200: {"model": schema.Info}})
+    @app.get(
+        "/info",
+        summary="The model and the server's limits (text-embeddings-inference)",
+        responses={200: {"model": schema.Info}},
+    )
     async def get_info():
         return json_response(info(server))
 
@@ -498,9 +608,19 @@ def create_app(reranker: Reranker, settings: ServerSettings):
 
     @app.get("/v1/models", summary="The served model (OpenAI-style list)")
     async def models():
-        return json_response({"object": "list", "data": [{
-            "id": settings.model_name, "object": "model", "owned_by": "xlmr-np",
-            "max_length": reranker.max_length}]})
+        return json_response(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": settings.model_name,
+                        "object": "model",
+                        "owned_by": "xlmr-np",
+                        "max_length": reranker.max_length,
+                    }
+                ],
+            }
+        )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):
@@ -509,12 +629,20 @@ def create_app(reranker: Reranker, settings: ServerSettings):
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
         if error.status_code == 405:
-            wrong = ApiError(405, f"{request.method} is not allowed on {request.url.path}", kind="method_not_allowed",
-                             headers=error.headers or {})
+            wrong = ApiError(
+                405,
+                f"{request.method} is not allowed on {request.url.path}",
+                kind="method_not_allowed",
+                headers=dict(error.headers or {}),
+            )
         else:
-            wrong = ApiError(error.status_code, f"no route {request.url.path}; the routes are POST /v1/rerank, "
-                                                "/v2/rerank, /rerank and GET /info, /health, /metrics, /v1/models, "
-                                                "/openapi.json, /docs", kind="not_found")
+            wrong = ApiError(
+                error.status_code,
+                f"no route {request.url.path}; the routes are POST /v1/rerank, "
+                "/v2/rerank, /rerank and GET /info, /health, /metrics, /v1/models, "
+                "/openapi.json, /docs",
+                kind="not_found",
+            )
         return error_response(request.url.path, wrong)
 
     @app.exception_handler(Exception)
@@ -523,8 +651,7 @@ def create_app(reranker: Reranker, settings: ServerSettings):
 
     def openapi():
         if app.openapi_schema is None:
-            document = get_openapi(title=app.title, version=app.version, description=app.description,
-                                   routes=app.routes)
+            document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             components = document.setdefault("components", {}).setdefault("schemas", {})
             for model in (schema.RerankRequest, schema.TeiRerankRequest):
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -536,9 +663,13 @@ def create_app(reranker: Reranker, settings: ServerSettings):
             app.openapi_schema = document
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
     guarded = Guard(app, server)
     if settings.cors_origins:
-        return CORSMiddleware(guarded, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                              allow_headers=["Authorization", "Content-Type"])
+        return CORSMiddleware(
+            guarded,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     return guarded

@@ -13,26 +13,37 @@ TOKENS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("xlmr_np_requests", "HTTP requests answered, by route and status",
-                                ["route", "status"], registry=r)
-        self.request_seconds = Histogram("xlmr_np_request_duration_seconds", "arrival to answer, by route",
-                                         ["route"], buckets=SECONDS, registry=r)
-        self.queue_seconds = Histogram("xlmr_np_queue_duration_seconds", "a rerank request's wait for its first "
-                                       "batch", buckets=SECONDS, registry=r)
-        self.inference_seconds = Histogram("xlmr_np_inference_duration_seconds", "a rerank request's first batch "
-                                           "to its last", buckets=SECONDS, registry=r)
-        self.batch_seconds = Histogram("xlmr_np_batch_duration_seconds", "one forward pass", buckets=SECONDS,
-                                       registry=r)
-        self.batch_tokens = Histogram("xlmr_np_batch_tokens", "padded tokens of one forward pass", buckets=TOKENS,
-                                      registry=r)
+        self.requests = Counter(
+            "xlmr_np_requests", "HTTP requests answered, by route and status", ["route", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "xlmr_np_request_duration_seconds", "arrival to answer, by route", ["route"], buckets=SECONDS, registry=r
+        )
+        self.queue_seconds = Histogram(
+            "xlmr_np_queue_duration_seconds", "a rerank request's wait for its first batch", buckets=SECONDS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "xlmr_np_inference_duration_seconds",
+            "a rerank request's first batch to its last",
+            buckets=SECONDS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "xlmr_np_batch_duration_seconds", "one forward pass", buckets=SECONDS, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "xlmr_np_batch_tokens", "padded tokens of one forward pass", buckets=TOKENS, registry=r
+        )
         self.queue_depth = Gauge("xlmr_np_queue_sequences", "sequences queued for the engine", registry=r)
-        self.in_flight = Gauge("xlmr_np_requests_in_flight", "rerank requests being read, queued or scored",
-                               registry=r)
+        self.in_flight = Gauge("xlmr_np_requests_in_flight", "rerank requests being read, queued or scored", registry=r)
         self.documents = Counter("xlmr_np_documents", "documents scored", registry=r)
         self.tokens = Counter("xlmr_np_tokens", "tokens scored, special tokens included", registry=r)
         self.truncated = Counter("xlmr_np_truncated_documents", "documents scored with tokens left out", registry=r)
-        self.abandoned = Counter("xlmr_np_abandoned_requests", "rerank requests whose client left before the answer "
-                                 "(their queued work dropped)", registry=r)
+        self.abandoned = Counter(
+            "xlmr_np_abandoned_requests",
+            "rerank requests whose client left before the answer (their queued work dropped)",
+            registry=r,
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

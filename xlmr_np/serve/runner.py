@@ -23,8 +23,13 @@ from ..api import encode
 
 
 def error_payload(status: int, message: str) -> bytes:
-    return encode({"error": {"type": "invalid_request_error", "message": message, "field": None},
-                   "message": message, "detail": message})
+    return encode(
+        {
+            "error": {"type": "invalid_request_error", "message": message, "field": None},
+            "message": message,
+            "detail": message,
+        }
+    )
 
 
 def deadline_protocol(seconds: float) -> type[H11Protocol]:
@@ -62,8 +67,11 @@ def deadline_protocol(seconds: float) -> type[H11Protocol]:
 
         def _send_json(self, status: int, message: str) -> None:
             payload = error_payload(status, message)
-            headers = [(b"content-type", b"application/json; charset=utf-8"), (b"connection", b"close"),
-                       (b"content-length", str(len(payload)).encode())]
+            headers = [
+                (b"content-type", b"application/json; charset=utf-8"),
+                (b"connection", b"close"),
+                (b"content-length", str(len(payload)).encode()),
+            ]
             try:
                 output = self.conn.send(h11.Response(status_code=status, headers=headers))
                 output += self.conn.send(h11.Data(data=payload)) + self.conn.send(h11.EndOfMessage())
@@ -97,15 +105,38 @@ def log_config() -> dict:
     return config
 
 
-def serve(app, host: str, port: int, *, request_timeout: float, max_connections: int, graceful_seconds: float,
-          keep_alive_seconds: float, banner) -> int:
+def serve(
+    app,
+    host: str,
+    port: int,
+    *,
+    request_timeout: float,
+    max_connections: int,
+    graceful_seconds: float,
+    keep_alive_seconds: float,
+    banner,
+) -> int:
     """Run until SIGTERM or SIGINT; then stop accepting, finish in-flight requests for up to graceful_seconds,
     and return 0."""
     config = uvicorn.Config(
-        app, host=host, port=port, loop="asyncio", http=deadline_protocol(request_timeout), lifespan="on",
-        timeout_keep_alive=keep_alive_seconds, limit_concurrency=max_connections, backlog=2048,
-        timeout_graceful_shutdown=graceful_seconds, server_header=False, proxy_headers=False,
-        h11_max_incomplete_event_size=64 * 1024, log_level="info", access_log=True, log_config=log_config())
+        app,
+        host=host,
+        port=port,
+        loop="asyncio",
+        http=deadline_protocol(request_timeout),
+        lifespan="on",
+        # uvicorn annotates these two as int but uses them as asyncio timeouts, where fractions of a second work
+        timeout_keep_alive=keep_alive_seconds,  # type: ignore[arg-type]
+        limit_concurrency=max_connections,
+        backlog=2048,
+        timeout_graceful_shutdown=graceful_seconds,  # type: ignore[arg-type]
+        server_header=False,
+        proxy_headers=False,
+        h11_max_incomplete_event_size=64 * 1024,
+        log_level="info",
+        access_log=True,
+        log_config=log_config(),
+    )
     server = Server(config, banner)
     # uvicorn handles SIGTERM/SIGINT while it runs, then raises the signal again for the handlers it found:
     # no-ops here, so a graceful shutdown ends with status 0 rather than death by the signal.
@@ -114,7 +145,9 @@ def serve(app, host: str, port: int, *, request_timeout: float, max_connections:
     try:
         server.run()
     except (OSError, SystemExit) as e:  # uvicorn logs a failed bind and exits
-        print(f"xlmr-np serve: error: cannot listen on {host}:{port} ({getattr(e, 'strerror', None) or e})",
-              file=sys.stderr)
+        print(
+            f"xlmr-np serve: error: cannot listen on {host}:{port} ({getattr(e, 'strerror', None) or e})",
+            file=sys.stderr,
+        )
         return 1
     return 0 if server.started else 1

@@ -9,7 +9,7 @@ real responses against them).
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -26,8 +26,9 @@ def _text(value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise ValueError(f"contains a lone surrogate ({value[e.start]!r} at character {e.start}), which is "
-                         "not text") from None
+        raise ValueError(
+            f"contains a lone surrogate ({value[e.start]!r} at character {e.start}), which is not text"
+        ) from None
     return value
 
 
@@ -53,18 +54,27 @@ class RerankRequest(BaseModel):
     documents: list[Text | dict[str, Any]] = Field(
         min_length=1,
         description='strings, or objects: {"text": ...}, or any object whose rank_fields are scored (Cohere '
-                    "v1 structured documents); at most max_client_batch_size (GET /info) per request")
+        "v1 structured documents); at most max_client_batch_size (GET /info) per request",
+    )
     top_n: int | None = Field(None, ge=1, description="return the best n (default: all)")
     return_documents: bool | None = Field(
-        None, description="echo each document (an object whole) in its result (default: true on /v1, false on /v2)")
+        None, description="echo each document (an object whole) in its result (default: true on /v1, false on /v2)"
+    )
     rank_fields: list[str] | None = Field(
-        None, min_length=1, description='the fields of object documents to score (default ["text"]); one field '
-                                        'is scored as its text, several as "name: value" lines in this order')
+        None,
+        min_length=1,
+        description='the fields of object documents to score (default ["text"]); one field '
+        'is scored as its text, several as "name: value" lines in this order',
+    )
     max_chunks_per_doc: int | None = Field(
-        None, ge=1, description="1: truncate long documents; n > 1: score a document by the best of its first n "
-                                "overlapping windows (default: the server's --windows setting, unlimited)")
+        None,
+        ge=1,
+        description="1: truncate long documents; n > 1: score a document by the best of its first n "
+        "overlapping windows (default: the server's --windows setting, unlimited)",
+    )
     max_tokens_per_doc: int | None = Field(
-        None, ge=1, description="cut each document to this many tokens first (Cohere v2); the query is kept whole")
+        None, ge=1, description="cut each document to this many tokens first (Cohere v2); the query is kept whole"
+    )
     raw_scores: bool | None = Field(None, description="relevance_score as the raw logit instead of its sigmoid")
 
     @field_validator("query")
@@ -83,10 +93,13 @@ class TeiRerankRequest(BaseModel):
     raw_scores: bool = Field(False, description="the raw logit instead of its sigmoid")
     return_text: bool = Field(False, description="echo each text in its result")
     truncate: bool | None = Field(
-        False, description="cut pairs longer than max_input_length (GET /info); false: such a pair is a 413")
+        False, description="cut pairs longer than max_input_length (GET /info); false: such a pair is a 413"
+    )
     truncation_direction: Literal["Right", "Left", "right", "left"] = Field(
-        "Right", description="Right: cut the end (of the longer text first); Left: keep the document's end "
-                             "(and the query whole)")
+        "Right",
+        description="Right: cut the end (of the longer text first); Left: keep the document's end "
+        "(and the query whole)",
+    )
 
     @field_validator("query")
     @classmethod
@@ -154,8 +167,7 @@ class TeiErrorResponse(BaseModel):
     """POST /rerank and GET /info, as text-embeddings-inference answers."""
 
     error: str
-    error_type: Literal["Validation", "Tokenizer", "Overloaded", "Backend", "Unhealthy", "Unauthorized",
-                        "NotFound"]
+    error_type: Literal["Validation", "Tokenizer", "Overloaded", "Backend", "Unhealthy", "Unauthorized", "NotFound"]
 
 
 class Info(BaseModel):
@@ -206,11 +218,20 @@ def field_path(location) -> str:
     return path
 
 
-_WANTED = {"string_type": "a string", "int_type": "an integer", "bool_type": "a boolean", "list_type": "an array",
-           "dict_type": "an object", "literal_error": "one of the listed values"}
+_WANTED = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "bool_type": "a boolean",
+    "list_type": "an array",
+    "dict_type": "an object",
+    "literal_error": "one of the listed values",
+}
 
 
-def validate(model: type[BaseModel], body) -> BaseModel:
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def validate(model: type[Body], body) -> Body:
     """A parsed JSON body -> the request model, or ApiError(400) naming the first offending field."""
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {json_type(body)}", "body")
@@ -218,7 +239,7 @@ def validate(model: type[BaseModel], body) -> BaseModel:
         return model.model_validate(body)
     except ValidationError as e:
         errors = e.errors(include_url=False)
-        first = errors[0]
+        first: dict = dict(errors[0])
         if _is_union_tag(first["loc"][-1]) and first["type"] in _WANTED:  # neither a string nor an object
             first = dict(first, type="document_type")
         raise ApiError(400, _message(field_path(first["loc"]), first), field_path(first["loc"])) from None
