@@ -202,6 +202,16 @@ def test_errors_stay_on_one_line_whatever_the_arguments_hold(model):
     assert status == 1 and err == "xlmr-np score: error: field 'document' must be a string (-:1)\n"
 
 
+def test_file_names_no_file_can_have(model, tmp_path):
+    """Found by the CLI fuzzer through main(argv): a lone surrogate or a NUL in a file name (never from a
+    shell, whose bytes Python decodes with surrogateescape) raised UnicodeEncodeError / ValueError."""
+    for name in ("\ud800", "a\x00b"):
+        status, _, err = cli(["score", "--model", model, name])
+        assert status == 1 and "not a usable file name" in one_error_line(err, "score"), err
+        status, _, err = cli(["score", "--model", model, "-o", str(tmp_path / name)], stdin=b"q\td\n")
+        assert status == 1 and "not a usable file name" in one_error_line(err, "score"), err
+
+
 def test_no_subcommand_and_help():
     status, _, err = cli([])
     assert status == 2 and "usage: xlmr-np" in err

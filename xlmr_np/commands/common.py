@@ -197,6 +197,8 @@ def read_lines(source: str) -> list[tuple[int, str]]:
         data = _read_stdin() if source == "-" else Path(source).read_bytes()
     except OSError as e:
         raise InputError(f"cannot read the file: {e.strerror or e}", where=source) from None
+    except ValueError as e:  # a name no file can have: a NUL byte, a lone surrogate (from Python, not a shell)
+        raise InputError(f"not a usable file name ({e})", where=ascii(source)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -256,6 +258,8 @@ class OutputFile:
             fd, temporary = tempfile.mkstemp(dir=parent, prefix=f".{self.path.name}.", suffix=".tmp")
         except OSError as e:
             raise OutputError(f"cannot write beside the output: {e.strerror or e}", where=where) from None
+        except ValueError as e:  # a NUL byte or a lone surrogate: from Python, never from a shell
+            raise OutputError(f"not a usable file name ({e})", where=ascii(where)) from None
         os.close(fd)
         self.temporary = Path(temporary)
 
