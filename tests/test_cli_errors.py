@@ -212,6 +212,15 @@ def test_file_names_no_file_can_have(model, tmp_path):
         assert status == 1 and "not a usable file name" in one_error_line(err, "score"), err
 
 
+def test_revision_no_url_can_carry_is_a_hub_error():
+    """Found by the CLI fuzzer: a lone surrogate in --revision reached huggingface-hub's URL quoting."""
+    from xlmr_np.errors import HubError
+    from xlmr_np.hub import resolve_model_dir
+
+    with pytest.raises(HubError, match="not a usable repo id or revision"):
+        resolve_model_dir("BAAI/bge-reranker-base", revision="main\udbff")
+
+
 def test_no_subcommand_and_help():
     status, _, err = cli([])
     assert status == 2 and "usage: xlmr-np" in err

@@ -97,6 +97,8 @@ def _snapshot(repo_id: str, revision, cache_dir, local_files_only: bool, token) 
         ) from None
     except HfHubHTTPError as e:
         raise HubError(f"{where}: the hub refused the download ({e})") from None
+    except ValueError as e:  # a revision or repo id that is not text a URL can carry (a lone surrogate)
+        raise HubError(f"{ascii(where)}: not a usable repo id or revision ({e})") from None
     return _check_snapshot(folder, where)
 
 
