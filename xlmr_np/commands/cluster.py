@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
+from .common import nonnegative_int, positive_int
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -17,7 +18,6 @@ def _key_value(text: str) -> tuple[str, str]:
 
 def add_arguments(parser) -> None:
     from ..cmteb.engines import EXECUTORS
-    from .eval import nonnegative_int, positive_int  # here: eval imports this module
 
     group = parser.add_argument_group(
         "engines", "run every shard on an engine, retry the lost ones and merge them: the results of one run"
