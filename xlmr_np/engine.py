@@ -23,6 +23,7 @@ H attention heads, Dh head size, F feed-forward size, L labels.
 from __future__ import annotations
 
 import contextvars
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -38,35 +39,55 @@ from .model import check_batch, position_ids
 
 
 # BLAS picks its kernel, and with it the order of summation, by the matrix sizes: one row alone (gemv)
-# or a few rows (a small-matrix kernel) round differently than many. Running every product on a multiple
-# of GEMM_ROWS rows (the tail zero-padded to a block of its own) makes each pair's numbers, bit for bit,
-# independent of how many other pairs share its batch. The bulk goes to BLAS as one call, not one call
-# per block: each call costs a thread synchronisation, and the rows' sums do not depend on how many
-# blocks share a call (checked bit for bit at 128 vs 1024 vs 4096 rows for the model's three weight
-# shapes on OpenBLAS; tests/test_engine.py checks it end to end).
-GEMM_ROWS = 128
+# or a few rows (OpenBLAS's small-matrix kernels, up to 37 rows for the tiny test models' shapes) round
+# differently than many, and OpenBLAS's Haswell/Zen kernel computes rows in tiles of 12 with the remainder
+# rows summed in another order. Running every product on a multiple of GEMM_ROWS rows (the tail
+# zero-padded to a block of its own) makes each pair's numbers, bit for bit, independent of how many other
+# pairs share its batch. The bulk goes to BLAS as one call, not one call per block: each call costs a
+# thread synchronisation, and the rows' sums do not depend on how many blocks share a call. 48 is a
+# multiple of 12 above every small-matrix case seen; `python tools/blas_bits.py` shows, for the machine's
+# BLAS, which call sizes, row blocks and column splits keep the bits (OPENBLAS_CORETYPE names another
+# OpenBLAS kernel), and tests/test_engine.py and tests/test_workers.py check it end to end. One limit: on
+# the Haswell/Zen kernel a row's bits also depend on its place within its tile of 12, so there a pair's
+# logits can change in the last bits with the rows before it in the batch (docs/performance.md).
+GEMM_ROWS = 48
 
 
 def matmul_wt(x, weight):
-    """x W^T for a torch [out, in] weight, on multiples of GEMM_ROWS rows (see above)."""
+    """x W^T for a torch [out, in] weight, on multiples of GEMM_ROWS rows (see above).
+
+    A few rows (under SMALL_ROWS) go to BLAS as one zero-padded call: a second, tail call would read the
+    whole weight matrix again for a few rows of work. Many rows go as the bulk plus a padded tail block,
+    without copying the bulk.
+    """
     n = x.shape[0]
     bulk = n - n % GEMM_ROWS
+    if bulk == n:
+        return product(x, weight)  # [N, in] -> [N, out]
+    if n < SMALL_ROWS:
+        padded = np.zeros((bulk + GEMM_ROWS, x.shape[1]), dtype=x.dtype)  # [N rounded up, in]
+        padded[:n] = x
+        return product(padded, weight)[:n]  # [N rounded up, out] -> [N, out]
     y = np.empty((n, weight.shape[0]), dtype=x.dtype)  # [N, in] -> [N, out]
-    if bulk:
-        product(x[:bulk], weight, out=y[:bulk])
-    if bulk < n:
-        padded = np.zeros((GEMM_ROWS, x.shape[1]), dtype=x.dtype)  # [GEMM_ROWS, in]
-        padded[: n - bulk] = x[bulk:]
-        y[bulk:] = product(padded, weight)[: n - bulk]  # [GEMM_ROWS, out] -> [R, out]
+    product(x[:bulk], weight, out=y[:bulk])
+    padded = np.zeros((GEMM_ROWS, x.shape[1]), dtype=x.dtype)  # [GEMM_ROWS, in]
+    padded[: n - bulk] = x[bulk:]
+    y[bulk:] = product(padded, weight)[: n - bulk]  # [GEMM_ROWS, out] -> [R, out]
     return y
+
+
+SMALL_ROWS = 8 * GEMM_ROWS
 
 
 # Intra-op threads, for a job too small to split by pairs (one pair, a few short ones: see xlmr_np.workers):
 # an object with `threads` and `map(tasks)` (run the callables on that many threads, return when all are
 # done), set for the calling thread only; None runs everything on it. The dense products are then split by
-# whole COLUMN_BLOCKs of output features and attention by heads. With one-thread BLAS, a column block of
-# x W^T is the same bits computed alone or with the others (checked for the model's three weight shapes at
-# 128..1024 rows, 2..8 blocks), and each head's products are separate BLAS calls anyway.
+# whole COLUMN_BLOCKs of output features and attention by heads. Each head's products are separate BLAS
+# calls anyway; but whether a column block of x W^T is the same bits computed alone as within the whole
+# product depends on the BLAS kernel: yes on OpenBLAS's SkylakeX, Sandybridge and Nehalem kernels, no on
+# its Haswell/Zen kernel (tools/blas_bits.py). So the split is checked once per weight shape on the
+# machine's own BLAS (column_split_is_exact) and, where it changes a bit, the product runs whole on the
+# calling thread.
 intra_op: contextvars.ContextVar[Any] = contextvars.ContextVar("xlmr_np_engine_intra_op", default=None)
 COLUMN_BLOCK = 128
 
@@ -81,11 +102,34 @@ def spans(size, parts, step=1):
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
 
+@functools.cache
+def column_split_is_exact(inputs: int, outputs: int, parts: int, dtype: str) -> bool:
+    """Whether x W^T cut into spans(outputs, parts, COLUMN_BLOCK) column blocks, each its own BLAS call, gives
+    the same bits as one call, on this BLAS, at one and at several GEMM_ROWS blocks of rows (seeded data).
+
+    Called with BLAS on one thread, as the engine runs (xlmr_np.workers); cached per shape.
+    """
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((outputs, inputs)).astype(dtype)  # [out, in]
+    for rows in (GEMM_ROWS, 8 * GEMM_ROWS):
+        x = rng.standard_normal((rows, inputs)).astype(dtype)  # [R, in]
+        whole = np.matmul(x, weight.T)  # [R, out]
+        for a, b in spans(outputs, parts, COLUMN_BLOCK):
+            if not np.array_equal(np.matmul(x, weight[a:b].T), whole[:, a:b]):
+                return False
+    return True
+
+
 def product(x, weight, out=None):
-    """x W^T in one BLAS call, or split by column blocks among the intra-op threads when there are any."""
+    """x W^T in one BLAS call, or split by column blocks among the intra-op threads when there are any
+    (and the split gives the same bits on this BLAS: column_split_is_exact)."""
     out = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype) if out is None else out  # [R, out]
     pool = intra_op.get()
-    if pool is None or weight.shape[0] < 2 * COLUMN_BLOCK:
+    if (
+        pool is None
+        or weight.shape[0] < 2 * COLUMN_BLOCK
+        or not column_split_is_exact(weight.shape[1], weight.shape[0], pool.threads, x.dtype.str)
+    ):
         return np.matmul(x, weight.T, out=out)
     pool.map(
         [
@@ -214,19 +258,23 @@ def power_of_two(value) -> bool:
     return value > 0 and math.frexp(value)[0] == 0.5
 
 
-def self_attention(x, offsets, params, prefix, config):
-    """XLMRobertaSelfAttention, each pair over its own tokens: [N, D] -> [N, D].
+def self_attention(x, offsets, params, prefix, config, first_only=False):
+    """XLMRobertaSelfAttention, each pair over its own tokens: [N, D] -> [N, D] (first_only: [B, D]).
 
     offsets: [B + 1] start of each pair's tokens in the packed x (pair b is x[offsets[b]:offsets[b+1]]).
-    Per pair, the heads go to BLAS a chunk at a time (SCORES_ELEMENTS) as stacked products; the heads are
-    strided views of the packed Q, K, V, never copied. The scale 1/sqrt(Dh) multiplies the scores, as
-    transformers' eager attention does; when it is a power of two (Dh = 64: 1/8) it multiplies Q instead,
-    which gives the same bits (scaling by 2^k is exact in every product and partial sum) in one pass over
-    [N, D] instead of one over every pair's [H, n, n].
+    first_only: the context of each pair's first token only (the <s> row the head reads, see run); keys and
+    values are still every token's. Per pair, the heads go to BLAS a chunk at a time (SCORES_ELEMENTS) as
+    stacked products; the heads are strided views of the packed Q, K, V, never copied. The scale
+    1/sqrt(Dh) multiplies the scores, as transformers' eager attention does; when it is a power of two
+    (Dh = 64: 1/8) it multiplies Q instead, which gives the same bits (scaling by 2^k is exact in every
+    product and partial sum) in one pass over [N, D] instead of one over every pair's [H, n, n].
     """
     p = prefix + "attention.self."
     H, Dh = config.num_attention_heads, config.head_size
-    q = linear(x, params[p + "query.weight"], params[p + "query.bias"])  # [N, D] -> [N, D]
+    lengths = np.diff(offsets)  # [B]
+    queries = x[offsets[:-1]] if first_only else x  # [B, D] or [N, D]
+    q_offsets = np.arange(len(lengths) + 1) if first_only else offsets  # where each pair's query rows start
+    q = linear(queries, params[p + "query.weight"], params[p + "query.bias"])  # [N or B, D] -> [N or B, D]
     k = linear(x, params[p + "key.weight"], params[p + "key.bias"])  # [N, D] -> [N, D]
     v = linear(x, params[p + "value.weight"], params[p + "value.bias"])  # [N, D] -> [N, D]
     scale = x.dtype.type(Dh**-0.5)
@@ -234,25 +282,25 @@ def self_attention(x, offsets, params, prefix, config):
         q *= scale
         scale = None
     context = q  # a pair's context overwrites its own rows of q, which its scores no longer need
-    lengths = np.diff(offsets)  # [B]
     pool = intra_op.get()
     tasks = 1 if pool is None else pool.threads
-    room = max(SCORES_ELEMENTS, int(lengths.max()) ** 2)  # one chunk's scores, at least one head's [n, n]
+    room = max(SCORES_ELEMENTS, int(lengths.max()) ** 2)  # one chunk's scores, at least one head's [m, n]
     buffers = [np.empty(room, dtype=x.dtype) for _ in range(tasks)]  # one per task, reused for every chunk
     for b, n in enumerate(lengths):
-        rows = slice(offsets[b], offsets[b + 1])
-        qh = q[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
+        rows, q_rows = slice(offsets[b], offsets[b + 1]), slice(q_offsets[b], q_offsets[b + 1])
+        m = q_rows.stop - q_rows.start  # query rows: n, or 1 when first_only
+        qh = q[q_rows].reshape(m, H, Dh).transpose(1, 0, 2)  # [m, D] -> [H, m, Dh]
         kt = k[rows].reshape(n, H, Dh).transpose(1, 2, 0)  # [n, D] -> [H, Dh, n]
         vh = v[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
-        ch = context[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [H, n, Dh]: a view of q's rows
-        step = max(1, room // (n * n))  # heads per chunk
+        ch = context[q_rows].reshape(m, H, Dh).transpose(1, 0, 2)  # [H, m, Dh]: a view of q's rows
+        step = max(1, room // (m * n))  # heads per chunk
 
-        def heads(h0, h1, buffer, n=n, qh=qh, kt=kt, vh=vh, ch=ch, step=step):  # attention of heads h0:h1
+        def heads(h0, h1, buffer, m=m, n=n, qh=qh, kt=kt, vh=vh, ch=ch, step=step):  # attention of heads h0:h1
             for a in range(h0, h1, step):
                 c = min(a + step, h1)
-                s = np.matmul(qh[a:c], kt[a:c], out=buffer[: (c - a) * n * n].reshape(c - a, n, n))  # [h, n, n]
+                s = np.matmul(qh[a:c], kt[a:c], out=buffer[: (c - a) * m * n].reshape(c - a, m, n))  # [h, m, n]
                 softmax(s, out=s, scale=scale)
-                np.matmul(s, vh[a:c], out=ch[a:c])  # -> [h, n, Dh]
+                np.matmul(s, vh[a:c], out=ch[a:c])  # -> [h, m, Dh]
 
         if pool is None:
             heads(0, H, buffers[0])
@@ -263,7 +311,7 @@ def self_attention(x, offsets, params, prefix, config):
                     for (h0, h1), buffer in zip(spans(H, tasks), buffers)
                 ]
             )
-    return context  # [N, D]
+    return context  # [N or B, D]
 
 
 def attention_output(context, residual, params, prefix, config):
@@ -306,7 +354,7 @@ def output(h, residual, params, prefix, config):
 # the feed-forward block runs FFN_ROWS rows at a time: the intermediate is sized to the chunk, and is still
 # in cache when the second product reads it. A multiple of GEMM_ROWS, so every row is computed exactly as
 # it would be in one call (see GEMM_ROWS).
-FFN_ROWS = 8 * GEMM_ROWS
+FFN_ROWS = 21 * GEMM_ROWS  # 1008 rows
 
 
 def feed_forward(a, params, prefix, config):
@@ -318,12 +366,16 @@ def feed_forward(a, params, prefix, config):
     return y  # [N, D]
 
 
-def encoder_layer(x, offsets, params, i, config):
-    """XLMRobertaLayer i: attention block then feed-forward block, each post-LN: [N, D] -> [N, D]."""
+def encoder_layer(x, offsets, params, i, config, first_only=False):
+    """XLMRobertaLayer i: attention block then feed-forward block, each post-LN: [N, D] -> [N, D].
+
+    first_only: each pair's first-token (<s>) output alone, [N, D] -> [B, D] (see run).
+    """
     prefix = f"roberta.encoder.layer.{i}."
-    context = self_attention(x, offsets, params, prefix, config)  # [N, D]
-    a = attention_output(context, x, params, prefix, config)  # [N, D]
-    return feed_forward(a, params, prefix, config)  # [N, D] -> [N, F] -> [N, D]
+    context = self_attention(x, offsets, params, prefix, config, first_only)  # [N or B, D]
+    residual = x[offsets[:-1]] if first_only else x  # [B, D] or [N, D]
+    a = attention_output(context, residual, params, prefix, config)  # [N or B, D]
+    return feed_forward(a, params, prefix, config)  # [N or B, D] -> [N or B, F] -> [N or B, D]
 
 
 HEAD = ("classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight", "classifier.out_proj.bias")
@@ -373,15 +425,30 @@ def unpack(packed: Packed, x: np.ndarray) -> np.ndarray:
 
 
 def run(params, config: XLMRobertaConfig, packed: Packed, hidden_states: list | None = None) -> np.ndarray:
-    """The model on a packed batch -> logits [B, L]. hidden_states: see forward."""
+    """The model on a packed batch -> logits [B, L]. hidden_states: see forward.
+
+    The head reads only each pair's first token (<s>) of the last layer, so that layer computes keys and
+    values for every token and everything else for the B first tokens alone: about 1/12 of a full-size
+    model's work is skipped. Each first-token row is computed as it would be within the whole layer's
+    products (GEMM_ROWS), but its attention scores are a [1, n] product per head instead of row 0 of an
+    [n, n] one, so the logits may differ from the full layer's in the last bits (tests/test_engine.py holds
+    both to the reference). With hidden_states the full last layer is computed too, for the states only:
+    the logits are the same bits either way.
+    """
     x = embeddings(packed.ids, packed.positions, params, config)  # [N] -> [N, D]
     if hidden_states is not None:
         hidden_states.append(unpack(packed, x))
-    for i in range(config.num_hidden_layers):
+    layers = config.num_hidden_layers
+    for i in range(layers - 1):
         x = encoder_layer(x, packed.offsets, params, i, config)  # [N, D] -> [N, D]
         if hidden_states is not None:
             hidden_states.append(unpack(packed, x))
-    return classification_head(x[packed.offsets[:-1]], params)  # [N, D] -> [B, D] -> [B, L]
+    if layers == 0:
+        return classification_head(x[packed.offsets[:-1]], params)  # [N, D] -> [B, D] -> [B, L]
+    first = encoder_layer(x, packed.offsets, params, layers - 1, config, first_only=True)  # [N, D] -> [B, D]
+    if hidden_states is not None:
+        hidden_states.append(unpack(packed, encoder_layer(x, packed.offsets, params, layers - 1, config)))
+    return classification_head(first, params)  # [B, D] -> [B, L]
 
 
 def forward(

@@ -16,9 +16,9 @@ BLAS's thread count is one setting for the whole process (OpenBLAS, MKL), so eve
 for its duration (threadpoolctl) and restores it after, under a process-wide lock: multithreaded BLAS rounds
 some products differently from single-threaded BLAS, so the engine's numbers are defined with one BLAS thread,
 and all parallelism is ours. Small jobs (one pair, or too few tokens to give each worker MIN_TOKENS) are not
-split by pairs, which would add padding (each group is padded to whole GEMM_ROWS blocks): they run on the
-calling thread with their dense products split by columns and their attention by heads among the workers
-(engine.intra_op), which gives the same bits.
+split by pairs: they run on the calling thread with their dense products split by columns (where the BLAS
+gives the same bits that way: engine.column_split_is_exact) and their attention by heads among the workers
+(engine.intra_op).
 
 threadpoolctl is optional: without it the default is one worker (the calling thread, BLAS on every core), as
 before; asking for more workers then raises ConfigError.
@@ -38,9 +38,11 @@ from . import engine
 from .config import XLMRobertaConfig
 from .errors import ConfigError
 
-# A split batch gives each worker at least this many tokens (two GEMM_ROWS blocks): below that the padding
-# of each group to whole blocks and the hand-off to a thread cost more than the second core gives.
-MIN_TOKENS = 2 * engine.GEMM_ROWS
+# A split batch gives each worker at least this many tokens: below that, each worker would stream all of a
+# layer's weights (9 MB per feed-forward product) for a few rows of work, where the column split of the
+# small-job path shares them (one 84-token pair, feed-forward up product on two cores: 2.6 ms split by rows,
+# 2.0 ms by columns).
+MIN_TOKENS = 256
 
 _BLAS_LOCK = threading.Lock()  # held while BLAS is limited to one thread for a split batch
 _controller = None  # threadpoolctl.ThreadpoolController, found once (it scans the loaded libraries)
