@@ -133,6 +133,22 @@ def test_gelu_split_over_two_threads(benchmark, rng):
     benchmark.extra_info["Melements_per_s"] = x.size / benchmark.stats.stats.median / 1e6
 
 
+def test_gelu_on_two_workers_at_once(benchmark, rng):
+    """Two threads each running the whole GELU on its own [N, F] at the same time, as two workers do (twice
+    test_gelu's work): on two free cores this takes test_gelu's time when the threads do not wait for each
+    other's GIL. Larger engine.BLOCK_ELEMENTS means fewer numpy passes, so fewer waits (see its comment)."""
+    xs = [rng.standard_normal((N, F), dtype=np.float32) for _ in range(2)]
+    outs = [np.empty_like(x) for x in xs]
+    pool = ThreadPoolExecutor(2)
+
+    def run():
+        list(pool.map(lambda k: engine.gelu(xs[k], out=outs[k]), range(2)))
+
+    benchmark(run)
+    pool.shutdown()
+    benchmark.extra_info["Melements_per_s"] = 2 * xs[0].size / benchmark.stats.stats.median / 1e6
+
+
 def test_softmax_attention_scores(benchmark, rng):
     """One pair's scores for every head, [H * n, n], in place (the attention's softmax for one pair)."""
     scores = rng.standard_normal((H * PAIR, PAIR), dtype=np.float32)

@@ -147,14 +147,18 @@ def linear(x, weight, bias):
     return y
 
 
-# Elementwise work (GELU, layer norm) walks its rows in blocks of about BLOCK_ELEMENTS values, so that the
-# several passes an op makes over a block (and the block's temporaries) stay in the L2 cache. (Attention's
-# softmax goes by chunks of heads instead: see SCORES_ELEMENTS.) Within one call it runs on the calling
-# thread: each numpy pass over a block lasts 1-3 us, and handing blocks to other threads costs more than
-# that (bench/test_ops_speed.py has GELU split over two threads for comparison). The cores are kept busy
-# one level up instead, by xlmr_np.workers, which runs a whole pass over different pairs on each core.
+# Elementwise work (GELU, layer norm) walks its rows in blocks of about BLOCK_ELEMENTS values (512 KB in
+# float32), so that the several passes an op makes over a block (and the block's temporaries) stay near the
+# core, in L2 or at worst L3. (Attention's softmax goes by chunks of heads instead: see SCORES_ELEMENTS.)
+# Smaller blocks would fit L2 better on one thread but lose more with two: every numpy pass releases the GIL
+# and takes it back, and with one worker thread per core (xlmr_np.workers) each taking back is a wait on the
+# other thread, so fewer, longer passes scale better. GELU on [1008, 3072] on two threads at once, measured
+# on a 2-core Xeon: the pair of threads did 0.87x the work per second of one thread at 32K-value blocks,
+# 1.38x at 128K, at the same one-thread time (bench/test_ops_speed.py has the two-thread case); the whole
+# forward of 16 x 256 tokens on two workers ran 10% faster at 128K than at 32K. Within one call an op runs on
+# the calling thread: handing a block's 1-3 us passes to another thread costs more than they take.
 # Blocking never changes a value: every op here is elementwise or reduces along one row.
-BLOCK_ELEMENTS = 32768
+BLOCK_ELEMENTS = 131072
 
 
 def block_rows(row_size):
