@@ -134,6 +134,35 @@ def test_each_group_really_runs_on_its_own_thread(params, monkeypatch):
     assert sum(b for _, b in seen) == len(LENGTHS)
 
 
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_long_batch_runs_in_pieces_of_run_tokens_with_the_same_bits(params, monkeypatch, count):
+    """Each engine call gets at most RUN_TOKENS tokens (a longer pair alone), and the logits do not change."""
+    ids, mask = padded(LENGTHS)
+    inline = one_blas_thread(params, ids, mask)
+    sizes = []
+    run = engine.run
+
+    def recording_run(params, config, packed, hidden_states=None):
+        sizes.append(np.diff(packed.offsets).tolist())
+        return run(params, config, packed, hidden_states)
+
+    monkeypatch.setattr(engine, "run", recording_run)
+    monkeypatch.setattr(workers, "RUN_TOKENS", 300)
+    pool = workers.Workers(count)
+    assert_close(f"{count} workers in runs of 300 tokens", pool.forward(params, CONFIG, ids, mask), inline, atol=0)
+    pool.close()
+    assert sorted(n for run_lengths in sizes for n in run_lengths) == sorted(LENGTHS), f"runs: {sizes}"
+    too_long = [r for r in sizes if sum(r) > 300 and len(r) > 1]
+    assert not too_long and len(sizes) > count, f"runs over RUN_TOKENS: {too_long}; runs: {sizes}"
+
+
+def test_runs_cut_pairs_in_order_with_a_long_pair_alone(monkeypatch):
+    monkeypatch.setattr(workers, "RUN_TOKENS", 4096)
+    assert workers.runs([3000, 2000, 1000, 5000, 10, 4096], [0, 1, 2, 3, 4, 5]) == [[0], [1, 2], [3], [4], [5]]
+    assert workers.runs([10, 20], [1, 0]) == [[1, 0]]
+    assert workers.runs([], []) == []
+
+
 def test_blas_threads_are_restored_after_a_split_batch_and_after_a_failure(params, monkeypatch):
     before = workers.blas_threads()
     ids, mask = padded(LENGTHS)
