@@ -432,7 +432,7 @@ def run(params, config: XLMRobertaConfig, packed: Packed, hidden_states: list | 
     """The model on a packed batch -> logits [B, L]. hidden_states: see forward.
 
     The head reads only each pair's first token (<s>) of the last layer, so that layer computes keys and
-    values for every token and everything else for the B first tokens alone: about 1/12 of a full-size
+    values for every token and everything else for the B first tokens alone: about 7% of a full-size
     model's work is skipped. Each first-token row is computed as it would be within the whole layer's
     products (GEMM_ROWS), but its attention scores are a [1, n] product per head instead of row 0 of an
     [n, n] one, so the logits may differ from the full layer's in the last bits (tests/test_engine.py holds
