@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xlmr_np.engine import spans
+
 from .engines import cores, load_engine
 from .workloads import batches, single_pair, uniform
 
@@ -49,11 +51,6 @@ def products(params, config, tokens: int, pairs: int) -> list[tuple[int, np.ndar
     return out
 
 
-def split_rows(rows: int, parts: int) -> list[tuple[int, int]]:
-    edges = [rows * k // parts for k in range(parts + 1)]
-    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
-
-
 def numpy_all_cores(work, inputs):
     """Each product as one numpy call, BLAS on every core."""
     for rows, w in work:
@@ -65,10 +62,10 @@ def numpy_workers(work, inputs, threads: int):
 
     def share(k):
         for rows, w in work:
-            spans = split_rows(rows, threads)
-            if k >= len(spans):
+            shares = spans(rows, threads)
+            if k >= len(shares):
                 continue
-            a, b = spans[k]
+            a, b = shares[k]
             np.matmul(inputs[w.shape[1]][a:b], w.T)  # [rows / threads, in] -> [rows / threads, out]
 
     team = [threading.Thread(target=share, args=(k,)) for k in range(1, threads)]
@@ -98,6 +95,8 @@ def main(argv=None) -> None:
     parser.add_argument("model", type=Path, help="a full-size model directory (python -m bench builds one)")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
 
     import torch
     from threadpoolctl import threadpool_limits
