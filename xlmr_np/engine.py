@@ -149,7 +149,7 @@ def linear(x, weight, bias):
 
 # Elementwise work (GELU, layer norm) walks its rows in blocks of about BLOCK_ELEMENTS values (512 KB in
 # float32), so that the several passes an op makes over a block (and the block's temporaries) stay near the
-# core, in L2 or at worst L3. (Attention's softmax goes by chunks of heads instead: see SCORES_ELEMENTS.)
+# core, in L2 or at worst L3. (Attention goes by blocks of heads or query rows instead: see SCORES_ELEMENTS.)
 # Smaller blocks would fit L2 better on one thread but lose more with two: every numpy pass releases the GIL
 # and takes it back, and with one worker thread per core (xlmr_np.workers) each taking back is a wait on the
 # other thread, so fewer, longer passes scale better. GELU on [1008, 3072] on two threads at once, measured
@@ -276,12 +276,34 @@ def embeddings(ids, positions, params, config):
     return layer_norm(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=x)
 
 
-# Attention runs a few heads at a time, each chunk's products and softmax back to back, so that a chunk's
-# scores (about SCORES_ELEMENTS values: 512 KB in float32, half of one core's L2 on the machines measured;
-# at least one head) are still in cache for the softmax's passes and the product with V, and the same
-# buffer is reused for every chunk. Chunking never changes a value: each head's products are separate BLAS
-# calls anyway, and the softmax works along one row.
+# Attention goes a block at a time, each block's two products and softmax back to back, so that its scores
+# are still in cache for the softmax's passes and the product with V, and one buffer per task serves every
+# block. A block is a few whole heads of a short pair (about SCORES_ELEMENTS scores: 512 KB in float32), one
+# whole head up to HEAD_SCORES scores (4 MB: 1,024 tokens), or, beyond, HEAD_SCORES // n query rows of one
+# head (128 rows at 8,192 tokens), against a contiguous copy of that head's keys and values, which BLAS
+# repacks for every block (larger blocks would repack them less often but leave the cache). The plain
+# formula walks each head's whole [n, n] scores instead, 268 MB at 8,192 tokens, several times through
+# memory: one head's attention at 8,192 tokens took 5.7 ns per score that way and 4.9 ns in blocks (AMD
+# EPYC, one thread, loaded). The blocks of a pair are cut the same way in any batch and on any number of
+# threads (only the heads per block of a short pair follow the threads, and each head's products are
+# separate BLAS calls anyway), and each block is computed alone, so a pair's bits depend on neither.
 SCORES_ELEMENTS = 131072
+HEAD_SCORES = 1 << 20
+
+
+def attention_blocks(m, n, heads, tasks=1):
+    """(heads per block, query rows per block) for a pair of n keys and m query rows (n, or 1 for first_only).
+
+    Several whole heads while they fit in SCORES_ELEMENTS (but no more than leaves a block for each of
+    `tasks` threads), else one head and as many rows as fit in HEAD_SCORES. The rows depend on m and n alone:
+    BLAS may round a row differently in a product of another row count.
+
+    >>> attention_blocks(128, 128, 12)   # (8, 128): 8 heads of 128 x 128 scores per block
+    >>> attention_blocks(8192, 8192, 16)   # (1, 128): 128 query rows of one head
+    """
+    if m * n <= SCORES_ELEMENTS:
+        return max(1, min(SCORES_ELEMENTS // (m * n), heads // tasks)), m
+    return 1, min(m, HEAD_SCORES // n)
 
 
 def power_of_two(value) -> bool:
@@ -294,11 +316,12 @@ def self_attention(x, offsets, params, prefix, config, first_only=False):
 
     offsets: [B + 1] start of each pair's tokens in the packed x (pair b is x[offsets[b]:offsets[b+1]]).
     first_only: the context of each pair's first token only (the <s> row the head reads, see run); keys and
-    values are still every token's. Per pair, the heads go to BLAS a chunk at a time (SCORES_ELEMENTS) as
-    stacked products; the heads are strided views of the packed Q, K, V, never copied. The scale
-    1/sqrt(Dh) multiplies the scores, as transformers' eager attention does; when it is a power of two
-    (Dh = 64: 1/8) it multiplies Q instead, which gives the same bits (scaling by 2^k is exact in every
-    product and partial sum) in one pass over [N, D] instead of one over every pair's [H, n, n].
+    values are still every token's. Per pair, attention goes to BLAS a block at a time (attention_blocks):
+    a few heads as stacked products over strided views of the packed Q, K, V, or, for a long pair, a block
+    of one head's query rows against a contiguous copy of that head's keys and values. The scale 1/sqrt(Dh)
+    multiplies the scores, as transformers' eager attention does; when it is a power of two (Dh = 64: 1/8)
+    it multiplies Q instead, which gives the same bits (scaling by 2^k is exact in every product and partial
+    sum) in one pass over [N, D] instead of one over every pair's [H, n, n].
     """
     p = prefix + "attention.self."
     H, Dh = config.num_attention_heads, config.head_size
@@ -315,9 +338,10 @@ def self_attention(x, offsets, params, prefix, config, first_only=False):
     context = q  # a pair's context overwrites its own rows of q, which its scores no longer need
     pool = intra_op.get()
     tasks = 1 if pool is None else pool.threads
-    room = max(SCORES_ELEMENTS, int(lengths.max()) ** 2)  # one chunk's scores, at least one head's [m, n]
-    buffers = [np.empty(room, dtype=x.dtype) for _ in range(tasks)]  # one per task, reused for every chunk
-    floor = np.full(int(lengths.max()), weight_floor(x.dtype)[0], dtype=x.dtype)  # [n], read by every task
+    longest = int(lengths.max())
+    room = max(SCORES_ELEMENTS, min(longest**2, HEAD_SCORES))  # the largest block's scores
+    buffers = [Scratch(room, Dh, longest, x.dtype) for _ in range(tasks)]  # one per task, reused for every block
+    floor = np.full(longest, weight_floor(x.dtype)[0], dtype=x.dtype)  # [n], read by every task
     for b, n in enumerate(lengths):
         rows, q_rows = slice(offsets[b], offsets[b + 1]), slice(q_offsets[b], q_offsets[b + 1])
         m = q_rows.stop - q_rows.start  # query rows: n, or 1 when first_only
@@ -325,26 +349,59 @@ def self_attention(x, offsets, params, prefix, config, first_only=False):
         kt = k[rows].reshape(n, H, Dh).transpose(1, 2, 0)  # [n, D] -> [H, Dh, n]
         vh = v[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
         ch = context[q_rows].reshape(m, H, Dh).transpose(1, 0, 2)  # [H, m, Dh]: a view of q's rows
-        step = max(1, room // (m * n))  # heads per chunk
+        step, block = attention_blocks(m, n, H, tasks)
+        units = [(a, min(a + step, H), r, min(r + block, m)) for a in range(0, H, step) for r in range(0, m, block)]
 
-        def heads(h0, h1, buffer, m=m, n=n, qh=qh, kt=kt, vh=vh, ch=ch, step=step):  # attention of heads h0:h1
-            for a in range(h0, h1, step):
-                c = min(a + step, h1)
-                s = np.matmul(qh[a:c], kt[a:c], out=buffer[: (c - a) * m * n].reshape(c - a, m, n))  # [h, m, n]
-                sums = softmax_weights(s, floor[:n], scale)  # [h, m, 1]
-                np.matmul(s, vh[a:c], out=ch[a:c])  # -> [h, m, Dh]
-                ch[a:c] /= sums
+        def attend(units, scratch, n=n, qh=qh, kt=kt, vh=vh, ch=ch, copy=block < m):  # the blocks, in order
+            head = None
+            for a, c, r0, r1 in units:
+                keys, values = kt[a:c], vh[a:c]  # [h, Dh, n], [h, n, Dh]
+                if copy:  # one head; its query blocks all read it, so BLAS reads a contiguous copy
+                    if head != a:
+                        np.copyto(scratch.keys[:, :n], kt[a])
+                        np.copyto(scratch.values[:n], vh[a])
+                        head = a
+                    keys, values = scratch.keys[None, :, :n], scratch.values[None, :n]  # [1, Dh, n], [1, n, Dh]
+                s = scratch.scores[: (c - a) * (r1 - r0) * n].reshape(c - a, r1 - r0, n)  # [h, rows, n]
+                np.matmul(qh[a:c, r0:r1], keys, out=s)
+                sums = softmax_weights(s, floor[:n], scale)  # [h, rows, 1]
+                out = ch[a:c, r0:r1]  # [h, rows, Dh]
+                np.matmul(s, values, out=out)
+                out /= sums
 
-        if pool is None:
-            heads(0, H, buffers[0])
-        else:  # q's rows of heads h0:h1 are read by those heads' task only, before it overwrites them
+        if pool is None or len(units) == 1:
+            attend(units, buffers[0])
+        else:  # q's rows of a block are read by that block alone, before it overwrites them
             pool.map(
                 [
-                    lambda h0=h0, h1=h1, buffer=buffer: heads(h0, h1, buffer)
-                    for (h0, h1), buffer in zip(spans(H, tasks), buffers)
+                    lambda part=units[i:j], scratch=scratch: attend(part, scratch)
+                    for (i, j), scratch in zip(spans(len(units), tasks), buffers)
                 ]
             )
     return context  # [N or B, D]
+
+
+class Scratch:
+    """One task's buffers for self_attention: a block's scores, and a head's keys [Dh, n] and values [n, Dh]
+    (allocated when first used: only long pairs copy them)."""
+
+    def __init__(self, room, head_size, longest, dtype):
+        self.scores = np.empty(room, dtype=dtype)  # a block's [h, rows, n], flat
+        self.shape, self.dtype = (head_size, longest), dtype
+        self._keys: np.ndarray | None = None
+        self._values: np.ndarray | None = None
+
+    @property
+    def keys(self) -> np.ndarray:
+        if self._keys is None:
+            self._keys = np.empty(self.shape, dtype=self.dtype)  # [Dh, n]
+        return self._keys
+
+    @property
+    def values(self) -> np.ndarray:
+        if self._values is None:
+            self._values = np.empty(self.shape[::-1], dtype=self.dtype)  # [n, Dh]
+        return self._values
 
 
 def attention_output(context, residual, params, prefix, config):

@@ -84,6 +84,13 @@ def self_attention(x, mask, params, prefix, config, record=no_record):
     """XLMRobertaSelfAttention: per head, softmax(Q K^T / sqrt(Dh)) V over the pair's real tokens.
 
     mask: [B, T] bool, True for real tokens. Padding keys get a score of -inf, so exactly zero weight.
+
+    The plain formula holds every head's [T, T] scores at once, several times over (scores, masked, shifted,
+    exponentiated): at 8,192 tokens (bge-reranker-v2-m3's limit) a head's scores take 268 MB in float32, and
+    one head of 64 took 1.0 GB of peak memory and about 2 s of CPU time (measured with one and two heads on
+    a 2-core AMD EPYC, numpy's OpenBLAS), so a 16-head layer needs about 17 GB and half a minute. The engine
+    (xlmr_np.engine) computes the same thing in cache-sized blocks. Trained models' sharp heads also give
+    subnormal probabilities here, which the engine rounds to 0 (engine.WEIGHT_FLOOR).
     """
     p, name = prefix + "attention.self.", _name(prefix + "attention.self")
     B, T, D = x.shape
