@@ -53,7 +53,15 @@ from ..hub import resolve_model_dir
 from .engines import Engine, ExecutorError, ShardSpec, SlurmOptions, local_cores, make_engine
 from .plan import shard_batches
 from .results import write_json
-from .runner import _duration, cache_root, default_cache_dir, scoring_settings, task_cache_dir, task_plan
+from .runner import (
+    ModelToEvaluate,
+    _duration,
+    cache_root,
+    default_cache_dir,
+    scoring_settings,
+    task_cache_dir,
+    task_plan,
+)
 from .score_cache import RECORD, read_score_file
 from .scorer import model_fingerprint
 from .shards import merge_shards
@@ -298,7 +306,7 @@ def run_on_engine(
     batch_size: int = 32,
     max_queries: int | None = None,
     seed: int = 0,
-    max_length: int = 512,
+    max_length: int | None = None,
     truncation: str = "longest_first",
     address: str | None = None,
     workers: int | None = None,
@@ -328,6 +336,7 @@ def run_on_engine(
         slurm=slurm or SlurmOptions(),
         folder=out / "jobs",
     )
+    max_length = ModelToEvaluate.resolve(model, max_length, truncation).settings["max_length"]  # one for every shard
     plan = survey(str(model), task_name, cache, batch_size, max_queries, seed, max_length, truncation)
     try:
         engine.start()
