@@ -177,12 +177,18 @@ def test_from_pretrained_takes_the_model_own_limit(tmp_path, positions, tokenize
     assert Reranker.from_pretrained(write_model(tmp_path / "m", positions, tokenizer_config)).max_length == expected
 
 
-def test_an_8194_position_model_scores_8190_token_documents_whole(tmp_path):
-    """A long-context model needs no truncation below its own limit: an 8,000-token document stays whole."""
-    reranker = Reranker.from_pretrained(write_model(tmp_path / "m", 8194))
+def test_an_8194_position_model_reads_8000_token_documents_whole(tmp_path):
+    """A long-context model needs neither truncation nor windows below its own limit; windows are cut at the
+    model's own length."""
     document = " ".join(f"w{i % 900}" for i in range(3400))  # about 8,050 tokens
-    (pair,) = reranker.tokenizer.encode([("query", document)])
+    long = Reranker.from_pretrained(write_model(tmp_path / "long", 8194))
+    (pair,) = long.tokenizer.encode([("query", document)])
     assert 7500 < len(pair.ids) <= 8190 and not pair.truncated, len(pair.ids)
+    encoded, owners = long.encode_documents("query", [document], windows=True)
+    assert owners == [0] and encoded[0].ids == pair.ids and not encoded[0].truncated
+    short = Reranker.from_pretrained(write_model(tmp_path / "short", 514))
+    encoded, owners = short.encode_documents("query", [document], windows=True, window_overlap=0)
+    assert owners == [0] * 16 and max(len(e.ids) for e in encoded) == 512, [len(e.ids) for e in encoded]
 
 
 # ---- eval prints the figures of the model it runs ----
