@@ -1,7 +1,7 @@
-"""The known models of the family and the one length rule (xlmr_np.family), and every entry point following it.
+"""The known models of the family and the one length rule (xlmr_np.family), and the entry points following it.
 
-Models here are written with numpy alone: the committed tiny golden model's weights, with the position
-table grown to the size under test, beside the real XLM-R tokenizer.json.
+Models here are written with numpy alone: the committed tiny golden model's weights, with the vocabulary
+and the position table grown to the sizes under test, beside the real XLM-R tokenizer.json.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from xlmr_np.testing import xlmr_tokenizer_json
 
 GOLDEN = Path(__file__).parent / "fixtures" / "tiny-golden"
 POSITIONS = "roberta.embeddings.position_embeddings.weight"
+WORDS = "roberta.embeddings.word_embeddings.weight"
 
 
 def config_like(repo_id: str, **overrides) -> XLMRobertaConfig:
@@ -50,11 +51,15 @@ def write_model(directory: Path, max_position_embeddings: int, tokenizer_config:
     and, if given, a tokenizer_config.json."""
     directory.mkdir(parents=True, exist_ok=True)
     config = json.loads((GOLDEN / "config.json").read_text())
-    config["max_position_embeddings"] = max_position_embeddings
+    # the real tokenizer's vocabulary, one relevance logit, and the position table under test
+    config.update(vocab_size=250002, id2label={"0": "LABEL_0"}, max_position_embeddings=max_position_embeddings)
     (directory / "config.json").write_text(json.dumps(config))
     params = load_file(GOLDEN / "model.safetensors")
-    rows = np.random.default_rng(0).normal(0, 0.02, (max_position_embeddings, config["hidden_size"]))
-    params[POSITIONS] = rows.astype(np.float32)
+    rng = np.random.default_rng(0)
+    for key, rows in ((POSITIONS, max_position_embeddings), (WORDS, 250002)):
+        params[key] = rng.normal(0, 0.02, (rows, config["hidden_size"])).astype(np.float32)
+    for key in ("classifier.out_proj.weight", "classifier.out_proj.bias"):
+        params[key] = params[key][:1]
     save_file(params, directory / "model.safetensors")
     shutil.copy(xlmr_tokenizer_json(), directory / "tokenizer.json")
     if tokenizer_config is not None:
@@ -164,31 +169,49 @@ def test_a_length_beyond_the_position_table_is_refused(tmp_path):
         resolve_max_length(tmp_path, config, 8193)
 
 
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[int, Path]:
+    """A 514-position and an 8194-position model, without tokenizer_config.json, by position count."""
+    root = tmp_path_factory.mktemp("family")
+    return {positions: write_model(root / str(positions), positions) for positions in (514, 8194)}
+
+
 @pytest.mark.parametrize(
-    ("positions", "tokenizer_config", "expected"),
-    [
-        (514, None, 512),
-        (8194, None, 8192),
-        (8194, {"model_max_length": 8192}, 8192),
-        (8194, {"model_max_length": 4096}, 4096),
-    ],
+    ("positions", "tokenizer_config", "expected"), [(514, None, 512), (8194, None, 8192), (8194, 4096, 4096)]
 )
-def test_from_pretrained_takes_the_model_own_limit(tmp_path, positions, tokenizer_config, expected):
-    assert Reranker.from_pretrained(write_model(tmp_path / "m", positions, tokenizer_config)).max_length == expected
+def test_from_pretrained_takes_the_model_own_limit(models, tmp_path, positions, tokenizer_config, expected):
+    directory = models[positions]
+    if tokenizer_config is not None:  # the same files beside a tokenizer_config.json
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            (tmp_path / name).symlink_to(directory / name)
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": tokenizer_config}))
+        directory = tmp_path
+    assert Reranker.from_pretrained(directory).max_length == expected
 
 
-def test_an_8194_position_model_reads_8000_token_documents_whole(tmp_path):
+def test_an_8194_position_model_reads_8000_token_documents_whole(models):
     """A long-context model needs neither truncation nor windows below its own limit; windows are cut at the
     model's own length."""
     document = " ".join(f"w{i % 900}" for i in range(3400))  # about 8,050 tokens
-    long = Reranker.from_pretrained(write_model(tmp_path / "long", 8194))
+    long = Reranker.from_pretrained(models[8194])
     (pair,) = long.tokenizer.encode([("query", document)])
     assert 7500 < len(pair.ids) <= 8190 and not pair.truncated, len(pair.ids)
     encoded, owners = long.encode_documents("query", [document], windows=True)
     assert owners == [0] and encoded[0].ids == pair.ids and not encoded[0].truncated
-    short = Reranker.from_pretrained(write_model(tmp_path / "short", 514))
+    short = Reranker.from_pretrained(models[514])
     encoded, owners = short.encode_documents("query", [document], windows=True, window_overlap=0)
     assert owners == [0] * 16 and max(len(e.ids) for e in encoded) == 512, [len(e.ids) for e in encoded]
+
+
+@pytest.mark.parametrize(("length", "truncated"), [(None, False), (512, True)])
+def test_the_cli_cuts_at_the_model_own_limit_unless_told(models, capsys, length, truncated):
+    from xlmr_np.cli import main
+
+    document = " ".join(f"w{i % 900}" for i in range(400))  # about 950 tokens
+    argv = ["rerank", "--model", str(models[8194]), "query", document]
+    assert main(argv + (["--max-length", str(length)] if length else [])) == 0
+    out = capsys.readouterr().out
+    assert ("* truncated to 512 tokens" in out) == truncated, out
 
 
 # ---- eval prints the figures of the model it runs ----
