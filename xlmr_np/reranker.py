@@ -19,9 +19,9 @@ from .config import XLMRobertaConfig
 from .errors import ConfigError, InputError
 from .family import resolve_max_length
 from .hub import resolve_model_dir
-from .inspect import Trace
 from .ranking import DocumentScores, check_documents, check_top_n, progress_bar
 from .tokenizer import Batch, EncodedPair, PairTokenizer, check_pairs
+from .tracing import Trace
 from .weights import load_params
 from .workers import Workers, check_workers
 
