@@ -13,8 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from .engines import ENGINES
 from .errors import BenchmarkError
+from .peers import IMPLEMENTATIONS
 from .run import run
 
 
@@ -32,11 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("bench-out"),
         help="where report.md, report.json and bench.png go (default: %(default)s)",
     )
-    p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of %(default)s")
-    p.add_argument("--repeats", type=int, default=5, help="timed passes per workload and engine (median)")
+    p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS), help="comma-separated subset of %(default)s")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes per workload and implementation (median)")
     p.add_argument("--pairs", type=int, default=64, help="pairs in the uniform 128/256 workloads (512: half)")
     p.add_argument("--documents", type=int, default=100, help="documents in the rerank and mixed workloads")
-    p.add_argument("--batch-sizes", default="8,16,32", help="candidates; each engine gets its fastest")
+    p.add_argument("--batch-sizes", default="8,16,32", help="candidates; each implementation gets its fastest")
     p.add_argument("--no-build", action="store_true", help="fail instead of building a missing model")
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process load/RSS measurements")
     return p
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    implementations = [e.strip() for e in args.implementations.split(",") if e.strip()]
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
     if min(args.repeats, args.pairs, args.documents) < 1 or not sizes or min(sizes) < 1:
         print("python -m bench: --repeats, --pairs, --documents and --batch-sizes must be positive", file=sys.stderr)
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         text = run(
             args.model,
             args.out,
-            engines=engines,
+            implementations=implementations,
             repeats=args.repeats,
             pairs=args.pairs,
             batch_candidates=sizes,

@@ -1,6 +1,6 @@
 """The benchmark model: a full-size random cross-encoder in the real file layout, built once and shared.
 
-Every engine reads the same files (config.json, model.safetensors, tokenizer.json, onnx/model.onnx), so
+Every implementation reads the same files (config.json, model.safetensors, tokenizer.json, onnx/model.onnx), so
 nothing needs the hub.
 """
 

@@ -25,7 +25,7 @@ def report_markdown(
     peers: Sequence[str] = (),
 ) -> str:
     """The header (machine, BLAS, versions, warnings), the throughput table, ratios, cold-start table,
-    the agreement of each engine with xlmr_np's float32 logits, and a one-line summary of every ratio."""
+    the agreement of each implementation with xlmr_np's float32 logits, and a one-line summary of every ratio."""
     lines = [
         f"Command: `{command}`",
         "",
@@ -56,18 +56,18 @@ def report_markdown(
         for w in workloads
     ]
     lines.append(
-        "- batch size: each engine's fastest on the first pairs of uniform 128 (docs/s): "
+        "- batch size: each implementation's fastest on the first pairs of uniform 128 (docs/s): "
         + "; ".join(f"{e}: " + ", ".join(f"{b}: {r:.2f}" for b, r in rates.items()) for e, rates in batch_rates.items())
     )
-    engines = list(dict.fromkeys(r.engine for r in results))
-    by = {(r.workload, r.engine): r for r in results}
+    implementations = list(dict.fromkeys(r.implementation for r in results))
+    by = {(r.workload, r.implementation): r for r in results}
     lines += [
         "",
-        "| workload | engine | batch | docs/s | useful GFLOP/s | % of sgemm peak | xlmr_np speed-up |",
+        "| workload | implementation | batch | docs/s | useful GFLOP/s | % of sgemm peak | xlmr_np speed-up |",
         "|---|---|---|---|---|---|---|",
     ]
     for w in dict.fromkeys(r.workload for r in results):
-        for e in engines:
+        for e in implementations:
             r = by[w, e]
             ratio = by[w, "xlmr_np"].docs_per_s / r.docs_per_s if (w, "xlmr_np") in by and e != "xlmr_np" else None
             lines.append(
@@ -75,13 +75,13 @@ def report_markdown(
                 f"{100 * r.gflops / peak:.0f}% | {f'{ratio:.2f}x' if ratio else '-'} |"
             )
     if cold:
-        base = next((c for c in cold if c["engine"] == "xlmr_np"), None)
+        base = next((c for c in cold if c["implementation"] == "xlmr_np"), None)
         lines += [
             "",
-            "Fresh process per engine: import + load, first score of one pair, then the rerank "
-            "workload; peak RSS over the whole run (page cache warm for every engine).",
+            "Fresh process per implementation: import + load, first score of one pair, then the rerank "
+            "workload; peak RSS over the whole run (page cache warm for every implementation).",
             "",
-            "| engine | load s | time to first score s | rerank s | peak RSS MB | xlmr_np / engine: "
+            "| implementation | load s | time to first score s | rerank s | peak RSS MB | xlmr_np / implementation: "
             "first score, peak RSS |",
             "|---|---|---|---|---|---|",
         ]
@@ -95,7 +95,7 @@ def report_markdown(
                 )
             )
             lines.append(
-                f"| {c['engine']} | {c['load_s']:.2f} | {c['time_to_first_score_s']:.2f} | "
+                f"| {c['implementation']} | {c['load_s']:.2f} | {c['time_to_first_score_s']:.2f} | "
                 f"{c['rerank_s']:.1f} | {c['peak_rss_mb']:.0f} | {ratios} |"
             )
         if base is not None and base.get("weights_file_rss_mb") is not None:
@@ -111,7 +111,7 @@ def report_markdown(
             f"Agreement with xlmr_np's float32 logits on {workloads[3].name if len(workloads) > 3 else ''}:"
             " max and mean |logit difference|, Spearman rank correlation.",
             "",
-            "| engine | max abs | mean abs | Spearman |",
+            "| implementation | max abs | mean abs | Spearman |",
             "|---|---|---|---|",
         ]
         lines += [f"| {e} | {a['max_abs']:.3g} | {a['mean_abs']:.3g} | {a['spearman']:.6f} |" for e, a in agree.items()]
@@ -125,9 +125,9 @@ def summary_line(results: list[Result], cold: list[dict], peers: Sequence[str]) 
     """Every ratio of xlmr_np against each peer on one line: throughput per workload (above 1: xlmr_np is
     faster), single-pair latency (peer / xlmr_np, above 1: xlmr_np answers sooner) and peak RSS (xlmr_np /
     peer, below 1: xlmr_np uses less)."""
-    by = {(r.workload, r.engine): r for r in results}
+    by = {(r.workload, r.implementation): r for r in results}
     workloads = list(dict.fromkeys(r.workload for r in results))
-    rss = {c["engine"]: c["peak_rss_mb"] for c in cold}
+    rss = {c["implementation"]: c["peak_rss_mb"] for c in cold}
     parts = []
     for peer in peers:
         ratios = [
@@ -154,23 +154,23 @@ def _fmt_load(load) -> str:
 
 
 def report_chart(results: list[Result], cold: list[dict], path: Path) -> Path:
-    """Grouped bars of docs/s per workload and engine, plus time to first score and peak RSS."""
+    """Grouped bars of docs/s per workload and implementation, plus time to first score and peak RSS."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    engines = list(dict.fromkeys(r.engine for r in results))
+    implementations = list(dict.fromkeys(r.implementation for r in results))
     workloads = list(dict.fromkeys(r.workload for r in results))
-    by = {(r.workload, r.engine): r.docs_per_s for r in results}
+    by = {(r.workload, r.implementation): r.docs_per_s for r in results}
     panels = 3 if cold else 1
     fig, axes = plt.subplots(
         1, panels, figsize=(5 * panels + 4, 4.5), squeeze=False, gridspec_kw={"width_ratios": [3] + [1] * (panels - 1)}
     )
     ax = axes[0, 0]
-    width = 0.8 / len(engines)
-    for j, e in enumerate(engines):
-        xs = [i + (j - (len(engines) - 1) / 2) * width for i in range(len(workloads))]
+    width = 0.8 / len(implementations)
+    for j, e in enumerate(implementations):
+        xs = [i + (j - (len(implementations) - 1) / 2) * width for i in range(len(workloads))]
         ax.bar(xs, [by[w, e] for w in workloads], width, label=e)
     ax.set_xticks(range(len(workloads)), workloads)
     ax.set_ylabel("docs/s (higher is better)")
@@ -179,7 +179,7 @@ def report_chart(results: list[Result], cold: list[dict], path: Path) -> Path:
         (("time_to_first_score_s", "time to first score, s"), ("peak_rss_mb", "peak RSS reranking, MB")), start=1
     ):
         if k < panels:
-            axes[0, k].bar([c["engine"] for c in cold], [c[key] for c in cold], color="gray")
+            axes[0, k].bar([c["implementation"] for c in cold], [c[key] for c in cold], color="gray")
             axes[0, k].set_title(label + " (lower is better)", fontsize=9)
             axes[0, k].tick_params(axis="x", labelrotation=45)
     fig.tight_layout()

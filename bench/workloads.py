@@ -17,7 +17,7 @@ class Workload:
     name: str
     sequences: list[np.ndarray]  # one int64 array per pair, special tokens included
     about: str  # where the lengths come from, for the report
-    batch_size: int | None = None  # every engine runs it at this batch size (None: each engine's best)
+    batch_size: int | None = None  # every implementation runs it at this batch size (None: each implementation's best)
 
     @property
     def lengths(self) -> np.ndarray:

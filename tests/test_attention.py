@@ -146,8 +146,8 @@ def test_a_pair_gets_the_same_bits_alone_in_a_batch_and_on_any_number_of_threads
 
 def test_the_softmax_floor_is_reached():
     """The weights really are sharp: the plain formula's float32 probabilities have subnormal values here."""
-    from xlmr_np.tracing import Trace
     from xlmr_np.numerics import count_subnormal
+    from xlmr_np.tracing import Trace
 
     cfg = CONFIGS["D24-H3"]
     trace = Trace(["encoder.layer.0.attention.self.probs"])

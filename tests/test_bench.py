@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import engines, machine, measure, report, workloads
+from bench import machine, measure, peers, report, workloads
 from bench.__main__ import main
 from bench.errors import BenchmarkError
 from bench.run import run
@@ -68,16 +68,16 @@ def test_catalog_documents_explain_what_is_missing(tmp_path):
         workloads.catalog_documents(100, localedir=str(tmp_path))
 
 
-def test_unknown_engine_is_refused(tmp_path):
-    with pytest.raises(BenchmarkError, match="unknown engine 'tensorflow'"):
-        engines.available_engines(["tensorflow"], tmp_path)
-    with pytest.raises(BenchmarkError, match="unknown engine 'tensorflow'"):
-        engines.load_engine("tensorflow", tmp_path)
+def test_unknown_implementation_is_refused(tmp_path):
+    with pytest.raises(BenchmarkError, match="unknown implementation 'tensorflow'"):
+        peers.available_implementations(["tensorflow"], tmp_path)
+    with pytest.raises(BenchmarkError, match="unknown implementation 'tensorflow'"):
+        peers.load_implementation("tensorflow", tmp_path)
 
 
 def test_missing_model_without_build_is_an_error(tmp_path):
     with pytest.raises(BenchmarkError, match="expected .*config.json.*--no-build"):
-        run(tmp_path / "none", tmp_path / "out", engines=["xlmr_np"], build=False)
+        run(tmp_path / "none", tmp_path / "out", implementations=["xlmr_np"], build=False)
 
 
 def test_bad_arguments_exit_2(capsys):
@@ -96,7 +96,7 @@ def test_full_run_on_the_tiny_model_writes_table_json_and_chart(tiny_model, tmp_
     text = run(
         directory,
         out,
-        engines=["xlmr_np", "torch-sdpa"],
+        implementations=["xlmr_np", "torch-sdpa"],
         repeats=1,
         pairs=4,
         batch_candidates=(2, 4),
@@ -109,18 +109,18 @@ def test_full_run_on_the_tiny_model_writes_table_json_and_chart(tiny_model, tmp_
         assert f"| {workload} | xlmr_np |" in text and f"| {workload} | torch-sdpa |" in text
     assert "| xlmr_np | " in text and "| torch-sdpa | " in text  # cold-start rows
     assert "measured numpy sgemm peak" in text and "kernel" in text
-    assert "| single pair 64 | torch-sdpa | 1 |" in text  # latency: batch size 1 for every engine
+    assert "| single pair 64 | torch-sdpa | 1 |" in text  # latency: batch size 1 for every implementation
     assert "| torch-sdpa | " in text.split("Agreement with xlmr_np's float32 logits")[1]
     assert "Summary, xlmr_np against each peer" in text and "vs torch-sdpa: uniform 128 " in text
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import json
 
     report = json.loads((out / "report.json").read_text())
-    assert {r["engine"] for r in report["results"]} == {"xlmr_np", "torch-sdpa"}
+    assert {r["implementation"] for r in report["results"]} == {"xlmr_np", "torch-sdpa"}
     assert all(r["docs_per_s"] > 0 and len(r["seconds"]) == 1 for r in report["results"])
     assert len(report["sgemm_peaks_by_repeat"]) == 1 and report["sgemm_peaks_by_repeat"][0] > 0
     assert report["agreement"]["torch-sdpa"]["max_abs"] < 1e-4, report["agreement"]
-    cold = {c["engine"]: c for c in report["cold_start"]}
+    cold = {c["implementation"]: c for c in report["cold_start"]}
     assert cold["xlmr_np"]["peak_rss_mb"] > 0 and cold["xlmr_np"]["weights_file_rss_mb"] is not None
     # 6 short pairs touch a few hundred rows: the 32 MB table must not have been paged in by read-ahead
     assert 0 < cold["xlmr_np"]["embedding_resident_mb"] < cold["xlmr_np"]["embedding_mb"] / 4
@@ -141,6 +141,9 @@ def test_logits_come_back_in_the_workload_order():
 
 def test_summary_line_has_every_ratio_against_each_peer():
     results = [measure.Result("u", e, 8, 10, 100, seconds=[s]) for e, s in (("xlmr_np", 1.0), ("onnxruntime", 2.0))]
-    cold = [{"engine": "xlmr_np", "peak_rss_mb": 500.0}, {"engine": "onnxruntime", "peak_rss_mb": 1000.0}]
+    cold = [
+        {"implementation": "xlmr_np", "peak_rss_mb": 500.0},
+        {"implementation": "onnxruntime", "peak_rss_mb": 1000.0},
+    ]
     line = report.summary_line(results, cold, ["onnxruntime"])
     assert line.endswith("vs onnxruntime: u 2.00x, peak RSS 0.50x"), line
