@@ -186,3 +186,130 @@ def report_chart(results: list[Result], cold: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def subnormal_rows(name: str, s: dict) -> str:
+    """One model's row of the subnormal table."""
+    return (
+        f"| {name} | {s['tokens']} | {100 * s['plain_share']:.3g}% ({s['plain_subnormal']} of {s['plain_total']}) | "
+        f"{100 * s['engine_share']:.3g}% ({s['engine_subnormal']}) | {100 * s['engine_zero_share']:.3g}% | "
+        f"{s['floor_logit_change']:.3g} |"
+    )
+
+
+def long_markdown_subnormals_only(subnormals: dict) -> str:
+    """The subnormal table alone, for a run without the long-input part."""
+    return (
+        "\n".join(["", SUBNORMAL_HEADER, "", *SUBNORMAL_TABLE, *(subnormal_rows(n, s) for n, s in subnormals.items())])
+        + "\n"
+    )
+
+
+SUBNORMAL_HEADER = (
+    "Subnormal softmax probabilities (below 1.2e-38) on one pair, over the probabilities each computes: the "
+    "plain formula (xlmr_np.model) and the engine, which sets weights below 2^-60 of their row's largest to "
+    "exactly 0; and how far that floor moves the engine's float32 logits (max |with - without|)."
+)
+SUBNORMAL_TABLE = [
+    "| model | tokens | plain formula: subnormal | engine: subnormal | engine: set to 0 | logit change |",
+    "|---|---|---|---|---|---|",
+]
+
+
+def long_markdown(long: dict, subnormals: dict) -> str:
+    """The long-input section: times, peak RSS, float32 accuracy at 8,192 tokens, subnormal probabilities.
+
+    subnormals: model name -> subnormal_report, the soft main model's and the sharp long model's."""
+    by = {(r.workload, r.implementation): r for r in long["results"]}
+    lines = [
+        "",
+        f"## Long inputs and sharp attention: bge-reranker-v2-m3's shapes, {long['layers']} layers, weights of "
+        f"std 0.2 ({long['model']})",
+        "",
+    ]
+    lines += [f"- {s}" for s in long["skipped"]]
+    lines += [
+        f"- workload {w.name}: {len(w.sequences)} pair{'s' * (len(w.sequences) > 1)} of {int(w.lengths.max())} "
+        f"tokens, {w.about}"
+        for w in long["workloads"]
+    ]
+    lines += [
+        "",
+        "| workload | implementation | batch | s per pass | docs/s | useful GFLOP/s | xlmr_np speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for w in dict.fromkeys(r.workload for r in long["results"]):
+        for e in dict.fromkeys(r.implementation for r in long["results"]):
+            if (w, e) not in by:
+                continue
+            r = by[w, e]
+            ratio = by[w, "xlmr_np"].docs_per_s / r.docs_per_s if (w, "xlmr_np") in by and e != "xlmr_np" else None
+            lines.append(
+                f"| {w} | {e} | {r.batch_size} | {r.median_s:.2f} | {r.docs_per_s:.2f} | {r.gflops:.0f} | "
+                f"{f'{ratio:.2f}x' if ratio else '-'} |"
+            )
+    if long["cold"]:
+        lines += [
+            "",
+            "Peak RSS in a fresh process per implementation and workload (load, one pair, then the workload):",
+            "",
+            "| workload | implementation | load s | workload s | peak RSS MB |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c['workload']} | {c['implementation']} | {c['load_s']:.2f} | {c['rerank_s']:.1f} | "
+            f"{c['peak_rss_mb']:.0f} |"
+            for c in long["cold"]
+        ]
+    if long["accuracy"]:
+        lines += [
+            "",
+            f"float32 logit of the {long['workloads'][-1].name} pair against the float64 truth (xlmr_np in float64, "
+            f"logit {long['truth'][0]:.6g}): |float32 - truth|",
+            "",
+            "| implementation | abs error |",
+            "|---|---|",
+        ]
+        lines += [f"| {e} | {err:.3g} |" for e, err in long["accuracy"].items()]
+    lines += ["", SUBNORMAL_HEADER, "", *SUBNORMAL_TABLE, *(subnormal_rows(n, s) for n, s in subnormals.items())]
+    return "\n".join(lines) + "\n"
+
+
+def targets_markdown(results: list[Result], cold: list[dict], long: dict | None, subnormals: dict) -> str:
+    """The figures the targets of the long-input work are read from, one line each, against torch SDPA."""
+
+    def ratio(rows, workload):  # xlmr_np docs/s / torch SDPA docs/s on one workload
+        by = {(r.workload, r.implementation): r for r in rows}
+        if (workload, "xlmr_np") in by and (workload, "torch-sdpa") in by:
+            return f"{by[workload, 'xlmr_np'].docs_per_s / by[workload, 'torch-sdpa'].docs_per_s:.2f}x"
+        return "not measured"
+
+    lines = ["", "## Figures for the targets (xlmr_np against torch SDPA; speed: docs/s ratio, above 1 is faster)", ""]
+    if long is not None:
+        rss = {(c["workload"], c["implementation"]): c["peak_rss_mb"] for c in long["cold"]}
+        pair = long["workloads"][-1].name
+        mine, theirs = rss.get((pair, "xlmr_np")), rss.get((pair, "torch-sdpa"))
+        acc = long["accuracy"]
+        lines += [
+            f"- 16 x 512 tokens, sharp weights, 1024 wide: {ratio(long['results'], 'sharp 16x512')}",
+            f"- {pair}, sharp weights, v2-m3-shaped ({long['layers']} layers): {ratio(long['results'], pair)}",
+            f"- 1 x 16 documents of 2,048 tokens, v2-m3-shaped: {ratio(long['results'], '1x16 docs 2048')}",
+            f"- peak RSS, {pair}: "
+            + (f"{mine:.0f} MB against {theirs:.0f} MB ({mine / theirs:.2f}x)" if mine and theirs else "not measured"),
+            "- float32 logit at 8,192 tokens, |float32 - float64 truth|: "
+            + (
+                f"xlmr_np {acc['xlmr_np']:.3g}, torch SDPA {acc['torch-sdpa']:.3g}"
+                if {"xlmr_np", "torch-sdpa"} <= set(acc)
+                else "not measured"
+            ),
+        ]
+    lines += [
+        "- std-0.02 workloads: "
+        + ", ".join(f"{w} {ratio(results, w)}" for w in dict.fromkeys(r.workload for r in results)),
+        "- subnormal probabilities produced by the engine: "
+        + ", ".join(f"{name} {s['engine_subnormal']}" for name, s in subnormals.items())
+        + " (the plain formula: "
+        + ", ".join(f"{name} {s['plain_subnormal']}" for name, s in subnormals.items())
+        + ")",
+    ]
+    return "\n".join(lines) + "\n"

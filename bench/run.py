@@ -33,13 +33,17 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from .coldstart import cold_start
 from .errors import BenchmarkError
+from .long import LongOptions, run_long
 from .machine import environment, sgemm_peak
 from .measure import agreement, best_batch_size, logits_in_order, measure
 from .models import MODEL_FILES, ensure_model
 from .peers import IMPLEMENTATIONS, PEERS, available_implementations, load_implementation
-from .report import report_chart, report_markdown
+from .report import long_markdown, long_markdown_subnormals_only, report_chart, report_markdown, targets_markdown
+from .subnormals import subnormal_report
 from .workloads import mixed, rerank, single_pair, uniform
 
 
@@ -55,12 +59,15 @@ def run(
     command: str = "",
     log=print,
     documents: int = 100,
+    long: LongOptions | None = None,
 ) -> str:
     """Build or reuse the model, measure every implementation on every workload, write report.md/.json/.png.
 
-    pairs: size of the uniform 128/256 workloads (512: half); documents: size of the rerank and mixed ones.
+    pairs: size of the uniform 128/256 workloads (512: half); documents: size of the rerank and mixed ones;
+    long: the long-input part on its own model (bench.long), None to leave it out.
     """
     from xlmr_np.config import XLMRobertaConfig
+    from xlmr_np.weights import load_params
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not build and not all((model_dir / f).is_file() for f in MODEL_FILES):
@@ -118,9 +125,20 @@ def run(
     )
     peak = statistics.median(peaks)
     del runners
+    log(f"subnormal probabilities on one pair of {workloads[2].name}")
+    first = workloads[2].sequences[0][None, :]
+    subnormals = {
+        f"{config.hidden_size} wide, std 0.02 ({model_dir.name})": subnormal_report(
+            load_params(model_dir, config), config, first, np.ones_like(first)
+        )
+    }
     if cold:
         log("cold starts: a fresh process per implementation")
     colds = [cold_start(e, model_dir, workloads[3], batch_sizes[e]) for e in names] if cold else []
+    longs = None
+    if long is not None:
+        longs = run_long(long.model, implementations, long.layers, repeats, long.onnxruntime_max, cold, build, log=log)
+        subnormals[f"1024 wide, std 0.2 ({Path(long.model).name})"] = longs["subnormals"]
     out_dir.mkdir(parents=True, exist_ok=True)
     text = report_markdown(
         env,
@@ -135,6 +153,8 @@ def run(
         agree=agree,
         peers=[e for e in PEERS if e in names],
     )
+    text += long_markdown(longs, subnormals) if longs else long_markdown_subnormals_only(subnormals)
+    text += targets_markdown(results, colds, longs, subnormals)
     (out_dir / "report.md").write_text(text)
     (out_dir / "report.json").write_text(
         json.dumps(
@@ -147,6 +167,14 @@ def run(
                 "agreement": agree,
                 "results": [dict(asdict(r), docs_per_s=r.docs_per_s, gflops=r.gflops) for r in results],
                 "cold_start": colds,
+                "subnormals": subnormals,
+                "long": None
+                if longs is None
+                else dict(
+                    longs,
+                    workloads=[w.name for w in longs["workloads"]],
+                    results=[dict(asdict(r), docs_per_s=r.docs_per_s, gflops=r.gflops) for r in longs["results"]],
+                ),
             },
             indent=1,
             default=str,

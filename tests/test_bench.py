@@ -112,6 +112,8 @@ def test_full_run_on_the_tiny_model_writes_table_json_and_chart(tiny_model, tmp_
     assert "| single pair 64 | torch-sdpa | 1 |" in text  # latency: batch size 1 for every implementation
     assert "| torch-sdpa | " in text.split("Agreement with xlmr_np's float32 logits")[1]
     assert "Summary, xlmr_np against each peer" in text and "vs torch-sdpa: uniform 128 " in text
+    assert "| 32 wide, std 0.02 (" in text and "| 0% (0) |" in text  # subnormal probabilities: the engine has none
+    assert "- std-0.02 workloads: uniform 128 " in text.split("Figures for the targets")[1]
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import json
 
@@ -147,3 +149,41 @@ def test_summary_line_has_every_ratio_against_each_peer():
     ]
     line = report.summary_line(results, cold, ["onnxruntime"])
     assert line.endswith("vs onnxruntime: u 2.00x, peak RSS 0.50x"), line
+
+
+@pytest.mark.integration
+def test_long_inputs_on_a_tiny_sharp_model_with_bge_reranker_v2_m3s_positions(torch, tmp_path):
+    """bench.long end to end on a tiny model with 8,194 positions and sharp weights (std 1.0): every long
+    workload timed for xlmr_np and torch SDPA (torch-eager left out, saying why), the float64 truth at 8,192
+    tokens, the subnormal counts (the plain formula's many, the engine's none), and the report's lines."""
+    from bench.long import run_long
+    from xlmr_np.testing import build_model
+
+    build_model(tmp_path / "long", seed=0, init_std=1.0, max_position_embeddings=8194)
+    out = run_long(tmp_path / "long", ["xlmr_np", "torch-sdpa", "torch-eager"], 2, 1, 2048, False, False, log=print)
+    names = ["sharp 16x512", "1x16 docs 1024", "1x16 docs 2048", "one pair 8192"]
+    assert [w.name for w in out["workloads"]] == names
+    assert [max(w.lengths) for w in out["workloads"]] == [512, 1044, 2068, 8192]
+    assert sorted((r.workload, r.implementation) for r in out["results"]) == sorted(
+        (w, e) for w in names for e in ("xlmr_np", "torch-sdpa")
+    )
+    assert any(s.startswith("torch-eager: not run on long inputs (its attention holds") for s in out["skipped"])
+    assert set(out["accuracy"]) == {"xlmr_np", "torch-sdpa"} and max(out["accuracy"].values()) < 1e-3
+    s = out["subnormals"]
+    assert s["plain_subnormal"] > 1000 and s["engine_subnormal"] == 0 and s["engine_zero_share"] > 0.1, s
+    assert s["floor_logit_change"] < 1e-5, s
+    text = report.long_markdown(out, {"tiny": s}) + report.targets_markdown([], [], out, {"tiny": s})
+    assert "| one pair 8192 | torch-sdpa | 1 |" in text and "| tiny | 512 |" in text
+    assert "- one pair 8192, sharp weights, v2-m3-shaped (2 layers): " in text and "not measured" in text  # no RSS
+
+
+@pytest.mark.integration
+def test_ops_speed_times_every_op_against_its_reference(capsys):
+    from bench import ops_speed
+
+    assert ops_speed.main(["--repeats", "1"]) == 0
+    table = capsys.readouterr().out
+    ops = ("| GELU |", "| softmax, sharp scores: engine |", "x the plain formula", "| attention (engine.attention)")
+    for op in ops:
+        assert op in table, table
+    assert table.count("ns/score; plain formula (one head): ") == 2, table

