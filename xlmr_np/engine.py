@@ -82,8 +82,8 @@ SMALL_ROWS = 8 * GEMM_ROWS
 # Intra-op threads, for a job too small to split by pairs (one pair, a few short ones: see xlmr_np.workers):
 # an object with `threads` and `map(tasks)` (run the callables on that many threads, return when all are
 # done), set for the calling thread only; None runs everything on it. The dense products are then split by
-# whole COLUMN_BLOCKs of output features and attention by heads. Each head's products are separate BLAS
-# calls anyway; but whether a column block of x W^T is the same bits computed alone as within the whole
+# whole COLUMN_BLOCKs of output features and attention by its blocks (attention_blocks), each computed
+# alone anyway; but whether a column block of x W^T is the same bits computed alone as within the whole
 # product depends on the BLAS kernel: yes on OpenBLAS's SkylakeX, Sandybridge and Nehalem kernels, no on
 # its Haswell/Zen kernel (tools/blas_bits.py). So the split is checked once per weight shape on the
 # machine's own BLAS (column_split_is_exact) and, where it changes a bit, the product runs whole on the

@@ -17,8 +17,8 @@ for its duration (threadpoolctl) and restores it after, under a process-wide loc
 some products differently from single-threaded BLAS, so the engine's numbers are defined with one BLAS thread,
 and all parallelism is ours. Small jobs (one pair, or too few tokens to give each worker MIN_TOKENS) are not
 split by pairs: they run on the calling thread with their dense products split by columns (where the BLAS
-gives the same bits that way: engine.column_split_is_exact) and their attention by heads among the workers
-(engine.intra_op).
+gives the same bits that way: engine.column_split_is_exact) and their attention by blocks of heads or of
+query rows among the workers (engine.intra_op).
 
 threadpoolctl is optional: without it the default is one worker (the calling thread, BLAS on every core), as
 before; asking for more workers then raises ConfigError.
