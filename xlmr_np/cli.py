@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "merge": "xlmr_np.commands.eval",
     "inspect": "xlmr_np.commands.inspect",
     "verify": "xlmr_np.commands.verify",
+    "random-model": "xlmr_np.commands.random_model",
 }
 
 
