@@ -204,7 +204,7 @@ def test_cli_end_to_end(pq, hub, model_dir, tmp_path, fast_load):
         task.name,
         "--batch-size",
         "5",
-        "--cache-dir",
+        "--score-cache",
         str(tmp_path / "cache"),
         "--out",
         str(tmp_path / "out"),
@@ -229,6 +229,19 @@ def test_cli_end_to_end(pq, hub, model_dir, tmp_path, fast_load):
         f"{result['mrr@10']:.4f}",
     ]
     assert "pairs/s" in done.stderr and "ETA" in done.stderr
+
+
+def test_revision_picks_the_hub_snapshot_of_the_model(pq, hub, model_dir, tmp_path, fast_load):
+    from xlmr_np.errors import HubError
+    from xlmr_np.testing import add_snapshot
+
+    write_parquet(pq, hub_path(hub, TASKS["CMedQAv1-reranking"]), make_rows(5, 6))
+    snapshot = add_snapshot(hub, "org/tiny-reranker", model_dir, "1" * 40, refs=("v1",))  # a tag, no main
+    with pytest.raises(HubError, match=r"org/tiny-reranker \(revision main\)"):
+        run("org/tiny-reranker", tmp_path, "main")
+    done = run("org/tiny-reranker", tmp_path, "v1", revision="v1")
+    assert done["results"]["model"] == str(snapshot)
+    assert done["results"]["tasks"] == run(model_dir, tmp_path, "dir")["results"]["tasks"]
 
 
 def test_finished_run_rescores_from_the_cache_without_the_model(pq, hub, model_dir, tmp_path, fast_load, monkeypatch):
@@ -257,7 +270,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(pq, hub, model_dir,
         task.name,
         "--batch-size",
         "2",
-        "--cache-dir",
+        "--score-cache",
         str(cache),
         "--out",
         str(tmp_path / "resumed"),
@@ -431,7 +444,7 @@ def test_corrupted_or_foreign_cache_is_detected(pq, hub, model_dir, tmp_path, fa
             "CMedQAv1-reranking",
             "--batch-size",
             "4",
-            "--cache-dir",
+            "--score-cache",
             str(tmp_path / "cache"),
             "--out",
             str(tmp_path / "o"),

@@ -94,10 +94,11 @@ def survey(
     seed: int,
     max_length: int,
     truncation: str,
+    revision: str | None = None,
 ) -> Survey:
     """Plan every task as the shards will, and count the pairs the score cache lacks, batch by batch."""
     settings = scoring_settings(max_length, truncation)
-    fingerprint = model_fingerprint(resolve_model_dir(model))
+    fingerprint = model_fingerprint(resolve_model_dir(model, revision=revision))
     root = cache_root(cache_dir, fingerprint, settings)
     tasks = []
     for task in resolve_tasks(task_name):
@@ -305,6 +306,7 @@ def run_on_backend(
     cores_per_shard: int = 1,
     retries: int = 2,
     slurm: SlurmOptions | None = None,
+    revision: str | None = None,
     stream: TextIO | None = None,
     interval: float = 5.0,
 ) -> dict:
@@ -328,14 +330,24 @@ def run_on_backend(
         slurm=slurm or SlurmOptions(),
         folder=out / "jobs",
     )
-    plan = survey(str(model), task_name, cache, batch_size, max_queries, seed, max_length, truncation)
+    plan = survey(str(model), task_name, cache, batch_size, max_queries, seed, max_length, truncation, revision)
     try:
         backend.start()
         n = shards or backend.slots
         if not n:
             raise InputError(f"--executor {executor} cannot tell how many shards to run at once: give --shards N")
         spec = ShardSpec(
-            shipped, task_name, n, str(cache), batch_size, max_queries, seed, max_length, truncation, cores_per_shard
+            shipped,
+            task_name,
+            n,
+            str(cache),
+            batch_size,
+            max_queries,
+            seed,
+            max_length,
+            truncation,
+            cores_per_shard,
+            revision,
         )
         print(f"{executor}: {n} shards, {sum(plan.todo(n)):,} pairs to score", file=log, flush=True)
         values = fan_out(backend, spec, plan, retries, log, interval, keep=_write_files(out / "shards"))
@@ -348,6 +360,8 @@ def run_on_backend(
             f"{results['model_fingerprint'][:12]} vs {plan.fingerprint[:12]}): give every worker "
             f"the same model files"
         )
-    results["model"] = str(resolve_model_dir(model))  # as one run here names it (workers got an absolute path)
+    results["model"] = str(
+        resolve_model_dir(model, revision=revision)
+    )  # as one run here names it (workers got an absolute path)
     write_json(out / "results.json", results)
     return {"results": results, "files": [out / "results.json"], "shards": [values[i] for i in range(n)]}

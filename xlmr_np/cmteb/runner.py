@@ -114,19 +114,21 @@ def run_eval(
     seed: int = 0,
     max_length: int = 512,
     truncation: str = "longest_first",
+    revision: str | None = None,
     stream: TextIO | None = None,
 ) -> dict:
     """Evaluate a model (directory or hub repo id) on one task or "all"; returns the results (None for a
     shard), the files written and the number of pairs scored (those the cache lacked).
 
     Without shard: writes out_dir/results.json (the table and the per-query figures). With shard=(i, n):
-    writes out_dir/<task>.shard-<i>-of-<n>.json per task, for merge_shards().
+    writes out_dir/<task>.shard-<i>-of-<n>.json per task, for merge_shards(). revision: the hub branch,
+    tag or commit of a hub repo id (default: main).
     """
     if shard is not None and not (0 <= shard[0] < shard[1]):
         raise InputError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
     out = Path(out_dir)
     check_output_dir(out)  # before hours of scoring, not after
-    directory = resolve_model_dir(model_dir)  # a directory, or a hub repo id fetched through its cache
+    directory = resolve_model_dir(model_dir, revision=revision)  # a directory, or a hub repo id (its cache)
     settings = scoring_settings(max_length, truncation)
     fingerprint = model_fingerprint(directory)
     root = cache_root(cache_dir, fingerprint, settings)

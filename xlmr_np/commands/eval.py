@@ -8,7 +8,14 @@ import sys
 from ..cmteb import TASKS, default_cache_dir, format_table, merge_shards, run_eval
 from ..tokenizer import TRUNCATION_STRATEGIES
 from . import cluster
-from .common import DEFAULT_MODEL, EXIT_INTERRUPTED, nonnegative_int, positive_int, reports_errors
+from .common import (
+    DEFAULT_MODEL,
+    EXIT_INTERRUPTED,
+    add_deprecated_alias,
+    nonnegative_int,
+    positive_int,
+    reports_errors,
+)
 
 
 def shard_spec(text: str) -> tuple[int, int]:
@@ -36,13 +43,17 @@ def register(subparsers) -> None:
         help="model directory (config.json, model.safetensors, tokenizer.json) or hub repo id "
         f"(default: {DEFAULT_MODEL})",
     )
+    p.add_argument("--revision", help="hub branch, tag or commit of a hub --model (default: main)")
     p.add_argument("--task", required=True, choices=[*TASKS, "all"])
     p.add_argument("--batch-size", type=positive_int, default=32, help="pairs per forward pass (default 32)")
     p.add_argument(
-        "--workers",
+        "--processes",
         type=positive_int,
         default=1,
         help="worker processes, each with its share of the cores (default 1: this process, all cores)",
+    )
+    add_deprecated_alias(
+        p, "--workers", "--processes", "processes", "--workers is threads in the other commands", type=positive_int
     )
     p.add_argument(
         "--shard",
@@ -64,7 +75,10 @@ def register(subparsers) -> None:
         default="longest_first",
         help="longest_first (default) is what the published scores used",
     )
-    p.add_argument("--cache-dir", default=None, help=f"score cache directory (default {default_cache_dir()})")
+    p.add_argument("--score-cache", metavar="DIR", help=f"the score cache's directory (default {default_cache_dir()})")
+    add_deprecated_alias(
+        p, "--cache-dir", "--score-cache", "score_cache", "--cache-dir is the hub cache in the other commands"
+    )
     p.add_argument("--out", default="eval-results", help="directory for results.json or shard files")
     cluster.add_arguments(p)
     p.set_defaults(func=reports_errors(eval_command))
@@ -89,14 +103,15 @@ def eval_command(args) -> int:
                 args.model,
                 args.task,
                 out_dir=args.out,
-                cache_dir=args.cache_dir,
+                cache_dir=args.score_cache,
                 batch_size=args.batch_size,
-                workers=args.workers,
+                workers=args.processes,
                 shard=args.shard,
                 max_queries=args.max_queries,
                 seed=args.seed,
                 max_length=args.max_length,
                 truncation=args.truncation,
+                revision=args.revision,
             )
     except KeyboardInterrupt:
         print(
