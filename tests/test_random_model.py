@@ -103,7 +103,7 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path, monkeypat
 
 
 def test_command_writes_the_model_and_says_what_it_is(tmp_path, capsys):
-    assert main(["random-model", str(tmp_path / "m"), "--std", "0.2", "--layers", "1", "--max-length", "128"]) == 0
+    assert main(["random-model", str(tmp_path / "m"), "--std", "0.2", "--num-layers", "1", "--max-length", "128"]) == 0
     out = capsys.readouterr().out
     assert "a random model (1 layers, hidden 32, 4 heads" in out and "std 0.2, seed 0" in out, out
     assert json.loads((tmp_path / "m" / "tokenizer_config.json").read_text())["model_max_length"] == 128

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "directory", metavar="DIR", help="where to write it (created; must be new, empty or an earlier random model)"
     )
-    parser.add_argument("--layers", type=positive_int, help="encoder layers (default: 2)")
+    parser.add_argument("--num-layers", type=positive_int, metavar="N", help="encoder layers (default: 2)")
     parser.add_argument(
         "--std",
         type=positive_float,
@@ -55,7 +55,7 @@ def run(args) -> int:
     from ..config import XLMRobertaConfig
     from ..random_model import random_config, write_random_model
 
-    fields = {} if args.layers is None else {"num_hidden_layers": args.layers}
+    fields = {} if args.num_layers is None else {"num_hidden_layers": args.num_layers}
     raw = random_config(**fields)
     target = write_random_model(
         args.directory, raw, std=args.std, seed=args.seed, max_length=args.max_length, tokenizer=args.tokenizer
