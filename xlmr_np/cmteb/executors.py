@@ -53,7 +53,15 @@ from ..hub import resolve_model_dir
 from .backends import Backend, ExecutorError, ShardSpec, SlurmOptions, local_cores, make_backend
 from .plan import shard_batches
 from .results import write_json
-from .runner import _duration, cache_root, default_cache_dir, scoring_settings, task_cache_dir, task_plan
+from .runner import (
+    ModelToEvaluate,
+    _duration,
+    cache_root,
+    default_cache_dir,
+    scoring_settings,
+    task_cache_dir,
+    task_plan,
+)
 from .score_cache import RECORD, read_score_file
 from .scorer import model_fingerprint
 from .shards import merge_shards
@@ -299,7 +307,7 @@ def run_on_backend(
     batch_size: int = 32,
     max_queries: int | None = None,
     seed: int = 0,
-    max_length: int = 512,
+    max_length: int | None = None,
     truncation: str = "longest_first",
     address: str | None = None,
     workers: int | None = None,
@@ -330,6 +338,8 @@ def run_on_backend(
         slurm=slurm or SlurmOptions(),
         folder=out / "jobs",
     )
+    # one length for every shard
+    max_length = ModelToEvaluate.resolve(model, max_length, truncation, revision).settings["max_length"]
     plan = survey(str(model), task_name, cache, batch_size, max_queries, seed, max_length, truncation, revision)
     try:
         backend.start()
@@ -360,8 +370,7 @@ def run_on_backend(
             f"{results['model_fingerprint'][:12]} vs {plan.fingerprint[:12]}): give every worker "
             f"the same model files"
         )
-    results["model"] = str(
-        resolve_model_dir(model, revision=revision)
-    )  # as one run here names it (workers got an absolute path)
+    # as one run here names it (the workers got an absolute path)
+    results["model"] = str(resolve_model_dir(model, revision=revision))
     write_json(out / "results.json", results)
     return {"results": results, "files": [out / "results.json"], "shards": [values[i] for i in range(n)]}
