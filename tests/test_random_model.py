@@ -64,6 +64,21 @@ def test_a_deeper_model_shares_the_shallower_ones_layers_and_seeds_differ():
     assert not np.array_equal(one["classifier.dense.weight"], other["classifier.dense.weight"])
 
 
+def test_a_known_models_shapes_and_length_limit():
+    from xlmr_np.family import known_by_name
+    from xlmr_np.random_model import tokenizer_config
+
+    raw = random_config("bge-reranker-v2-m3", num_hidden_layers=2)
+    config = XLMRobertaConfig.from_dict(raw)
+    known = known_by_name("BAAI/bge-reranker-v2-m3")
+    assert (config.hidden_size, config.num_attention_heads, config.intermediate_size) == (1024, 16, 4096)
+    assert config.num_hidden_layers == 2 and config.max_position_embeddings == known.max_position_embeddings
+    assert tokenizer_config(config, config.max_tokens)["model_max_length"] == known.max_length == 8192
+    assert XLMRobertaConfig.from_dict(random_config("bge-reranker-large")).num_hidden_layers == 24
+    with pytest.raises(InputError, match="unknown model 'bge-reranker-huge'; expected one of bge-reranker-base, "):
+        random_config("bge-reranker-huge")
+
+
 def test_files_describe_the_model(tiny):
     config = json.loads((tiny / "config.json").read_text())
     assert config["architectures"] == ["XLMRobertaForSequenceClassification"] and config["initializer_range"] == 0.2

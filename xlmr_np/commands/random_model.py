@@ -31,7 +31,16 @@ def register(subparsers) -> None:
     parser.add_argument(
         "directory", metavar="DIR", help="where to write it (created; must be new, empty or an earlier random model)"
     )
-    parser.add_argument("--num-layers", type=positive_int, metavar="N", help="encoder layers (default: 2)")
+    parser.add_argument(
+        "--like",
+        metavar="NAME",
+        help="the shapes and length limit of a known model: bge-reranker-base, bge-reranker-large, "
+        "bge-reranker-v2-m3, bce-reranker-base_v1 (1.1 to 2.2 GB at full depth; --num-layers 2 makes "
+        "them 0.8 to 1.1 GB)",
+    )
+    parser.add_argument(
+        "--num-layers", type=positive_int, metavar="N", help="encoder layers (default: 2, or the --like model's)"
+    )
     parser.add_argument(
         "--std",
         type=positive_float,
@@ -56,7 +65,7 @@ def run(args) -> int:
     from ..random_model import random_config, write_random_model
 
     fields = {} if args.num_layers is None else {"num_hidden_layers": args.num_layers}
-    raw = random_config(**fields)
+    raw = random_config(args.like, **fields)
     target = write_random_model(
         args.directory, raw, std=args.std, seed=args.seed, max_length=args.max_length, tokenizer=args.tokenizer
     )
