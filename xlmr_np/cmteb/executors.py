@@ -21,7 +21,7 @@ Where a worker finds its inputs: the model argument and the cache directory are 
 model *directory* must exist at the same path on every worker (shared storage), while a hub repo id is
 resolved on each worker through its own hub cache ($HF_HUB_CACHE: shared storage, or a download per
 worker). A worker that cannot find them fails its shard with the same error a single run gives
-(ConfigError "not a directory", HubError, DatasetError "cannot get ... from the hub"), which stops the
+(ConfigError "not a directory", HubError, DatasetError naming the dataset file it lacks), which stops the
 whole run and names the shard and the host.
 
 A shard whose worker dies (killed, out of memory, node lost, job cancelled) is submitted again, up to
@@ -103,6 +103,7 @@ def survey(
     max_length: int,
     truncation: str,
     revision: str | None = None,
+    data_dir: str | Path | None = None,
 ) -> Survey:
     """Plan every task as the shards will, and count the pairs the score cache lacks, batch by batch."""
     settings = scoring_settings(max_length, truncation)
@@ -110,7 +111,7 @@ def survey(
     root = cache_root(cache_dir, fingerprint, settings)
     tasks = []
     for task in resolve_tasks(task_name):
-        plan, _ = task_plan(task, batch_size, max_queries, seed)
+        plan, _ = task_plan(task, batch_size, max_queries, seed, data_dir)
         directory = task_cache_dir(root, task)
         header = {
             "model_fingerprint": fingerprint,
@@ -315,6 +316,7 @@ def run_on_backend(
     retries: int = 2,
     slurm: SlurmOptions | None = None,
     revision: str | None = None,
+    data_dir: str | Path | None = None,
     stream: TextIO | None = None,
     interval: float = 5.0,
 ) -> dict:
@@ -340,7 +342,8 @@ def run_on_backend(
     )
     # one length for every shard
     max_length = ModelToEvaluate.resolve(model, max_length, truncation, revision).settings["max_length"]
-    plan = survey(str(model), task_name, cache, batch_size, max_queries, seed, max_length, truncation, revision)
+    data = str(Path(data_dir).absolute()) if data_dir is not None else None
+    plan = survey(str(model), task_name, cache, batch_size, max_queries, seed, max_length, truncation, revision, data)
     try:
         backend.start()
         n = shards or backend.slots
@@ -358,6 +361,7 @@ def run_on_backend(
             truncation,
             cores_per_shard,
             revision,
+            data,
         )
         print(f"{executor}: {n} shards, {sum(plan.todo(n)):,} pairs to score", file=log, flush=True)
         values = fan_out(backend, spec, plan, retries, log, interval, keep=_write_files(out / "shards"))

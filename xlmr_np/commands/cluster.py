@@ -125,4 +125,5 @@ def run_from_args(args) -> dict:
         retries=args.retries,
         slurm=slurm,
         revision=args.revision,
+        data_dir=args.data_dir,
     )
