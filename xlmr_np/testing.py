@@ -212,11 +212,22 @@ def execute_notebook(source, timeout: int = 300):
     notebook = jupytext.read(source)
     for i, cell in enumerate(notebook.cells):
         cell.id = f"cell-{i:02d}"
-    NotebookClient(
+    client = NotebookClient(
         notebook,
         timeout=timeout,
         kernel_name="python3",
         record_timing=False,
         resources={"metadata": {"path": str(source.parent)}},
-    ).execute()
+    )
+    # The kernel inherits this: huggingface-hub's and transformers' progress bars (loading weights) would save
+    # only timings and a random widget id into the outputs.
+    saved = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    try:
+        client.execute()
+    finally:
+        if saved is None:
+            del os.environ["HF_HUB_DISABLE_PROGRESS_BARS"]
+        else:
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = saved
     return notebook
