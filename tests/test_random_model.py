@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +147,18 @@ def test_transformers_loads_it_and_agrees(tiny):
         ).logits[:, 0]
     ours = np.array(reranker.compute_score(PAIRS))
     assert np.abs(ours - ref.numpy()).max() < 2e-5, diff_message("logits", ours, ref.numpy())
+
+
+def test_the_readme_shows_what_its_first_rerank_prints(tmp_path, capsys, monkeypatch):
+    """The README's first example (random-model, then rerank on it) prints, to the digit, what it says."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    commands, shown = re.search(
+        r"```bash\n(xlmr-np random-model .*?)```\n\n```console\n(.*?)```", readme, re.S
+    ).groups()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "100")
+    for line in commands.strip().splitlines():
+        argv = shlex.split(line)
+        assert argv[0] == "xlmr-np" and main(argv[1:]) == 0, line
+    printed = capsys.readouterr().out
+    assert printed.endswith(shown), f"README shows:\n{shown}\nthe commands print:\n{printed}"
