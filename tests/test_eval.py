@@ -171,6 +171,78 @@ def test_download_uses_the_pinned_revision(pq, hub):
         resolve_tasks("T3Reranking")
 
 
+def test_without_the_data_eval_fails_at_once_and_says_what_to_do(hub, monkeypatch):
+    import huggingface_hub
+
+    task = TASKS["CMedQAv2-reranking"]
+    online = []
+    real = huggingface_hub.hf_hub_download
+    monkeypatch.setattr(
+        huggingface_hub,
+        "hf_hub_download",
+        lambda *a, **k: online.append(k) if not k["local_files_only"] else real(*a, **k),
+    )
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    started = time.monotonic()
+    with pytest.raises(DatasetError) as offline:
+        dataset_file(task)  # HF_HUB_OFFLINE (the hub fixture)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(DatasetError) as unreachable:
+        dataset_file(task)
+    assert time.monotonic() - started < 2 and online == []  # no download tried, no retries
+    assert "and HF_HUB_OFFLINE is set." in str(offline.value)
+    assert "and the hub (127.0.0.1) cannot be reached (" in str(unreachable.value)
+    for message in (str(offline.value), str(unreachable.value)):
+        assert message.startswith(f"{task.repo}@{task.revision[:12]}/{task.filename} is not in the hub cache {hub}")
+        assert f"--revision {task.revision} --local-dir DIR/C-MTEB/CMedQAv2-reranking)" in message
+        assert f"pass --data-dir DIR (it reads DIR/C-MTEB/CMedQAv2-reranking/{task.filename})" in message
+        assert message.endswith("xlmr-np synthetic-data DIR --task CMedQAv2-reranking")
+
+
+@pytest.mark.integration
+def test_a_reachable_hub_is_asked_for_what_the_cache_lacks(hub, monkeypatch, tmp_path):
+    import socket
+
+    import huggingface_hub
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    real = huggingface_hub.hf_hub_download
+
+    def download(*args, **kwargs):
+        asked.append(kwargs["local_files_only"])
+        return real(*args, **kwargs) if kwargs["local_files_only"] else str(tmp_path / "downloaded.parquet")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{listening.getsockname()[1]}")
+        assert dataset_file(TASKS["T2Reranking"]) == tmp_path / "downloaded.parquet"
+    assert asked == [True, False]  # the cache, then one download
+
+
+def test_data_dir_holds_the_files_the_hub_would_give(pq, hub, model_dir, tmp_path, fast_load, capsys):
+    from xlmr_np.cli import main
+    from xlmr_np.cmteb.synthetic import AVERAGE_CHARS, synthetic_rows
+
+    task = TASKS["CMedQAv1-reranking"]
+    assert main(["synthetic-data", str(tmp_path / "data"), "--task", task.name, "--queries", "7", "--docs", "5"]) == 0
+    (path,) = [Path(line.removeprefix("wrote ")) for line in capsys.readouterr().out.splitlines()[:-1]]
+    assert path == tmp_path / "data" / "C-MTEB" / "CMedQAv1-reranking" / task.filename
+    rows = synthetic_rows(task, 7, 5, seed=0)
+    assert [(q.text, q.positives, q.negatives) for q in read_rows(path)] == list(zip(*rows.values()))
+    assert [len(rows["positive"][0]), len(rows["negative"][0])] == [1, 4]
+    assert (len(rows["query"][0]), len(rows["negative"][0][0])) == tuple(round(n) for n in AVERAGE_CHARS[task.name])
+    assert all("\u4e00" <= ch <= "\u9fa5" for ch in rows["query"][0] + rows["positive"][0][0])
+    assert synthetic_rows(task, 7, 5, seed=1) != rows
+    from_dir = run(model_dir, tmp_path, "dir", data_dir=tmp_path / "data")["results"]["tasks"]
+    write_parquet(pq, hub_path(hub, task), rows)
+    assert run(model_dir, tmp_path, "hub", cache_dir=tmp_path / "c2")["results"]["tasks"] == from_dir
+    with pytest.raises(DatasetError, match=r"CMedQAv2-reranking/data/test-\S+\.parquet: no such file\. Get it"):
+        run(model_dir, tmp_path, "missing", task_name="CMedQAv2-reranking", data_dir=tmp_path / "data")
+
+
 # ----------------------------------------------------------------------------------------------------
 # End to end
 
@@ -204,7 +276,7 @@ def test_cli_end_to_end(pq, hub, model_dir, tmp_path, fast_load):
         task.name,
         "--batch-size",
         "5",
-        "--cache-dir",
+        "--score-cache",
         str(tmp_path / "cache"),
         "--out",
         str(tmp_path / "out"),
@@ -234,6 +306,19 @@ def test_cli_end_to_end(pq, hub, model_dir, tmp_path, fast_load):
     assert "pairs/s" in done.stderr and "ETA" in done.stderr
 
 
+def test_revision_picks_the_hub_snapshot_of_the_model(pq, hub, model_dir, tmp_path, fast_load):
+    from xlmr_np.errors import HubError
+    from xlmr_np.testing import add_snapshot
+
+    write_parquet(pq, hub_path(hub, TASKS["CMedQAv1-reranking"]), make_rows(5, 6))
+    snapshot = add_snapshot(hub, "org/tiny-reranker", model_dir, "1" * 40, refs=("v1",))  # a tag, no main
+    with pytest.raises(HubError, match=r"org/tiny-reranker \(revision main\)"):
+        run("org/tiny-reranker", tmp_path, "main")
+    done = run("org/tiny-reranker", tmp_path, "v1", revision="v1")
+    assert done["results"]["model"] == str(snapshot)
+    assert done["results"]["tasks"] == run(model_dir, tmp_path, "dir")["results"]["tasks"]
+
+
 def test_finished_run_rescores_from_the_cache_without_the_model(pq, hub, model_dir, tmp_path, fast_load, monkeypatch):
     write_parquet(pq, hub_path(hub, TASKS["CMedQAv1-reranking"]), make_rows(3, 20))
     first = run(model_dir, tmp_path, "first")["results"]
@@ -260,7 +345,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(pq, hub, model_dir,
         task.name,
         "--batch-size",
         "2",
-        "--cache-dir",
+        "--score-cache",
         str(cache),
         "--out",
         str(tmp_path / "resumed"),
@@ -434,7 +519,7 @@ def test_corrupted_or_foreign_cache_is_detected(pq, hub, model_dir, tmp_path, fa
             "CMedQAv1-reranking",
             "--batch-size",
             "4",
-            "--cache-dir",
+            "--score-cache",
             str(tmp_path / "cache"),
             "--out",
             str(tmp_path / "o"),

@@ -51,7 +51,7 @@ def eval_command(model_dir, cache: Path, out: Path, *extra: str) -> list[str]:
         "all",
         "--batch-size",
         BATCH,
-        "--cache-dir",
+        "--score-cache",
         str(cache),
         "--out",
         str(out),
@@ -288,7 +288,7 @@ def test_backend_errors_are_explained(hub, tiny_model, tmp_path, monkeypatch):
     model = tiny_model[0]
     for extra, message in (
         (["--shard", "0/2"], "--shard runs one shard; --executor runs all of them"),
-        (["--workers", "2"], "--workers splits one process; with --executor give --local-workers"),
+        (["--processes", "2"], "--processes splits one process; with --executor give --local-workers"),
     ):
         done = subprocess.run(
             eval_command(model, tmp_path / "c", tmp_path / "o", "--executor", "local", *extra),
@@ -308,5 +308,7 @@ def test_backend_errors_are_explained(hub, tiny_model, tmp_path, monkeypatch):
         text=True,
         timeout=60,
     )
-    assert done.returncode == 1 and "xlmr-np eval: error: cannot get C-MTEB/T2Reranking@" in done.stderr, done.stderr
+    assert done.returncode == 1 and "xlmr-np eval: error: C-MTEB/T2Reranking@76631901a183/data/" in done.stderr, (
+        done.stderr
+    )
     assert "shards" not in done.stderr  # no backend was started

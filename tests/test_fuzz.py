@@ -588,13 +588,13 @@ OPTIONS = {
     "eval": {
         "--task": st.sampled_from(["CMedQAv1-reranking", "all", "x"]),
         "--batch-size": NUMBER,
-        "--workers": NUMBER,
+        "--processes": NUMBER,
         "--shard": st.sampled_from(["0/2", "2/2", "x", "1/0"]),
         "--max-queries": NUMBER,
         "--seed": NUMBER,
         "--max-length": NUMBER,
         "--out": "<out>",
-        "--cache-dir": "<out>",
+        "--score-cache": "<out>",
     },
     "merge": {"--out": "<out>"},
 }

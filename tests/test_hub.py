@@ -54,8 +54,9 @@ def test_revision_tag_or_commit(hub_cache, tiny_model, revision):
 def test_offline_and_not_cached_is_a_clear_error(hub_cache, repo, revision, monkeypatch):
     cache, _ = hub_cache
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    with pytest.raises(HubError, match=r"not in the hub cache .*downloads are disabled \(HF_HUB_OFFLINE=1"):
+    with pytest.raises(HubError, match=r"not in the hub cache .*downloads are disabled \(HF_HUB_OFFLINE=1") as e:
         resolve_model_dir(repo, revision=revision, cache_dir=cache)
+    assert "to try the commands, `xlmr-np random-model DIR` writes a random one" in str(e.value)
 
 
 def test_cached_snapshot_without_weights_names_the_missing_file(hub_cache):

@@ -229,7 +229,7 @@ def test_cli_against_own_server_with_json_report(server, env, tmp_path):
     """The README's example: default --model (the hub id, resolved from the cache), format detected."""
     out = tmp_path / "report.json"
     result = run(
-        ["verify", "--endpoint", server.url, "--api-key-env", KEY_VAR, "--json", str(out)],
+        ["verify", "--endpoint", server.url, "--api-key-env", KEY_VAR, "--json-report", str(out)],
         dict(env, **{KEY_VAR: KEY}),
         timeout=300,
     )
@@ -254,7 +254,7 @@ def test_cli_against_own_server_with_json_report(server, env, tmp_path):
             "no such route (HTTP 404)",
         ),
         (
-            ["--endpoint", "URL", "--format", "cohere", "--api-key-env", KEY_VAR, "--endpoint-model", "other"],
+            ["--endpoint", "URL", "--format", "cohere", "--api-key-env", KEY_VAR, "--served-model-name", "other"],
             {KEY_VAR: KEY},
             'model "other" is not served here',
         ),
@@ -312,7 +312,7 @@ def test_golden_round_trip(tiny_model, perturbed_model, env, tmp_path):
     assert first["input_ids"][0] == 0 and first["input_ids"][-1] == 2 and isinstance(first["logit"], float)
 
     out = tmp_path / "same.json"
-    same = run(["verify", "--golden", str(golden), "--float64", "--json", str(out)], env, timeout=300)
+    same = run(["verify", "--golden", str(golden), "--float64", "--json-report", str(out)], env, timeout=300)
     assert same.returncode == 0, same.stdout + same.stderr
     overall = json.loads(out.read_text(encoding="utf-8"))["overall"]
     assert overall["max_abs_diff_logits"] == 0.0, overall

@@ -88,7 +88,8 @@ def _snapshot(repo_id: str, revision, cache_dir, local_files_only: bool, token) 
         raise HubError(
             f"{where}: not a local directory, not in the hub cache {cache}, and {reason}. Download it once "
             f"with network access (xlmr-np fetches only {', '.join(HUB_FILES[:4])} and safetensors shards), "
-            f"or pass a local model directory. ({type(e).__name__})"
+            f"or pass a local model directory (to try the commands, `xlmr-np random-model DIR` writes a random one). "
+            f"({type(e).__name__})"
         ) from None
     except RevisionNotFoundError:
         raise HubError(f"{where}: the hub repo has no such revision (branch, tag or commit)") from None

@@ -85,7 +85,7 @@ def blas_threads() -> int | None:
 
 def default_workers() -> int:
     """One worker per core BLAS may use now (so OPENBLAS_NUM_THREADS=1, or an outer threadpool_limits such as
-    `eval --workers` gives each process, also means one worker), at most the cores available; 1 without
+    `eval --processes` gives each process, also means one worker), at most the cores available; 1 without
     threadpoolctl."""
     threads = blas_threads()
     return 1 if threads is None else max(1, min(threads, available_cores()))

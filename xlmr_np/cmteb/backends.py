@@ -54,6 +54,8 @@ class ShardSpec:
     max_length: int
     truncation: str
     cores: int  # BLAS threads of the shard
+    revision: str | None = None  # of a hub repo id: branch, tag or commit (None: main)
+    data_dir: str | None = None  # the datasets' files, instead of the hub (the same path on every worker)
 
 
 def run_shard(spec: ShardSpec, i: int) -> dict:
@@ -78,6 +80,8 @@ def run_shard(spec: ShardSpec, i: int) -> dict:
                 seed=spec.seed,
                 max_length=spec.max_length,
                 truncation=spec.truncation,
+                revision=spec.revision,
+                data_dir=spec.data_dir,
                 stream=io.StringIO(),
             )
             files = {path.name: path.read_text(encoding="utf-8") for path in done["files"]}

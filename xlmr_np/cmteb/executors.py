@@ -21,7 +21,7 @@ Where a worker finds its inputs: the model argument and the cache directory are 
 model *directory* must exist at the same path on every worker (shared storage), while a hub repo id is
 resolved on each worker through its own hub cache ($HF_HUB_CACHE: shared storage, or a download per
 worker). A worker that cannot find them fails its shard with the same error a single run gives
-(ConfigError "not a directory", HubError, DatasetError "cannot get ... from the hub"), which stops the
+(ConfigError "not a directory", HubError, DatasetError naming the dataset file it lacks), which stops the
 whole run and names the shard and the host.
 
 A shard whose worker dies (killed, out of memory, node lost, job cancelled) is submitted again, up to
@@ -102,14 +102,16 @@ def survey(
     seed: int,
     max_length: int,
     truncation: str,
+    revision: str | None = None,
+    data_dir: str | Path | None = None,
 ) -> Survey:
     """Plan every task as the shards will, and count the pairs the score cache lacks, batch by batch."""
     settings = scoring_settings(max_length, truncation)
-    fingerprint = model_fingerprint(resolve_model_dir(model))
+    fingerprint = model_fingerprint(resolve_model_dir(model, revision=revision))
     root = cache_root(cache_dir, fingerprint, settings)
     tasks = []
     for task in resolve_tasks(task_name):
-        plan, _ = task_plan(task, batch_size, max_queries, seed)
+        plan, _ = task_plan(task, batch_size, max_queries, seed, data_dir)
         directory = task_cache_dir(root, task)
         header = {
             "model_fingerprint": fingerprint,
@@ -313,6 +315,8 @@ def run_on_backend(
     cores_per_shard: int = 1,
     retries: int = 2,
     slurm: SlurmOptions | None = None,
+    revision: str | None = None,
+    data_dir: str | Path | None = None,
     stream: TextIO | None = None,
     interval: float = 5.0,
 ) -> dict:
@@ -336,15 +340,28 @@ def run_on_backend(
         slurm=slurm or SlurmOptions(),
         folder=out / "jobs",
     )
-    max_length = ModelToEvaluate.resolve(model, max_length, truncation).settings["max_length"]  # one for every shard
-    plan = survey(str(model), task_name, cache, batch_size, max_queries, seed, max_length, truncation)
+    # one length for every shard
+    max_length = ModelToEvaluate.resolve(model, max_length, truncation, revision).settings["max_length"]
+    data = str(Path(data_dir).absolute()) if data_dir is not None else None
+    plan = survey(str(model), task_name, cache, batch_size, max_queries, seed, max_length, truncation, revision, data)
     try:
         backend.start()
         n = shards or backend.slots
         if not n:
             raise InputError(f"--executor {executor} cannot tell how many shards to run at once: give --shards N")
         spec = ShardSpec(
-            shipped, task_name, n, str(cache), batch_size, max_queries, seed, max_length, truncation, cores_per_shard
+            shipped,
+            task_name,
+            n,
+            str(cache),
+            batch_size,
+            max_queries,
+            seed,
+            max_length,
+            truncation,
+            cores_per_shard,
+            revision,
+            data,
         )
         print(f"{executor}: {n} shards, {sum(plan.todo(n)):,} pairs to score", file=log, flush=True)
         values = fan_out(backend, spec, plan, retries, log, interval, keep=_write_files(out / "shards"))
@@ -357,6 +374,7 @@ def run_on_backend(
             f"{results['model_fingerprint'][:12]} vs {plan.fingerprint[:12]}): give every worker "
             f"the same model files"
         )
-    results["model"] = str(resolve_model_dir(model))  # as one run here names it (workers got an absolute path)
+    # as one run here names it (the workers got an absolute path)
+    results["model"] = str(resolve_model_dir(model, revision=revision))
     write_json(out / "results.json", results)
     return {"results": results, "files": [out / "results.json"], "shards": [values[i] for i in range(n)]}

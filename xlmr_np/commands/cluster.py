@@ -94,9 +94,10 @@ def run_from_args(args) -> dict:
 
     if args.shard is not None:
         raise InputError("--shard runs one shard; --executor runs all of them: give one or the other")
-    if args.workers != 1:
+    if args.processes != 1:
         raise InputError(
-            "--workers splits one process; with --executor give --local-workers (shards at once) and --cores-per-shard"
+            "--processes splits one process; with --executor give --local-workers (shards at once) and "
+            "--cores-per-shard"
         )
     slurm = SlurmOptions(
         folder=args.slurm_folder,
@@ -112,7 +113,7 @@ def run_from_args(args) -> dict:
         executor=args.executor,
         out_dir=args.out,
         shards=args.shards,
-        cache_dir=args.cache_dir,
+        cache_dir=args.score_cache,
         batch_size=args.batch_size,
         max_queries=args.max_queries,
         seed=args.seed,
@@ -123,4 +124,6 @@ def run_from_args(args) -> dict:
         cores_per_shard=args.cores_per_shard,
         retries=args.retries,
         slurm=slurm,
+        revision=args.revision,
+        data_dir=args.data_dir,
     )
