@@ -31,7 +31,7 @@ from xlmr_np.serve import schema  # noqa: E402
 from xlmr_np.serve.app import ServerSettings, create_app  # noqa: E402
 from xlmr_np.serve.batcher import Job, next_batch  # noqa: E402
 from xlmr_np.serve.runner import deadline_protocol  # noqa: E402
-from xlmr_np.tokenizer import EncodedPair  # noqa: E402
+from xlmr_np.tokenizer import EncodedPair, EncodeOptions  # noqa: E402
 
 QUERY = "capital of France"
 DOCS = ["Paris is the capital of France.", "Bananas are yellow.", "Berlin is the capital of Germany."]
@@ -244,7 +244,7 @@ def test_windows_server_scores_a_document_as_large_as_the_body_limit(tiny_model,
         assert response.status_code == 200, response.text[:200]
         answer = response.json()
         short = Reranker.from_pretrained(tiny_model[0], max_length=128)
-        encoded, _ = short.encode_documents("q", [document], windows=True, window_overlap=0)
+        encoded, _ = short.encode_documents("q", [document], EncodeOptions(windows=True, window_overlap=0))
         assert answer["usage"]["total_tokens"] == sum(len(e.ids) for e in encoded) > 200_000
         assert answer["results"][0]["truncated"] is False and 0 < answer["results"][0]["relevance_score"] < 1
         assert seconds < 300, f"{seconds:.0f} s"

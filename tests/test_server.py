@@ -21,6 +21,7 @@ from processes import HUB_REPO, ServerProcess, offline_hub
 
 from xlmr_np.reranker import document_scores
 from xlmr_np.serve import schema
+from xlmr_np.tokenizer import EncodeOptions
 
 KEY = "test-key-5b0f6c1e"
 MAX_DOCUMENTS = 5
@@ -183,12 +184,12 @@ def test_v2_rerank_has_id_and_meta_and_no_documents_by_default(secured, short):
 def test_max_tokens_per_doc_and_max_chunks_per_doc(secured, short):
     documents = [LONG_DOC, DOCS[0]]
     for options, encoding in [
-        ({"max_tokens_per_doc": 10}, dict(max_windows=1, max_document_tokens=10)),
-        ({"max_chunks_per_doc": 3}, dict(windows=True, max_windows=3)),
-        ({"max_chunks_per_doc": 1}, dict()),
+        ({"max_tokens_per_doc": 10}, EncodeOptions(max_document_tokens=10)),
+        ({"max_chunks_per_doc": 3}, EncodeOptions(windows=True, max_windows=3)),
+        ({"max_chunks_per_doc": 1}, EncodeOptions()),
     ]:
         status, body, _ = post(secured.url, "/v2/rerank", {"query": QUERY, "documents": documents, **options})
-        encoded, owners = short.encode_documents(QUERY, documents, **encoding)
+        encoded, owners = short.encode_documents(QUERY, documents, encoding)
         want = document_scores(2, encoded, owners, short.logits_of(encoded, progress=False)[:, 0])
         assert status == 200 and got(body) == [(r["index"], r["relevance_score"]) for r in want.ranked(documents)]
         assert [r["truncated"] for r in sorted(body["results"], key=lambda r: r["index"])] == [True, False]

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from .errors import ConfigError, InputError
 from .hub import resolve_model_dir
 from .inspect import Trace
 from .ranking import DocumentScores, check_documents, check_top_n, progress_bar
-from .tokenizer import Batch, EncodedPair, PairTokenizer, check_pairs
+from .tokenizer import DEFAULT_WINDOW_OVERLAP, Batch, EncodedPair, EncodeOptions, PairTokenizer, check_pairs
 from .weights import load_params
 from .workers import Workers, check_workers
 
@@ -220,38 +220,36 @@ class Reranker:
         batch_size: int = 32,
         raw_scores: bool = False,
         windows: bool = False,
-        window_overlap: int = 64,
+        window_overlap: int = DEFAULT_WINDOW_OVERLAP,
         progress: bool | None = None,
+        options: EncodeOptions | None = None,
     ) -> DocumentScores:
         """Score one query against documents (input order); the step under rerank, for callers that also
         want token counts.
 
         windows=False truncates long pairs (reported per document); windows=True splits each document into
         overlapping windows that fit beside the query (see PairTokenizer.encode_windows) and scores it by
-        its best window.
+        its best window. options: every long-document choice at once (EncodeOptions: direction, a
+        per-document token limit, windows), in place of windows and window_overlap.
         """
         self.require_single_logit()
-        encoded, owners = self.encode_documents(query, documents, windows=windows, window_overlap=window_overlap)
+        if options is None:
+            options = self.call_options(windows=windows, window_overlap=window_overlap)
+        encoded, owners = self.encode_documents(query, documents, options)
         sequence_logits = self.logits_of(encoded, batch_size, progress)[:, 0]  # [S]
         return document_scores(len(documents), encoded, owners, sequence_logits, raw_scores)
 
+    def call_options(self, **changes) -> EncodeOptions:
+        """This model's options (its truncation strategy) with `changes`: EncodeOptions for one call."""
+        return replace(self.tokenizer.options, **changes)
+
     def encode_documents(
-        self,
-        query: str,
-        documents,
-        windows: bool = False,
-        window_overlap: int = 64,
-        max_windows: int | None = None,
-        max_document_tokens: int | None = None,
+        self, query: str, documents, options: EncodeOptions | None = None, max_tokens: int | None = None
     ) -> tuple[list[EncodedPair], list[int]]:
-        """The sequences score_documents scores, and the document each belongs to (see encode_windows for
-        the window limits, which imply windows=True)."""
+        """The sequences score_documents scores, and the document each belongs to (PairTokenizer.sequences:
+        options default to the model's own; max_tokens bounds their total, TooManyTokens beyond)."""
         pairs = [(query, document) for document in check_documents(query, documents)]
-        if windows or max_windows is not None or max_document_tokens is not None:
-            return self.tokenizer.encode_windows(
-                pairs, window_overlap, max_windows=max_windows, max_document_tokens=max_document_tokens
-            )
-        return self.tokenizer.encode(pairs), list(range(len(pairs)))
+        return self.tokenizer.sequences(pairs, options, max_tokens)
 
     def rerank(
         self,
@@ -262,7 +260,7 @@ class Reranker:
         raw_scores: bool = False,
         batch_size: int = 32,
         windows: bool = False,
-        window_overlap: int = 64,
+        window_overlap: int = DEFAULT_WINDOW_OVERLAP,
         progress: bool | None = None,
     ) -> list[dict]:
         """Rank documents for a query, best first, like the hosted /v1/rerank APIs and CrossEncoder.rank.
