@@ -584,6 +584,12 @@ OPTIONS = {
         "--max-concurrent-requests": NUMBER,
         "--request-timeout": NUMBER | st.sampled_from(["nan", "inf", "-inf", "1e400"]),
         "--max-batch-tokens": NUMBER,
+        "--max-inflight-tokens": NUMBER,
+        "--max-inflight-bytes": NUMBER,
+        "--max-connections": NUMBER,
+        "--keep-alive": NUMBER | st.sampled_from(["nan", "inf"]),
+        "--graceful-timeout": NUMBER | st.sampled_from(["nan", "-inf"]),
+        "--auto-truncate": None,
     },
     "eval": {
         "--task": st.sampled_from(["CMedQAv1-reranking", "all", "x"]),

@@ -26,11 +26,12 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st
 from starlette.testclient import TestClient  # noqa: E402
 
-from xlmr_np import Reranker  # noqa: E402
+from xlmr_np import Reranker, api  # noqa: E402
 from xlmr_np.serve import schema  # noqa: E402
-from xlmr_np.serve.app import ServerSettings, create_app  # noqa: E402
 from xlmr_np.serve.batcher import Job, next_batch  # noqa: E402
-from xlmr_np.serve.runner import deadline_protocol  # noqa: E402
+from xlmr_np.serve.routes import create_app  # noqa: E402
+from xlmr_np.serve.runner import connection_protocol  # noqa: E402
+from xlmr_np.serve.settings import ServerSettings  # noqa: E402
 from xlmr_np.tokenizer import EncodedPair, EncodeOptions  # noqa: E402
 
 QUERY = "capital of France"
@@ -59,17 +60,16 @@ class GatedReranker(Reranker):
 
 
 @contextmanager
-def running(app, request_timeout=60.0):
-    """uvicorn on a free port in a thread, with the server's own protocol; yields the base URL."""
+def running(app):
+    """uvicorn on a free port in a thread, with the server's own connection protocol; yields the base URL."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
-        http=deadline_protocol(request_timeout),
+        http=connection_protocol(app.service),
         lifespan="on",
         log_level="warning",
         timeout_keep_alive=5,
-        limit_concurrency=1024,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -110,7 +110,7 @@ def test_beyond_max_concurrent_requests_is_429_with_retry_after(reranker):
         first = post_async(url, "/v1/rerank", {"query": QUERY, "documents": DOCS}, results, "first")
         assert gated.entered.wait(20)
         second = post_async(url, "/v1/rerank", {"query": QUERY, "documents": DOCS[:1]}, results, "second")
-        wait_for(lambda: app.server.in_flight == 2, "the second request to be in flight")
+        wait_for(lambda: app.service.admission.requests == 2, "the second request to be in flight")
         refused = httpx.post(url + "/v1/rerank", json={"query": QUERY, "documents": DOCS}, timeout=30)
         tei = httpx.post(url + "/rerank", json={"query": QUERY, "texts": DOCS}, timeout=30)
         gated.gate.set()
@@ -136,8 +136,8 @@ def test_a_disconnected_clients_queued_work_is_dropped(reranker):
                 b"POST /v1/rerank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
             )
-            wait_for(lambda: app.server.batcher.queued_sequences() == 7, "the request to be queued")
-        wait_for(lambda: app.server.batcher.queued_sequences() == 0, "its work to be dropped")
+            wait_for(lambda: app.service.batcher.queued_sequences() == 7, "the request to be queued")
+        wait_for(lambda: app.service.batcher.queued_sequences() == 0, "its work to be dropped")
         gated.gate.set()
         first.join(30)
         metrics = httpx.get(url + "/metrics").text
@@ -149,8 +149,8 @@ def test_a_disconnected_clients_queued_work_is_dropped(reranker):
 def test_slow_and_idle_clients_are_cut_off_at_the_deadline_and_never_lock_others_out(reranker):
     """300 connections that send nothing and one that sends its headers a byte at a time: each gets a 408
     and is closed once the deadline passes, and a real request is answered meanwhile."""
-    app = create_app(reranker, ServerSettings(model_name="tiny"))
-    with running(app, request_timeout=1.5) as url:
+    app = create_app(reranker, ServerSettings(model_name="tiny", request_timeout=1.5))
+    with running(app) as url:
         port = int(url.rsplit(":", 1)[1])
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
         slow = socket.create_connection(("127.0.0.1", port))
@@ -339,14 +339,14 @@ def fuzz_client(reranker):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=bodies(schema.RerankRequest), path=st.sampled_from(["/v1/rerank", "/v2/rerank"]))
+@given(body=bodies(schema.CohereRequest), path=st.sampled_from(["/v1/rerank", "/v2/rerank"]))
 def test_schema_fuzz_cohere_routes_answer_200_or_a_4xx_in_their_shape(fuzz_client, reranker, body, path):
     response = fuzz_client.post(path, content=json.dumps(body))
     assert response.status_code in (200, 400, 404, 413), response.text
     if response.status_code != 200:
-        schema.ErrorResponse.model_validate(response.json())
+        schema.parse_response(api.ErrorResponse, response.json())
         return
-    answer = schema.RerankResponse.model_validate(response.json())
+    answer = schema.parse_response(api.RerankResponse, response.json())
     texts = [d if isinstance(d, str) else d.get("text") for d in body["documents"]]
     if (
         body.get("rank_fields") in (None, ["text"])
@@ -360,12 +360,12 @@ def test_schema_fuzz_cohere_routes_answer_200_or_a_4xx_in_their_shape(fuzz_clien
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=bodies(schema.TeiRerankRequest))
+@given(body=bodies(schema.TeiRequest))
 def test_schema_fuzz_tei_route_answers_200_or_a_4xx_in_its_shape(fuzz_client, body):
     response = fuzz_client.post("/rerank", content=json.dumps(body))
     assert response.status_code in (200, 400, 413), response.text
     if response.status_code == 200:
-        ranks = [schema.TeiRank.model_validate(r) for r in response.json()]
+        ranks = [schema.parse_response(api.TeiRank, r) for r in response.json()]
         assert sorted(r.index for r in ranks) == list(range(len(body["texts"])))
     else:
-        schema.TeiErrorResponse.model_validate(response.json())
+        schema.parse_response(api.TeiErrorResponse, response.json())

@@ -21,7 +21,7 @@ from .hub import resolve_model_dir
 from .inspect import Trace
 from .ranking import DocumentScores, check_documents, check_top_n, progress_bar
 from .tokenizer import DEFAULT_WINDOW_OVERLAP, Batch, EncodedPair, EncodeOptions, PairTokenizer, check_pairs
-from .weights import load_params
+from .weights import FileStamp, load_params, weight_files
 from .workers import Workers, check_workers
 
 
@@ -80,6 +80,7 @@ class Reranker:
         self.dtype = np.dtype(dtype)
         self.model_dir = model_dir
         self.pool = Workers(workers)  # scoring threads (xlmr_np.workers); None: one per core
+        self.mapped_files: list[FileStamp] = []  # the weights files the params map (from_pretrained, mmap=True)
 
     @classmethod
     def from_pretrained(
@@ -127,8 +128,17 @@ class Reranker:
         tokenizer = PairTokenizer.from_file(
             model_dir / "tokenizer.json", max_length=max_length, truncation=truncation, pad_token_id=config.pad_token_id
         )
+        stamps = [FileStamp.of(f) for f in weight_files(model_dir)] if mmap else []  # before mapping: see changed
         params = load_params(model_dir, config, dtype, mmap=mmap)
-        return cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir), workers=workers)
+        reranker = cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir), workers=workers)
+        reranker.mapped_files = stamps
+        return reranker
+
+    def weights_changed(self) -> str | None:
+        """How a mapped weights file was changed in place since loading, or None. Scores computed after such
+        a change come from bytes that are no longer the model that was loaded (a long-running process, such
+        as the server, checks this after each batch); mmap=False copies the weights and never needs to."""
+        return next((change for change in (s.change() for s in self.mapped_files) if change), None)
 
     @property
     def max_length(self) -> int:

@@ -36,7 +36,11 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--jsonl", action="store_true", help="the documents file is JSONL (implied by .jsonl)")
     parser.add_argument("--top-n", type=positive_int, help="show only the best N")
-    parser.add_argument("--json", action="store_true", help="print the /v1/rerank response JSON instead of a table")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the answer POST /v1/rerank gives (id, model, results, usage, meta) instead of a table",
+    )
     parser.add_argument("--raw-scores", action="store_true", help="report the raw logit instead of its sigmoid (0..1)")
     parser.add_argument(
         "--windows",
@@ -97,8 +101,6 @@ def table(results: list[dict], raw_scores: bool, max_length: int) -> str:
 
 
 def run(args) -> int:
-    from ..api import RerankRequest, encode, rerank_response
-
     documents = gather_documents(args)
     reranker = load_reranker(args)
     scores = reranker.score_documents(
@@ -109,9 +111,11 @@ def run(args) -> int:
         windows=args.windows,
         window_overlap=args.window_overlap,
     )
-    if args.json:
-        request = RerankRequest(args.query, documents, args.top_n, True, args.raw_scores)
-        print(encode(rerank_response(args.model, request, scores)).decode("utf-8"))
+    if args.json:  # the answer POST /v1/rerank gives, from the same types (xlmr_np.api)
+        from ..api import encode, rerank_response
+
+        echoed = [{"text": document} for document in documents]
+        print(encode(rerank_response(args.model, scores, echoed, top_n=args.top_n)).decode("utf-8"))
     else:
         print(table(scores.ranked(documents, top_n=args.top_n), args.raw_scores, reranker.max_length))
     return 0
