@@ -19,7 +19,7 @@
 # * **attention**: for every layer and head, how much each token draws from every other token
 #   (`inspect_pair(...).attention(layer, head)`, rows sum to 1);
 # * **attribution without gradients**: how much the score drops when a document word (or token) is
-#   removed or replaced by `<mask>` (`xlmr_np.inspect.attribute`), one batched forward pass per unit.
+#   removed or replaced by `<mask>` (`xlmr_np.tracing.attribute`), one batched forward pass per unit.
 #
 # The model is `$XLMR_NP_MODEL` if set; otherwise a tiny *random* model built locally, whose attention
 # patterns and attributions carry no meaning: the point here is how to read the pictures.
@@ -31,9 +31,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from xlmr_np import Reranker
-from xlmr_np.inspect import attribute, format_table, inspect_pair, layer_table, render_terminal
 from xlmr_np.plot import attention_figure, attribution_figure
 from xlmr_np.testing import notebook_model
+from xlmr_np.tracing import attribute, format_table, inspect_pair, layer_table, render_terminal
 
 reranker = Reranker.from_pretrained(notebook_model(seed=0))
 QUERY = "who designed the Eiffel Tower?"

@@ -40,8 +40,8 @@ import numpy as np
 from xlmr_np import Reranker
 from xlmr_np.cmteb import Query, apply_protocol
 from xlmr_np.cmteb.metrics import bootstrap_interval, per_query_metrics
-from xlmr_np.inspect import format_table
 from xlmr_np.testing import notebook_model
+from xlmr_np.tracing import format_table
 
 reranker = Reranker.from_pretrained(notebook_model(seed=0))
 with open("data/reranking_sample.jsonl", encoding="utf-8") as f:

@@ -6,8 +6,8 @@ import pytest
 
 from xlmr_np import Reranker
 from xlmr_np.cli import main
-from xlmr_np.inspect import inspect_pair
 from xlmr_np.testing import build_model
+from xlmr_np.tracing import inspect_pair
 
 QUERY, DOCUMENT = "capital of France", "Paris is the capital of France. Bananas are yellow."
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from xlmr_np import Reranker, engine, model
-from xlmr_np.inspect import Trace
 from xlmr_np.testing import SAMPLE_PAIRS, build_model, diff_message
+from xlmr_np.tracing import Trace
 
 # (name, seed, overrides): the tiny test model, and odd sizes with more layers and two labels
 MODELS = [

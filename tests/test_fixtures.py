@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from xlmr_np import XLMRobertaConfig, engine, model
-from xlmr_np.inspect import Trace
 from xlmr_np.testing import assert_close
+from xlmr_np.tracing import Trace
 from xlmr_np.weights import load_params
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-golden"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from xlmr_np import Reranker, engine, model
-from xlmr_np.inspect import Trace
 from xlmr_np.testing import BGE_RERANKER_BASE, LONG_PAIRS, assert_close, build_model, diff_message
+from xlmr_np.tracing import Trace
 
 pytestmark = pytest.mark.slow
 

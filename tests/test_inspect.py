@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from xlmr_np import InputError, Reranker, engine
-from xlmr_np.inspect import attribute, format_table, inspect_pair, layer_table, render_terminal, stats
 from xlmr_np.testing import build_model, require
+from xlmr_np.tracing import attribute, format_table, inspect_pair, layer_table, render_terminal, stats
 
 QUERY = "capital of France"
 DOCUMENT = "Paris is the capital of France. Bananas!"

@@ -48,10 +48,10 @@ def test_paired_ipynb_is_in_sync_and_executed(source):
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_notebook_does_not_redefine_package_code(source):
     import xlmr_np
-    from xlmr_np import inspect, model, parity, plot
+    from xlmr_np import model, parity, plot, tracing
 
     ours = set()
-    for module in (xlmr_np, model, inspect, parity, plot):
+    for module in (xlmr_np, model, tracing, parity, plot):
         ours |= {n for n in vars(module) if not n.startswith("__")}
     tree = ast.parse(source.read_text())
     defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}

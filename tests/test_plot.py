@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from xlmr_np import InputError
-from xlmr_np.inspect import Attribution, format_table
 from xlmr_np.plot import _pieces, attribution_figure
 from xlmr_np.testing import require
+from xlmr_np.tracing import Attribution, format_table
 
 DOC = "Paris is nice.\nBananas!"
 

@@ -151,7 +151,7 @@ def test_bad_pairs_raise_input_error(pairs, message):
 
 def test_bad_settings_and_files(tmp_path):
     with pytest.raises(ValueError, match="truncation"):
-        PairTokenizer.from_file(xlmr_tokenizer_json(), truncation="only_first")
+        PairTokenizer.from_file(xlmr_tokenizer_json(), max_length=512, truncation="only_first")
     with pytest.raises(ValueError, match="max_length"):
         PairTokenizer.from_file(xlmr_tokenizer_json(), max_length=3)
     with pytest.raises(TokenizerError, match="not found"):

@@ -6,7 +6,7 @@ padded batch with its attention mask, in the weights' dtype (float32 or float64)
 scores (xlmr_np.engine) computes the same thing faster and is tested against this file layer by layer.
 
 Every intermediate goes to `record(name, x)` under its transformers module name without "roberta."
-(`record("encoder.layer.3.output", x)`); the default records nothing, and xlmr_np.inspect.Trace keeps them.
+(`record("encoder.layer.3.output", x)`); the default records nothing, and xlmr_np.tracing.Trace keeps them.
 
 Symbols in the shape comments: B pairs, T tokens per pair (padded), D hidden size, H attention heads,
 Dh head size (D / H), F feed-forward size, V vocabulary, L labels.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .inspect import Attribution, Inspection
+from .tracing import Attribution, Inspection
 
 
 def _matplotlib():

@@ -17,10 +17,11 @@ import numpy as np
 from . import engine, model
 from .config import XLMRobertaConfig
 from .errors import ConfigError, InputError
+from .family import resolve_max_length
 from .hub import resolve_model_dir
-from .inspect import Trace
 from .ranking import DocumentScores, check_documents, check_top_n, progress_bar
 from .tokenizer import DEFAULT_WINDOW_OVERLAP, Batch, EncodedPair, EncodeOptions, PairTokenizer, check_pairs
+from .tracing import Trace
 from .weights import FileStamp, load_params, weight_files
 from .workers import Workers, check_workers
 
@@ -86,7 +87,7 @@ class Reranker:
     def from_pretrained(
         cls,
         path: str | Path,
-        max_length: int = 512,
+        max_length: int | None = None,
         dtype=np.float32,
         truncation: str = "longest_first",
         revision: str | None = None,
@@ -102,8 +103,9 @@ class Reranker:
         above) through huggingface-hub's cache with revision, cache_dir, local_files_only and token
         (HF_HUB_OFFLINE=1 is honoured); see xlmr_np.hub.
 
-        max_length: tokens per pair including the 4 special tokens; at most the model's position table
-        (512 for bge-reranker-base). dtype: np.float32 (default) or np.float64 for a reference run.
+        max_length: tokens per pair including the 4 special tokens; None (default): the model's own limit
+        (xlmr_np.family.model_max_length: 512 for bge-reranker-base, 8192 for bge-reranker-v2-m3); at most
+        the position table. dtype: np.float32 (default) or np.float64 for a reference run.
         truncation: "longest_first" (as the published scores) or "only_second" (keeps the query whole).
         mmap: map the weights file (default: loads in milliseconds, pages shared between processes). A file
         overwritten in place under a mapping crashes the process with SIGBUS, so replace a model with a new
@@ -119,12 +121,7 @@ class Reranker:
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype}")
         config = XLMRobertaConfig.from_file(model_dir / "config.json")
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length > config.max_tokens:
-            raise InputError(
-                f"max_length must be an int of at most {config.max_tokens}: the position table has "
-                f"{config.max_position_embeddings} slots, starting at pad_token_id + 1; got {max_length!r}",
-                where="max_length",
-            )
+        max_length = resolve_max_length(model_dir, config, max_length)
         tokenizer = PairTokenizer.from_file(
             model_dir / "tokenizer.json", max_length=max_length, truncation=truncation, pad_token_id=config.pad_token_id
         )

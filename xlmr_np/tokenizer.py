@@ -172,9 +172,7 @@ def check_pairs(pairs) -> list[tuple[str, str]]:
 class PairTokenizer:
     """Tokenizes (query, document) pairs with XLM-R's template and a truncation strategy."""
 
-    def __init__(
-        self, tokenizer: Tokenizer, max_length: int = 512, truncation: str = "longest_first", pad_token_id: int = 1
-    ):
+    def __init__(self, tokenizer: Tokenizer, max_length: int, truncation: str = "longest_first", pad_token_id: int = 1):
         if truncation not in TRUNCATION_STRATEGIES:
             raise InputError(
                 f"truncation must be one of {TRUNCATION_STRATEGIES}, got {truncation!r}", where="truncation"

@@ -27,7 +27,9 @@ from typing import TextIO
 
 import numpy as np
 
+from ..config import XLMRobertaConfig
 from ..errors import InputError
+from ..family import identify, resolve_max_length
 from ..hub import resolve_model_dir
 from .plan import Plan, make_plan, shard_batches
 from .protocol import apply_protocol, read_rows, sample_queries
@@ -57,6 +59,26 @@ class TaskRun:
 def scoring_settings(max_length: int, truncation: str) -> dict:
     """What, besides the model's files, decides a score: part of the score cache's key."""
     return {"max_length": max_length, "truncation": truncation, "dtype": "float32"}
+
+
+@dataclass(frozen=True)
+class ModelToEvaluate:
+    """A model argument resolved once: its directory, the scoring settings in force (the length limit
+    resolved: None means the model's own) and the known model it is, for the published figures."""
+
+    directory: Path
+    fingerprint: str  # model_fingerprint: the score cache's key, with the settings
+    settings: dict
+    known_model: str | None  # a known model's repo id (xlmr_np.family), or None
+
+    @classmethod
+    def resolve(cls, model: str | Path, max_length: int | None, truncation: str) -> ModelToEvaluate:
+        directory = resolve_model_dir(model)  # a directory, or a hub repo id fetched through its cache
+        fingerprint = model_fingerprint(directory)  # first: it names every missing file at once
+        config = XLMRobertaConfig.from_file(directory / "config.json")
+        settings = scoring_settings(resolve_max_length(directory, config, max_length), truncation)
+        known = identify(config, str(model)) or identify(config, directory)
+        return cls(directory, fingerprint, settings, known.repo_id if known is not None else None)
 
 
 def cache_root(cache_dir: str | Path | None, fingerprint: str, settings: dict) -> Path:
@@ -112,7 +134,7 @@ def run_eval(
     shard: tuple[int, int] | None = None,
     max_queries: int | None = None,
     seed: int = 0,
-    max_length: int = 512,
+    max_length: int | None = None,
     truncation: str = "longest_first",
     stream: TextIO | None = None,
 ) -> dict:
@@ -126,9 +148,8 @@ def run_eval(
         raise InputError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
     out = Path(out_dir)
     check_output_dir(out)  # before hours of scoring, not after
-    directory = resolve_model_dir(model_dir)  # a directory, or a hub repo id fetched through its cache
-    settings = scoring_settings(max_length, truncation)
-    fingerprint = model_fingerprint(directory)
+    model = ModelToEvaluate.resolve(model_dir, max_length, truncation)
+    directory, fingerprint, settings = model.directory, model.fingerprint, model.settings
     root = cache_root(cache_dir, fingerprint, settings)
     writer = "all" if shard is None else f"shard-{shard[0]}-of-{shard[1]}"
     header = {"model_fingerprint": fingerprint, "settings": settings}
@@ -156,6 +177,7 @@ def run_eval(
             "model_fingerprint": fingerprint,
             "settings": settings,
             "batch_size": batch_size,
+            "known_model": model.known_model,
         }
         if shard is not None:
             files = [
@@ -166,7 +188,11 @@ def run_eval(
             common,
             tasks=[
                 task_result(
-                    run.task, run.plan.structure, np.array([run.cache.scores[k] for k in run.plan.keys]), run.sample
+                    run.task,
+                    run.plan.structure,
+                    np.array([run.cache.scores[k] for k in run.plan.keys]),
+                    run.sample,
+                    model.known_model,
                 )
                 for run in runs
             ],

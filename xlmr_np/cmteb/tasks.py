@@ -1,4 +1,4 @@
-"""The four C-MTEB reranking tasks: where each one's data lives and bge-reranker-base's published figures."""
+"""The four C-MTEB reranking tasks: where each one's data lives (the published figures are in xlmr_np.family)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,13 @@ from ..errors import DatasetError, InputError
 
 @dataclass(frozen=True)
 class Task:
-    """One C-MTEB reranking task: where its data is, and bge-reranker-base's published figures."""
+    """One C-MTEB reranking task: where its data is."""
 
     name: str
     repo: str  # hub dataset repository
     revision: str  # the commit mteb pins for this task
     filename: str  # the split's parquet file in the repository at that commit
     split: str
-    published_map: float  # percent, bge-reranker-base model card
-    published_mrr: float  # percent (MRR@10)
 
 
 # Revisions: mteb's task definitions (mteb/tasks/Reranking/zho/CMTEBReranking.py). Each repository's
@@ -32,8 +30,6 @@ TASKS = {
             "76631901a18387f85eaa53e5450019b87ad58ef9",
             "data/dev-00000-of-00001-65d96bde8023d9b9.parquet",
             "dev",
-            67.27728847727172,
-            77.1315192743764,
         ),
         Task(
             "MMarcoReranking",
@@ -41,8 +37,6 @@ TASKS = {
             "8e0c766dbe9e16e1d221116a3f36795fbade07f6",
             "data/dev-00000-of-00001-3df8a0d7f3506d33.parquet",
             "dev",
-            35.4600511272538,
-            34.60238095238095,
         ),
         Task(
             "CMedQAv1-reranking",
@@ -50,8 +44,6 @@ TASKS = {
             "8d7f1e942507dac42dc58017c1a001c3717da7df",
             "data/test-00000-of-00001-ab36f89569e9d913.parquet",
             "test",
-            81.27206722525007,
-            84.14238095238095,
         ),
         Task(
             "CMedQAv2-reranking",
@@ -59,8 +51,6 @@ TASKS = {
             "23d186750531a14a0357ca22cd92d712fd512ea0",
             "data/test-00000-of-00001-18c9589af3bb5d3a.parquet",
             "test",
-            84.10369934291236,
-            86.79376984126984,
         ),
     )
 }

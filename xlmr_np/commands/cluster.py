@@ -1,5 +1,5 @@
 """`xlmr-np eval --executor local|dask|ray|slurm`: the options that fan an evaluation's shards out on an
-engine, and the call behind it (a thin layer over xlmr_np.cmteb.executors.run_on_engine)."""
+backend, and the call behind it (a thin layer over xlmr_np.cmteb.executors.run_on_backend)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def add_arguments(parser) -> None:
-    from ..cmteb.engines import EXECUTORS
+    from ..cmteb.backends import EXECUTORS
 
     group = parser.add_argument_group(
-        "engines", "run every shard on an engine, retry the lost ones and merge them: the results of one run"
+        "backends", "run every shard on a backend, retry the lost ones and merge them: the results of one run"
     )
     group.add_argument(
         "--executor",
@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
         "--shards",
         type=positive_int,
         metavar="N",
-        help="shards to cut the work into (default: as many as the engine runs at once)",
+        help="shards to cut the work into (default: as many as the backend runs at once)",
     )
     group.add_argument(
         "--scheduler",
@@ -43,7 +43,7 @@ def add_arguments(parser) -> None:
         "--local-workers",
         type=positive_int,
         metavar="K",
-        help="shards at once on an engine started here (default: cores / --cores-per-shard)",
+        help="shards at once on a backend started here (default: cores / --cores-per-shard)",
     )
     group.add_argument(
         "--cores-per-shard",
@@ -88,9 +88,9 @@ def add_arguments(parser) -> None:
 
 
 def run_from_args(args) -> dict:
-    """run_on_engine with the command's options; raises XlmrNpError for options that do not go together."""
-    from ..cmteb.engines import SlurmOptions
-    from ..cmteb.executors import run_on_engine
+    """run_on_backend with the command's options; raises XlmrNpError for options that do not go together."""
+    from ..cmteb.backends import SlurmOptions
+    from ..cmteb.executors import run_on_backend
 
     if args.shard is not None:
         raise InputError("--shard runs one shard; --executor runs all of them: give one or the other")
@@ -106,7 +106,7 @@ def run_from_args(args) -> dict:
         params=dict(args.slurm_param),
         local=args.slurm_local,
     )
-    return run_on_engine(
+    return run_on_backend(
         args.model,
         args.task,
         executor=args.executor,

@@ -89,8 +89,10 @@ def add_model_arguments(parser) -> None:
     group.add_argument(
         "--max-length",
         type=positive_int,
-        default=512,
-        help="tokens per sequence, at most the model's position table (default: 512)",
+        default=None,
+        help="tokens per sequence (default: the model's own limit, its tokenizer_config.json's model_max_length "
+        "capped by its position table: 512 for bge-reranker-base, 8192 for bge-reranker-v2-m3); "
+        "--max-length 512 matches FlagEmbedding, which cuts every model at 512",
     )
     group.add_argument(
         "--truncation",

@@ -57,7 +57,12 @@ def register(subparsers) -> None:
         help="evaluate a random sample of N queries per task, with a bootstrap 95%% interval",
     )
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the --max-queries sample (default 0)")
-    p.add_argument("--max-length", type=positive_int, default=512, help="tokens per pair (default 512)")
+    p.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="tokens per pair (default: the model's own limit; the published bge-reranker figures used 512)",
+    )
     p.add_argument(
         "--truncation",
         choices=TRUNCATION_STRATEGIES,

@@ -64,8 +64,8 @@ def _indices(text: str) -> list[int]:
 
 
 def run(args) -> int:
-    from ..inspect import attribute, format_table, inspect_pair, layer_table, render_terminal, stats
     from ..reranker import sigmoid64
+    from ..tracing import attribute, format_table, inspect_pair, layer_table, render_terminal, stats
 
     reranker = load_reranker(args)
     config = reranker.config

@@ -5,7 +5,7 @@ the names are the transformers module names (`encoder.layer.3.attention.self.pro
 recomputed on the side.
 
     >>> from xlmr_np import Reranker
-    >>> from xlmr_np.inspect import inspect_pair, attribute
+    >>> from xlmr_np.tracing import inspect_pair, attribute
     >>> r = Reranker.from_pretrained("path/to/bge-reranker-base")
     >>> seen = inspect_pair(r, "capital of France", "Paris is the capital of France.")
     >>> seen.tokens[:4], seen.tensors["embeddings"].shape        # (['<s>', '▁capital', '▁of', '▁France'], (T, D))
