@@ -48,12 +48,13 @@ TOKENIZATION_WORKERS = min(4, os.cpu_count() or 1)  # threads tokenizing large r
 # element (an empty object or list, a small number, a key); elements are counted by "{", "[" and ",".
 PARSED_BYTES_PER_BYTE = 8
 PARSED_BYTES_PER_ELEMENT = 96
+PARSED_BYTES_FIXED = 64 * 1024  # the decoder's own buffers
 
 
 def body_estimate(raw: bytes) -> int:
     """An upper bound on the memory json.loads(raw) holds (see PARSED_BYTES_PER_BYTE)."""
     elements = raw.count(b"{") + raw.count(b"[") + raw.count(b",")
-    return PARSED_BYTES_PER_BYTE * len(raw) + PARSED_BYTES_PER_ELEMENT * elements
+    return PARSED_BYTES_FIXED + PARSED_BYTES_PER_BYTE * len(raw) + PARSED_BYTES_PER_ELEMENT * elements
 
 
 class Admission:

@@ -108,6 +108,8 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if scope["method"] == "HEAD":  # as GET; the connection sends no body for HEAD
+            scope = dict(scope, method="GET")
         state = scope.setdefault("state", {})
         started = state.setdefault(ARRIVED, time.monotonic())
         ticket = state["ticket"] = Ticket(self.service.admission)

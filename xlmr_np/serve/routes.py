@@ -3,7 +3,7 @@
 Routes (see docs/server.md):
     POST /v1/rerank   Cohere v1 and Jina (cohere.py)     POST /v2/rerank   Cohere v2 (cohere.py)
     POST /rerank      text-embeddings-inference (tei.py) GET  /info        text-embeddings-inference
-    GET  /health, /metrics, /v1/models, /openapi.json, /docs (HEAD too, for every GET route)
+    GET  /health, /metrics, /v1/models, /openapi.json, /docs (and HEAD on each: guard.py)
 
 Every answer is one of xlmr_np.api's types, encoded by `JsonAnswer`; the same types give /openapi.json its
 response schemas, and schema.py's request models its request bodies.
@@ -163,18 +163,16 @@ def create_app(reranker: Reranker, settings: ServerSettings) -> ServedApp:
         ranks, scored = await tei.rerank(service, request, ticket_of(request))
         return JsonAnswer(request, ranks, headers=scored.headers(request))
 
-    @app.api_route(
+    @app.get(
         "/info",
-        methods=["GET", "HEAD"],
         summary="The model and the server's limits (text-embeddings-inference)",
         responses={200: {"model": Info}},
     )
     async def get_info(request: Request):
         return JsonAnswer(request, info(service))
 
-    @app.api_route(
+    @app.get(
         "/health",
-        methods=["GET", "HEAD"],
         summary="200 while the server answers reranks; 503 once it cannot (its model file changed)",
         responses={200: {"model": Health}, 503: {"model": Health}},
     )
@@ -183,14 +181,13 @@ def create_app(reranker: Reranker, settings: ServerSettings) -> ServedApp:
         status = "ok" if failure is None else failure
         return JsonAnswer(request, Health(status=status, model=settings.model_name), 200 if failure is None else 503)
 
-    @app.api_route("/metrics", methods=["GET", "HEAD"], summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics")
     async def metrics():
         body, content_type = service.metrics.exposition()
         return Response(body, media_type=content_type)
 
-    @app.api_route(
+    @app.get(
         "/v1/models",
-        methods=["GET", "HEAD"],
         summary="The served model (OpenAI-style list)",
         responses={200: {"model": ModelList}},
     )
