@@ -6,6 +6,7 @@ import ipaddress
 import math
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
@@ -247,17 +248,23 @@ def run(args) -> int:
         from ..serve import routes, runner
     except ModuleNotFoundError as e:
         raise InputError(f"the server needs its extra: pip install 'xlmr-np[serve]' ({e.name} is missing)") from None
-    settings = settings_of(args, api_key)
-    app = routes.create_app(load_reranker(args), settings)
-    if api_key is None and not is_loopback(args.host):
-        print(
-            f"xlmr-np serve: warning: listening on {args.host} without an API key; anyone who can reach "
-            f"this port can use the model (--api-key-file or ${API_KEY_ENV})",
-            file=sys.stderr,
-        )
-    auth = "API key required" if api_key else "no API key"
+    try:  # before the model is loaded: a port in use fails at once
+        sock, max_connections = runner.open_listener(args.host, args.port, args.max_connections)
+    except runner.ListenError as e:
+        print(f"xlmr-np serve: error: {e}", file=sys.stderr)
+        return 1
+    with sock:
+        settings = replace(settings_of(args, api_key), max_connections=max_connections)
+        app = routes.create_app(load_reranker(args), settings)
+        if api_key is None and not is_loopback(args.host):
+            print(
+                f"xlmr-np serve: warning: listening on {args.host} without an API key; anyone who can reach "
+                f"this port can use the model (--api-key-file or ${API_KEY_ENV})",
+                file=sys.stderr,
+            )
+        auth = "API key required" if api_key else "no API key"
 
-    def banner(host, port):
-        return f"xlmr-np serve: serving {settings.model_name!r} on http://{host}:{port} ({auth})"
+        def banner(host, port):
+            return f"xlmr-np serve: serving {settings.model_name!r} on http://{host}:{port} ({auth})"
 
-    return runner.serve(app, args.host, args.port, banner=banner)
+        return runner.serve(app, sock, banner=banner)

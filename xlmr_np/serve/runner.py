@@ -24,7 +24,6 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import replace
 
 import h11
 import uvicorn
@@ -233,18 +232,25 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app, host: str, port: int, *, banner) -> int:
-    """Run until SIGTERM, SIGINT or SIGHUP; then stop accepting, finish in-flight requests for up to
-    --graceful-timeout, and return 0 (1 if the model file changed, or the address cannot be listened on)."""
+def open_listener(host: str, port: int, max_connections: int) -> tuple[socket.socket, int]:
+    """The listening socket and the connections the open-file limit fits (fit_open_files), before the model
+    is loaded: a port in use or a limit too low fails at once, with the system's own message."""
+    try:
+        fitting = fit_open_files(max_connections)
+        return listen(host, port), fitting
+    except OSError as e:
+        raise ListenError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
+class ListenError(OSError):
+    """The server cannot listen: the address is taken or not ours, or no file descriptors are left."""
+
+
+def serve(app, sock: socket.socket, *, banner) -> int:
+    """Run on `sock` until SIGTERM, SIGINT or SIGHUP; then stop accepting, finish in-flight requests for up to
+    --graceful-timeout, and return 0 (1 if the model file changed under the server)."""
     service: Service = app.service
     settings = service.settings
-    try:
-        max_connections = fit_open_files(settings.max_connections)
-        sock = listen(host, port)
-    except OSError as e:
-        print(f"xlmr-np serve: error: cannot listen on {host}:{port} ({e.strerror or e})", file=sys.stderr)
-        return 1
-    service.settings = replace(settings, max_connections=max_connections)
     config = uvicorn.Config(
         app,
         loop="asyncio",
