@@ -569,7 +569,7 @@ def test_too_few_file_descriptors_means_fewer_connections_not_silence(tiny_model
         assert server.stop() == 0
     log = server.log()
     assert "Traceback" not in log and log.count("Too many open files") <= 2, log[-2000:]
-    tiny = serve_process(tiny_model, tmp_path / "tiny", preexec_fn=limit(40))
+    tiny = serve_process(tiny_model, tmp_path / "tiny", preexec_fn=limit(32))
     code = tiny.proc.wait(60)
     assert code == 1 and "leaves no room for connections" in tiny.log(), tiny.log()
 

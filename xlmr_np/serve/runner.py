@@ -38,7 +38,7 @@ log = logging.getLogger("xlmr_np.serve")
 
 SEND_GRACE = 1.0  # seconds past a request's deadline for its answer to leave before the connection is cut
 OVERFLOW_WAIT = 1.0  # seconds a connection over --max-connections may take to send its request
-FD_SLACK = 64  # file descriptors kept free beyond the connections: overflow connections, files, threads
+FD_SLACK = 32  # descriptors kept free beyond the connections: the model's files, logs, connections being refused
 ACCEPT_LOG_SECONDS = 10.0  # "out of file descriptors" is logged at most once per this many seconds
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
