@@ -236,7 +236,11 @@ async def read_json(request: Request, service: Service, ticket: Ticket):
             "body",
             headers={"Connection": "close"},
         )
-    ticket.hold_bytes(int(length) if length is not None else settings.max_body_bytes, "the body")
+    try:
+        ticket.hold_bytes(int(length) if length is not None else settings.max_body_bytes, "the body")
+    except ApiError as e:  # refused before the body is read: the connection cannot carry another request
+        e.headers["Connection"] = "close"
+        raise
 
     async def read() -> bytes:
         chunks, size = [], 0
