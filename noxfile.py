@@ -4,6 +4,8 @@
     nox -s tests-fast   without torch, transformers or matplotlib: the tests that need them skip, saying why
     nox -s notebooks    execute every notebook and check its committed .ipynb against its .py source
     nox -s fuzz         the fuzz harness with 50 times CI's budget and fresh random inputs (minutes)
+    nox -s attacks      the server's attack tests with the floods (1,024 connections, 30 clients that never
+                        read 8 MB answers, three 7 MiB documents at once): about a minute more than CI's
     nox -s lint         ruff check, ruff format --check, mypy on xlmr_np/
     nox -s clients_frameworks   LangChain and LlamaIndex rerankers against `xlmr-np serve` (before a release)
 
@@ -51,6 +53,20 @@ def fuzz(session: nox.Session) -> None:
         "tests/test_fuzz.py",
         *session.posargs,
         env={"XLMR_NP_REQUIRE_TORCH": "1", "XLMR_NP_FUZZ": "long", "XLMR_NP_FUZZ_REPORT": "fuzz-report.json"},
+    )
+
+
+@nox.session
+def attacks(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "tests/test_serve_attacks.py",
+        *session.posargs,
+        env={"XLMR_NP_REQUIRE_TORCH": "1", "XLMR_NP_ATTACKS": "long"},
     )
 
 

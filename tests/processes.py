@@ -41,7 +41,7 @@ def run(args, env, input=None, timeout=120) -> subprocess.CompletedProcess:
 class ServerProcess:
     """`xlmr-np serve --port 0 ...` started in the background; url is known once it says it is serving."""
 
-    def __init__(self, args, env, stderr_path):
+    def __init__(self, args, env, stderr_path, preexec_fn=None):
         self.stderr_path = stderr_path
         self._stderr = open(stderr_path, "w")
         self.proc = subprocess.Popen(
@@ -50,6 +50,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
+            preexec_fn=preexec_fn,  # e.g. a resource limit for the server alone
         )
         self._lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read_stdout, daemon=True).start()

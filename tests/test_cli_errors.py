@@ -19,10 +19,10 @@ import pytest
 from processes import xlmr_np_command
 
 from xlmr_np import InputError, Reranker, sigmoid64
-from xlmr_np.api import ApiError
 from xlmr_np.cli import main
 from xlmr_np.commands.common import OutputFile, read_lines
 from xlmr_np.errors import OutputError
+from xlmr_np.serve.errors import ApiError
 from xlmr_np.tokenizer import CLIP_WORD_CHARS
 
 _loaded: dict = {}
@@ -270,7 +270,7 @@ def test_lone_surrogates_are_input_errors_of_the_python_api(model, pairs, messag
 def parse_request(body: dict):
     """A /v1/rerank body through the server's validation (xlmr_np.serve.schema), as the server parses it."""
     schema = pytest.importorskip("xlmr_np.serve.schema")  # the serve extra
-    return schema.validate(schema.RerankRequest, body)
+    return schema.validate(schema.CohereRequest, body)
 
 
 def test_lone_surrogate_in_a_request_is_a_400_naming_the_field():

@@ -17,6 +17,7 @@ from processes import HUB_REPO, ServerProcess, reranker_in_process
 
 from xlmr_np.reranker import document_scores
 from xlmr_np.testing import assert_close, require
+from xlmr_np.tokenizer import EncodeOptions
 
 KEY = "client-key-3f9a1c"
 QUERY = "capital of France"
@@ -139,7 +140,7 @@ def test_cohere_v2_max_tokens_per_doc(server, reranker):
         model=HUB_REPO, query=QUERY, documents=documents, max_tokens_per_doc=8
     )
     # the Python API's equivalent: each document cut to its first 8 tokens, the query kept whole
-    encoded, owners = reranker.encode_documents(QUERY, documents, max_windows=1, max_document_tokens=8)
+    encoded, owners = reranker.encode_documents(QUERY, documents, EncodeOptions(max_document_tokens=8))
     scores = document_scores(len(documents), encoded, owners, reranker.logits_of(encoded)[:, 0])
     want = scores.ranked(documents)
     check_cohere("cohere.ClientV2.rerank max_tokens_per_doc=8", response, want)

@@ -196,10 +196,10 @@ def test_an_8194_position_model_reads_8000_token_documents_whole(models):
     long = Reranker.from_pretrained(models[8194])
     (pair,) = long.tokenizer.encode([("query", document)])
     assert 7500 < len(pair.ids) <= 8190 and not pair.truncated, len(pair.ids)
-    encoded, owners = long.encode_documents("query", [document], windows=True)
+    encoded, owners = long.encode_documents("query", [document], long.call_options(windows=True))
     assert owners == [0] and encoded[0].ids == pair.ids and not encoded[0].truncated
     short = Reranker.from_pretrained(models[514])
-    encoded, owners = short.encode_documents("query", [document], windows=True, window_overlap=0)
+    encoded, owners = short.encode_documents("query", [document], short.call_options(windows=True, window_overlap=0))
     assert owners == [0] * 16 and max(len(e.ids) for e in encoded) == 512, [len(e.ids) for e in encoded]
 
 

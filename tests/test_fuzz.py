@@ -22,6 +22,7 @@ import json
 import math
 import os
 import signal
+import socket
 import struct
 import sys
 from pathlib import Path
@@ -523,8 +524,9 @@ def cli_world(tiny_model, tmp_path_factory, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root / "hub"))
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # serve installs a SIGTERM handler
 
-    # `serve` with good arguments builds the app, then must not block the fuzzer
-    monkeypatch.setattr(runner, "serve", lambda app, host, port, **kwargs: 0)
+    # `serve` with good arguments builds the app, then must not block the fuzzer (nor bind a port)
+    monkeypatch.setattr(runner, "open_listener", lambda host, port, connections: (socket.socket(), connections))
+    monkeypatch.setattr(runner, "serve", lambda app, sock, **kwargs: 0)
     real = Reranker.from_pretrained.__func__
 
     def from_pretrained(cls, path, **kwargs):
@@ -584,6 +586,12 @@ OPTIONS = {
         "--max-concurrent-requests": NUMBER,
         "--request-timeout": NUMBER | st.sampled_from(["nan", "inf", "-inf", "1e400"]),
         "--max-batch-tokens": NUMBER,
+        "--max-inflight-tokens": NUMBER,
+        "--max-inflight-bytes": NUMBER,
+        "--max-connections": NUMBER,
+        "--keep-alive": NUMBER | st.sampled_from(["nan", "inf"]),
+        "--graceful-timeout": NUMBER | st.sampled_from(["nan", "-inf"]),
+        "--auto-truncate": None,
     },
     "eval": {
         "--task": st.sampled_from(["CMedQAv1-reranking", "all", "x"]),

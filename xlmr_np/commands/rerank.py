@@ -38,7 +38,11 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--jsonl", action="store_true", help="the documents file is JSONL (implied by .jsonl)")
     parser.add_argument("--top-n", type=positive_int, help="show only the best N")
-    parser.add_argument("--json", action="store_true", help="print the /v1/rerank response JSON instead of a table")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the answer POST /v1/rerank gives (id, model, results, usage, meta) instead of a table",
+    )
     parser.add_argument("--output", "-o", metavar="FILE", help="write the table or JSON to FILE (default: stdout)")
     parser.add_argument("--raw-scores", action="store_true", help="report the raw logit instead of its sigmoid (0..1)")
     parser.add_argument(
@@ -115,8 +119,6 @@ def run(args) -> int:
 
 
 def _ranking(args, documents: list[str]) -> str:
-    from ..api import RerankRequest, encode, rerank_response
-
     reranker = load_reranker(args)
     scores = reranker.score_documents(
         args.query,
@@ -126,8 +128,10 @@ def _ranking(args, documents: list[str]) -> str:
         windows=args.windows,
         window_overlap=args.window_overlap,
     )
-    if args.json:
-        request = RerankRequest(args.query, documents, args.top_n, True, args.raw_scores)
-        return encode(rerank_response(args.model, request, scores)).decode("utf-8")
+    if args.json:  # the answer POST /v1/rerank gives, from the same types (xlmr_np.api)
+        from ..api import encode, rerank_response
+
+        echoed = [{"text": document} for document in documents]
+        return encode(rerank_response(args.model, scores, echoed, top_n=args.top_n)).decode("utf-8")
     width = None if args.output else shutil.get_terminal_size((100, 20)).columns  # a file gets whole documents
     return table(scores.ranked(documents, top_n=args.top_n), args.raw_scores, reranker.max_length, width)
