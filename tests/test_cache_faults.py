@@ -179,7 +179,7 @@ def test_out_naming_a_file_fails_before_any_scoring(dataset, model_dir, tmp_path
         str(model_dir),
         "--task",
         TASK.name,
-        "--cache-dir",
+        "--score-cache",
         str(tmp_path / "cache"),
         "--out",
         str(tmp_path / "results"),
