@@ -85,3 +85,15 @@ def reranker_in_process(model_dir):
     from xlmr_np import Reranker
 
     return Reranker.from_pretrained(model_dir)
+
+
+def serve_with_key(model_dir, tmp_path_factory, key: str, *options):
+    """Yield the URL of `xlmr-np serve` on model_dir under the hub name HUB_REPO, `key` required (from
+    XLMR_NP_API_KEY), offline; stop it after. For a module-scoped fixture: `yield from serve_with_key(...)`."""
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = dict(os.environ, XLMR_NP_API_KEY=key, HF_HUB_OFFLINE="1")
+    process = ServerProcess(["--model", str(model_dir), "--served-model-name", HUB_REPO, *options], env, log)
+    try:
+        yield process.wait_ready()
+    finally:
+        process.stop()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from helpers import write_model
 
 from xlmr_np import Reranker
 from xlmr_np.cli import main
-from xlmr_np.testing import build_model
 from xlmr_np.tracing import inspect_pair
 
 QUERY, DOCUMENT = "capital of France", "Paris is the capital of France. Bananas are yellow."
@@ -14,9 +14,7 @@ QUERY, DOCUMENT = "capital of France", "Paris is the capital of France. Bananas 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny")
-    build_model(directory, seed=2, init_std=0.2)
-    return str(directory)
+    return str(write_model(tmp_path_factory.mktemp("tiny"), seed=2))
 
 
 def test_prints_score_layer_table_and_attribution(model_dir, capsys):

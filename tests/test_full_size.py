@@ -12,7 +12,7 @@ from xlmr_np import Reranker, engine, model
 from xlmr_np.testing import BGE_RERANKER_BASE, LONG_PAIRS, assert_close, build_model, diff_message
 from xlmr_np.tracing import Trace
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.parity, pytest.mark.slow]
 
 PAIRS = {np.float32: LONG_PAIRS, np.float64: LONG_PAIRS[:3]}  # float64 without the 512-token pair: time
 

@@ -18,6 +18,7 @@ def test_there_are_notebooks():
     assert [p.name[:2] for p in SOURCES] == ["01", "02", "03", "04"]
 
 
+@pytest.mark.integration  # a kernel per notebook
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_notebook_executes_without_error(source, monkeypatch):
     """Each notebook builds its own tiny random model (no $XLMR_NP_MODEL, no hub)."""
@@ -29,6 +30,7 @@ def test_notebook_executes_without_error(source, monkeypatch):
     assert not errors
 
 
+@pytest.mark.integration  # jupytext runs `pandoc --version`
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_paired_ipynb_is_in_sync_and_executed(source):
     jupytext = require("jupytext", "notebook sources")

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from processes import ServerProcess, offline_hub, reranker_in_process
+from processes import ServerProcess, offline_hub
 
 pytest.importorskip("fastapi")
 import uvicorn  # noqa: E402
@@ -38,8 +38,8 @@ DOCS = ["Paris is the capital of France.", "Bananas are yellow.", "Berlin is the
 
 
 @pytest.fixture(scope="module")
-def reranker(tiny_model):
-    return reranker_in_process(tiny_model[0])
+def reranker(tiny_reranker):
+    return tiny_reranker
 
 
 class GatedReranker(Reranker):
@@ -102,6 +102,7 @@ def wait_for(condition, what, seconds=20):
         time.sleep(0.01)
 
 
+@pytest.mark.integration  # uvicorn on a socket
 def test_beyond_max_concurrent_requests_is_429_with_retry_after(reranker):
     gated = GatedReranker(reranker)
     app = create_app(gated, ServerSettings(model_name="tiny", max_concurrent_requests=2))
@@ -122,6 +123,7 @@ def test_beyond_max_concurrent_requests_is_429_with_retry_after(reranker):
     assert results["first"].status_code == results["second"].status_code == 200
 
 
+@pytest.mark.integration  # uvicorn on a socket
 def test_a_disconnected_clients_queued_work_is_dropped(reranker):
     gated = GatedReranker(reranker)
     app = create_app(gated, ServerSettings(model_name="tiny"))
@@ -146,6 +148,7 @@ def test_a_disconnected_clients_queued_work_is_dropped(reranker):
     assert "xlmr_np_abandoned_requests_total 1.0" in metrics
 
 
+@pytest.mark.integration  # uvicorn on a socket
 def test_slow_and_idle_clients_are_cut_off_at_the_deadline_and_never_lock_others_out(reranker):
     """300 connections that send nothing and one that sends its headers a byte at a time: each gets a 408
     and is closed once the deadline passes, and a real request is answered meanwhile."""
@@ -181,12 +184,13 @@ def test_slow_and_idle_clients_are_cut_off_at_the_deadline_and_never_lock_others
         slow.close()
 
 
-def test_sigterm_finishes_the_request_in_flight(tiny_model, tmp_path):
+@pytest.mark.integration  # xlmr-np serve in a subprocess
+def test_sigterm_finishes_the_request_in_flight(tiny_dir, tmp_path):
     """A request that takes seconds (a long document scored window by window), SIGTERM while it runs:
     the client still gets its 200, new connections are refused, and the process exits 0."""
-    env = offline_hub(tiny_model[0], tmp_path / "hub")
+    env = offline_hub(tiny_dir, tmp_path / "hub")
     server = ServerProcess(
-        ["--model", str(tiny_model[0]), "--windows", "--window-overlap", "0", "--max-batch-tokens", "2048"],
+        ["--model", str(tiny_dir), "--windows", "--window-overlap", "0", "--max-batch-tokens", "2048"],
         env,
         tmp_path / "log",
     )
@@ -209,15 +213,16 @@ def test_sigterm_finishes_the_request_in_flight(tiny_model, tmp_path):
     assert log.index("Shutting down") < log.index('"POST /v1/rerank HTTP/1.1" 200'), "answered before SIGTERM"
 
 
-def test_windows_server_scores_a_document_as_large_as_the_body_limit(tiny_model, tmp_path):
+@pytest.mark.integration  # xlmr-np serve in a subprocess
+def test_windows_server_scores_a_document_as_large_as_the_body_limit(tiny_dir, tmp_path):
     """--windows with a 1 MB body limit and a 1 MB document (600 KB used to crash the server; the encoder's own
     test takes 2 MB): answered, every token scored, in bounded time."""
-    env = offline_hub(tiny_model[0], tmp_path / "hub")
+    env = offline_hub(tiny_dir, tmp_path / "hub")
     limit = 1_000_000
     server = ServerProcess(
         [
             "--model",
-            str(tiny_model[0]),
+            str(tiny_dir),
             "--windows",
             "--window-overlap",
             "0",
@@ -243,7 +248,7 @@ def test_windows_server_scores_a_document_as_large_as_the_body_limit(tiny_model,
         seconds = time.monotonic() - started
         assert response.status_code == 200, response.text[:200]
         answer = response.json()
-        short = Reranker.from_pretrained(tiny_model[0], max_length=128)
+        short = Reranker.from_pretrained(tiny_dir, max_length=128)
         encoded, _ = short.encode_documents("q", [document], windows=True, window_overlap=0)
         assert answer["usage"]["total_tokens"] == sum(len(e.ids) for e in encoded) > 200_000
         assert answer["results"][0]["truncated"] is False and 0 < answer["results"][0]["relevance_score"] < 1

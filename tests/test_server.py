@@ -22,6 +22,8 @@ from processes import HUB_REPO, ServerProcess, offline_hub
 from xlmr_np.reranker import document_scores
 from xlmr_np.serve import schema
 
+pytestmark = pytest.mark.integration
+
 KEY = "test-key-5b0f6c1e"
 MAX_DOCUMENTS = 5
 MAX_BODY_BYTES = 20_000

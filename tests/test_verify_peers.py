@@ -21,6 +21,8 @@ from xlmr_np import Reranker
 from xlmr_np.testing import build_model
 from xlmr_np.verify import Verifier, verify_endpoint
 
+pytestmark = pytest.mark.parity
+
 ATOL = 1e-4
 FAULTS = ("separator", "gelu-head", "truncate-256", "only_second", "float16", "sigmoid", "shuffled")
 
