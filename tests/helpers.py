@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
 
 from xlmr_np.config import XLMRobertaConfig
 from xlmr_np.testing import TINY, assert_close
@@ -55,30 +54,62 @@ def config(**overrides) -> XLMRobertaConfig:
     return XLMRobertaConfig.from_dict(config_dict(**overrides))
 
 
+def random_tensor(rng: np.random.Generator, key: str, shape, std: float = 0.2, head_scale: float = 1.0) -> np.ndarray:
+    """One random float32 weight, drawn as xlmr_np.testing.build_model randomises a model: weights N(0, std),
+    biases N(0, 0.1), layer norms 1 + N(0, 0.1); classifier.out_proj times head_scale (a trained
+    reranker's logits span about -10..10, a fresh head's about 0)."""
+    value = rng.standard_normal(shape, dtype=np.float32)  # float32 draws: a full-size table is 768 MB, not 1.5 GB
+    value *= 0.1 if key.endswith(".bias") or key.endswith("LayerNorm.weight") else std
+    if key.endswith("LayerNorm.weight"):
+        value += 1
+    if key.startswith("classifier.out_proj."):
+        value *= head_scale
+    return value
+
+
 def random_params(cfg: XLMRobertaConfig, seed: int = 0, std: float = 0.2) -> dict[str, np.ndarray]:
-    """Random float32 weights under the checkpoint's key names, drawn as xlmr_np.testing.build_model draws
-    them: weights N(0, std), biases N(0, 0.1), layer norms 1 + N(0, 0.1)."""
+    """Random float32 weights of `cfg` under the checkpoint's key names (random_tensor, in key order)."""
     rng = np.random.default_rng(seed)
-    params = {}
-    for key, shape in expected_shapes(cfg).items():
-        if key.endswith("LayerNorm.weight"):
-            value = 1 + 0.1 * rng.standard_normal(shape)
-        elif key.endswith(".bias"):
-            value = 0.1 * rng.standard_normal(shape)
-        else:
-            value = std * rng.standard_normal(shape)
-        params[key] = value.astype(np.float32)
-    return params
+    return {key: random_tensor(rng, key, shape, std) for key, shape in expected_shapes(cfg).items()}
 
 
-def write_model(directory, seed: int = 0, std: float = 0.2, tokenizer: Path = SMALL_TOKENIZER, **overrides) -> Path:
+def write_random_safetensors(path: Path, cfg: XLMRobertaConfig, seed: int, std: float, head_scale: float) -> None:
+    """random_params(cfg, seed, std) written one tensor at a time, so that a full-size model (1.1 GB) never
+    sits in memory whole; the header is safetensors' (8-byte length, JSON, data; format "pt", as
+    transformers writes it, which its from_pretrained reads)."""
+    shapes = expected_shapes(cfg)
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for key, shape in shapes.items():
+        size = 4 * int(np.prod(shape))
+        header[key] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little") + raw)
+        for key, shape in shapes.items():
+            f.write(random_tensor(rng, key, shape, std, head_scale).tobytes())
+
+
+def write_model(
+    directory,
+    seed: int = 0,
+    std: float = 0.2,
+    head_scale: float = 1.0,
+    tokenizer: Path = SMALL_TOKENIZER,
+    **overrides,
+) -> Path:
     """A random cross-encoder in the hub layout (config.json, model.safetensors, tokenizer.json), written with
-    numpy alone: the unit tier's model. The vocabulary is the small tokenizer's unless overridden."""
+    numpy alone: the unit tier's models, and the full-size one. The vocabulary is the small tokenizer's
+    unless overridden; transformers' from_pretrained loads the result too."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     raw = config_dict(**{"vocab_size": SMALL_VOCAB, **overrides})
     (directory / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
-    save_file(random_params(XLMRobertaConfig.from_dict(raw), seed, std), str(directory / "model.safetensors"))
+    cfg = XLMRobertaConfig.from_dict(raw)
+    write_random_safetensors(directory / "model.safetensors", cfg, seed, std, head_scale)
     (directory / "tokenizer.json").write_bytes(Path(tokenizer).read_bytes())
     return directory
 
