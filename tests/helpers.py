@@ -26,10 +26,10 @@ from xlmr_np.testing import TINY, assert_close
 from xlmr_np.weights import expected_shapes
 
 FIXTURES = Path(__file__).parent / "fixtures"
-# The real XLM-R tokenizer.json with 7,590 of its pieces (tools/make_small_tokenizer.py): same ids for
-# <s> <pad> </s> <unk>, the same segmentation of the repository's own texts, parsed in milliseconds.
+# The real XLM-R tokenizer.json with a few thousand of its pieces (tools/make_small_tokenizer.py): same ids
+# for <s> <pad> </s> <unk>, the same segmentation of the repository's own texts, parsed in milliseconds.
 SMALL_TOKENIZER = FIXTURES / "small-tokenizer" / "tokenizer.json"
-SMALL_VOCAB = 7590  # its piece count (provenance.json); test_fixtures.py checks the two agree
+SMALL_VOCAB = json.loads((SMALL_TOKENIZER.parent / "provenance.json").read_text())["vocab_size"]
 
 
 def config_dict(**overrides) -> dict:

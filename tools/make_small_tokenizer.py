@@ -3,9 +3,9 @@
 The unit tier's models use it: the real 250,002-piece file takes about a second to parse, this one a few
 milliseconds, and its embedding table is 30 times smaller. It is the real file with the Unigram vocabulary
 reduced to the special tokens, the highest-scoring TOP pieces, every piece the real tokenizer uses on the
-repository's own texts (the string constants of tests/, notebooks/ and xlmr_np/testing.py, README.md,
-docs/*.md and the verify probes), and <mask> last; ids are renumbered in the real file's order, so <s>,
-<pad>, </s>, <unk> keep ids 0-3. The normalizer, pre-tokenizer, template and decoder are the real ones.
+repository's own texts (the string constants of tests/, notebooks/ and xlmr_np/testing.py, its sample
+pairs, README.md, docs/*.md and the verify probes), and <mask> last; ids are renumbered in the real file's
+order, so <s>, <pad>, </s>, <unk> keep ids 0-3. The normalizer, pre-tokenizer, template and decoder are the real ones.
 
 Removing pieces only removes paths from the Unigram lattice, so a text whose best segmentation uses kept
 pieces alone is segmented exactly as by the real file: this script checks that on every corpus text
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from xlmr_np.testing import TOKENIZER_PACKAGE, xlmr_tokenizer_json
+from xlmr_np.testing import LONG_PAIRS, SAMPLE_PAIRS, TOKENIZER_PACKAGE, xlmr_tokenizer_json
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "small-tokenizer"
@@ -43,6 +43,7 @@ def corpus() -> list[str]:
                 texts.append(node.value)
     for path in sorted([ROOT / "README.md", *ROOT.glob("docs/*.md"), ROOT / "xlmr_np/verify/probes-v1.json"]):
         texts.append(path.read_text(encoding="utf-8"))
+    texts += [text for pair in SAMPLE_PAIRS + LONG_PAIRS for text in pair]  # built by code: cut words included
     # lone surrogates (the fuzz tests' inputs) cannot be tokenized: replaced, the rest of the text counts
     return [t.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for t in texts]
 
