@@ -16,6 +16,7 @@ import functools
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,26 @@ def write_model(
     write_random_safetensors(directory / "model.safetensors", cfg, seed, std, head_scale)
     (directory / "tokenizer.json").write_bytes(Path(tokenizer).read_bytes())
     return directory
+
+
+# A number as printed: 3, -0.08945072, 1,234, 2.22e-15
+NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def same_text_close_numbers(printed: str, expected: str, rtol: float = 1e-5, atol: float = 1e-5) -> bool:
+    """The same words, with every number within atol + rtol * |expected|: float32 round-off moves the last
+    digits of a printed float, and the width of a table's columns, from one run or machine to the next."""
+
+    def words(text: str) -> str:
+        return " ".join(NUMBER.sub("#", text).split())
+
+    if words(printed) != words(expected):
+        return False
+    for a, b in zip(NUMBER.findall(printed), NUMBER.findall(expected)):
+        x, y = float(a.replace(",", "")), float(b.replace(",", ""))
+        if abs(x - y) > atol + rtol * abs(y):
+            return False
+    return True
 
 
 @dataclass

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers import NUMBER
 from processes import HUB_REPO, offline_hub
 
 pytestmark = pytest.mark.integration
@@ -171,9 +172,6 @@ def test_every_marked_block_exists():
 
 # ---------------------------------------------------------------------------------------------------
 # Comparing what is shown with what is printed
-
-NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-
 
 def normalise(line: str, varies: bool) -> str:
     line = line.rstrip()
