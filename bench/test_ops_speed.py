@@ -1,6 +1,7 @@
 """Micro-benchmarks of each op of xlmr_np.engine at bge-reranker-base's sizes (pytest-benchmark).
 
-Not part of the CI test run (pytest's testpaths is tests/). Run from the repository root with:
+Each also checks the output of what it times. CI runs them once each (.ci/run); measure from the
+repository root with:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest bench/ --benchmark-columns=median,iqr,rounds
 
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from xlmr_np import engine, workers
+from xlmr_np import engine, numerics, workers
 from xlmr_np.config import XLMRobertaConfig
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
@@ -82,6 +83,7 @@ def passes(benchmark, shape) -> None:
 def test_bandwidth_floor_copy(benchmark, shape):
     a, b = np.ones(shape, dtype=np.float32), np.empty(shape, dtype=np.float32)
     benchmark(np.copyto, b, a)
+    assert np.array_equal(b, a)
     FLOOR[shape] = benchmark.stats.stats.median
     benchmark.extra_info["GB_per_s_read_and_write"] = 2 * a.nbytes / benchmark.stats.stats.median / 1e9
 
@@ -112,6 +114,7 @@ def test_gelu(benchmark, rng):
     x = rng.standard_normal((N, F), dtype=np.float32)
     out = np.empty_like(x)
     benchmark(engine.gelu, x, out=out)
+    assert np.array_equal(out, numerics.gelu(x))  # what was timed is the GELU, bit for bit
     benchmark.extra_info["Melements_per_s"] = x.size / benchmark.stats.stats.median / 1e6
     passes(benchmark, x.shape)
 
@@ -130,6 +133,7 @@ def test_gelu_split_over_two_threads(benchmark, rng):
 
     benchmark(run)
     pool.shutdown()
+    assert np.array_equal(out, numerics.gelu(x))  # the halves make the whole, bit for bit
     benchmark.extra_info["Melements_per_s"] = x.size / benchmark.stats.stats.median / 1e6
 
 
@@ -146,6 +150,7 @@ def test_gelu_on_two_workers_at_once(benchmark, rng):
 
     benchmark(run)
     pool.shutdown()
+    assert all(np.array_equal(outs[k], numerics.gelu(xs[k])) for k in range(2))
     benchmark.extra_info["Melements_per_s"] = 2 * xs[0].size / benchmark.stats.stats.median / 1e6
 
 
@@ -159,6 +164,7 @@ def test_softmax_attention_scores(benchmark, rng):
         engine.softmax(work, out=work, scale=np.float32(0.125))
 
     benchmark(run)
+    np.testing.assert_allclose(work.sum(axis=-1), 1, atol=1e-5)  # each row a distribution
     benchmark.extra_info["Melements_per_s"] = scores.size / benchmark.stats.stats.median / 1e6
     passes(benchmark, scores.shape)  # includes the copy that restores the scores: subtract 1
 
@@ -178,6 +184,8 @@ def test_softmax_attention_scores_512_one_head_chunk(benchmark, rng):
             engine.softmax(s, out=s)
 
     benchmark(run)
+    last = work[: step * n * n].reshape(step, n, n)
+    np.testing.assert_allclose(last.sum(axis=-1), 1, atol=1e-5)  # the last chunk's rows: distributions
     benchmark.extra_info["Melements_per_s"] = scores.size / benchmark.stats.stats.median / 1e6
     passes(benchmark, (H * n, n))  # includes the copies in: subtract 1
 
@@ -188,6 +196,8 @@ def test_layer_norm_with_bias_and_residual(benchmark, rng):
     w, b = np.ones(D, dtype=np.float32), np.zeros(D, dtype=np.float32)
     out = np.empty_like(x)
     benchmark(engine.layer_norm, x, w, b, 1e-5, out=out, add=(b, residual))
+    np.testing.assert_allclose(out.mean(axis=-1), 0, atol=1e-5)  # weight 1, bias 0: rows of mean 0, std 1
+    np.testing.assert_allclose(out.std(axis=-1), 1, atol=1e-3)
     benchmark.extra_info["Melements_per_s"] = x.size / benchmark.stats.stats.median / 1e6
     passes(benchmark, x.shape)
 
@@ -195,7 +205,8 @@ def test_layer_norm_with_bias_and_residual(benchmark, rng):
 def test_attention(benchmark, rng, layer_params):
     """Q, K, V projections and attention for 16 pairs x 256 tokens."""
     x = rng.standard_normal((N, D), dtype=np.float32)
-    benchmark(engine.self_attention, x, OFFSETS, layer_params, "roberta.encoder.layer.0.", CONFIG)
+    out = benchmark(engine.self_attention, x, OFFSETS, layer_params, "roberta.encoder.layer.0.", CONFIG)
+    assert out.shape == (N, D) and np.isfinite(out).all()
     flops = 2 * N * 3 * D * D + len(OFFSETS[:-1]) * 4 * PAIR * PAIR * D
     benchmark.extra_info["GFLOP_per_s"] = flops / benchmark.stats.stats.median / 1e9
 
@@ -204,14 +215,16 @@ def test_attention_one_pair_of_512(benchmark, rng, layer_params):
     """Q, K, V projections and attention for one pair of 512 tokens: chunks of heads in cache."""
     x = rng.standard_normal((512, D), dtype=np.float32)
     offsets = np.array([0, 512])
-    benchmark(engine.self_attention, x, offsets, layer_params, "roberta.encoder.layer.0.", CONFIG)
+    out = benchmark(engine.self_attention, x, offsets, layer_params, "roberta.encoder.layer.0.", CONFIG)
+    assert out.shape == (512, D) and np.isfinite(out).all()
     flops = 2 * 512 * 3 * D * D + 4 * 512 * 512 * D
     benchmark.extra_info["GFLOP_per_s"] = flops / benchmark.stats.stats.median / 1e9
 
 
 def test_one_layer(benchmark, rng, layer_params):
     x = rng.standard_normal((N, D), dtype=np.float32)
-    benchmark(engine.encoder_layer, x, OFFSETS, layer_params, 0, CONFIG)
+    out = benchmark(engine.encoder_layer, x, OFFSETS, layer_params, 0, CONFIG)
+    assert out.shape == (N, D) and np.isfinite(out).all()
     flops = 2 * N * (4 * D * D + 2 * D * F) + len(OFFSETS[:-1]) * 4 * PAIR * PAIR * D
     benchmark.extra_info["GFLOP_per_s"] = flops / benchmark.stats.stats.median / 1e9
 
@@ -220,7 +233,8 @@ def test_sgemm_feed_forward_shape(benchmark, rng):
     """The reference point: numpy's sgemm on the feed-forward's [N, D] x [D, F]."""
     x = rng.standard_normal((N, D), dtype=np.float32)
     w = rng.standard_normal((F, D), dtype=np.float32)
-    benchmark(engine.matmul_wt, x, w)
+    out = benchmark(engine.matmul_wt, x, w)
+    np.testing.assert_allclose(out, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-4, atol=1e-3)
     benchmark.extra_info["GFLOP_per_s"] = 2 * N * D * F / benchmark.stats.stats.median / 1e9
 
 
@@ -235,10 +249,17 @@ def test_layer_on_every_core(benchmark, rng, layer_params):
         for s in shares
     ]
 
+    outputs = [None] * len(inputs)
+
     def run():
-        pool.map([lambda xi=xi, oi=oi: engine.encoder_layer(xi, oi, layer_params, 0, CONFIG) for xi, oi in inputs])
+        def layer(k):
+            outputs[k] = engine.encoder_layer(*inputs[k], layer_params, 0, CONFIG)
+
+        pool.map([lambda k=k: layer(k) for k in range(len(inputs))])
 
     benchmark(run)
     pool.close()
+    for (xi, oi), out in zip(inputs, outputs):  # each worker's share: the bits one thread gives it
+        assert np.array_equal(out, engine.encoder_layer(xi, oi, layer_params, 0, CONFIG))
     flops = 2 * N * (4 * D * D + 2 * D * F) + len(OFFSETS[:-1]) * 4 * PAIR * PAIR * D
     benchmark.extra_info["GFLOP_per_s"] = flops / benchmark.stats.stats.median / 1e9
