@@ -9,8 +9,9 @@ import shutil
 import subprocess
 import sys
 import threading
-from functools import cache
 from pathlib import Path
+
+from helpers import load
 
 from xlmr_np.testing import add_snapshot
 
@@ -79,12 +80,10 @@ class ServerProcess:
         return Path(self.stderr_path).read_text()
 
 
-@cache
 def reranker_in_process(model_dir):
-    """The model loaded once per test session (loading the tokenizer takes seconds), for expected answers."""
-    from xlmr_np import Reranker
-
-    return Reranker.from_pretrained(model_dir)
+    """The model loaded in this process (helpers.load: once while among the last 8 used), for the answers a
+    subprocess must give."""
+    return load(model_dir)
 
 
 def serve_with_key(model_dir, tmp_path_factory, key: str, *options):
