@@ -1,9 +1,10 @@
-"""Tier 2: random cross-encoders built by transformers at test time, loaded through the public API.
+"""Random cross-encoders built by transformers at test time, loaded through the public API (parity tier).
 
 Both forward passes against transformers' eager implementation, on batches with padding and mixed lengths,
 in float32 and float64: the reference (xlmr_np.model) on every hidden state, every attention-probability
 tensor and the logits; the engine (xlmr_np.engine, what Reranker scores with) on every hidden state and
-the logits. Then the engine's promises: scores independent of batch, neighbours and order, bit for bit.
+the logits. Then the engine's promises, on the unit tier's numpy model: scores independent of batch,
+neighbours and order, bit for bit.
 """
 
 from __future__ import annotations

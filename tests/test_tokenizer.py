@@ -1,5 +1,6 @@
 """Tokenization: ids and attention masks identical to transformers' XLMRobertaTokenizerFast, on the real
-250,002-piece XLM-R tokenizer.json, over edge cases and both truncation strategies."""
+250,002-piece XLM-R tokenizer.json, over edge cases and both truncation strategies (parity tier); the rules
+that hold for any vocabulary (input forms, padding, limits, errors) on the small tokenizer (unit tier)."""
 
 from __future__ import annotations
 

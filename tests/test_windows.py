@@ -1,5 +1,6 @@
 """PairTokenizer.encode_windows: the same ids as the Encoding.merge construction it replaced, linear time
-and memory on long documents, and its document limits."""
+and memory on long documents, and its document limits; on the small tokenizer (the real one's segmentation
+of these texts, parsed in milliseconds)."""
 
 from __future__ import annotations
 
