@@ -173,6 +173,7 @@ def test_every_marked_block_exists():
 # ---------------------------------------------------------------------------------------------------
 # Comparing what is shown with what is printed
 
+
 def normalise(line: str, varies: bool) -> str:
     line = line.rstrip()
     return NUMBER.sub("<n>", line) if varies else line
