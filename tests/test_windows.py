@@ -15,7 +15,6 @@ from tokenizers import Encoding
 
 from xlmr_np import tokenizer as tokenizer_module
 from xlmr_np.errors import InputError
-from xlmr_np.testing import xlmr_tokenizer_json
 from xlmr_np.tokenizer import DEFAULT_WINDOW_OVERLAP, EncodeOptions, PairTokenizer, TooManyTokens, _pieces, _windows
 
 QUERY = "capital of France"
@@ -120,7 +119,7 @@ def test_default_options_truncate_by_the_tokenizers_strategy(tokenizer):
     sequences, owners = tokenizer.sequences(pairs)
     assert owners == list(range(len(pairs)))
     assert [(s.ids, s.truncated) for s in sequences] == [(e.ids, e.truncated) for e in tokenizer.encode(pairs)]
-    only_second = PairTokenizer.from_file(xlmr_tokenizer_json(), max_length=48, truncation="only_second")
+    only_second = PairTokenizer.from_file(SMALL_TOKENIZER, max_length=48, truncation="only_second")
     assert [s.ids for s in tokenizer.sequences(pairs, EncodeOptions(strategy="only_second"))[0]] == [
         e.ids for e in only_second.encode(pairs)
     ]
@@ -173,7 +172,7 @@ def test_a_document_read_in_pieces_gives_the_same_windows(tokenizer, monkeypatch
 def test_limits_read_only_what_they_keep():
     """max_windows and max_document_tokens tokenize only the prefix (or, from the end, the suffix) they keep:
     the first windows of a 2 MB document in milliseconds, the same ids as from the whole document."""
-    tokenizer = PairTokenizer.from_file(xlmr_tokenizer_json(), max_length=64)
+    tokenizer = PairTokenizer.from_file(SMALL_TOKENIZER, max_length=64)
     document = " ".join(f"sentence {i} says something." for i in range(5_000))  # 140 KB
     everything, _ = tokenizer.encode_windows([(QUERY, document)], 8)
     for kwargs, want in [
