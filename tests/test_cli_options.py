@@ -1,5 +1,6 @@
 """One meaning per option and per word across the subcommands: what each option is called, what its output
-says it holds, and the old names that still work with a warning. In-process (cli.main) on a numpy random model."""
+says it holds, and the old names that still work with a warning. In-process (cli.main) on the session's numpy
+model with the small tokenizer (conftest.tiny_dir)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,13 @@ import pytest
 
 from xlmr_np import Reranker
 from xlmr_np.cli import main
-from xlmr_np.random_model import write_random_model
 
 QUERY, DOCS = "capital of France", ["Paris is the capital of France.", "Bananas are yellow."]
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return str(write_random_model(tmp_path_factory.mktemp("random") / "m", std=0.2, seed=1))
+def model(tiny_dir):
+    return str(tiny_dir)
 
 
 def test_score_names_a_logit_a_logit(model, tmp_path, capsys):
