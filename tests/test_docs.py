@@ -58,7 +58,6 @@ FILES = {  # what the documents' commands read, in every document's working dire
 # (document, a line of the block): ("skip" or "xfail", why). For documents whose owners are rewriting them
 # this round; an entry that matches no block fails, so that a fixed block's entry goes with it.
 MARKED: dict[tuple[str, str], tuple[str, str]] = {
-    ("README.md", "&& python -m pytest -q"): ("skip", "the unit tier itself, which CI runs on its own"),
     ("README.md", 'reranker.rerank("capital of France"'): (
         "xfail",
         "the value shown is bge-reranker-base's ranking (Paris first); the tiny model the documents run on "
