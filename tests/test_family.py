@@ -1,70 +1,28 @@
 """The known models of the family and the one length rule (xlmr_np.family), and the entry points following it.
 
-Models here are written with numpy alone: the committed tiny golden model's weights, with the vocabulary
-and the position table grown to the sizes under test, beside the real XLM-R tokenizer.json.
+Models here are written with numpy alone (helpers.write_model: the tiny config with the position table under
+test, the small tokenizer).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
+from helpers import config, write_model
 
 from xlmr_np import Reranker
 from xlmr_np.config import XLMRobertaConfig
 from xlmr_np.errors import ConfigError, InputError
 from xlmr_np.family import KNOWN_MODELS, identify, known_by_name, model_max_length, resolve_max_length
-from xlmr_np.testing import xlmr_tokenizer_json
-
-GOLDEN = Path(__file__).parent / "fixtures" / "tiny-golden"
-POSITIONS = "roberta.embeddings.position_embeddings.weight"
-WORDS = "roberta.embeddings.word_embeddings.weight"
+from xlmr_np.testing import family_shape
 
 
 def config_like(repo_id: str, **overrides) -> XLMRobertaConfig:
     """A config with a known model's shapes (and bge-reranker-base's other fields)."""
-    known = known_by_name(repo_id)
-    assert known is not None
-    fields = dict(
-        model_type="xlm-roberta",
-        vocab_size=250002,
-        hidden_size=known.hidden_size,
-        num_hidden_layers=known.num_hidden_layers,
-        num_attention_heads=known.num_attention_heads,
-        intermediate_size=known.intermediate_size,
-        hidden_act="gelu",
-        max_position_embeddings=known.max_position_embeddings,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        pad_token_id=1,
-        num_labels=1,
-    )
-    return XLMRobertaConfig(**{**fields, **overrides})
-
-
-def write_model(directory: Path, max_position_embeddings: int, tokenizer_config: dict | None = None) -> Path:
-    """The tiny golden model with a position table of max_position_embeddings rows, the real tokenizer
-    and, if given, a tokenizer_config.json."""
-    directory.mkdir(parents=True, exist_ok=True)
-    config = json.loads((GOLDEN / "config.json").read_text())
-    # the real tokenizer's vocabulary, one relevance logit, and the position table under test
-    config.update(vocab_size=250002, id2label={"0": "LABEL_0"}, max_position_embeddings=max_position_embeddings)
-    (directory / "config.json").write_text(json.dumps(config))
-    params = load_file(GOLDEN / "model.safetensors")
-    rng = np.random.default_rng(0)
-    for key, rows in ((POSITIONS, max_position_embeddings), (WORDS, 250002)):
-        params[key] = rng.normal(0, 0.02, (rows, config["hidden_size"])).astype(np.float32)
-    for key in ("classifier.out_proj.weight", "classifier.out_proj.bias"):
-        params[key] = params[key][:1]
-    save_file(params, directory / "model.safetensors")
-    shutil.copy(xlmr_tokenizer_json(), directory / "tokenizer.json")
-    if tokenizer_config is not None:
-        (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
-    return directory
+    return config(**{**family_shape(repo_id), **overrides})
 
 
 # ---- the table ----
@@ -173,7 +131,9 @@ def test_a_length_beyond_the_position_table_is_refused(tmp_path):
 def models(tmp_path_factory) -> dict[int, Path]:
     """A 514-position and an 8194-position model, without tokenizer_config.json, by position count."""
     root = tmp_path_factory.mktemp("family")
-    return {positions: write_model(root / str(positions), positions) for positions in (514, 8194)}
+    return {
+        positions: write_model(root / str(positions), max_position_embeddings=positions) for positions in (514, 8194)
+    }
 
 
 @pytest.mark.parametrize(
@@ -192,7 +152,7 @@ def test_from_pretrained_takes_the_model_own_limit(models, tmp_path, positions, 
 def test_an_8194_position_model_reads_8000_token_documents_whole(models):
     """A long-context model needs neither truncation nor windows below its own limit; windows are cut at the
     model's own length."""
-    document = " ".join(f"w{i % 900}" for i in range(3400))  # about 8,050 tokens
+    document = " ".join(f"w{i % 900}" for i in range(2920))  # about 8,050 tokens
     long = Reranker.from_pretrained(models[8194])
     (pair,) = long.tokenizer.encode([("query", document)])
     assert 7500 < len(pair.ids) <= 8190 and not pair.truncated, len(pair.ids)
@@ -207,7 +167,7 @@ def test_an_8194_position_model_reads_8000_token_documents_whole(models):
 def test_the_cli_cuts_at_the_model_own_limit_unless_told(models, capsys, length, truncated):
     from xlmr_np.cli import main
 
-    document = " ".join(f"w{i % 900}" for i in range(400))  # about 950 tokens
+    document = " ".join(f"w{i % 900}" for i in range(360))  # about 950 tokens
     argv = ["rerank", "--model", str(models[8194]), "query", document]
     assert main(argv + (["--max-length", str(length)] if length else [])) == 0
     out = capsys.readouterr().out
