@@ -1,7 +1,7 @@
 """The server's limits and refusals, in process (the ASGI app through starlette's TestClient, no socket), on a
-random model held in memory (numpy only): bodies whose echo could not be encoded, the token and byte
-budgets, documents far beyond them, a model file changed in place, the length of a long-context model,
-and the small things (HEAD, a trailing slash, the /docs page's own Origin).
+random model held in memory (numpy only, helpers.random_params, the small tokenizer): bodies whose echo could
+not be encoded, the token and byte budgets, documents far beyond them, a model file changed in place, the
+length of a long-context model, and the small things (HEAD, a trailing slash, the /docs page's own Origin).
 
 Transport attacks (slow readers, dripped requests, connection floods, signals) need real sockets: see
 tests/test_serve_attacks.py.
@@ -15,45 +15,27 @@ import time
 
 import numpy as np
 import pytest
+from helpers import SMALL_TOKENIZER, SMALL_VOCAB, config, random_params, write_model
 
 pytest.importorskip("fastapi")
-from safetensors.numpy import save_file  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from xlmr_np import Reranker, api  # noqa: E402
-from xlmr_np.config import XLMRobertaConfig  # noqa: E402
 from xlmr_np.serve import schema  # noqa: E402
 from xlmr_np.serve.admission import body_estimate  # noqa: E402
 from xlmr_np.serve.batcher import Batcher, ModelChanged  # noqa: E402
 from xlmr_np.serve.routes import create_app  # noqa: E402
 from xlmr_np.serve.settings import ServerSettings, default_max_batch_tokens  # noqa: E402
-from xlmr_np.testing import TINY, xlmr_tokenizer_json  # noqa: E402
 from xlmr_np.tokenizer import EncodedPair, EncodeOptions, PairTokenizer  # noqa: E402
-from xlmr_np.weights import expected_shapes  # noqa: E402
 
 QUERY = "capital of France"
 DOCS = ["Paris is the capital of France.", "Bananas are yellow.", "Berlin is the capital of Germany."]
 
 
-def random_params(config: XLMRobertaConfig, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    return {key: rng.normal(0, 0.2, shape).astype(np.float32) for key, shape in expected_shapes(config).items()}
-
-
-def tiny_config(**overrides) -> XLMRobertaConfig:
-    fields = {**TINY, "model_type": "xlm-roberta", "architectures": ["XLMRobertaForSequenceClassification"]}
-    return XLMRobertaConfig.from_dict({**fields, **overrides})
-
-
 @pytest.fixture(scope="module")
-def tokenizer_file():
-    return xlmr_tokenizer_json()
-
-
-@pytest.fixture(scope="module")
-def reranker(tokenizer_file):
-    config = tiny_config()
-    return Reranker(random_params(config, 0), config, PairTokenizer.from_file(tokenizer_file, max_length=64))
+def reranker():
+    cfg = config(vocab_size=SMALL_VOCAB)
+    return Reranker(random_params(cfg, 0), cfg, PairTokenizer.from_file(SMALL_TOKENIZER, max_length=64))
 
 
 def client(reranker, **settings) -> TestClient:
@@ -213,21 +195,13 @@ def test_auto_truncate_is_the_tei_routes_default_for_requests_that_do_not_say(re
 # ---- the model the server answers with is the model it loaded ----
 
 
-def write_model(directory, tokenizer_file, seed: int) -> None:
-    config = tiny_config()
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps({**TINY, "model_type": "xlm-roberta"}))
-    save_file(random_params(config, seed), str(directory / "model.safetensors"))
-    shutil.copy(tokenizer_file, directory / "tokenizer.json")
-
-
-def test_a_model_file_overwritten_in_place_is_never_served(tokenizer_file, tmp_path):
+def test_a_model_file_overwritten_in_place_is_never_served(tmp_path):
     """`cp other/model.safetensors served/model.safetensors` under a running server used to leave it
     answering 200 with the other model's scores. Now every rerank after it is a 503 saying so, and /health
     is a 503; a new file renamed over the old one (the safe way) changes nothing."""
     served, other = tmp_path / "served", tmp_path / "other"
-    write_model(served, tokenizer_file, seed=0)
-    write_model(other, tokenizer_file, seed=1)
+    write_model(served, seed=0)
+    write_model(other, seed=1)
     reranker = Reranker.from_pretrained(served)
     with client(reranker) as c:
         before = c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
@@ -291,12 +265,12 @@ def test_settings_scale_with_the_models_length():
     assert (given.max_batch_tokens, given.max_inflight_tokens) == (4096, 9999)
 
 
-def test_a_long_context_model_is_served_at_its_own_length(tokenizer_file):
+def test_a_long_context_model_is_served_at_its_own_length():
     """An 8194-position model: /info and /v1/models say 8192, and a 2,000-token document is one sequence,
     not truncated, truncating or in windows (a 514-position model would cut or split it)."""
-    config = tiny_config(max_position_embeddings=8194)
-    long = Reranker(random_params(config, 0), config, PairTokenizer.from_file(tokenizer_file, max_length=8192))
-    document = " ".join(f"w{i % 900}" for i in range(850))  # about 2,000 tokens
+    cfg = config(vocab_size=SMALL_VOCAB, max_position_embeddings=8194)
+    long = Reranker(random_params(cfg, 0), cfg, PairTokenizer.from_file(SMALL_TOKENIZER, max_length=8192))
+    document = " ".join(f"w{i % 900}" for i in range(760))  # about 2,000 tokens
     with client(long) as c:
         info = c.get("/info").json()
         assert (info["max_input_length"], info["max_batch_tokens"]) == (8192, 262_144)
