@@ -5,6 +5,7 @@
   models: no torch, milliseconds to load);
 - transformers_forward: one forward pass of a transformers model on a batch, as numpy arrays;
 - load: Reranker.from_pretrained through one bounded cache (for expected answers, not for the code under test);
+- run_cli: `xlmr-np ARGV` in this process (cli.main), with its stdin, stdout and stderr as strings;
 - the evaluation's datasets: make_rows, write_parquet, hub_path, env_for.
 
 The fixtures built from these (the session's tiny models, the offline hub) are in conftest.py.
@@ -17,6 +18,7 @@ import io
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,6 +180,21 @@ def load(path, **options):
     """Reranker.from_pretrained(path, **options), loaded once per (path, options) while among the last 8
     used: the expected answers of tests whose model takes a second to load (the real 250k-piece tokenizer)."""
     return _load(str(path), tuple(sorted(options.items())))
+
+
+def run_cli(argv: list[str], stdin: bytes = b"") -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `xlmr-np ARGV` run in this process (xlmr_np.cli.main), reading `stdin`."""
+    from xlmr_np.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
+    sys.stdout, sys.stderr = out, err
+    try:
+        status = main(argv)
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+    return status, out.getvalue(), err.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ The model is the unit tier's tiny random one (numpy weights, the small tokenizer
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -16,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli
 from processes import xlmr_np_command
 
 from xlmr_np import InputError, Reranker, sigmoid64
-from xlmr_np.cli import main
 from xlmr_np.commands.common import OutputFile, read_lines
 from xlmr_np.errors import OutputError
 from xlmr_np.serve.errors import ApiError
@@ -30,19 +29,6 @@ from xlmr_np.tokenizer import CLIP_WORD_CHARS
 def model(tiny_dir):
     """The tiny numpy model's directory (the small tokenizer: each CLI call loads it in milliseconds)."""
     return str(tiny_dir)
-
-
-def cli(argv, stdin: bytes = b"") -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of main(argv) with `stdin` as standard input."""
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stdin, sys.stdout, sys.stderr
-    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
-    sys.stdout, sys.stderr = out, err
-    try:
-        status = main(argv)
-    finally:
-        sys.stdin, sys.stdout, sys.stderr = saved
-    return status, out.getvalue(), err.getvalue()
 
 
 def one_error_line(err: str, command: str) -> str:
@@ -73,7 +59,7 @@ def test_rerank_documents_with_unicode_line_separators_keep_their_indices(model,
     documents = ["a\u2028b", "c\x0cd\x85e", "f"]
     path = tmp_path / "d.txt"
     path.write_text("\n".join(documents) + "\n", encoding="utf-8")
-    status, out, err = cli(["rerank", "--model", model, "--json", "q", "--documents", str(path)])
+    status, out, err = run_cli(["rerank", "--model", model, "--json", "q", "--documents", str(path)])
     assert status == 0, err
     results = json.loads(out)["results"]
     assert sorted((r["index"], r["document"]["text"]) for r in results) == list(enumerate(documents))
@@ -83,7 +69,7 @@ def test_jsonl_written_with_ensure_ascii_false_parses(model, tmp_path):
     rows = [{"id": 1, "query": "q\u2028", "document": "line\u2029sep"}, {"id": 2, "query": "q", "document": "\x85"}]
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    status, out, err = cli(["score", "--model", model, str(path)])
+    status, out, err = run_cli(["score", "--model", model, str(path)])
     assert status == 0, err
     written = [json.loads(line) for line in out.split("\n")[:-1]]  # not splitlines(): U+2028 is in a line
     assert [w["id"] for w in written] == [1, 2] and [w["document"] for w in written] == ["line\u2029sep", "\x85"]
@@ -92,16 +78,16 @@ def test_jsonl_written_with_ensure_ascii_false_parses(model, tmp_path):
 def test_tsv_errors_name_the_right_line(model, tmp_path):
     path = tmp_path / "pairs.tsv"
     path.write_text("q\u2028x\td\u2029\nq\x0cx\td\nno tab here\n", encoding="utf-8")
-    status, _, err = cli(["score", "--model", model, str(path)])
+    status, _, err = run_cli(["score", "--model", model, str(path)])
     assert status == 1 and one_error_line(err, "score") == f"no tab: expected query<TAB>document ({path}:3)"
 
 
 def test_bad_utf8_in_a_file_names_line_and_column(model, tmp_path):
     path = tmp_path / "pairs.tsv"
     path.write_bytes(b"q\td\nq\tcaf\xe9\n")
-    status, _, err = cli(["score", "--model", model, str(path)])
+    status, _, err = run_cli(["score", "--model", model, str(path)])
     assert status == 1 and one_error_line(err, "score") == f"not valid UTF-8: byte 0xe9 at column 6 ({path}:2)"
-    status, _, err = cli(["rerank", "--model", model, "q"], stdin=b"ok\n\xff\n")
+    status, _, err = run_cli(["rerank", "--model", model, "q"], stdin=b"ok\n\xff\n")
     assert status == 1 and one_error_line(err, "rerank") == "not valid UTF-8: byte 0xff at column 1 (-:2)"
 
 
@@ -130,7 +116,7 @@ def test_bad_utf8_in_a_file_names_line_and_column(model, tmp_path):
     ],
 )
 def test_bad_model_options_are_usage_errors(model, argv, message):
-    status, out, err = cli(["rerank", "--model", model, *argv, "q", "d"])
+    status, out, err = run_cli(["rerank", "--model", model, *argv, "q", "d"])
     assert status == 2 and out == "" and message in one_error_line(err, "rerank"), err
 
 
@@ -143,12 +129,12 @@ def test_bad_model_options_are_usage_errors(model, argv, message):
     ],
 )
 def test_empty_or_undecodable_query_is_a_usage_error(model, query, message):
-    status, _, err = cli(["rerank", "--model", model, query, "d"])
+    status, _, err = run_cli(["rerank", "--model", model, query, "d"])
     assert status == 2 and one_error_line(err, "rerank") == message
 
 
 def test_undecodable_document_argument(model):
-    status, _, err = cli(["rerank", "--model", model, "q", "fine", "\udcff"])
+    status, _, err = run_cli(["rerank", "--model", model, "q", "fine", "\udcff"])
     assert status == 2
     assert (
         one_error_line(err, "rerank") == "argument DOC: the document is not valid UTF-8: undecodable byte 0xff "
@@ -173,16 +159,16 @@ def test_bad_utf8_bytes_in_real_command_line_arguments(tiny_dir):
 
 @pytest.mark.parametrize("port", ["99999", "-1", "http"])
 def test_port_out_of_range(port):
-    status, _, err = cli(["serve", "--port", port])
+    status, _, err = run_cli(["serve", "--port", port])
     assert status == 2
     assert one_error_line(err, "serve") == f"argument --port: expected a port number from 0 to 65535, got '{port}'"
 
 
 def test_errors_stay_on_one_line_whatever_the_arguments_hold(model):
     """Found by the CLI fuzzer: argparse echoed a "\\n" argument and split its error line."""
-    status, _, err = cli(["rerank", "--model", model, "q", "d", "--bogus\nx\r\u2028"])
+    status, _, err = run_cli(["rerank", "--model", model, "q", "d", "--bogus\nx\r\u2028"])
     assert status == 2 and err.endswith("xlmr-np: error: unrecognized arguments: --bogus\\nx\\r\\u2028\n"), err
-    status, _, err = cli(["score", "--model", model, "--jsonl"], stdin=b'{"query": "q\xe2\x80\xa8"}\n')
+    status, _, err = run_cli(["score", "--model", model, "--jsonl"], stdin=b'{"query": "q\xe2\x80\xa8"}\n')
     assert status == 1 and err == "xlmr-np score: error: field 'document' must be a string (-:1)\n"
 
 
@@ -190,9 +176,9 @@ def test_file_names_no_file_can_have(model, tmp_path):
     """Found by the CLI fuzzer through main(argv): a lone surrogate or a NUL in a file name (never from a
     shell, whose bytes Python decodes with surrogateescape) raised UnicodeEncodeError / ValueError."""
     for name in ("\ud800", "a\x00b"):
-        status, _, err = cli(["score", "--model", model, name])
+        status, _, err = run_cli(["score", "--model", model, name])
         assert status == 1 and "not a usable file name" in one_error_line(err, "score"), err
-        status, _, err = cli(["score", "--model", model, "-o", str(tmp_path / name)], stdin=b"q\td\n")
+        status, _, err = run_cli(["score", "--model", model, "-o", str(tmp_path / name)], stdin=b"q\td\n")
         assert status == 1 and "not a usable file name" in one_error_line(err, "score"), err
 
 
@@ -206,11 +192,11 @@ def test_revision_no_url_can_carry_is_a_hub_error():
 
 
 def test_no_subcommand_and_help():
-    status, _, err = cli([])
+    status, _, err = run_cli([])
     assert status == 2 and "usage: xlmr-np" in err
-    status, out, _ = cli(["score", "--help"])
+    status, out, _ = run_cli(["score", "--help"])
     assert status == 0 and "usage: xlmr-np score" in out
-    status, _, err = cli(["frobnicate"])
+    status, _, err = run_cli(["frobnicate"])
     assert status == 2 and "xlmr-np: error: argument COMMAND: invalid choice: 'frobnicate'" in err
 
 
@@ -226,7 +212,7 @@ def test_empty_query_one_rule_for_cli_server_and_python(model):
         with pytest.raises(ApiError, match="query must be a non-empty string") as caught:
             parse_request({"query": query, "documents": ["d"]})
         assert caught.value.status == 400 and caught.value.field == "query"
-        assert cli(["rerank", "--model", model, query, "d"])[0] == 2
+        assert run_cli(["rerank", "--model", model, query, "d"])[0] == 2
 
 
 @pytest.mark.parametrize(
@@ -270,7 +256,7 @@ def test_lone_surrogate_in_a_request_is_a_400_naming_the_field():
 def test_lone_surrogate_in_jsonl_is_named_by_line(model, tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text('{"query": "q", "document": "d"}\n{"query": "\\ud800", "document": "d"}\n', encoding="utf-8")
-    status, _, err = cli(["score", "--model", model, str(path)])
+    status, _, err = run_cli(["score", "--model", model, str(path)])
     assert status == 1
     assert one_error_line(err, "score") == (
         f"the query is not valid Unicode: lone surrogate U+D800 at character 0 ({path}:2)"
@@ -278,7 +264,7 @@ def test_lone_surrogate_in_jsonl_is_named_by_line(model, tmp_path):
 
 
 def test_jsonl_nested_too_deeply(model):
-    status, _, err = cli(["rerank", "--model", model, "--jsonl", "q"], stdin=b"[" * 100_000 + b"\n")
+    status, _, err = run_cli(["rerank", "--model", model, "--jsonl", "q"], stdin=b"[" * 100_000 + b"\n")
     assert status == 1 and one_error_line(err, "rerank") == "not valid JSON here (nested too deeply) (-:1)"
 
 
@@ -291,10 +277,10 @@ def test_output_into_a_missing_directory_fails_before_loading_the_model(tmp_path
     pairs.write_text("q\td\n")
     missing = tmp_path / "nowhere" / "out.txt"
     # the model does not exist either: the output is checked first, so that is what the error names
-    status, _, err = cli(["score", "--model", str(tmp_path / "no-model"), str(pairs), "-o", str(missing)])
+    status, _, err = run_cli(["score", "--model", str(tmp_path / "no-model"), str(pairs), "-o", str(missing)])
     assert status == 1
     assert one_error_line(err, "score") == f"the output's directory {str(missing.parent)!r} does not exist ({missing})"
-    status, _, err = cli(["score", "--model", str(tmp_path / "no-model"), str(pairs), "-o", str(tmp_path)])
+    status, _, err = run_cli(["score", "--model", str(tmp_path / "no-model"), str(pairs), "-o", str(tmp_path)])
     assert status == 1 and one_error_line(err, "score") == f"the output is a directory; name a file ({tmp_path})"
 
 
@@ -310,10 +296,10 @@ def test_output_is_replaced_whole_or_left_alone(model, tmp_path, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr(Reranker, "predict_logits", broken)
-        status, _, err = cli(["score", "--model", model, str(pairs), "-o", str(out)])
+        status, _, err = run_cli(["score", "--model", model, str(pairs), "-o", str(out)])
     assert status == 1 and "non-finite logits" in one_error_line(err, "score")
     assert out.read_text() == "old results\n" and sorted(p.name for p in tmp_path.iterdir()) == ["p.tsv", "scores.txt"]
-    status, _, err = cli(["score", "--model", model, "--raw-scores", str(pairs), "-o", str(out)])
+    status, _, err = run_cli(["score", "--model", model, "--raw-scores", str(pairs), "-o", str(out)])
     assert status == 0, err
     expected = Reranker.from_pretrained(model).compute_score([("q", "d"), ("q", "e")])
     np.testing.assert_allclose([float(x) for x in out.read_text().split()], expected, rtol=1e-6)
@@ -409,20 +395,20 @@ def test_score_on_a_5mb_line_stays_within_bounded_memory(tmp_path, tiny_dir):
 
 
 def test_missing_model_and_interrupt(model, tmp_path, monkeypatch):
-    status, _, err = cli(["rerank", "--model", str(tmp_path / "nope"), "q", "d"])
+    status, _, err = run_cli(["rerank", "--model", str(tmp_path / "nope"), "q", "d"])
     assert status == 1 and "not a directory" in one_error_line(err, "rerank")
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Reranker, "score_documents", interrupted)
-    status, _, err = cli(["rerank", "--model", model, "q", "d"])
+    status, _, err = run_cli(["rerank", "--model", model, "q", "d"])
     assert status == 130 and err == "xlmr-np rerank: interrupted\n"
 
 
 def test_sigmoid_scores_on_stdout_stay_correct(model):
     """The reporting layer does not change what a good run prints."""
-    status, out, err = cli(["score", "--model", model], stdin=b"q\td\n")
+    status, out, err = run_cli(["score", "--model", model], stdin=b"q\td\n")
     assert status == 0, err
     expected = sigmoid64(Reranker.from_pretrained(model).compute_score([("q", "d")]))
     assert abs(float(out) - float(expected)) < 1e-6, f"abs diff {abs(float(out) - float(expected)):.3e}"

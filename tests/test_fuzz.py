@@ -31,10 +31,11 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")  # in the test extra
+from helpers import run_cli  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from xlmr_np.cli import build_parser, main  # noqa: E402
+from xlmr_np.cli import build_parser  # noqa: E402
 from xlmr_np.cmteb.score_cache import ScoreCache, pair_key, read_score_file  # noqa: E402
 from xlmr_np.commands.common import read_lines  # noqa: E402
 from xlmr_np.commands.rerank import read_documents  # noqa: E402
@@ -686,24 +687,12 @@ def argvs(draw, files):
 STDIN = st.binary(max_size=60) | st.lists(LINE_TEXT, max_size=4).map(lambda ls: "\n".join(ls).encode())
 
 
-def run_main(argv, stdin: bytes) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stdin, sys.stdout, sys.stderr
-    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
-    sys.stdout, sys.stderr = out, err
-    try:
-        status = main(argv)
-    finally:
-        sys.stdin, sys.stdout, sys.stderr = saved
-    return status, out.getvalue(), err.getvalue()
-
-
 @expect(**{"cli main": "both"})
 @budget(150)
 @hypothesis.given(data=st.data(), stdin=STDIN)
 def test_cli_main_on_any_arguments(cli_world, data, stdin):
     argv = [cli_world["model"] if a == "<model>" else a for a in data.draw(argvs(cli_world["files"]))]
-    status, out, err = run_main(argv, stdin)
+    status, out, err = run_cli(argv, stdin)
     TALLY["cli main", "valid" if status == 0 else "rejected"] += 1
     assert status in (0, 1, 2), (status, err)
     assert "Traceback" not in err, err
