@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import config
 
 from xlmr_np import engine, model, workers
-from xlmr_np.config import XLMRobertaConfig
-from xlmr_np.testing import TINY
 
 PREFIX = "roberta.encoder.layer.0."
 SCORES_ELEMENTS, HEAD_SCORES = 100, 400  # several heads up to 100 scores, one head up to 400, then rows
@@ -39,14 +38,10 @@ LENGTHS = {
 }
 
 
-def config(hidden, heads):
-    return XLMRobertaConfig.from_dict(
-        dict(TINY, model_type="xlm-roberta", hidden_size=hidden, num_attention_heads=heads, num_hidden_layers=1)
-    )
-
-
 # head size 8 (1/sqrt 8 multiplies the scores) and 16 (1/4, a power of two, multiplies Q instead)
-CONFIGS = {"D24-H3": config(24, 3), "D48-H3": config(48, 3)}
+CONFIGS = {
+    f"D{hidden}-H3": config(hidden_size=hidden, num_attention_heads=3, num_hidden_layers=1) for hidden in (24, 48)
+}
 
 
 @pytest.fixture(autouse=True)

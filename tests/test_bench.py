@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import helpers
 import numpy as np
 import pytest
 
@@ -9,15 +10,14 @@ from bench import machine, measure, peers, report, workloads
 from bench.__main__ import main
 from bench.errors import BenchmarkError
 from bench.run import run
-from xlmr_np.config import XLMRobertaConfig
-from xlmr_np.testing import BGE_RERANKER_BASE
+from xlmr_np.testing import family_shape
 
 AVX512 = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl"}
 HASWELL_OPENBLAS = [{"internal_api": "openblas", "architecture": "Haswell", "filepath": "libscipy_openblas.so"}]
 
 
 def test_useful_flops_counts_dense_layers_attention_and_head_per_real_token():
-    config = XLMRobertaConfig.from_dict(dict(BGE_RERANKER_BASE, model_type="xlm-roberta"))
+    config = helpers.config(**family_shape("bge-reranker-base"))
     D, F = 768, 3072
     one = 12 * (2 * 4 * 10 * D * D + 2 * 2 * 10 * D * F + 2 * 2 * 10 * 10 * D) + 2 * (D * D + D)
     assert workloads.useful_flops([10], config) == one

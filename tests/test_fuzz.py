@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")  # in the test extra
-from helpers import run_cli  # noqa: E402
+from helpers import config_dict, run_cli  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -42,7 +42,7 @@ from xlmr_np.commands.rerank import read_documents  # noqa: E402
 from xlmr_np.commands.score import read_pairs  # noqa: E402
 from xlmr_np.config import XLMRobertaConfig  # noqa: E402
 from xlmr_np.errors import XlmrNpError  # noqa: E402
-from xlmr_np.testing import TINY, xlmr_tokenizer_json  # noqa: E402
+from xlmr_np.testing import xlmr_tokenizer_json  # noqa: E402
 from xlmr_np.tokenizer import PairTokenizer, check_pairs, unicode_problem  # noqa: E402
 from xlmr_np.weights import read_safetensors  # noqa: E402
 
@@ -258,9 +258,7 @@ def test_jsonl_readers_on_any_json_values(tmp_path_factory, values, ascii_only):
 # config.json
 
 
-REAL_CONFIG = dict(
-    TINY, model_type="xlm-roberta", architectures=["XLMRobertaForSequenceClassification"], id2label={"0": "LABEL_0"}
-)
+REAL_CONFIG = config_dict()
 
 
 @expect(**{"config fields": "both"})
