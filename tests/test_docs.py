@@ -9,21 +9,25 @@ How the documents are run (what a writer needs to know):
   `build_model(..., seed=0, init_std=0.2)` builds, the one the README builds as tiny-model: an output shown
   for "a tiny random model" is compared as printed. pairs.tsv and pairs.jsonl hold two pairs.
 - `pip install ...` is not run (the test environment has every extra); each extra it names must exist.
-- `xlmr-np serve` (with `&` or without) starts in the background, is waited for, and stops with its block;
-  it listens on a free port, which replaces every 8000 in the block.
+- `xlmr-np serve` (with `&`, `& SERVER=$!` or neither) starts in the background, is waited for, prints
+  what it said on starting, and stops with its block (a ```console block's server serves the commands after
+  it); it listens on a free port, which replaces every 8000 in the block and in what the block prints.
 - ```console: each `$ command` (continued with a trailing backslash) is run; the lines after it up to the
   next `$` are its output. ```python: an expression followed by a comment line holding a value,
   `x  ⏎  # [1, 2]`, is compared with repr(x). A block right after one of these, preceded by
   `<!-- doc-test: output -->`, is that block's printed output, compared as an excerpt (its lines appear,
-  in order, in what was printed).
+  in order, in what was printed); `<!-- doc-test: output of: TEXT -->` makes it the output of the last
+  block before it that holds TEXT.
 - In any output shown, `...` stands for any text (a line of just `...`, for any lines).
 
 An HTML comment on the line before a block (blank lines between allowed) says what cannot be compared:
-    <!-- doc-test: skip: REASON -->          not run (it needs the hub, the C-MTEB data, a cluster, minutes)
-    <!-- doc-test: varies: WHAT -->         numbers (timings, scores of the real model) are not compared
-    <!-- doc-test: output -->               the output of the block before (see above)
-Blocks of documents owned elsewhere this round are listed in MARKED below instead; the markers move into the
-documents as their owners take them over.
+    <!-- doc-test: skip: REASON -->     not run: it needs the hub or the C-MTEB datasets (the only reasons)
+    <!-- doc-test: varies: WHAT -->    ids, numbers (timings, scores) and, in Python values, strings are not
+                                       compared, the rest is (the real model's ranking, on the tiny one)
+    <!-- doc-test: output -->          the output of the block before (see above)
+A block that cannot run here for another reason (minutes on the full-size model, placeholders, an
+interactive program, an example endpoint), or one of a document owned elsewhere this round, is listed in
+MARKED below with its reason.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import importlib.metadata
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,8 +47,6 @@ from pathlib import Path
 import pytest
 from helpers import NUMBER
 from processes import HUB_REPO, offline_hub
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -55,39 +58,68 @@ FILES = {  # what the documents' commands read, in every document's working dire
     '{"query": "capital of France", "document": "Bananas are yellow."}\n',
 }
 
-# (document, a line of the block): ("skip" or "xfail", why). For documents whose owners are rewriting them
-# this round; an entry that matches no block fails, so that a fixed block's entry goes with it.
+# (document, a line of the block): ("skip" or "xfail", why). The blocks that cannot run here for a reason other
+# than the hub or the C-MTEB datasets (which a document's own skip comment gives), and blocks of documents
+# owned elsewhere this round; an entry that matches no block fails, so that a fixed block's entry goes with it.
+FULL_SIZE = "minutes on the full-size model"
 MARKED: dict[tuple[str, str], tuple[str, str]] = {
-    ("README.md", 'reranker.rerank("capital of France"'): (
-        "xfail",
-        "the value shown is bge-reranker-base's ranking (Paris first); the tiny model the documents run on "
-        "ranks the bananas first: show the tiny model's value, or say <!-- doc-test: varies: ... -->",
+    ("README.md", "xlmr-np verify --endpoint http://tei:8080"): (
+        "skip",
+        "an example endpoint (a TEI server named tei); the first steps run verify against xlmr-np serve",
     ),
     ("README.md", "python -m bench --out bench-out"): (
         "skip",
-        "minutes of benchmarking on the full-size model against torch and onnxruntime",
+        f"{FULL_SIZE}: benchmarking against torch and onnxruntime (tests/test_bench.py runs the bench on a tiny one)",
     ),
-    ("README.md", "xlmr-np verify --endpoint http://127.0.0.1:8000"): (
-        "xfail",
-        "verify does not read XLMR_NP_API_KEY, which the server section exports, so the server answers 401; "
-        "and the output shown (2.22e-15 / 1.63e-16) is not what verify prints now",
-    ),
+    ("README.md", "nox -s lint"): ("skip", "nox builds a virtual environment per session (minutes); .ci/run is CI"),
     ("docs/clients.md", "$ nox -r -s clients_frameworks"): (
         "skip",
         "a recorded run: nox installs LangChain and LlamaIndex from the network (minutes)",
     ),
-    ("docs/models.md", "--model BAAI/bge-reranker-v2-m3 --max-length 512"): (
+    ("docs/evaluation.md", "python tools/eval_throughput.py --model full-random"): (
         "skip",
-        "needs BAAI/bge-reranker-v2-m3 from the hub",
+        f"{FULL_SIZE}: builds the 1.1 GB random model and times it",
+    ),
+    ("docs/evaluation.md", "xlmr-np eval --model full-random"): (
+        "skip",
+        f"{FULL_SIZE}: the one the blocks before build",
+    ),
+    ("docs/evaluation.md", "python tools/shard_overhead.py --model full-random"): (
+        "skip",
+        "writes 400,000 pairs and scores them on the full-size model (hours)",
+    ),
+    ("docs/inspection.md", '--model M "QUERY" "DOCUMENT"'): (
+        "skip",
+        "a synopsis: M, QUERY, DOCUMENT and the brackets are placeholders",
+    ),
+    ("docs/inspection.md", "jupyter lab notebooks/"): (
+        "skip",
+        "JupyterLab is an interactive server; tests/test_notebooks.py executes every notebook",
+    ),
+    ("docs/inspection.md", "python tools/execute_notebooks.py"): (
+        "skip",
+        "rewrites the checkout's notebooks (minutes); tests/test_notebooks.py executes every notebook",
     ),
     ("docs/performance.md", "python -m bench --out bench-out"): (
         "skip",
-        "minutes of benchmarking on the full-size model against torch and onnxruntime",
+        f"{FULL_SIZE}: benchmarking against torch and onnxruntime (tests/test_bench.py runs the bench on a tiny one)",
     ),
-    ("docs/server.md", "xlmr-np serve: serving 'BAAI/bge-reranker-base' on"): (
-        "xfail",
-        "the block opens with the server's own line, not a `$ command`, and its ids, dates and timings vary "
-        "with no `...` (or <!-- doc-test: varies: ... --> before it)",
+    ("docs/performance.md", "python -m bench.gemm_floor ~/.cache/xlmr-np/full-random"): (
+        "skip",
+        f"{FULL_SIZE}, which python -m bench builds (tests/test_bench.py runs gemm_floor on a tiny one)",
+    ),
+    ("docs/performance.md", "python -m bench.profile_forward ~/.cache/xlmr-np/full-random"): (
+        "skip",
+        f"{FULL_SIZE}, which python -m bench builds",
+    ),
+    ("docs/performance.md", "python -m bench.ops_speed"): (
+        "skip",
+        "minutes of timing at bge-reranker-base's shapes (tests/test_bench.py runs it once, checking each op)",
+    ),
+    ("docs/reliability.md", "cp new/model.safetensors models/m/"): (
+        "skip",
+        "a recipe: new/ and models/m/ stand for the reader's directories (tests/test_serve_limits.py replaces "
+        "a served model's file both ways)",
     ),
     ("docs/verify.md", "xlmr-np verify --endpoint http://tei:8080"): (
         "skip",
@@ -145,9 +177,14 @@ def read_blocks(path: Path) -> list[Block]:
             )
         )
         i = end + 1
-    for previous, block in zip(blocks, blocks[1:]):
-        if block.directive == "output":
-            previous.output = block
+    for k, block in enumerate(blocks):
+        if block.directive == "output" and k > 0:
+            blocks[k - 1].output = block
+        elif block.directive.startswith("output of:"):  # the output of an earlier block, named by its text
+            needle = block.directive.split(":", 1)[1].strip()
+            sources = [b for b in blocks[:k] if needle in b.text]
+            assert sources, f"{block.id}: no block before it holds {needle!r}"
+            sources[-1].output = block
     return blocks
 
 
@@ -162,6 +199,32 @@ def marked(block: Block) -> tuple[str, str] | None:
     return None
 
 
+def test_documents_skip_only_what_needs_the_hub_or_the_cmteb_data():
+    """A document's own skip comment is for a block that needs the hub or the C-MTEB datasets; a block that
+    cannot run here for another reason (minutes on the full-size model, placeholders, an interactive
+    program, an example endpoint) is listed in MARKED with its reason."""
+    skips = [(b.id, b.directive) for b in all_blocks() if b.directive.startswith("skip")]
+    other = [(block, why) for block, why in skips if "hub" not in why and "C-MTEB" not in why]
+    assert other == [], f"skip comments for other reasons (move them to MARKED): {other}"
+
+
+def indented_code(path: Path) -> list[str]:
+    """Lines that start an indented code block (four spaces after a blank line, outside fences and lists)."""
+    found, fenced, previous = [], False, ""
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and not previous.strip() and re.match(r"    +[^\s\-*\d]", line):
+            found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+        previous = line
+    return found
+
+
+def test_commands_are_in_fenced_blocks():
+    """An indented code block is never run: a command or an output belongs in a fenced block."""
+    assert [line for path in DOCUMENTS for line in indented_code(path)] == []
+
+
 def test_every_marked_block_exists():
     """A MARKED entry that matches no block is stale (the block was fixed or rewritten): remove it."""
     blocks = all_blocks()
@@ -173,9 +236,20 @@ def test_every_marked_block_exists():
 # Comparing what is shown with what is printed
 
 
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+STRING = re.compile(r"'(?:[^'\\]|\\.)*'(:?)")  # a quoted string in a Python repr, and the colon of a key
+
+
 def normalise(line: str, varies: bool) -> str:
+    """Under `varies`, ids (UUIDs) and numbers are not compared."""
     line = line.rstrip()
-    return NUMBER.sub("<n>", line) if varies else line
+    return NUMBER.sub("<n>", UUID.sub("<id>", line)) if varies else line
+
+
+def python_value(value: str, varies: bool) -> str:
+    """A Python value as compared: under `varies`, its string values too (a dict's keys are kept), so that a
+    ranking of the real model shown in a document is compared for its structure on the tiny one."""
+    return STRING.sub(lambda m: m.group(0) if m.group(1) else "<s>", value) if varies else value
 
 
 def line_matches(shown: str, printed: str) -> bool:
@@ -214,6 +288,13 @@ def test_the_comparison_itself():
     assert shown_matches(["first", "...", "last"], ["first", "x", "y", "last"])
     assert shown_matches(["y"], ["x", "y", "z"], excerpt=True)
     assert not shown_matches(["z", "y"], ["x", "y", "z"], excerpt=True)
+    uuid, other = "dadb2a3d-c261-49cc-9f01-9d5aecd140a3", "0102a972-956c-4c9c-8a31-909b0820373c"
+    assert shown_matches([f'{{"id": "{uuid}", "n": 2}}'], [f'{{"id": "{other}", "n": 3}}'], varies=True)
+    assert not shown_matches([f'"id": "{uuid}"'], [f'"id": "{other}"'])
+    shown, printed = "[{'index': 0, 'document': 'Paris is ...'}]", "[{'index': 1, 'document': 'Bananas.'}]"
+    assert python_value(shown, True) == "[{'index': 0, 'document': <s>}]"
+    assert shown_matches([python_value(shown, True)], [python_value(printed, True)], varies=True)
+    assert not shown_matches([python_value(shown, False)], [python_value(printed, False)], varies=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -232,12 +313,12 @@ set -eo pipefail
 source "$DOC_STATE"
 __servers=()
 trap 'for p in "${__servers[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; export -p > "$DOC_STATE"' EXIT
-__serve() {  # start `xlmr-np serve ...` and wait until it says where it serves
+__serve() {  # start `xlmr-np serve ...`, wait until it says where it serves, print what it said
     local log; log=$(mktemp)
     "$@" > "$log" 2>&1 &
     __servers+=($!)
     for _ in $(seq 1200); do
-        grep -q "on http://" "$log" && return 0
+        grep -q "on http://" "$log" && { cat "$log"; return 0; }
         kill -0 "${__servers[-1]}" 2>/dev/null || { cat "$log" >&2; return 1; }
         sleep 0.1
     done
@@ -261,10 +342,36 @@ def shell_script(text: str, port: int) -> str:
             assert not missing, f"{line!r} names extras pyproject.toml lacks: {missing}"
             line = "true  # " + line
         elif command.startswith("xlmr-np serve"):
-            command = command.rstrip("&").strip()
-            line = "__serve " + command + ("" if "--port" in command else f" --port {port}")
+            serve, _, after = command.partition("&")  # `xlmr-np serve ... & SERVER=$!`: the pid in SERVER
+            serve = serve.strip()
+            line = "__serve " + serve + ("" if "--port" in serve else f" --port {port}")
+            pid = re.fullmatch(r"\s*(\w+)=\$!\s*", after)
+            assert pid or not after.strip(), f"{line!r}: after `xlmr-np serve ... &` only `VAR=$!` is understood"
+            if pid:
+                line += f"; {pid.group(1)}=${{__servers[-1]}}"
         out.append(line)
     return PRELUDE + "\n".join(out) + "\n"
+
+
+def run_bash(script: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """bash -c script in a process group of its own: on a timeout the whole group (servers included) is
+    killed, not bash alone."""
+    with subprocess.Popen(
+        ["bash", "-c", script],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            stderr += f"\n(killed after {TIMEOUT} s)"
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @dataclass
@@ -276,15 +383,8 @@ class Session:
     python: list[str] = field(default_factory=list)
     done: set = field(default_factory=set)
 
-    def bash(self, text: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["bash", "-c", shell_script(text, free_port())],
-            cwd=self.directory,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )
+    def bash(self, text: str, port: int | None = None) -> subprocess.CompletedProcess:
+        return run_bash(shell_script(text, port or free_port()), self.directory, self.env)
 
 
 def python_runner(prior: str, code: str) -> str:
@@ -359,19 +459,24 @@ def run(block: Block, session: Session) -> None:
                 _, number, value = line.split(" ", 2)
                 printed[int(number)] = value
         for number, shown in expected_values(block.text).items():
-            assert shown_matches([shown], [printed[number]], varies), (
+            compared = [python_value(shown, varies)], [python_value(printed[number], varies)]
+            assert shown_matches(*compared, varies), (
                 f"{block.id}, line {number}: shown {shown!r}\nprinted {printed[number]!r}"
             )
         stdout = "\n".join(line for line in done.stdout.split("\n") if not line.startswith("\x00value "))
     elif block.language == "console":
-        stdout = ""
-        for command, shown in console_commands(block.text):
-            done = session.bash(command)
-            assert done.returncode == 0, f"{block.id}: $ {command}\nexit {done.returncode}\n{done.stderr[-3000:]}"
-            printed = done.stdout.split("\n")
-            assert shown_matches(shown, printed, varies), (
-                f"{block.id}: $ {command}\nshown:\n" + "\n".join(shown) + "\nprinted:\n" + done.stdout
+        # one script, so that a server started by `$ xlmr-np serve ... &` serves the commands after it
+        commands = console_commands(block.text)
+        port = free_port()
+        done = session.bash("\n".join(f"printf '{SEPARATOR}\\n'\n{command}" for command, _ in commands), port)
+        outputs = done.stdout.replace(str(port), "8000").split(SEPARATOR + "\n")[1:]
+        failed = commands[len(outputs) - 1][0] if outputs else "(before the first command)"
+        assert done.returncode == 0, f"{block.id}: $ {failed}\nexit {done.returncode}\n{done.stderr[-3000:]}"
+        for (command, shown), printed in zip(commands, outputs):
+            assert shown_matches(shown, printed.split("\n"), varies), (
+                f"{block.id}: $ {command}\nshown:\n" + "\n".join(shown) + "\nprinted:\n" + printed
             )
+        stdout = done.stdout
     else:
         done = session.bash(block.text)
         assert done.returncode == 0, f"{block.id} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
@@ -381,6 +486,9 @@ def run(block: Block, session: Session) -> None:
         assert shown_matches(shown, stdout.split("\n"), varies, excerpt=True), (
             f"{block.id}: the output shown at line {block.output.line} is not among what it printed:\n{stdout}"
         )
+
+
+SEPARATOR = "\x1e"  # between the outputs of a console block's commands
 
 
 def console_commands(text: str) -> list[tuple[str, list[str]]]:
@@ -396,7 +504,7 @@ def console_commands(text: str) -> list[tuple[str, list[str]]]:
         command = lines[i][2:]
         while command.endswith("\\"):
             i += 1
-            command = command[:-1] + "\n" + lines[i]
+            command += "\n" + lines[i]
         i += 1
         shown = []
         while i < len(lines) and not lines[i].startswith("$ "):
@@ -422,6 +530,7 @@ def block_params():
         yield pytest.param(block, id=block.id, marks=marks)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("block", list(block_params()))
 def test_block_runs_as_written(block, sessions):
     session = sessions(block.document)
@@ -439,6 +548,7 @@ def test_block_runs_as_written(block, sessions):
     run(block, session)
 
 
+@pytest.mark.integration
 def test_the_tiny_model_the_documents_use_is_the_readme_one(sessions):
     """The hub id resolves to build_model(seed=0, init_std=0.2), the README's tiny-model."""
     session = sessions("README.md")
