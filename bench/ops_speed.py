@@ -18,6 +18,11 @@ busy machine count less), throughput, and a comparison where the op has one:
 - numpy's sgemm on the feed-forward's shape (the reference point for GFLOP/s).
 
 Shapes: bge-reranker-base's (D 768, 12 heads, F 3072), 16 pairs x 256 tokens (N = 4096) for the dense ops.
+
+Each op's output is checked after it is timed (GELU bit for bit against numerics.gelu, on one thread and on
+two; layer-norm rows of mean 0 and standard deviation 1; softmax rows against the float64 formula; one head's
+attention against the float64 formula; the sgemm against float64): a benchmark of a wrong result stops
+with an AssertionError. tests/test_bench.py runs it once with --repeats 1.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from xlmr_np import engine
+from xlmr_np import engine, numerics
 
 N, D, H, F, DH = 4096, 768, 12, 3072, 64
 
@@ -60,6 +65,18 @@ def wall_ms(fn: Callable[[], object], repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def check(op: str, ok: bool, detail: object = "") -> None:
+    """What was timed computed what it claims to."""
+    if not ok:
+        raise AssertionError(f"python -m bench.ops_speed: {op}: wrong output {detail}")
+
+
+def softmax64(s):
+    """The float64 softmax of rows, the truth the timed ones are checked against."""
+    e = np.exp(s - s.max(axis=-1, keepdims=True), dtype=np.float64)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def plain_softmax(s):
     """The plain formula in place: max, subtract, exp, divide."""
     s -= s.max(axis=-1, keepdims=True)
@@ -79,7 +96,12 @@ def softmax_rows(scores, kind: str, repeats: int, copies) -> list[tuple[str, str
     work = np.empty_like(scores)
     floor = np.full(scores.shape[-1], engine.weight_floor(scores.dtype)[0], dtype=scores.dtype)
     guarded = cpu_ms(lambda: engine.softmax_weights(work, floor), repeats, lambda: np.copyto(work, scores))
+    truth = softmax64(scores.astype(np.float64))
+    gap = np.abs(work / work.sum(axis=-1, keepdims=True) - truth).max()  # the weights over their row sums
+    check(f"softmax, {kind} scores: engine", gap < 1e-6, f"(max |diff| {gap:.1e} from the float64 softmax)")
     plain = cpu_ms(lambda: plain_softmax(work), repeats, lambda: np.copyto(work, scores))
+    gap = np.abs(work - truth).max()
+    check(f"softmax, {kind} scores: plain formula", gap < 1e-6, f"(max |diff| {gap:.1e})")
     shape = "[" + ", ".join(map(str, scores.shape)) + "]"
     return [
         (f"softmax, {kind} scores: engine", shape, guarded, f"{guarded / plain:.2f}x the plain formula"),
@@ -94,6 +116,9 @@ def attention_row(qkv, repeats: int) -> tuple[str, str, float, str]:
     work, offsets = np.empty_like(q), np.array([0, n])
     blocks = cpu_ms(lambda: engine.attention(work, k, v, offsets, H), repeats, lambda: np.copyto(work, q))
     plain = cpu_ms(lambda: plain_head(q[:, :DH], k[:, :DH], v[:, :DH]), max(1, repeats // 5))
+    head = [a[:, -DH:].astype(np.float64) for a in (q, k, v)]  # the last head, in float64
+    gap = np.abs(work[:, -DH:] - softmax64(head[0] @ head[1].T) @ head[2]).max()
+    check(f"attention at {n} tokens", gap < 1e-4, f"(last head: max |diff| {gap:.1e} from the float64 formula)")
     return (
         "attention (engine.attention), all heads",
         f"{H} heads x [{n}, {n}]",
@@ -114,22 +139,29 @@ def rows(repeats: int, long: bool) -> list[tuple[str, str, float, str]]:
     x = rng.standard_normal((N, F), dtype=np.float32)
     y = np.empty_like(x)
     ms = cpu_ms(lambda: engine.gelu(x, out=y), repeats)
+    check("GELU", np.array_equal(y, numerics.gelu(x)), "(not numerics.gelu's bits)")
     out.append(("GELU", f"[{N}, {F}]", ms, f"{x.size / ms / 1e3:.0f} M values/s, {copies(x.shape, ms)}"))
     xs, ys = [rng.standard_normal((N, F), dtype=np.float32) for _ in range(2)], [np.empty_like(x) for _ in range(2)]
     with ThreadPoolExecutor(2) as pool:
         two = wall_ms(lambda: list(pool.map(lambda k: engine.gelu(xs[k], out=ys[k]), range(2))), repeats)
+    check("GELU, two threads", all(np.array_equal(ys[k], numerics.gelu(xs[k])) for k in range(2)))
     one = wall_ms(lambda: engine.gelu(xs[0], out=ys[0]), repeats)
     out.append(("GELU, two threads at once", f"2 x [{N}, {F}]", two, f"{2 * one / two:.2f}x one thread's work/s"))
     h, r = rng.standard_normal((N, D), dtype=np.float32), rng.standard_normal((N, D), dtype=np.float32)
     w, b, o = np.ones(D, dtype=np.float32), np.zeros(D, dtype=np.float32), np.empty((N, D), dtype=np.float32)
     ms = cpu_ms(lambda: engine.layer_norm(h, w, b, 1e-5, out=o, add=(b, r)), repeats)
+    moments = np.abs(o.mean(axis=-1)).max(), np.abs(o.std(axis=-1) - 1).max()  # weight 1, bias 0
+    check("layer norm", moments[0] < 1e-5 and moments[1] < 1e-3, f"(row means, stds off by {moments})")
     out.append(("layer norm with bias and residual", f"[{N}, {D}]", ms, copies(h.shape, ms)))
     for std, kind in ((1.0, "soft"), (30.0, "sharp")):
         out += softmax_rows((rng.standard_normal((H, 512, 512)) * std).astype(np.float32), kind, repeats, copies)
     for n in (512, 2048) + ((8192,) if long else ()):
         out.append(attention_row([rng.standard_normal((n, D), dtype=np.float32) * 0.3 for _ in range(3)], repeats))
     a, wt = rng.standard_normal((N, D), dtype=np.float32), rng.standard_normal((F, D), dtype=np.float32)
-    ms = cpu_ms(lambda: engine.matmul_wt(a, wt), repeats)
+    product = []
+    ms = cpu_ms(lambda: product.append(engine.matmul_wt(a, wt)), repeats)
+    rows64 = a[:64].astype(np.float64) @ wt.T.astype(np.float64)  # 64 rows of the product, in float64
+    check("sgemm", np.allclose(product[-1][:64], rows64, rtol=1e-4, atol=1e-3), "(against float64)")
     out.append(
         (
             "sgemm, feed-forward up (matmul_wt)",

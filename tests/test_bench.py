@@ -180,6 +180,7 @@ def test_long_inputs_on_a_tiny_sharp_model_with_bge_reranker_v2_m3s_positions(to
 
 @pytest.mark.integration
 def test_ops_speed_times_every_op_against_its_reference(capsys):
+    """Each op is timed, compared with its reference in the table, and its output checked (ops_speed.check)."""
     from bench import ops_speed
 
     assert ops_speed.main(["--repeats", "1"]) == 0
@@ -188,3 +189,12 @@ def test_ops_speed_times_every_op_against_its_reference(capsys):
     for op in ops:
         assert op in table, table
     assert table.count("ns/score; plain formula (one head): ") == 2, table
+
+
+def test_ops_speed_stops_at_an_op_whose_output_is_wrong(monkeypatch):
+    from bench import ops_speed
+    from xlmr_np import engine
+
+    monkeypatch.setattr(engine, "gelu", lambda x, bias=None, out=None: np.multiply(x, 0.5, out=out))  # not GELU
+    with pytest.raises(AssertionError, match=r"GELU: wrong output \(not numerics.gelu's bits\)"):
+        ops_speed.main(["--repeats", "1"])
