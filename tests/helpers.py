@@ -149,9 +149,11 @@ class Outputs:
 def transformers_forward(
     torch, model, batch, dtype=np.float32, hidden_states: bool = False, attentions: bool = False
 ) -> Outputs:
-    """XLMRobertaForSequenceClassification on a padded batch (xlmr_np's Batch) in `dtype`; the model is
-    left in float32 afterwards, as it came."""
-    model.to(torch.float64 if np.dtype(dtype) == np.float64 else torch.float32)
+    """XLMRobertaForSequenceClassification on a padded batch (input_ids and attention_mask [B, T], as xlmr_np's
+    Batch) in `dtype`, the model left in float32 afterwards, as it came; dtype None: in the model's own dtype,
+    which is left as it is (for a caller that holds numpy views of the model's weights)."""
+    if dtype is not None:
+        model.to(torch.float64 if np.dtype(dtype) == np.float64 else torch.float32)
     try:
         with torch.inference_mode():
             out = model(
@@ -161,7 +163,8 @@ def transformers_forward(
                 output_attentions=attentions,
             )
     finally:
-        model.float()
+        if dtype is not None:
+            model.float()
     return Outputs(
         out.logits.numpy(),
         [h.numpy() for h in out.hidden_states or ()],

@@ -24,11 +24,12 @@ import itertools
 
 import numpy as np
 import pytest
+from helpers import transformers_forward
 
 from xlmr_np import engine
 from xlmr_np.config import XLMRobertaConfig
 from xlmr_np.testing import LONG_PAIRS, SAMPLE_PAIRS, build_model, family_shape, xlmr_tokenizer_json
-from xlmr_np.tokenizer import PairTokenizer
+from xlmr_np.tokenizer import Batch, PairTokenizer
 
 pytestmark = pytest.mark.parity
 
@@ -65,9 +66,9 @@ def fold_ids(ids):
     return np.where(ids < 5, ids, 5 + (ids - 5) % (VOCAB - 5))
 
 
-def batch(length, tokenizer):
-    """input_ids and attention_mask [B, T] of real text: one pair of exactly `length` tokens, and for short
-    lengths two more, shorter ones, so the batch has padding."""
+def batch(length, tokenizer) -> Batch:
+    """A batch of real text, its ids folded: one pair of exactly `length` tokens, and for short lengths two
+    more, shorter ones, so the batch has padding."""
     document = " ".join(itertools.islice(itertools.cycle(PARAGRAPHS), 4 * length // 10 + 10))
     pairs = [(QUERY, document)]
     if length <= 512:
@@ -77,7 +78,7 @@ def batch(length, tokenizer):
     ids = np.ones((len(encoded), length), dtype=np.int64)
     for b, e in enumerate(encoded):
         ids[b, : len(e.ids)] = e.ids
-    return fold_ids(ids), (ids != 1).astype(np.int64)
+    return Batch(fold_ids(ids), (ids != 1).astype(np.int64), [e.truncated for e in encoded])
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +103,10 @@ def test_the_engine_matches_transformers_on_long_real_pairs(
         net.to(torch.float32 if dtype == np.float32 else torch.float64)
         params = {k: v.numpy() for k, v in net.state_dict().items()}  # shares torch's memory
         for length in lengths:
-            ids, mask = batch(length, tokenizer)
-            with torch.inference_mode():
-                out = net(
-                    input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True
-                )
-            theirs = [h.numpy()[mask.astype(bool)] for h in out.hidden_states] + [out.logits.numpy()]
+            pairs = batch(length, tokenizer)
+            ids, mask = pairs.input_ids, pairs.attention_mask
+            out = transformers_forward(torch, net, pairs, dtype=None, hidden_states=True)
+            theirs = [h[mask.astype(bool)] for h in out.hidden_states] + [out.logits]
             states: list[np.ndarray] = []
             logits = engine.forward(params, config, ids, mask, states)
             ours = [h[mask.astype(bool)] for h in states] + [logits]
