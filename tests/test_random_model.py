@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import transformers_forward
 
 from xlmr_np import Reranker, XLMRobertaConfig
 from xlmr_np.cli import main
@@ -130,23 +131,18 @@ def test_command_writes_the_model_and_says_what_it_is(tmp_path, capsys):
 
 
 @pytest.mark.parity
-def test_transformers_loads_it_and_agrees(tiny):
-    from xlmr_np.testing import require
+def test_transformers_loads_it_and_agrees(tiny, torch):
+    import transformers
 
-    torch = require("torch", "loading the random model with transformers")
-    transformers = require("transformers", "loading the random model with transformers")
     theirs, info = transformers.AutoModelForSequenceClassification.from_pretrained(
         tiny, attn_implementation="eager", output_loading_info=True
     )
     assert not any(info.values()), info  # no missing, unexpected or mismatched key
     reranker = Reranker.from_pretrained(tiny)
     batch = reranker.tokenize(PAIRS)
-    with torch.no_grad():
-        ref = theirs.eval()(
-            input_ids=torch.tensor(batch.input_ids), attention_mask=torch.tensor(batch.attention_mask)
-        ).logits[:, 0]
+    ref = transformers_forward(torch, theirs.eval(), batch).logits[:, 0]
     ours = np.array(reranker.compute_score(PAIRS))
-    assert np.abs(ours - ref.numpy()).max() < 2e-5, diff_message("logits", ours, ref.numpy())
+    assert np.abs(ours - ref).max() < 2e-5, diff_message("logits", ours, ref)
 
 
 def test_the_readme_shows_what_its_first_rerank_prints(tmp_path, capsys, monkeypatch):
