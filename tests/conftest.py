@@ -69,10 +69,16 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def pytest_sessionfinish(session):
-    """XLMR_NP_MAX_RSS_MB (set by .ci/run): fail the run if this process grew past it."""
+    """XLMR_NP_MAX_RSS_MB (set by .ci/run): fail the run if this process grew past it. A run of unit tests
+    alone fails if torch or transformers was imported at all (by a test, or by a module as it was collected)."""
     limit = os.environ.get("XLMR_NP_MAX_RSS_MB")
     if limit and peak_rss_mb() > float(limit):
         print(f"\npeak RSS {peak_rss_mb():.0f} MB exceeds XLMR_NP_MAX_RSS_MB={limit}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    items = getattr(session, "items", [])
+    imported = [name for name in ("torch", "transformers") if name in sys.modules]
+    if items and imported and all(item.get_closest_marker("unit") for item in items):
+        print(f"\nthe unit tier imported {imported}: a test module imports it at the top?", file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
