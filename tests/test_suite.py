@@ -4,6 +4,7 @@ module imports another (what they share is in helpers.py and conftest.py)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
@@ -85,3 +86,17 @@ def test_no_test_module_imports_another():
         for path in MODULES
     }
     assert {module: names for module, names in imports.items() if names} == {}
+
+
+def test_ci_runs_every_tier_with_torch_required_and_the_readmes_test_command():
+    """.ci/run runs the unit tier by the command the README gives a developer, then the other tiers, each
+    with XLMR_NP_REQUIRE_TORCH=1 (a missing torch is a failure there, not a skip)."""
+    root = TESTS.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    develop = re.search(r"To develop: `pip install -e '\.\[test\]' && (python -m pytest[^`]*)`", readme)
+    assert develop, "the README's 'To develop:' command"
+    steps = [line.split("#")[0].strip() for line in (root / ".ci" / "run").read_text().splitlines()]
+    required = next(i for i, s in enumerate(steps) if s.startswith("export") and "XLMR_NP_REQUIRE_TORCH=1" in s)
+    tiers = [s for s in steps[required:] if s.startswith("step python -m pytest")]
+    assert tiers[0] == f"step {develop.group(1)}", tiers
+    assert {t.rsplit(" -m ", 1)[1].strip() for t in tiers[1:]} >= {"integration", "parity"}, tiers
