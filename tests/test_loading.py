@@ -27,6 +27,12 @@ def copy_model(src, dst):
     return dst
 
 
+def assert_same_logits(name, reranker, batch, torch, model):
+    """The reranker's logits on a batch within 2e-5 of transformers' (float32)."""
+    ours = reranker.forward(batch.input_ids, batch.attention_mask).logits
+    assert_close(name, ours, transformers_forward(torch, model, batch).logits, atol=2e-5, rtol=2e-5)
+
+
 @pytest.mark.parity
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 def test_half_precision_checkpoints_are_widened_exactly(torch, tmp_path, dtype_name):
@@ -39,14 +45,7 @@ def test_half_precision_checkpoints_are_widened_exactly(torch, tmp_path, dtype_n
         if key in reranker.params:
             ours = np.asarray(reranker.params[key])
             assert ours.dtype == np.float32 and np.array_equal(ours, value.numpy()), key
-    batch = reranker.tokenize(PAIRS)
-    assert_close(
-        f"{dtype_name} checkpoint logits",
-        reranker.forward(batch.input_ids, batch.attention_mask).logits,
-        transformers_forward(torch, model, batch).logits,
-        atol=2e-5,
-        rtol=2e-5,
-    )
+    assert_same_logits(f"{dtype_name} checkpoint logits", reranker, reranker.tokenize(PAIRS), torch, model)
 
 
 @pytest.mark.parity
@@ -63,14 +62,7 @@ def test_checkpoint_without_roberta_prefix_with_pooler_and_old_buffers(tiny_mode
     with caplog.at_level(logging.INFO, logger="xlmr_np.weights"):
         reranker = Reranker.from_pretrained(directory)
     assert "pooler.dense.weight" in caplog.text and "embeddings.position_ids" in caplog.text
-    batch = reranker.tokenize(PAIRS)
-    assert_close(
-        "renamed checkpoint logits",
-        reranker.forward(batch.input_ids, batch.attention_mask).logits,
-        transformers_forward(torch, torch_model, batch).logits,
-        atol=2e-5,
-        rtol=2e-5,
-    )
+    assert_same_logits("renamed checkpoint logits", reranker, reranker.tokenize(PAIRS), torch, torch_model)
 
 
 @pytest.mark.parity
@@ -82,14 +74,7 @@ def test_sharded_checkpoint(tiny_model, tmp_path, torch):
     index = json.loads((directory / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1 and not (directory / "model.safetensors").exists()
     reranker = Reranker.from_pretrained(directory)
-    batch = reranker.tokenize(PAIRS)
-    assert_close(
-        "sharded logits",
-        reranker.forward(batch.input_ids, batch.attention_mask).logits,
-        transformers_forward(torch, torch_model, batch).logits,
-        atol=2e-5,
-        rtol=2e-5,
-    )
+    assert_same_logits("sharded logits", reranker, reranker.tokenize(PAIRS), torch, torch_model)
 
 
 @pytest.mark.parity
@@ -109,13 +94,7 @@ def test_long_position_table_beyond_512_tokens(torch, tmp_path):
     pairs = [("long query " * 20, "a long document about many things " * 250), ("q", "d")]
     batch = reranker.tokenize(pairs)
     assert batch.input_ids.shape[1] == 1024 and batch.truncated == [True, False]
-    assert_close(
-        "1024-token logits",
-        reranker.forward(batch.input_ids, batch.attention_mask).logits,
-        transformers_forward(torch, model, batch).logits,
-        atol=2e-5,
-        rtol=2e-5,
-    )
+    assert_same_logits("1024-token logits", reranker, batch, torch, model)
 
 
 def test_embedding_table_is_read_row_by_row(tiny_dir):
