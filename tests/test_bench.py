@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import helpers
 import numpy as np
 import pytest
@@ -198,3 +200,30 @@ def test_ops_speed_stops_at_an_op_whose_output_is_wrong(monkeypatch):
     monkeypatch.setattr(engine, "gelu", lambda x, bias=None, out=None: np.multiply(x, 0.5, out=out))  # not GELU
     with pytest.raises(AssertionError, match=r"GELU: wrong output \(not numerics.gelu's bits\)"):
         ops_speed.main(["--repeats", "1"])
+
+
+@pytest.mark.integration
+def test_gemm_floor_prints_a_row_per_job(torch, tiny_dir, capsys):
+    """python -m bench.gemm_floor (docs/performance.md) on the tiny model: every job's row, the times in whole
+    ms (0 for the tiny model's products) and the ratios positive."""
+    from bench import gemm_floor
+
+    gemm_floor.main([str(tiny_dir), "--repeats", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if "tokens) |" in line]
+    assert [row.split(" (")[0].removeprefix("| ") for row in rows] == [name for name, _, _ in gemm_floor.JOBS]
+    for row in rows:
+        numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", row.split(") |", 1)[1])]
+        assert len(numbers) == 8 and min(numbers[-2:]) > 0, row
+
+
+@pytest.mark.integration
+def test_profile_forward_prints_each_op_family(tiny_dir, capsys):
+    """python -m bench.profile_forward (docs/performance.md) on the tiny model: the forward's time and each op
+    family's share of it."""
+    from bench import profile_forward
+
+    profile_forward.main(str(tiny_dir), 2, 32)  # a pair's 16-token query and its document
+    out = capsys.readouterr().out
+    assert out.startswith("2 pairs x 32 tokens: forward "), out
+    for label in profile_forward.OPS:
+        assert re.search(rf"^\s*{re.escape(label.strip())}\s+\d+\.\d+ s\s+\d+\.\d%", out, re.M), (label, out)
