@@ -110,7 +110,7 @@ MARKED: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("docs/performance.md", "python -m bench.profile_forward ~/.cache/xlmr-np/full-random"): (
         "skip",
-        f"{FULL_SIZE}, which python -m bench builds",
+        f"{FULL_SIZE}, which python -m bench builds (tests/test_bench.py runs profile_forward on a tiny one)",
     ),
     ("docs/performance.md", "python -m bench.ops_speed"): (
         "skip",
