@@ -16,6 +16,7 @@ from xlmr_np.testing import xlmr_tokenizer_json
 from xlmr_np.verify import Verifier, VerifyError, compare_scores, kendall_tau, verify_endpoint
 from xlmr_np.verify.analysis import detect_scale
 from xlmr_np.verify.clients import Endpoint, parse_results
+from xlmr_np.verify.golden import hub_repo_id
 from xlmr_np.verify.probes import load_probes, probe_data
 
 KEY_VAR, KEY = "VERIFY_TEST_KEY", "verify-key-30c1"
@@ -130,6 +131,7 @@ def test_compare_scores_on_the_model_itself_is_exact(reranker):
 
     report = compare_scores(engine, reranker=reranker)
     assert report.agrees and report.exit_code == 0 and report.verdict == "agrees"
+    assert report.reference["model"] == reranker.model_dir, report.reference  # the model given, not the default
     assert report.analysis.overall("logit_diff") == (0.0, 0.0)
     assert "verdict: agrees within atol 0.001 on logits (exit 0)" in str(report)
 
@@ -226,11 +228,12 @@ def test_own_server_agrees_in_each_format(format, path, scale, server, verifier)
 
 
 def test_cli_against_own_server_with_json_report(server, env, tmp_path):
-    """The README's example: default --model (the hub id, resolved from the cache), format detected."""
+    """The README's example: the key in $XLMR_NP_API_KEY as for serve, default --model (the hub id, resolved
+    from the cache), format detected."""
     out = tmp_path / "report.json"
     result = run(
-        ["verify", "--endpoint", server.url, "--api-key-env", KEY_VAR, "--json", str(out)],
-        dict(env, **{KEY_VAR: KEY}),
+        ["verify", "--endpoint", server.url, "--json", str(out)],
+        dict(env, XLMR_NP_API_KEY=KEY),
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -270,6 +273,12 @@ def test_cli_errors_are_one_line_with_exit_status_1(args, extra_env, message, se
     result = run(["verify", *args], dict(env, **extra_env), timeout=300)
     assert result.returncode == 1 and message in result.stderr, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_hub_repo_id_of_a_cache_snapshot():
+    assert hub_repo_id("/c/models--BAAI--bge-reranker-v2-m3/snapshots/" + "0" * 40) == "BAAI/bge-reranker-v2-m3"
+    assert hub_repo_id("/models/bge-reranker-base") is None
+    assert hub_repo_id("/c/snapshots/abc") is None
 
 
 def test_endpoint_url_forms():

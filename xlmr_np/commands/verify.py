@@ -14,6 +14,7 @@ import os
 
 from ..errors import InputError
 from .common import add_model_arguments, load_reranker, reports_errors
+from .serve import API_KEY_ENV
 
 
 def register(subparsers) -> None:
@@ -35,7 +36,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--api-key-env",
         metavar="VAR",
-        help="environment variable holding the endpoint's API key (sent as a bearer token)",
+        help=f"environment variable holding the endpoint's API key, sent as a bearer token (default: "
+        f"${API_KEY_ENV}, the variable `xlmr-np serve` reads, when it is set)",
     )
     parser.add_argument(
         "--endpoint-model",
@@ -71,7 +73,7 @@ def run(args) -> int:
     atol = DEFAULT_ATOL if args.atol is None else args.atol
     if not atol >= 0:
         raise InputError(f"--atol must be a non-negative number, got {args.atol}")
-    api_key = None
+    api_key = os.environ.get(API_KEY_ENV, "").strip() or None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:

@@ -21,7 +21,7 @@ from ..reranker import Reranker
 from ..weights import load_params
 from .analysis import Answer, Finding, analyse, kendall_tau
 from .clients import FORMATS, Endpoint, connect
-from .golden import hub_revision, read_golden, write_golden
+from .golden import hub_repo_id, hub_revision, read_golden, write_golden
 from .probes import PROBE_SET_VERSION, Probe, ProbeSet, VerifyError, load_probes
 from .reference import LocalScores, model_dir_of, open_tokenizer
 from .report import Report
@@ -99,7 +99,7 @@ class Verifier:
             d = np.abs(float32.logits_of(self.local.encoded, 16)[:, 0].astype(np.float64) - self.local.logits)
             self.float32_vs_float64 = (float(d.max()), float(d.mean()))
         self.reference = {
-            "model": model_name or reranker.model_dir,
+            "model": model_name or hub_repo_id(reranker.model_dir) or reranker.model_dir,
             "revision": hub_revision(reranker.model_dir),
             "dtype": str(reranker.dtype),
             "max_length": reranker.max_length,
@@ -138,8 +138,9 @@ class Verifier:
 
 
 def _verifier(reranker, model, float64) -> Verifier:
-    """The reference: `reranker` if given (named by its directory), else `model` loaded."""
-    name = model if reranker is None or not reranker.model_dir.endswith(model) else None
+    """The reference: `reranker` if given (named by the hub repo or directory it was loaded from), else
+    `model` loaded (and named so)."""
+    name = model if reranker is None else None
     if reranker is None:
         reranker = Reranker.from_pretrained(model)
     truth = float64_copy(reranker) if float64 else reranker
@@ -157,8 +158,9 @@ def compare_scores(
 ) -> Report:
     """Check an in-process engine: fn(query, documents) -> one score per document, in their order.
 
-    Scores may be logits, sigmoid scores or another monotone map (detected). See docs/verify.md for
-    sentence-transformers' CrossEncoder, FlagEmbedding's FlagReranker and an onnxruntime session.
+    The reference is `reranker`, or else `model` loaded. Scores may be logits, sigmoid scores or another
+    monotone map (detected). See docs/verify.md for sentence-transformers' CrossEncoder, FlagEmbedding's
+    FlagReranker and an onnxruntime session.
     """
     return _verifier(reranker, model, float64).check(
         fn, source=getattr(fn, "__name__", "engine"), atol=atol, expect_scale=expect_scale, diagnose=diagnose

@@ -117,7 +117,7 @@ class Endpoint:
         if status in (401, 403):
             raise VerifyError(
                 f"{self.url} refused the request ({_error_message(status, body)}); give the API key "
-                f"with --api-key-env VARIABLE"
+                f"in $XLMR_NP_API_KEY or with --api-key-env VARIABLE"
             )
         if status == 404:
             raw = json.dumps(body).lower()  # the model, not the route, was not found (as servers that name it say)
