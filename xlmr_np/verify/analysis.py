@@ -12,7 +12,7 @@ import numpy as np
 
 from ..reranker import sigmoid64
 from .probes import Probe
-from .reference import LocalScores, variants
+from .reference import FLAVOURS, ROUNDING_ORDER_FLAVOURS, LocalScores, Variant, combined, variants
 
 SCALES = ("logits", "sigmoid", "affine", "monotone")
 TOP_K = 3
@@ -151,7 +151,7 @@ class ProbeResult:
     reference: np.ndarray  # [n] reference logits
     truncated: list[bool]  # [n] cut by the local tokenizer (at its max_length)
     endpoint: np.ndarray  # [n] the endpoint's values by their claimed index (NaN: missing)
-    aligned: np.ndarray  # [n] the same, matched to documents by echoed text (or by value) when indices were wrong
+    aligned: np.ndarray  # [n] the same, matched to documents by echoed text when indices were wrong
     error: str | None
     problems: list[str]
     fp16_effect: float  # max |float16-rounded weights - reference| on this probe's logits
@@ -180,10 +180,19 @@ class ProbeResult:
 
 @dataclass
 class Hypothesis:
+    """A planted fault (or two) measured against the endpoint's answers."""
+
     key: str
     cause: str
     mean: float  # mean |endpoint - variant| on logits over the answered probes
     max: float
+    fits: bool = False  # explains the answers: exactly, or (compute) up to the order of the scheme's roundings
+    exact: bool = False  # every answer within the tolerance
+    flavour: str = ""  # compute: the flavour closest to the endpoint (see reference.FLAVOURS)
+    spread_mean: float = 0.0  # compute: how far other rounding orders of the scheme lie apart, mean and max
+    spread_max: float = 0.0
+    pairs_off: int = 0  # compute: pairs beyond the tolerance and that spread
+    pairs: int = 1  # faults planted together
 
 
 @dataclass
@@ -237,13 +246,6 @@ def answer_vectors(probe: Probe, answer: Answer) -> tuple[np.ndarray, np.ndarray
             by_text = {t: s for t, s in zip(answer.texts, by_index) if t is not None}
             aligned = np.array([by_text.get(d, np.nan) for d in probe.documents])
     return by_index, aligned, problems
-
-
-def realign_by_value(e: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """e's values assigned to the documents in x's order (the best match if only the indices are wrong)."""
-    out = np.empty_like(e)
-    out[np.argsort(-x, kind="stable")] = np.sort(e)[::-1]
-    return out
 
 
 def analyse(
@@ -327,7 +329,7 @@ def analyse(
             )
     hypotheses: list[Hypothesis] = []
     if diagnose and scale.comparable and not all(r.within for r in answered):
-        hypotheses, value_findings = _explain(results, answered, local, scale)
+        hypotheses, value_findings = _explain(results, answered, local, scale, atol)
         findings += value_findings
     fp16_mean = float(fp16_all.mean())
     return Analysis(results, scale, atol, expect_scale, findings, hypotheses, float(fp16_all.max()), fp16_mean)
@@ -389,32 +391,162 @@ def _index_finding(r: ProbeResult) -> Finding:
     )
 
 
-def _explain(results, answered, local: LocalScores, scale: Scale) -> tuple[list[Hypothesis], list[Finding]]:
-    """Which single known fault, planted in the local model, reproduces the endpoint's logits best."""
+@dataclass
+class Evidence:
+    """The endpoint's answers on logits, pooled over the answered probes, and where they come from."""
+
+    e: np.ndarray  # [M] endpoint logits
+    x: np.ndarray  # [M] reference logits
+    tolerance: np.ndarray  # [M] atol plus what converting the endpoint's values to logits adds
+    ok: np.ndarray  # [M] finite (a saturated sigmoid carries no logit)
+    slices: list[slice]  # each answered probe's pairs in the local scores
+    atol: float
+
+    def pooled(self, y: np.ndarray) -> np.ndarray:
+        """A variant's logits [N] over all probes -> [M] over the answered ones."""
+        return np.concatenate([y[s] for s in self.slices])
+
+
+# A compute variant reproduces an engine's answers up to the order of its roundings when: every answer
+# lies within the tolerance plus SPREAD_FACTOR times the scheme's spread (the largest gap between its
+# flavour and the same flavour with float64 arithmetic between its roundings, or between its eager and
+# fused attention) on all but one in ONE_IN pairs; the mean |diff| left is at most SPREAD_FACTOR times
+# the mean gap, or a quarter of the mean |diff| without the variant; and the endpoint moves from the
+# reference by the scheme's own amount (medians, which a few large differences from another fault cannot
+# move) within a factor EFFECT_FACTOR either way: a few differing probes are no reduced-precision engine.
+SPREAD_FACTOR = 2.0
+EFFECT_FACTOR = 2.0
+ONE_IN = 8
+# Token variants tried in combination with each weights or compute variant, the closest first.
+COMBINED_TOKEN_VARIANTS = 3
+
+
+def measure(v: Variant, evidence: Evidence, local: LocalScores, flavours: bool = True) -> Hypothesis:
+    """How well one variant (or combination) reproduces the answers; a compute variant by its closest
+    flavour (all of them, with the spread of its rounding order; or the first alone when flavours is
+    False)."""
+    ev = evidence
+    ys = [ev.pooled(y) for y in (local.flavours(v.key) if flavours else [local.variant(v.key)])]  # F x [M]
+    residuals = [np.where(ev.ok, np.abs(ev.e - y), 0.0) for y in ys]  # F x [M]
+    best = int(np.argmin([r.mean() for r in residuals]))
+    r = residuals[best]
+    h = Hypothesis(v.key, v.cause, float(r[ev.ok].mean()), float(r[ev.ok].max()), pairs=1 + v.key.count("+"))
+    h.exact = h.fits = bool((r <= ev.tolerance).all())
+    if v.kind != "compute" or h.exact or not flavours:
+        return h
+    model = v.key.split("+")[-1]
+    h.flavour = list(FLAVOURS[model])[best]
+    gaps = [np.abs(ys[best] - ev.pooled(local.twin(v.key, h.flavour)))]  # [M]
+    if model in ROUNDING_ORDER_FLAVOURS:
+        gaps.append(np.max(ys, axis=0) - np.min(ys, axis=0))
+    spread = np.max(gaps, axis=0)[ev.ok]  # [M]
+    h.spread_mean, h.spread_max = float(spread.mean()), float(spread.max())
+    off = int((r > ev.tolerance + SPREAD_FACTOR * h.spread_max).sum())
+    moved = np.abs(ev.e - ev.x)[ev.ok]  # [M]
+    effect = float(np.median(np.abs(ys[best] - ev.x)[ev.ok]))
+    h.pairs_off = off
+    h.fits = bool(
+        off <= len(r) // ONE_IN
+        and h.mean <= max(SPREAD_FACTOR * h.spread_mean, float(moved.mean()) / 4) + ev.atol
+        and effect / EFFECT_FACTOR <= float(np.median(moved)) <= effect * EFFECT_FACTOR
+    )
+    return h
+
+
+def best_fit(hypotheses: list[Hypothesis]) -> Hypothesis | None:
+    """The hypothesis that explains the answers, if any: an exact reproduction before one up to the order
+    of roundings, one fault before two; but two faults beat one fault reproduced only up to its roundings
+    when they leave no answer beyond the allowance where it leaves some, or half its mean |diff| or less
+    (a tokenizer difference hidden in a reduced-precision engine's noise)."""
+    fitting = sorted((h for h in hypotheses if h.fits), key=lambda h: (not h.exact, h.pairs, h.mean))
+    if not fitting:
+        return None
+    first = fitting[0]
+    if not first.exact and first.pairs == 1:
+        closer = [
+            h
+            for h in fitting
+            if h.pairs > 1
+            and (h.mean <= first.mean / 2 or (h.pairs_off == 0 < first.pairs_off and h.mean < first.mean))
+        ]
+        return min(closer, key=lambda h: (not h.exact, h.mean)) if closer else first
+    return first
+
+
+def hypotheses_for(evidence: Evidence, local: LocalScores) -> list[Hypothesis]:
+    """Every single variant measured; when none reproduces the answers exactly, the compute variants with
+    all their flavours, and the closest token variants combined with each weights or compute variant.
+    Sorted closest first."""
+    singles = variants(local.max_length)
+    measured = {v.key: measure(v, evidence, local, flavours=False) for v in singles}
+    exact = best_fit(list(measured.values()))
+    if exact is not None and exact.exact:
+        return sorted(measured.values(), key=lambda h: h.mean)
+    for v in singles:
+        if v.kind == "compute":
+            measured[v.key] = measure(v, evidence, local)
+    models = [v for v in singles if v.kind in ("weights", "compute")]
+    closest_model = min(models, key=lambda v: measured[v.key].mean)
+    base = evidence.pooled(local.variant(closest_model.key))  # [M]
+
+    def added(a: Variant) -> float:
+        """Mean |diff| left by a's effect added to the closest model variant's: a cheap guess at the pair."""
+        y = base + evidence.pooled(local.variant(a.key)) - evidence.x
+        return float(np.abs(evidence.e - y)[evidence.ok].mean())
+
+    tokens = sorted((v for v in singles if v.kind == "tokens"), key=added)
+    for a in tokens[:COMBINED_TOKEN_VARIANTS]:
+        for b in models:
+            both = combined(a, b)
+            measured[both.key] = measure(both, evidence, local)
+    return sorted(measured.values(), key=lambda h: h.mean)
+
+
+def _explain(
+    results, answered, local: LocalScores, scale: Scale, atol: float
+) -> tuple[list[Hypothesis], list[Finding]]:
+    """Which known fault (or two), planted in the local model, reproduces the endpoint's logits."""
     findings: list[Finding] = []
     index = {id(r): i for i, r in enumerate(results)}
-    slices = [local.probe_slice(index[id(r)]) for r in answered]
-    e = np.concatenate([_on_logits(r, scale) for r in answered])
-    x = np.concatenate([r.reference for r in answered])
-    ok = np.isfinite(e)
-    tolerance = np.concatenate([r.tolerance for r in answered])
-    r0_mean, r0_max = float(np.mean(np.abs(e - x)[ok])), float(np.max(np.abs(e - x)[ok]))
-    hypotheses = []
-    for v in variants():
-        y = np.concatenate([local.variant(v.key)[s] for s in slices])
-        d = np.abs(e - y)[ok]
-        hypotheses.append(Hypothesis(v.key, v.cause, float(d.mean()), float(d.max())))
-    hypotheses.sort(key=lambda h: h.mean)
-    best = hypotheses[0]
-    y = np.concatenate([local.variant(best.key)[s] for s in slices])
-    exact = bool((np.abs(e - y)[ok] <= tolerance[ok]).all())
-    if exact:
+    evidence = Evidence(
+        e=np.concatenate([_on_logits(r, scale) for r in answered]),
+        x=np.concatenate([r.reference for r in answered]),
+        tolerance=np.concatenate([r.tolerance for r in answered]),
+        ok=np.array([]),
+        slices=[local.probe_slice(index[id(r)]) for r in answered],
+        atol=atol,
+    )
+    evidence.ok = np.isfinite(evidence.e)
+    d = np.abs(evidence.e - evidence.x)[evidence.ok]
+    r0_mean, r0_max = float(d.mean()), float(d.max())
+    hypotheses = hypotheses_for(evidence, local)
+    fit = best_fit(hypotheses)
+    best = fit or hypotheses[0]
+    planted = "planting both in the local model" if best.pairs > 1 else "planting this fault in the local model"
+    if fit is not None and fit.exact:
         findings.append(
             Finding(
-                best.cause,
-                f"planting this fault in the local model reproduces every answer within "
-                f"the tolerance (max |diff| {best.max:.3g} on logits, against "
-                f"{r0_max:.3g} without it)",
+                fit.cause,
+                f"{planted} reproduces every answer within the tolerance (max |diff| {fit.max:.3g} on logits, "
+                f"against {r0_max:.3g} without it)",
+                "values",
+            )
+        )
+    elif fit is not None:
+        if fit.spread_max > 0:
+            rest = (
+                f"the rest is the order of roundings, in which faithful implementations of that precision differ "
+                f"(its eager and fused attention: mean {fit.spread_mean:.3g}, max {fit.spread_max:.3g})"
+            )
+        else:
+            rest = "every answer within the tolerance" + (
+                f" but {fit.pairs_off}, where a value near a rounding step moved by a step" if fit.pairs_off else ""
+            )
+        findings.append(
+            Finding(
+                fit.cause,
+                f"{planted} ({fit.flavour}) brings the mean |diff| on logits from {r0_mean:.3g} to {fit.mean:.3g} "
+                f"(max {r0_max:.3g} to {fit.max:.3g}); {rest}",
                 "values",
             )
         )
@@ -431,7 +563,7 @@ def _explain(results, answered, local: LocalScores, scale: Scale) -> tuple[list[
     else:
         findings.append(
             Finding(
-                "no single known fault explains the differences",
+                "no known fault explains the differences",
                 f"the closest, {best.key}, only brings the mean |diff| on logits from {r0_mean:.3g} to {best.mean:.3g}",
                 "values",
             )
@@ -446,15 +578,15 @@ def _explain(results, answered, local: LocalScores, scale: Scale) -> tuple[list[
             "category",
         )
     )
-    lengths = next((r for r in answered if r.probe.id == "lengths"), None)
-    if lengths is not None and not lengths.within and "truncat" in best.cause + best.key:
-        status = ["agrees" if d <= t else "differs" for d, t in zip(lengths.logit_diff, lengths.tolerance)]
+    lengths = [r for r in answered if r.probe.category == "truncation" and r.probe.tokens and any(r.probe.tokens)]
+    if any(not r.within for r in lengths) and "truncat" in best.cause + best.key:
+        status = [
+            f"{n} tokens {'agrees' if d <= t else 'differs'}"
+            for r in lengths
+            for n, d, t in zip(r.probe.tokens, r.logit_diff, r.tolerance)
+            if n is not None
+        ]
         findings.append(
-            Finding(
-                "truncation point",
-                "behind a short query, documents of "
-                + ", ".join(f"{n} tokens {s}" for n, s in zip(lengths.probe.tokens, status)),
-                "category",
-            )
+            Finding("truncation point", "behind a short query, documents of " + ", ".join(status), "category")
         )
     return hypotheses, findings
