@@ -1,9 +1,10 @@
 """verify against independent peers run in this process: TEI- and Cohere-format rerank endpoints backed by
-transformers + torch on the same random model, clean and with planted faults.
+transformers + torch on the same random model (and onnxruntime on its export), clean and with planted
+faults.
 
 Each planted fault is one a real engine has shipped (or could): verify must flag it (verdict "differs")
-and name it in a diagnosis line. Peers compute in float32 like the reference, so a clean peer agrees
-within 1e-4 on logits.
+and name it in the first diagnosis line. Peers compute in float32 like the reference unless the fault is
+reduced precision, so a clean peer agrees within 1e-4 on logits.
 """
 
 from __future__ import annotations
@@ -21,20 +22,52 @@ from xlmr_np import Reranker
 from xlmr_np.testing import build_model
 from xlmr_np.verify import Verifier, verify_endpoint
 
+pytestmark = pytest.mark.parity
+
 ATOL = 1e-4
-FAULTS = ("separator", "gelu-head", "truncate-256", "only_second", "float16", "sigmoid", "shuffled")
+# Faults of the model's computation: the peer's model is changed; the others change what it is given.
+PRECISION_FAULTS = ("float16", "float16-compute", "bfloat16-compute", "int8-dynamic")
+# A tokenizer_config.json as the hub's XLM-R rerankers ship it: it names XLMRobertaTokenizer, which
+# transformers >= 5 rebuilds from the file's pieces instead of running its pipeline.
+TOKENIZER_CONFIG = {
+    "tokenizer_class": "XLMRobertaTokenizer",
+    "model_max_length": 512,
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "cls_token": "<s>",
+    "sep_token": "</s>",
+    "pad_token": "<pad>",
+    "unk_token": "<unk>",
+    "mask_token": "<mask>",
+}
+
+
+def precision_model(model, fault: str | None):
+    """The peer's torch model: float16-rounded weights, or a reduced-precision copy computing with SDPA
+    (transformers' default attention), or the model itself."""
+    import torch
+
+    if fault not in PRECISION_FAULTS:
+        return model
+    copied = copy.deepcopy(model)
+    if fault == "float16":
+        return copied.half().float()
+    copied.config._attn_implementation = "sdpa"
+    if fault == "int8-dynamic":
+        return torch.ao.quantization.quantize_dynamic(copied, {torch.nn.Linear}, dtype=torch.qint8)
+    return copied.to(torch.float16 if fault == "float16-compute" else torch.bfloat16)
 
 
 class TorchPeer:
-    """A cross-encoder scored with transformers, with at most one fault planted."""
+    """A cross-encoder scored with transformers, with planted faults ("strip+float16-compute": two)."""
 
     def __init__(self, tokenizer, model, fault=None):
         import torch
 
         self.torch = torch
-        self.tokenizer = tokenizer  # transformers' XLMRobertaTokenizerFast, shared: each copy holds ~300 MB
-        self.model = copy.deepcopy(model).half().float() if fault == "float16" else model
-        self.fault = fault
+        self.faults = set(fault.split("+")) if fault else set()
+        self.tokenizer = tokenizer  # transformers' tokenizer, shared: each copy holds ~300 MB
+        self.model = precision_model(model, next((f for f in self.faults if f in PRECISION_FAULTS), None))
 
     def logits(self, query: str, documents: list[str]) -> list[float]:
         torch = self.torch
@@ -43,32 +76,34 @@ class TorchPeer:
             documents,
             padding=True,
             return_tensors="pt",
-            truncation="only_second" if self.fault == "only_second" else "longest_first",
-            max_length=256 if self.fault == "truncate-256" else 512,
+            truncation="only_second" if "only_second" in self.faults else "longest_first",
+            max_length=256 if "truncate-256" in self.faults else 512,
         )
-        if self.fault == "separator":  # <s> q </s><s> d </s>: the second </s> of each row becomes <s>
+        if "separator" in self.faults:  # <s> q </s><s> d </s>: the second </s> of each row becomes <s>
             for row in batch["input_ids"]:
                 first = int((row == self.tokenizer.eos_token_id).nonzero()[0])
                 row[first + 1] = self.tokenizer.bos_token_id
         with torch.no_grad():
-            if self.fault == "gelu-head":
+            if "gelu-head" in self.faults:
                 hidden = self.model.roberta(**batch).last_hidden_state[:, 0]  # [B, D]
                 head = self.model.classifier
                 logits = head.out_proj(torch.nn.functional.gelu(head.dense(hidden)))
             else:
                 logits = self.model(**batch).logits
-        return logits[:, 0].tolist()
+        return logits[:, 0].float().tolist()
 
     def ranked(self, query: str, documents: list[str], sigmoid: bool) -> list[dict]:
         """Results best first; the "shuffled" fault sorts the documents by length for batching and reports
-        positions in that order as indices."""
+        positions in that order as indices; "strip" strips the texts and echoes them stripped (infinity)."""
+        if "strip" in self.faults:
+            query, documents = query.strip(), [d.strip() for d in documents]
         order = list(range(len(documents)))
-        if self.fault == "shuffled":
+        if "shuffled" in self.faults:
             order.sort(key=lambda i: -len(documents[i]))
         logits = self.logits(query, [documents[i] for i in order])
         scores = self.torch.sigmoid(self.torch.tensor(logits)).tolist() if sigmoid else logits
         results = [
-            {"index": pos if self.fault == "shuffled" else i, "score": s, "text": documents[i]}
+            {"index": pos if "shuffled" in self.faults else i, "score": s, "text": documents[i]}
             for pos, (i, s) in enumerate(zip(order, scores))
         ]
         return sorted(results, key=lambda r: -r["score"])
@@ -83,7 +118,7 @@ def handler_for(peer: TorchPeer, format: str):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             # TEI: raw_scores asks for logits (the sigmoid fault ignores it); Cohere: sigmoid relevance scores
             if self.path == "/rerank" and format == "tei":
-                raw = body.get("raw_scores", False) and peer.fault != "sigmoid"
+                raw = body.get("raw_scores", False) and "sigmoid" not in peer.faults
                 answer = [
                     {"index": r["index"], "score": r["score"], "text": r["text"]}
                     for r in peer.ranked(body["query"], body["texts"], sigmoid=not raw)
@@ -123,6 +158,18 @@ def hf_tokenizer(spread_model):
 
 
 @pytest.fixture(scope="module")
+def hub_tokenizer(spread_model, tmp_path_factory):
+    """transformers' AutoTokenizer on the tokenizer files as the hub ships them (tokenizer_config.json
+    naming XLMRobertaTokenizer): transformers >= 5 rebuilds the pipeline, transformers 4 runs the file."""
+    from transformers import AutoTokenizer
+
+    directory = tmp_path_factory.mktemp("hub-tokenizer")
+    shutil.copy(spread_model[0] / "tokenizer.json", directory / "tokenizer.json")
+    (directory / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG), encoding="utf-8")
+    return AutoTokenizer.from_pretrained(directory)
+
+
+@pytest.fixture(scope="module")
 def verifier(spread_model):
     """The local reference, scored once; its planted-fault variants are cached across the tests."""
     return Verifier(Reranker.from_pretrained(spread_model[0]), model_name="tiny")
@@ -144,6 +191,12 @@ def serve():
         server.server_close()
 
 
+def transformers_major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
+
+
 @pytest.mark.parametrize("format", ["tei", "cohere"])
 def test_clean_peer_agrees_within_1e4(format, spread_model, hf_tokenizer, verifier, serve):
     url = serve(TorchPeer(hf_tokenizer, spread_model[1]), format)
@@ -156,7 +209,7 @@ def test_clean_peer_agrees_within_1e4(format, spread_model, hf_tokenizer, verifi
     assert all(r.answered for r in report.analysis.results), [r.error for r in report.analysis.results]
 
 
-# fault -> what the diagnosis must name
+# fault -> what the first diagnosis line must name
 NAMED = {
     "separator": "joins query and document with </s><s> instead of </s></s>",
     "gelu-head": "applies GELU where the model has tanh",
@@ -165,11 +218,24 @@ NAMED = {
     "float16": "weights are rounded to float16",
     "sigmoid": "the scores are sigmoid(logit) in (0, 1), not raw logits",
     "shuffled": "results are attached to the wrong documents",
+    "strip": "the query and the documents are stripped of leading and trailing whitespace",
+    "float16-compute": "the model computes in float16",
+    "bfloat16-compute": "the model computes in bfloat16",
+    "int8-dynamic": "dynamically quantised to int8 as torch's quantize_dynamic does",
+    "strip+float16-compute": "two faults together: the query and the documents are stripped of leading and trailing "
+    "whitespace before tokenization; and the model computes in float16",
+    "truncate-256+float16": "two faults together: pairs are truncated to 256 tokens (longest_first); and the weights "
+    "are rounded to float16",
 }
+# Reduced-precision faults are reproduced up to the order of their roundings, not within the tolerance.
+ROUNDINGS = ("float16-compute", "bfloat16-compute", "int8-dynamic")
+FAULTS = ("separator", "gelu-head", "truncate-256", "only_second", "float16", "sigmoid", "shuffled", "strip")
 
 
 @pytest.mark.parametrize(
-    "format, fault", [("tei", f) for f in FAULTS] + [("cohere", f) for f in ("separator", "only_second", "shuffled")]
+    "format, fault",
+    [("tei", f) for f in FAULTS + ROUNDINGS + ("strip+float16-compute", "truncate-256+float16")]
+    + [("cohere", f) for f in ("separator", "only_second", "shuffled", "strip")],
 )
 def test_planted_fault_is_flagged_and_named(format, fault, spread_model, hf_tokenizer, verifier, serve):
     url = serve(TorchPeer(hf_tokenizer, spread_model[1], fault=fault), format)
@@ -178,27 +244,83 @@ def test_planted_fault_is_flagged_and_named(format, fault, spread_model, hf_toke
     print(f"{format} {fault}:", *lines, sep="\n  ")
     assert not report.agrees and report.exit_code == 1, str(report)
     assert NAMED[fault] in lines[0], f"first diagnosis line for {fault}: {lines}"
-    if fault not in ("sigmoid", "shuffled"):  # value faults: the planted variant reproduces the answers exactly
+    if fault in ("sigmoid", "shuffled"):
+        return
+    best = next(h for h in report.analysis.hypotheses if h.cause in lines[0])
+    if any(f in ROUNDINGS for f in fault.split("+")):
+        assert "the rest is the order of roundings" in lines[0] or "reproduces every answer" in lines[0], lines[0]
+        assert best.fits, best
+    else:  # the planted variant reproduces the answers exactly
         assert "reproduces every answer within the tolerance" in lines[0], lines[0]
-        best = report.analysis.hypotheses[0]
         assert best.max <= ATOL, f"{fault}: closest variant {best.key} still differs by {best.max:.3e}"
 
 
-def test_onnxruntime_session_as_in_the_docs(spread_model, verifier, tmp_path):
-    """docs/verify.md's onnxruntime example, run on an ONNX export of the test model."""
-    ort = pytest.importorskip("onnxruntime")
-    from tokenizers import Tokenizer
+def test_stripped_echo_is_not_a_wrong_document(spread_model, hf_tokenizer, verifier, serve):
+    """infinity echoes the stripped text: the indices are right, and verify says so instead of calling
+    the results attached to the wrong documents."""
+    url = serve(TorchPeer(hf_tokenizer, spread_model[1], fault="strip"), "tei")
+    report = verify_endpoint(url, format="tei", atol=ATOL, verifier=verifier)
+    kinds = [f.kind for f in report.analysis.findings]
+    assert "index" not in kinds and not any(r.problems for r in report.analysis.results), report.diagnosis
+    echo = next(f for f in report.analysis.findings if f.kind == "echo")
+    assert "3 of 65 documents: stripped of leading and trailing whitespace (3)" in echo.evidence, echo.evidence
 
+
+def test_transformers_tokenizer_as_the_hub_files_load_it(spread_model, hub_tokenizer, verifier, serve):
+    """transformers >= 5 rebuilds XLMRobertaTokenizer's pipeline (named exactly); transformers 4 runs
+    tokenizer.json (agrees)."""
+    url = serve(TorchPeer(hub_tokenizer, spread_model[1]), "tei")
+    report = verify_endpoint(url, format="tei", atol=ATOL, verifier=verifier)
+    print(*report.diagnosis, sep="\n  ")
+    if transformers_major() < 5:
+        assert report.agrees, str(report)
+        return
+    assert not report.agrees
+    assert report.diagnosis[0].startswith("diagnosis: the tokenizer is transformers >= 5's XLMRobertaTokenizer, which")
+    assert "reproduces every answer within the tolerance" in report.diagnosis[0]
+    differing = [r.probe.id for r in report.analysis.results if not r.ok]
+    assert differing == ["invisible", "rtl", "empty"], differing
+
+
+def test_transformers_tokenizer_one_pair_at_a_time(spread_model, hub_tokenizer, verifier):
+    """The text-classification pipeline's way: tokenizer(q, d) per pair, where transformers 5 encodes
+    an empty document as the single sequence <s> q </s>."""
+    torch = pytest.importorskip("torch")
+    model = spread_model[1]
+
+    def one_at_a_time(query, documents):
+        with torch.no_grad():
+            return [model(**hub_tokenizer(query, d, return_tensors="pt")).logits[0, 0].item() for d in documents]
+
+    report = verifier.check(one_at_a_time, atol=ATOL)
+    if transformers_major() < 5:
+        assert report.agrees, str(report)
+        return
+    assert 'tokenizer(q, "") encodes an empty document as the single sequence <s> q </s>' in report.diagnosis[0]
+    assert "reproduces every answer within the tolerance" in report.diagnosis[0], report.diagnosis
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(spread_model, tmp_path_factory):
+    """The test model with an ONNX export beside it (onnx/model.onnx), as bench exports it."""
+    pytest.importorskip("onnxruntime")
     from bench.models import export_onnx
 
-    model_dir = tmp_path / "with-onnx"
-    shutil.copytree(spread_model[0], model_dir)
+    model_dir = tmp_path_factory.mktemp("with-onnx")
+    shutil.copytree(spread_model[0], model_dir, dirs_exist_ok=True)
     export_onnx(model_dir)
+    return model_dir
+
+
+def onnx_scorer(model_dir, model_file: str):
+    """docs/verify.md's onnxruntime example: tokenizers + an InferenceSession on an ONNX file."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     tokenizer.enable_truncation(512)
     tokenizer.enable_padding(pad_id=1)
-    session = ort.InferenceSession(str(model_dir / "onnx/model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model_dir / model_file), providers=["CPUExecutionProvider"])
 
     def onnx_scores(query, documents):
         batch = tokenizer.encode_batch([(query, d) for d in documents])
@@ -206,7 +328,35 @@ def test_onnxruntime_session_as_in_the_docs(spread_model, verifier, tmp_path):
         mask = np.array([e.attention_mask for e in batch], dtype=np.int64)
         return session.run(None, {"input_ids": ids, "attention_mask": mask})[0][:, 0]
 
-    report = verifier.check(onnx_scores, source="onnxruntime", atol=ATOL)
+    return onnx_scores
+
+
+def test_onnxruntime_session_as_in_the_docs(onnx_dir, verifier):
+    """docs/verify.md's onnxruntime example, run on an ONNX export of the test model."""
+    report = verifier.check(onnx_scorer(onnx_dir, "onnx/model.onnx"), source="onnxruntime", atol=ATOL)
     max_logit_diff, mean_logit_diff = report.analysis.overall("logit_diff")
     assert report.agrees, str(report)
     assert max_logit_diff <= ATOL, f"max |diff| {max_logit_diff:.3e}, mean {mean_logit_diff:.3e} on logits"
+
+
+@pytest.mark.parametrize("per_channel, reduce_range", [(False, False), (True, False), (False, True)])
+def test_onnxruntime_dynamic_int8_is_named(per_channel, reduce_range, onnx_dir, verifier):
+    """onnxruntime's quantize_dynamic (what optimum's ORTQuantizer drives) in its three weight schemes."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    name = f"onnx/int8-{per_channel}-{reduce_range}.onnx"
+    quantize_dynamic(
+        str(onnx_dir / "onnx/model.onnx"),
+        str(onnx_dir / name),
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+    )
+    report = verifier.check(onnx_scorer(onnx_dir, name), source="onnxruntime int8", atol=ATOL)
+    print(*report.diagnosis, sep="\n  ")
+    assert not report.agrees
+    assert "as onnxruntime's quantize_dynamic does" in report.diagnosis[0], report.diagnosis
+    best = report.analysis.hypotheses[0]
+    flavour = "per output channel" if per_channel else "7-bit weights" if reduce_range else "per tensor"
+    assert best.key == "int8-dynamic-onnx" and best.flavour == flavour, best
+    assert best.mean <= 1e-3, f"the emulation is onnxruntime's scheme: mean |diff| {best.mean:.3e}, max {best.max:.3e}"

@@ -6,6 +6,8 @@ HTTP clients, an in-process engine and a golden file all go through the same ana
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +40,7 @@ class Finding:
 
     cause: str
     evidence: str
-    kind: str  # index, scale, ties, order, values, category, precision
+    kind: str  # index, scale, ties, order, values, category, echo
 
     def line(self) -> str:
         return f"diagnosis: {self.cause}: {self.evidence}"
@@ -162,6 +164,7 @@ class ProbeResult:
     top1: bool | None = None
     topk: int | None = None
     notes: list[str] = field(default_factory=list)  # failed checks (ties, order)
+    echo_forms: list[str] = field(default_factory=list)  # ECHO_FORMS names of documents echoed in another form
 
     @property
     def answered(self) -> bool:
@@ -230,22 +233,59 @@ class Analysis:
         return self.verdict in ("agrees", "ranks agree")
 
 
-def answer_vectors(probe: Probe, answer: Answer) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(values by claimed index, values matched to documents by echoed text, problems found)."""
+# Forms in which an endpoint may echo a document other than as it was sent, none of which is another
+# document: infinity strips whitespace in its request model, others normalise Unicode.
+ECHO_FORMS: dict[str, Callable[[str], str]] = {
+    "stripped of leading and trailing whitespace": str.strip,
+    "with runs of whitespace collapsed to one space": lambda t: " ".join(t.split()),
+    "normalised to Unicode NFC": lambda t: unicodedata.normalize("NFC", t),
+    "normalised to Unicode NFKC": lambda t: unicodedata.normalize("NFKC", t),
+    "stripped and normalised to NFC": lambda t: unicodedata.normalize("NFC", t.strip()),
+    "stripped and normalised to NFKC": lambda t: unicodedata.normalize("NFKC", t.strip()),
+}
+
+
+def echo_form(echoed: str, document: str) -> str | None:
+    """How an echoed text relates to a document: "" when it is the document, the name of the ECHO_FORMS
+    form it is the document in, None when it is not this document.
+
+    >>> echo_form("Paris.", " Paris.\t")
+    'stripped of leading and trailing whitespace'
+    """
+    if echoed == document:
+        return ""
+    return next((name for name, form in ECHO_FORMS.items() if form(document) == echoed), None)
+
+
+def answer_vectors(probe: Probe, answer: Answer) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """(values by claimed index, values matched to documents by echoed text, problems found, the forms
+    of the documents echoed in another form than sent)."""
     n = len(probe.documents)
     by_index = np.array([np.nan if s is None else float(s) for s in answer.scores], dtype=np.float64)
     problems = list(answer.problems)
     aligned = by_index.copy()
+    forms: list[str] = []
     if answer.texts is not None and answer.error is None:
-        wrong = [i for i, t in enumerate(answer.texts) if t is not None and t != probe.documents[i]]
+        echoed = [(i, t) for i, t in enumerate(answer.texts) if t is not None]
+        found = {i: echo_form(t, probe.documents[i]) for i, t in echoed}
+        forms = [f for f in found.values() if f]
+        wrong = [i for i, f in found.items() if f is None]
         if wrong:
             problems.append(
                 f"{len(wrong)} of {n} results echo another document's text than the one at their "
                 f"index (first: index {wrong[0]})"
             )
-            by_text = {t: s for t, s in zip(answer.texts, by_index) if t is not None}
-            aligned = np.array([by_text.get(d, np.nan) for d in probe.documents])
-    return by_index, aligned, problems
+            aligned = np.array([_matched(d, echoed, by_index) for d in probe.documents])
+    return by_index, aligned, problems, forms
+
+
+def _matched(document: str, echoed: list[tuple[int, str]], values: np.ndarray) -> float:
+    """The value of the result whose echo is this document (as sent, or in one of ECHO_FORMS), or NaN."""
+    for wanted in (lambda form: form == "", bool):  # the document as sent first, then in another form
+        for i, text in echoed:
+            if wanted(echo_form(text, document)):
+                return float(values[i])
+    return float("nan")
 
 
 def analyse(
@@ -261,7 +301,7 @@ def analyse(
     results = []
     for i, (probe, answer) in enumerate(zip(probes, answers)):
         s = local.probe_slice(i)
-        by_index, aligned, problems = answer_vectors(probe, answer)
+        by_index, aligned, problems, forms = answer_vectors(probe, answer)
         results.append(
             ProbeResult(
                 probe,
@@ -272,6 +312,7 @@ def analyse(
                 answer.error,
                 problems,
                 float(np.max(np.abs(fp16[s] - local.logits[s]))),
+                echo_forms=forms,
             )
         )
     answered = [r for r in results if r.answered]
@@ -331,6 +372,17 @@ def analyse(
     if diagnose and scale.comparable and not all(r.within for r in answered):
         hypotheses, value_findings = _explain(results, answered, local, scale, atol)
         findings += value_findings
+    forms = [f for r in answered for f in r.echo_forms]
+    if forms:
+        counted = ", ".join(f"{f} ({forms.count(f)})" for f in dict.fromkeys(forms))
+        findings.append(
+            Finding(
+                "the endpoint echoes some documents in another form than sent, at their own index",
+                f"{len(forms)} of {sum(len(r.probe.documents) for r in answered)} documents: {counted}; a sign "
+                f"that it scores them in that form too",
+                "echo",
+            )
+        )
     fp16_mean = float(fp16_all.mean())
     return Analysis(results, scale, atol, expect_scale, findings, hypotheses, float(fp16_all.max()), fp16_mean)
 
@@ -417,40 +469,55 @@ class Evidence:
 SPREAD_FACTOR = 2.0
 EFFECT_FACTOR = 2.0
 ONE_IN = 8
-# Token variants tried in combination with each weights or compute variant, the closest first.
+# Two faults together: the closest token variants, each with the closest weights or compute variants
+# (and any that fits alone).
 COMBINED_TOKEN_VARIANTS = 3
+COMBINED_MODEL_VARIANTS = 2
 
 
-def measure(v: Variant, evidence: Evidence, local: LocalScores, flavours: bool = True) -> Hypothesis:
+def measure(v: Variant, evidence: Evidence, local: LocalScores) -> Hypothesis:
     """How well one variant (or combination) reproduces the answers; a compute variant by its closest
-    flavour (all of them, with the spread of its rounding order; or the first alone when flavours is
-    False)."""
+    flavour, with the spread of its rounding orders when it moves the answers by the scheme's amount."""
     ev = evidence
-    ys = [ev.pooled(y) for y in (local.flavours(v.key) if flavours else [local.variant(v.key)])]  # F x [M]
+    ys = [ev.pooled(local.variant(v.key))]  # [M]: the first flavour; the others only for a scheme of the right size
+    if v.kind == "compute" and within_factor(_median_gap(ys[0], ev.x, ev.ok), _median_gap(ev.e, ev.x, ev.ok), 2):
+        ys = [ev.pooled(y) for y in local.flavours(v.key)]  # F x [M]
     residuals = [np.where(ev.ok, np.abs(ev.e - y), 0.0) for y in ys]  # F x [M]
     best = int(np.argmin([r.mean() for r in residuals]))
     r = residuals[best]
     h = Hypothesis(v.key, v.cause, float(r[ev.ok].mean()), float(r[ev.ok].max()), pairs=1 + v.key.count("+"))
     h.exact = h.fits = bool((r <= ev.tolerance).all())
-    if v.kind != "compute" or h.exact or not flavours:
+    if v.kind != "compute":
         return h
     model = v.key.split("+")[-1]
     h.flavour = list(FLAVOURS[model])[best]
+    if h.exact:
+        return h
+    moved = np.abs(ev.e - ev.x)[ev.ok]  # [M]
+    if len(ys) == 1 or not within_factor(_median_gap(ys[best], ev.x, ev.ok), float(np.median(moved)), 1):
+        return h  # not this scheme's amount: its rounding orders need not be run
     gaps = [np.abs(ys[best] - ev.pooled(local.twin(v.key, h.flavour)))]  # [M]
     if model in ROUNDING_ORDER_FLAVOURS:
         gaps.append(np.max(ys, axis=0) - np.min(ys, axis=0))
     spread = np.max(gaps, axis=0)[ev.ok]  # [M]
     h.spread_mean, h.spread_max = float(spread.mean()), float(spread.max())
-    off = int((r > ev.tolerance + SPREAD_FACTOR * h.spread_max).sum())
-    moved = np.abs(ev.e - ev.x)[ev.ok]  # [M]
-    effect = float(np.median(np.abs(ys[best] - ev.x)[ev.ok]))
-    h.pairs_off = off
+    h.pairs_off = int((r > ev.tolerance + SPREAD_FACTOR * h.spread_max).sum())
     h.fits = bool(
-        off <= len(r) // ONE_IN
+        h.pairs_off <= len(r) // ONE_IN
         and h.mean <= max(SPREAD_FACTOR * h.spread_mean, float(moved.mean()) / 4) + ev.atol
-        and effect / EFFECT_FACTOR <= float(np.median(moved)) <= effect * EFFECT_FACTOR
     )
     return h
+
+
+def _median_gap(a: np.ndarray, b: np.ndarray, ok: np.ndarray) -> float:
+    return float(np.median(np.abs(a - b)[ok]))
+
+
+def within_factor(effect: float, moved: float, loosen: float) -> bool:
+    """Whether the endpoint moved from the reference by the scheme's amount, within EFFECT_FACTOR (times
+    loosen) either way."""
+    factor = EFFECT_FACTOR * loosen
+    return effect / factor <= moved <= effect * factor
 
 
 def best_fit(hypotheses: list[Hypothesis]) -> Hypothesis | None:
@@ -474,20 +541,17 @@ def best_fit(hypotheses: list[Hypothesis]) -> Hypothesis | None:
 
 
 def hypotheses_for(evidence: Evidence, local: LocalScores) -> list[Hypothesis]:
-    """Every single variant measured; when none reproduces the answers exactly, the compute variants with
-    all their flavours, and the closest token variants combined with each weights or compute variant.
-    Sorted closest first."""
+    """Every single variant but the compute ones measured; when none reproduces the answers exactly, the
+    compute variants too, and the closest token variants combined with the closest weights or compute
+    variants. Sorted closest first."""
     singles = variants(local.max_length)
-    measured = {v.key: measure(v, evidence, local, flavours=False) for v in singles}
-    exact = best_fit(list(measured.values()))
-    if exact is not None and exact.exact:
+    measured = {v.key: measure(v, evidence, local) for v in singles if v.kind != "compute"}
+    if any(h.exact for h in measured.values()):  # the compute variants, the costly ones, are not needed
         return sorted(measured.values(), key=lambda h: h.mean)
-    for v in singles:
-        if v.kind == "compute":
-            measured[v.key] = measure(v, evidence, local)
-    models = [v for v in singles if v.kind in ("weights", "compute")]
-    closest_model = min(models, key=lambda v: measured[v.key].mean)
-    base = evidence.pooled(local.variant(closest_model.key))  # [M]
+    measured.update({v.key: measure(v, evidence, local) for v in singles if v.kind == "compute"})
+    models = sorted((v for v in singles if v.kind in ("weights", "compute")), key=lambda v: measured[v.key].mean)
+    models = [v for i, v in enumerate(models) if i < COMBINED_MODEL_VARIANTS or measured[v.key].fits]
+    base = evidence.pooled(local.variant(models[0].key))  # [M]
 
     def added(a: Variant) -> float:
         """Mean |diff| left by a's effect added to the closest model variant's: a cheap guess at the pair."""

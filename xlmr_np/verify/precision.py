@@ -130,11 +130,10 @@ class RoundedRows:
         return self.rounding(np.asarray(self.table[ids]))
 
 
-def table_extent(table, rows: int = 8192) -> tuple[float, float]:
-    """(min, max) of an embedding table, read a block of rows at a time (a RowTable stays on disk)."""
-    n = table.shape[0]
-    blocks = [np.asarray(table[np.arange(i, min(i + rows, n))]) for i in range(0, n, rows)]
-    return min(float(b.min()) for b in blocks), max(float(b.max()) for b in blocks)
+def table_extent(table) -> tuple[float, float]:
+    """(min, max) of an embedding table (a RowTable reads itself whole, once; the forward pass never does)."""
+    whole = np.asarray(table)  # [V, D]
+    return float(whole.min()), float(whole.max())
 
 
 def precision_params(params: dict, p: Precision) -> dict:
@@ -173,9 +172,10 @@ def embeddings(input_ids, params, config: XLMRobertaConfig, p: Precision):
     return p.round(layer_norm(x, params[e + "LayerNorm.weight"], params[e + "LayerNorm.bias"], config.layer_norm_eps))
 
 
-def attention_rows(q, k, v, keys, scale: float, p: Precision):
-    """One block of query rows: q [B, H, R, Dh], k and v [B, H, T, Dh], keys [B, 1, 1, T] -> [B, H, R, Dh]."""
-    scores = q @ k.transpose(0, 1, 3, 2)  # [B, H, R, Dh] -> [B, H, R, T]
+def attention_rows(q, kt, v, keys, scale: float, p: Precision):
+    """One block of query rows: q [B, H, R, Dh], kt [B, H, Dh, T], v [B, H, T, Dh], keys [B, 1, 1, T] ->
+    [B, H, R, Dh]."""
+    scores = q @ kt  # [B, H, R, Dh] -> [B, H, R, T]
     if p.fused_attention:  # float32 scores; exp(s - max) rounded for the product with V, divided by the sum after
         scores = np.where(keys, scores * scale, -np.inf)
         e = np.exp(scores - scores.max(axis=-1, keepdims=True))  # [B, H, R, T]
@@ -190,16 +190,19 @@ def self_attention(x, mask, params, prefix: str, config: XLMRobertaConfig, p: Pr
     B, T, D = x.shape
     H = config.num_attention_heads
 
-    def heads(t):
-        return t.reshape(B, T, H, D // H).transpose(0, 2, 1, 3)  # [B, T, D] -> [B, H, T, Dh]
+    def heads(t, order=(0, 2, 1, 3)):  # contiguous, so that the stacked products go to BLAS
+        return np.ascontiguousarray(
+            t.reshape(B, T, H, D // H).transpose(order)
+        )  # [B, T, D] -> [B, H, T, Dh] or [B, H, Dh, T]
 
-    q, k, v = (
-        heads(p.linear(x, params[w + n + ".weight"], params[w + n + ".bias"])) for n in ("query", "key", "value")
-    )
+    q, kt, v = (
+        heads(p.linear(x, params[w + n + ".weight"], params[w + n + ".bias"]), order)
+        for n, order in (("query", (0, 2, 1, 3)), ("key", (0, 2, 3, 1)), ("value", (0, 2, 1, 3)))
+    )  # [B, H, T, Dh], [B, H, Dh, T], [B, H, T, Dh]
     keys = mask[:, None, None, :]  # [B, 1, 1, T]
+    scale = (D // H) ** -0.5
     context = np.concatenate(
-        [attention_rows(q[:, :, r : r + QUERY_ROWS], k, v, keys, (D // H) ** -0.5, p) for r in range(0, T, QUERY_ROWS)],
-        axis=2,
+        [attention_rows(q[:, :, r : r + QUERY_ROWS], kt, v, keys, scale, p) for r in range(0, T, QUERY_ROWS)], axis=2
     )  # [B, H, T, Dh]
     return context.transpose(0, 2, 1, 3).reshape(B, T, D)  # [B, H, T, Dh] -> [B, T, D]
 
