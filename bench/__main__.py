@@ -13,8 +13,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from .engines import ENGINES
 from .errors import BenchmarkError
+from .long import LongOptions
+from .peers import IMPLEMENTATIONS
 from .run import run
 
 
@@ -32,35 +33,58 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("bench-out"),
         help="where report.md, report.json and bench.png go (default: %(default)s)",
     )
-    p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of %(default)s")
-    p.add_argument("--repeats", type=int, default=5, help="timed passes per workload and engine (median)")
+    p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS), help="comma-separated subset of %(default)s")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes per workload and implementation (median)")
     p.add_argument("--pairs", type=int, default=64, help="pairs in the uniform 128/256 workloads (512: half)")
     p.add_argument("--documents", type=int, default=100, help="documents in the rerank and mixed workloads")
-    p.add_argument("--batch-sizes", default="8,16,32", help="candidates; each engine gets its fastest")
+    p.add_argument("--batch-sizes", default="8,16,32", help="candidates; each implementation gets its fastest")
     p.add_argument("--no-build", action="store_true", help="fail instead of building a missing model")
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process load/RSS measurements")
+    p.add_argument("--no-long", action="store_true", help="skip the long-input part (bge-reranker-v2-m3's shapes)")
+    p.add_argument(
+        "--long-layers", type=int, default=2, help="layers of the long model, the same for every implementation"
+    )
+    p.add_argument(
+        "--long-model",
+        type=Path,
+        default=None,
+        help="long model directory, built on first use (default: ~/.cache/xlmr-np/v2-m3-shaped-sharp-<layers>-layers)",
+    )
+    p.add_argument(
+        "--long-onnxruntime-max",
+        type=int,
+        default=2048,
+        help="onnxruntime runs the long workloads up to this many tokens per pair (its eager-attention graph holds "
+        "[16, T, T] scores per layer: 4.3 GB at 8,192 tokens)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    implementations = [e.strip() for e in args.implementations.split(",") if e.strip()]
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
-    if min(args.repeats, args.pairs, args.documents) < 1 or not sizes or min(sizes) < 1:
-        print("python -m bench: --repeats, --pairs, --documents and --batch-sizes must be positive", file=sys.stderr)
+    if min(args.repeats, args.pairs, args.documents, args.long_layers) < 1 or not sizes or min(sizes) < 1:
+        print(
+            "python -m bench: --repeats, --pairs, --documents, --batch-sizes and --long-layers must be positive",
+            file=sys.stderr,
+        )
         return 2
+    long_model = args.long_model or Path.home() / f".cache/xlmr-np/v2-m3-shaped-sharp-{args.long_layers}-layers"
+    long = None if args.no_long else LongOptions(long_model, args.long_layers, args.long_onnxruntime_max)
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         text = run(
             args.model,
             args.out,
-            engines=engines,
+            implementations=implementations,
             repeats=args.repeats,
             pairs=args.pairs,
             batch_candidates=sizes,
             build=not args.no_build,
             cold=not args.no_cold_start,
             documents=args.documents,
+            long=long,
             command=command.strip(),
             log=lambda m: print(m, file=sys.stderr, flush=True),
         )

@@ -1,4 +1,4 @@
-"""Cold start: load time, time to first score and peak RSS of one engine in a fresh process.
+"""Cold start: load time, time to first score and peak RSS of one implementation in a fresh process.
 
 The child process is this module: python -m bench.coldstart ENGINE MODEL_DIR PAIRS.npz BATCH
 """
@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .engines import load_engine
 from .errors import BenchmarkError
+from .peers import load_implementation
 from .workloads import Workload, batches
 
 CHECKOUT = Path(__file__).resolve().parent.parent  # the child runs `python -m bench.coldstart` from here
 
 
-def cold_start(engine: str, model_dir: Path, workload: Workload, batch_size: int) -> dict:
-    """Load, first score and peak RSS of one engine in a fresh process (see `_cold_start_child`).
+def cold_start(name: str, model_dir: Path, workload: Workload, batch_size: int) -> dict:
+    """Load, first score and peak RSS of one implementation in a fresh process (see `_cold_start_child`).
 
     time_to_first_score_s is wall time from spawning the process to the first logit of one pair, so it
     includes interpreter start, imports and loading, as a user would wait for it.
@@ -33,23 +33,23 @@ def cold_start(engine: str, model_dir: Path, workload: Workload, batch_size: int
     with tempfile.TemporaryDirectory() as tmp:
         pairs = Path(tmp) / "pairs.npz"
         np.savez(pairs, *workload.sequences)
-        cmd = [sys.executable, "-m", "bench.coldstart", engine, str(model_dir), str(pairs), str(batch_size)]
+        cmd = [sys.executable, "-m", "bench.coldstart", name, str(model_dir), str(pairs), str(batch_size)]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=CHECKOUT)
         first_line = proc.stdout.readline()
         first = time.perf_counter() - start
         rest, err = proc.communicate()
     if proc.returncode != 0 or not first_line:
-        raise BenchmarkError(f"cold start of {engine} failed (exit {proc.returncode}): {err.strip()[-2000:]}")
+        raise BenchmarkError(f"cold start of {name} failed (exit {proc.returncode}): {err.strip()[-2000:]}")
     report = json.loads(rest.strip().splitlines()[-1])
-    report.update(json.loads(first_line), engine=engine, time_to_first_score_s=first)
+    report.update(json.loads(first_line), implementation=name, time_to_first_score_s=first)
     return report
 
 
-def _cold_start_child(engine: str, model_dir: str, pairs_file: str, batch_size: int) -> None:
+def _cold_start_child(name: str, model_dir: str, pairs_file: str, batch_size: int) -> None:
     """Child process: load, print the first score's timings, rerank the whole workload, print peak RSS."""
     t0 = time.perf_counter()
-    run = load_engine(engine, Path(model_dir))
+    run = load_implementation(name, Path(model_dir))
     loaded = time.perf_counter()
     with np.load(pairs_file) as f:
         workload = Workload("cold", [f[k] for k in f.files], "")
@@ -89,7 +89,7 @@ def _peak_rss_mb() -> float:
 def _resident_mb(array: np.ndarray) -> float | None:
     """MB of `array`'s pages present in this process's page table (Linux /proc/self/pagemap, bit 63).
 
-    Unlike mincore, which reports the page cache (warm for every engine here), this counts only the
+    Unlike mincore, which reports the page cache (warm for every implementation here), this counts only the
     pages this process has actually touched, i.e. what read-ahead and row lookups paged in.
     """
     page = os.sysconf("SC_PAGE_SIZE")

@@ -12,9 +12,9 @@ batches of uniform 128, 256 and 512 tokens), in one process, interleaved, median
   with one BLAS thread, each on its share of the rows. Nothing else (attention's per-pair products, softmax,
   GELU, layer norm) is counted: it is the time xlmr_np would take if everything but those products were free;
 - torch matmul: the same products with torch's BLAS (the peers' kernel library), every core;
-- torch-sdpa and xlmr_np: the whole forward pass on the same batch (bench.engines).
+- torch-sdpa and xlmr_np: the whole forward pass on the same batch (bench.peers).
 
-"torch-sdpa / numpy floor" is then the largest speed-up over torch SDPA that any numpy engine can reach on
+"torch-sdpa / numpy floor" is then the largest speed-up over torch SDPA that any numpy implementation can reach on
 this machine: below 1.0, matching torch SDPA is out of reach with numpy's BLAS.
 
 Symbols: N real tokens of the job, B pairs, D hidden size, F feed-forward size.
@@ -32,7 +32,7 @@ import numpy as np
 
 from xlmr_np.engine import spans
 
-from .engines import cores, load_engine
+from .peers import cores, load_implementation
 from .workloads import batches, single_pair, uniform
 
 JOBS = (("single pair 84", None, 1), ("uniform 128", 128, 16), ("uniform 256", 256, 16), ("uniform 512", 512, 8))
@@ -108,7 +108,7 @@ def main(argv=None) -> None:
     params = load_params(args.model, config)
     threads = cores()
     torch.set_num_threads(threads)
-    engines = {name: load_engine(name, args.model) for name in ("xlmr_np", "torch-sdpa")}
+    implementations = {name: load_implementation(name, args.model) for name in ("xlmr_np", "torch-sdpa")}
     torch_weights = {}  # id(numpy weight) -> torch copy, so torch's products read torch-owned memory
     print(f"{threads} cores; medians of {args.repeats}, interleaved; times in ms", file=sys.stderr)
     print(
@@ -137,8 +137,8 @@ def main(argv=None) -> None:
             "all-core BLAS": lambda work=work, inputs=inputs: numpy_all_cores(work, inputs),
             "workers": workers,
             "torch matmul": lambda t_work=t_work, t_inputs=t_inputs: torch_products(t_work, t_inputs),
-            "torch-sdpa": lambda ids=ids, mask=mask: engines["torch-sdpa"](ids, mask),
-            "xlmr_np": lambda ids=ids, mask=mask: engines["xlmr_np"](ids, mask),
+            "torch-sdpa": lambda ids=ids, mask=mask: implementations["torch-sdpa"](ids, mask),
+            "xlmr_np": lambda ids=ids, mask=mask: implementations["xlmr_np"](ids, mask),
         }
         times: dict[str, list[float]] = {k: [] for k in timed}
         for fn in timed.values():  # warm-up

@@ -67,13 +67,13 @@ def cpu_info() -> tuple[str, set[str]]:
     return name, flags
 
 
-def environment(engines: Sequence[str]) -> dict:
+def environment(implementations: Sequence[str]) -> dict:
     """Everything the header reports; imports the peers' libraries so their thread pools are listed too."""
     from importlib.metadata import PackageNotFoundError, version
 
     from threadpoolctl import threadpool_info
 
-    if any(e.startswith("torch") for e in engines):
+    if any(e.startswith("torch") for e in implementations):
         import torch  # noqa: F401  (loads its BLAS and OpenMP so threadpoolctl can list them)
     name, flags = cpu_info()
     blas = [

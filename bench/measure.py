@@ -1,4 +1,4 @@
-"""Timing: one pass over prepared batches, the best batch size per engine, interleaved repeats."""
+"""Timing: one pass over prepared batches, the best batch size per implementation, interleaved repeats."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def best_batch_size(
 
 
 def logits_in_order(run, workload: Workload, batch_size: int) -> np.ndarray:
-    """One engine's logits [pairs] for a workload, in the workload's order (batches() sorts by length)."""
+    """One implementation's logits [pairs] for a workload, in the workload's order (batches() sorts by length)."""
     order = np.argsort(-workload.lengths, kind="stable")
     out = np.concatenate([np.asarray(run(ids, mask), dtype=np.float64) for ids, mask in batches(workload, batch_size)])
     logits = np.empty_like(out)
@@ -57,7 +57,7 @@ def agreement(logits: np.ndarray, reference: np.ndarray) -> dict:
 @dataclass
 class Result:
     workload: str
-    engine: str
+    implementation: str
     batch_size: int
     pairs: int
     tokens: int
@@ -87,14 +87,14 @@ def measure(
     log=print,
     peak=None,
 ) -> tuple[list[Result], list[float]]:
-    """Interleave: for each repeat, each workload, each engine, one timed pass; first a warm-up batch of
-    each workload's longest shape per engine (allocations, thread pools, lazy initialisation).
+    """Interleave: for each repeat, each workload, each implementation, one timed pass; first a warm-up batch of
+    each workload's longest shape per implementation (allocations, thread pools, lazy initialisation).
 
-    A workload with its own batch_size (the single-pair latency) is run at it by every engine. peak: a
+    A workload with its own batch_size (the single-pair latency) is run at it by every implementation. peak: a
     function measuring the sgemm peak (GFLOP/s), called at the start of every repeat, so that "% of peak"
     compares with the machine as it was during the same repeats; returns the results and those peaks.
-    pause_s between engines lets the previous engine's spinning worker threads (OpenMP, OpenBLAS) go idle.
-    Progress (workload, engine, repeat, estimated time left) goes to `log`.
+    pause_s between implementations lets the previous one's spinning worker threads (OpenMP, OpenBLAS) go idle.
+    Progress (workload, implementation, repeat, estimated time left) goes to `log`.
     """
 
     def size(w, e):

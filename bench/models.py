@@ -1,6 +1,6 @@
 """The benchmark model: a full-size random cross-encoder in the real file layout, built once and shared.
 
-Every engine reads the same files (config.json, model.safetensors, tokenizer.json, onnx/model.onnx), so
+Every implementation reads the same files (config.json, model.safetensors, tokenizer.json, onnx/model.onnx), so
 nothing needs the hub.
 """
 
@@ -18,8 +18,11 @@ ONNX_FILE = "onnx/model.onnx"
 ONNX_INT8_FILE = "onnx/model-int8.onnx"  # ONNX_FILE with dynamic int8 quantisation of its weights
 
 
-def ensure_model(directory: Path, config_overrides: dict | None = None, onnx: bool = True) -> Path:
-    """Reuse the random model in `directory`, or build it (and its ONNX export) under `<directory>.lock`.
+def ensure_model(directory: Path, config_overrides: dict | None = None, onnx: bool = True, int8: bool = True) -> Path:
+    """Reuse the random model in `directory`, or build it (and its ONNX exports) under `<directory>.lock`.
+
+    config_overrides: config.json fields over bge-reranker-base's (initializer_range is the weights' std);
+    int8: also quantise the ONNX export (onnxruntime-int8).
 
     The lock is an flock on a file that stays in place (other helpers' build scripts use the same
     convention); a second builder waits for the first, then finds the files there. The model is built in
@@ -29,21 +32,21 @@ def ensure_model(directory: Path, config_overrides: dict | None = None, onnx: bo
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    if _complete(directory, onnx):
+    if _complete(directory, onnx, int8):
         return directory
     with open(directory.with_name(directory.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-        if not _complete(directory, onnx=False):
+        if not _complete(directory, onnx=False, int8=False):
             _build_model(directory, config_overrides or {})
         if onnx and not (directory / ONNX_FILE).is_file():
             export_onnx(directory)
-        if onnx and not (directory / ONNX_INT8_FILE).is_file():
+        if onnx and int8 and not (directory / ONNX_INT8_FILE).is_file():
             quantize_int8(directory)
     return directory
 
 
-def _complete(directory: Path, onnx: bool) -> bool:
-    files = MODEL_FILES + ((ONNX_FILE, ONNX_INT8_FILE) if onnx else ())
+def _complete(directory: Path, onnx: bool, int8: bool) -> bool:
+    files = MODEL_FILES + ((ONNX_FILE,) if onnx else ()) + ((ONNX_INT8_FILE,) if onnx and int8 else ())
     return all((directory / f).is_file() for f in files)
 
 
@@ -73,7 +76,8 @@ def _build_model(directory: Path, overrides: dict) -> None:
 
 
 def export_onnx(directory: Path) -> Path:
-    """Export the model's torch graph to onnx/model.onnx (dynamic batch and sequence axes)."""
+    """Export the model's torch graph to onnx/model.onnx (dynamic batch and sequence axes, the sequence up to
+    the position table's limit)."""
     import torch
     from transformers import XLMRobertaForSequenceClassification
 
@@ -82,7 +86,8 @@ def export_onnx(directory: Path) -> Path:
     tmp = path.with_name(f"model.tmp-{os.getpid()}.onnx")
     path.parent.mkdir(exist_ok=True)
     ids = torch.ones((2, 16), dtype=torch.int64)
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=512)
+    longest = model.config.max_position_embeddings - model.config.pad_token_id - 1  # XLM-R's positions start at 2
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=longest)
     with torch.inference_mode():
         torch.onnx.export(
             model,

@@ -2,26 +2,26 @@
 
 What it measures, and why this way:
 - a full-size model with bge-reranker-base's config and random weights, saved in the real file layout
-  (config.json, model.safetensors, tokenizer.json, onnx/model.onnx), so every engine reads the same weights
+  (config.json, model.safetensors, tokenizer.json, onnx/model.onnx), so every implementation reads the same weights
   and nothing needs the hub;
-- token ids fed directly (tokenization is the same tokenizers call for every engine and is not timed);
-- every engine gets its best use: pairs sorted by length before batching (so batches hold similar
+- token ids fed directly (tokenization is the same tokenizers call for every implementation and is not timed);
+- every implementation gets its best use: pairs sorted by length before batching (so batches hold similar
   lengths and padding is small), and its own best batch size, picked by timing each candidate on the
   uniform-128 workload (medians of 3 interleaved passes: one pass flipped between candidates from run to
   run); xlmr_np with its default workers (a thread per core), onnxruntime with every graph optimisation
   and a thread per core;
 - single-pair latency (one query, one 64-token document, batch size 1) beside throughput;
-- engines interleaved within each repeat (so machine load drifts affect all of them alike), one warm-up
+- implementations interleaved within each repeat (so machine load drifts affect all of them alike), one warm-up
   pass first, medians over repeats; the numpy sgemm peak (all cores) measured at the start of every
   repeat, so "% of peak" uses the machine as it was during the same repeats;
-- onnxruntime-int8 (dynamic int8 quantisation) as a reference point, with the agreement of every engine's
+- onnxruntime-int8 (dynamic int8 quantisation) as a reference point, with the agreement of every implementation's
   logits with xlmr_np's float32 ones on the rerank workload;
-- load time, time to first score and peak RSS in a fresh process per engine, since within one process
+- load time, time to first score and peak RSS in a fresh process per implementation, since within one process
   they would be shared or already paid.
 
 Figures: docs/s; useful GFLOP/s (the FLOPs of the real tokens only: padding is not useful work) and its
 fraction of the machine's measured numpy sgemm peak; xlmr_np's ratio to each peer, and a one-line summary
-of every ratio at the end. Progress (workload, engine, repeat, time left) goes to `log` (stderr).
+of every ratio at the end. Progress (workload, implementation, repeat, time left) goes to `log` (stderr).
 """
 
 from __future__ import annotations
@@ -33,20 +33,24 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from .coldstart import cold_start
-from .engines import ENGINES, PEERS, available_engines, load_engine
 from .errors import BenchmarkError
+from .long import LongOptions, run_long
 from .machine import environment, sgemm_peak
 from .measure import agreement, best_batch_size, logits_in_order, measure
 from .models import MODEL_FILES, ensure_model
-from .report import report_chart, report_markdown
+from .peers import IMPLEMENTATIONS, PEERS, available_implementations, load_implementation
+from .report import long_markdown, long_markdown_subnormals_only, report_chart, report_markdown, targets_markdown
+from .subnormals import subnormal_report
 from .workloads import mixed, rerank, single_pair, uniform
 
 
 def run(
     model_dir: Path,
     out_dir: Path,
-    engines: Sequence[str] = ENGINES,
+    implementations: Sequence[str] = IMPLEMENTATIONS,
     repeats: int = 5,
     pairs: int = 64,
     batch_candidates: Sequence[int] = (8, 16, 32),
@@ -55,12 +59,15 @@ def run(
     command: str = "",
     log=print,
     documents: int = 100,
+    long: LongOptions | None = None,
 ) -> str:
-    """Build or reuse the model, measure every engine on every workload, write report.md/.json/.png.
+    """Build or reuse the model, measure every implementation on every workload, write report.md/.json/.png.
 
-    pairs: size of the uniform 128/256 workloads (512: half); documents: size of the rerank and mixed ones.
+    pairs: size of the uniform 128/256 workloads (512: half); documents: size of the rerank and mixed ones;
+    long: the long-input part on its own model (bench.long), None to leave it out.
     """
     from xlmr_np.config import XLMRobertaConfig
+    from xlmr_np.weights import load_params
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not build and not all((model_dir / f).is_file() for f in MODEL_FILES):
@@ -71,9 +78,11 @@ def run(
     if build:
         ensure_model(
             model_dir,
-            onnx=any(e.startswith("onnxruntime") for e in engines) and _has("onnxruntime") and _has("onnxscript"),
+            onnx=any(e.startswith("onnxruntime") for e in implementations)
+            and _has("onnxruntime")
+            and _has("onnxscript"),
         )
-    names, skipped = available_engines(engines, model_dir)
+    names, skipped = available_implementations(implementations, model_dir)
     for s in skipped:
         log(s)
     config = XLMRobertaConfig.from_file(model_dir / "config.json")
@@ -93,7 +102,7 @@ def run(
         single_pair(V),
     ]
     log(f"loading {', '.join(names)}")
-    runners = {e: load_engine(e, model_dir) for e in names}
+    runners = {e: load_implementation(e, model_dir) for e in names}
     batch_rates = {}
     for e in names:
         log(f"batch-size probe: {e}, candidates {list(batch_candidates)}")
@@ -116,9 +125,20 @@ def run(
     )
     peak = statistics.median(peaks)
     del runners
+    log(f"subnormal probabilities on one pair of {workloads[2].name}")
+    first = workloads[2].sequences[0][None, :]
+    subnormals = {
+        f"{config.hidden_size} wide, std 0.02 ({model_dir.name})": subnormal_report(
+            load_params(model_dir, config), config, first, np.ones_like(first)
+        )
+    }
     if cold:
-        log("cold starts: a fresh process per engine")
+        log("cold starts: a fresh process per implementation")
     colds = [cold_start(e, model_dir, workloads[3], batch_sizes[e]) for e in names] if cold else []
+    longs = None
+    if long is not None:
+        longs = run_long(long.model, implementations, long.layers, repeats, long.onnxruntime_max, cold, build, log=log)
+        subnormals[f"1024 wide, std 0.2 ({Path(long.model).name})"] = longs["subnormals"]
     out_dir.mkdir(parents=True, exist_ok=True)
     text = report_markdown(
         env,
@@ -133,6 +153,8 @@ def run(
         agree=agree,
         peers=[e for e in PEERS if e in names],
     )
+    text += long_markdown(longs, subnormals) if longs else long_markdown_subnormals_only(subnormals)
+    text += targets_markdown(results, colds, longs, subnormals)
     (out_dir / "report.md").write_text(text)
     (out_dir / "report.json").write_text(
         json.dumps(
@@ -145,6 +167,14 @@ def run(
                 "agreement": agree,
                 "results": [dict(asdict(r), docs_per_s=r.docs_per_s, gflops=r.gflops) for r in results],
                 "cold_start": colds,
+                "subnormals": subnormals,
+                "long": None
+                if longs is None
+                else dict(
+                    longs,
+                    workloads=[w.name for w in longs["workloads"]],
+                    results=[dict(asdict(r), docs_per_s=r.docs_per_s, gflops=r.gflops) for r in longs["results"]],
+                ),
             },
             indent=1,
             default=str,

@@ -17,7 +17,7 @@ class Workload:
     name: str
     sequences: list[np.ndarray]  # one int64 array per pair, special tokens included
     about: str  # where the lengths come from, for the report
-    batch_size: int | None = None  # every engine runs it at this batch size (None: each engine's best)
+    batch_size: int | None = None  # every implementation runs it at this batch size (None: each implementation's best)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -48,6 +48,20 @@ def single_pair(vocab_size: int, count: int = 10, doc_len: int = 64, query_len: 
     w.about = f"one query ({query_len} tokens) and one {doc_len}-token document per call, {count} calls"
     w.batch_size = 1
     return w
+
+
+def documents(
+    doc_len: int, count: int, vocab_size: int, query_len: int = 16, name: str = "", seed: int = 0
+) -> Workload:
+    """One query against `count` documents of doc_len tokens each (random ids), all in one batch."""
+    rng = np.random.default_rng(seed)
+    query = rng.integers(5, vocab_size - 1, query_len)
+    sequences = [
+        np.concatenate([[0], query, [2, 2], rng.integers(5, vocab_size - 1, doc_len), [2]]).astype(np.int64)
+        for _ in range(count)
+    ]
+    about = f"one {query_len}-token query and {count} document{'s' * (count > 1)} of {doc_len} tokens, random ids"
+    return Workload(name or f"1x{count} docs {doc_len}", sequences, about, batch_size=count)
 
 
 def mixed(pairs: int, vocab_size: int, low: int = 32, high: int = 512, seed: int = 0) -> Workload:

@@ -29,8 +29,8 @@
 import numpy as np
 
 from xlmr_np import Reranker, model
-from xlmr_np.inspect import Trace, format_table, inspect_pair, stats
 from xlmr_np.testing import notebook_model
+from xlmr_np.tracing import Trace, format_table, inspect_pair, stats
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 reranker = Reranker.from_pretrained(notebook_model(seed=0))

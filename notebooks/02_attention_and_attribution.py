@@ -18,8 +18,9 @@
 #
 # * **attention**: for every layer and head, how much each token draws from every other token
 #   (`inspect_pair(...).attention(layer, head)`, rows sum to 1);
-# * **attribution without gradients**: how much the score drops when a document word (or token) is
-#   removed or replaced by `<mask>` (`xlmr_np.inspect.attribute`), one batched forward pass per unit.
+# * **attribution without gradients**: how much each document word (or token) adds to the logit, measured
+#   by removing it or replacing it by `<mask>` (`xlmr_np.tracing.attribute`), one batched forward pass
+#   per unit.
 #
 # The model is `$XLMR_NP_MODEL` if set; otherwise a tiny *random* model built locally, whose attention
 # patterns and attributions carry no meaning: the point here is how to read the pictures.
@@ -31,9 +32,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from xlmr_np import Reranker
-from xlmr_np.inspect import attribute, format_table, inspect_pair, layer_table, render_terminal
 from xlmr_np.plot import attention_figure, attribution_figure
 from xlmr_np.testing import notebook_model
+from xlmr_np.tracing import attribute, format_table, inspect_pair, layer_table, render_terminal
 
 reranker = Reranker.from_pretrained(notebook_model(seed=0))
 QUERY = "who designed the Eiffel Tower?"
@@ -64,7 +65,7 @@ attention_figure(seen)
 # %% [markdown]
 # ## Where `<s>` looks, layer by layer
 #
-# The row of `<s>` averaged over heads: in the last layer this is what feeds the score.
+# The row of `<s>` averaged over heads: in the last layer this is what feeds the logit.
 
 # %%
 layers = range(seen.num_layers)
@@ -82,9 +83,10 @@ plt.show()
 # %% [markdown]
 # ## Attribution by word removal
 #
-# For each document word $w$: $\Delta_w = \text{logit}(q, d) - \text{logit}(q, d \setminus w)$. Positive
-# (green): the word pushed the score up. Removing a word shifts the positions of the words after it;
-# masking (below) keeps them.
+# For each document word $w$, its contribution $c_w = \text{logit}(q, d) - \text{logit}(q, d \setminus w)$
+# (`Attribution.contributions`). Positive (green): the word pushed the logit up; negative (red): it pulled
+# the logit down. Logits, not the sigmoid scores `rerank` prints, which squash changes near 0 and 1.
+# Removing a word shifts the positions of the words after it; masking (below) keeps them.
 
 # %%
 by_word = attribute(reranker, QUERY, DOCUMENT, unit="word", method="remove")
@@ -100,11 +102,12 @@ attribution_figure(by_word, title=f"Word removal: query {QUERY!r}")
 by_token = attribute(reranker, QUERY, DOCUMENT, unit="token", method="mask")
 fig, ax = plt.subplots(figsize=(10, 3.2), layout="constrained")
 doc_tokens = [t for t, s in zip(seen.tokens, seen.segments) if s == 1]
-ax.bar(range(len(doc_tokens)), by_token.deltas, color=["tab:green" if d > 0 else "tab:red" for d in by_token.deltas])
+contributions = by_token.contributions
+ax.bar(range(len(doc_tokens)), contributions, color=["tab:green" if c > 0 else "tab:red" for c in contributions])
 ax.set_xticks(range(len(doc_tokens)), doc_tokens, rotation=90)
 ax.set_xlabel("document token (masked)")
-ax.set_ylabel("logit(full) - logit(masked)")
-ax.set_title("Score change when each document token is masked")
+ax.set_ylabel("logit - logit with the token masked")
+ax.set_title("Each document token's contribution to the logit, by masking")
 plt.show()
 
 # %% [markdown]
@@ -114,16 +117,16 @@ plt.show()
 
 # %%
 word_of_token = [w for w, s in zip(seen.words, seen.segments) if s == 1]
-summed = np.zeros(len(by_word.deltas))
-np.add.at(summed, np.unique(word_of_token, return_inverse=True)[1], by_token.deltas)
+summed = np.zeros(len(by_word.contributions))
+np.add.at(summed, np.unique(word_of_token, return_inverse=True)[1], by_token.contributions)
 fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
-ax.scatter(by_word.deltas, summed)
-for text, x, y in zip(by_word.texts, by_word.deltas, summed):
+ax.scatter(by_word.contributions, summed)
+for text, x, y in zip(by_word.texts, by_word.contributions, summed):
     ax.annotate(text, (x, y), fontsize=8)
 ax.axhline(0, color="grey", lw=0.5)
 ax.axvline(0, color="grey", lw=0.5)
-ax.set_xlabel("word removed: score change")
-ax.set_ylabel("sum over the word's tokens masked: score change")
+ax.set_xlabel("logit - logit with the word removed")
+ax.set_ylabel("sum over the word's tokens of logit - logit with the token masked")
 ax.set_title("Removal vs masking, per word")
 plt.show()
-print(f"correlation: {np.corrcoef(by_word.deltas, summed)[0, 1]:.3f}")
+print(f"correlation: {np.corrcoef(by_word.contributions, summed)[0, 1]:.3f}")

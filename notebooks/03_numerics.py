@@ -22,7 +22,8 @@
 # Runs of the same batch: xlmr_np's two forward passes (the reference `xlmr_np.model`, and the engine
 # `xlmr_np.engine` that `Reranker` scores with) and transformers, in float32 and float64. The float64
 # runs agree with each other to ~1e-15 and serve as the truth. The model is `$XLMR_NP_MODEL` if set;
-# otherwise a random 12-layer model (D = 64, H = 4, F = 96) built locally.
+# otherwise a random 12-layer model (D = 64, H = 4, F = 96) written locally. Running transformers
+# beside xlmr_np needs it and torch: `pip install -e '.[notebooks,test]'`.
 
 # %%
 # %matplotlib inline

@@ -40,8 +40,8 @@ import numpy as np
 from xlmr_np import Reranker
 from xlmr_np.cmteb import Query, apply_protocol
 from xlmr_np.cmteb.metrics import bootstrap_interval, per_query_metrics
-from xlmr_np.inspect import format_table
 from xlmr_np.testing import notebook_model
+from xlmr_np.tracing import format_table
 
 reranker = Reranker.from_pretrained(notebook_model(seed=0))
 with open("data/reranking_sample.jsonl", encoding="utf-8") as f:
@@ -57,8 +57,8 @@ print(f"{len(queries)} queries, {sum(len(q.documents) for q in queries)} pairs")
 
 # %%
 labels = [np.arange(len(q.documents)) < len(q.positives) for q in queries]  # True for the positives
-scores = [np.array(reranker.compute_score([(q.text, d) for d in q.documents], batch_size=32)) for q in queries]
-ap, rr = per_query_metrics(zip(labels, scores), k=10)
+logits = [np.array(reranker.compute_score([(q.text, d) for d in q.documents], batch_size=32)) for q in queries]
+ap, rr = per_query_metrics(zip(labels, logits), k=10)
 per_query = [
     dict(q=i, query=q.text[:28], docs=len(q.documents), relevant=len(q.positives), AP=100 * a, **{"RR@10": 100 * r})
     for i, (q, a, r) in enumerate(zip(queries, ap, rr))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import engines, machine, measure, report, workloads
+from bench import machine, measure, peers, report, workloads
 from bench.__main__ import main
 from bench.errors import BenchmarkError
 from bench.run import run
@@ -68,16 +68,16 @@ def test_catalog_documents_explain_what_is_missing(tmp_path):
         workloads.catalog_documents(100, localedir=str(tmp_path))
 
 
-def test_unknown_engine_is_refused(tmp_path):
-    with pytest.raises(BenchmarkError, match="unknown engine 'tensorflow'"):
-        engines.available_engines(["tensorflow"], tmp_path)
-    with pytest.raises(BenchmarkError, match="unknown engine 'tensorflow'"):
-        engines.load_engine("tensorflow", tmp_path)
+def test_unknown_implementation_is_refused(tmp_path):
+    with pytest.raises(BenchmarkError, match="unknown implementation 'tensorflow'"):
+        peers.available_implementations(["tensorflow"], tmp_path)
+    with pytest.raises(BenchmarkError, match="unknown implementation 'tensorflow'"):
+        peers.load_implementation("tensorflow", tmp_path)
 
 
 def test_missing_model_without_build_is_an_error(tmp_path):
     with pytest.raises(BenchmarkError, match="expected .*config.json.*--no-build"):
-        run(tmp_path / "none", tmp_path / "out", engines=["xlmr_np"], build=False)
+        run(tmp_path / "none", tmp_path / "out", implementations=["xlmr_np"], build=False)
 
 
 def test_bad_arguments_exit_2(capsys):
@@ -85,6 +85,7 @@ def test_bad_arguments_exit_2(capsys):
     assert "must be positive" in capsys.readouterr().err
 
 
+@pytest.mark.integration  # the benchmark end to end, against torch
 def test_full_run_on_the_tiny_model_writes_table_json_and_chart(tiny_model, tmp_path):
     """Every workload and figure end to end, xlmr_np against torch, with one repeat and cold starts."""
     try:
@@ -96,7 +97,7 @@ def test_full_run_on_the_tiny_model_writes_table_json_and_chart(tiny_model, tmp_
     text = run(
         directory,
         out,
-        engines=["xlmr_np", "torch-sdpa"],
+        implementations=["xlmr_np", "torch-sdpa"],
         repeats=1,
         pairs=4,
         batch_candidates=(2, 4),
@@ -109,18 +110,20 @@ def test_full_run_on_the_tiny_model_writes_table_json_and_chart(tiny_model, tmp_
         assert f"| {workload} | xlmr_np |" in text and f"| {workload} | torch-sdpa |" in text
     assert "| xlmr_np | " in text and "| torch-sdpa | " in text  # cold-start rows
     assert "measured numpy sgemm peak" in text and "kernel" in text
-    assert "| single pair 64 | torch-sdpa | 1 |" in text  # latency: batch size 1 for every engine
+    assert "| single pair 64 | torch-sdpa | 1 |" in text  # latency: batch size 1 for every implementation
     assert "| torch-sdpa | " in text.split("Agreement with xlmr_np's float32 logits")[1]
     assert "Summary, xlmr_np against each peer" in text and "vs torch-sdpa: uniform 128 " in text
+    assert "| 32 wide, std 0.02 (" in text and "| 0% (0) |" in text  # subnormal probabilities: the engine has none
+    assert "- std-0.02 workloads: uniform 128 " in text.split("Figures for the targets")[1]
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import json
 
     report = json.loads((out / "report.json").read_text())
-    assert {r["engine"] for r in report["results"]} == {"xlmr_np", "torch-sdpa"}
+    assert {r["implementation"] for r in report["results"]} == {"xlmr_np", "torch-sdpa"}
     assert all(r["docs_per_s"] > 0 and len(r["seconds"]) == 1 for r in report["results"])
     assert len(report["sgemm_peaks_by_repeat"]) == 1 and report["sgemm_peaks_by_repeat"][0] > 0
     assert report["agreement"]["torch-sdpa"]["max_abs"] < 1e-4, report["agreement"]
-    cold = {c["engine"]: c for c in report["cold_start"]}
+    cold = {c["implementation"]: c for c in report["cold_start"]}
     assert cold["xlmr_np"]["peak_rss_mb"] > 0 and cold["xlmr_np"]["weights_file_rss_mb"] is not None
     # 6 short pairs touch a few hundred rows: the 32 MB table must not have been paged in by read-ahead
     assert 0 < cold["xlmr_np"]["embedding_resident_mb"] < cold["xlmr_np"]["embedding_mb"] / 4
@@ -141,6 +144,47 @@ def test_logits_come_back_in_the_workload_order():
 
 def test_summary_line_has_every_ratio_against_each_peer():
     results = [measure.Result("u", e, 8, 10, 100, seconds=[s]) for e, s in (("xlmr_np", 1.0), ("onnxruntime", 2.0))]
-    cold = [{"engine": "xlmr_np", "peak_rss_mb": 500.0}, {"engine": "onnxruntime", "peak_rss_mb": 1000.0}]
+    cold = [
+        {"implementation": "xlmr_np", "peak_rss_mb": 500.0},
+        {"implementation": "onnxruntime", "peak_rss_mb": 1000.0},
+    ]
     line = report.summary_line(results, cold, ["onnxruntime"])
     assert line.endswith("vs onnxruntime: u 2.00x, peak RSS 0.50x"), line
+
+
+@pytest.mark.integration
+def test_long_inputs_on_a_tiny_sharp_model_with_bge_reranker_v2_m3s_positions(torch, tmp_path):
+    """bench.long end to end on a tiny model with 8,194 positions and sharp weights (std 1.0): every long
+    workload timed for xlmr_np and torch SDPA (torch-eager left out, saying why), the float64 truth at 8,192
+    tokens, the subnormal counts (the plain formula's many, the engine's none), and the report's lines."""
+    from bench.long import run_long
+    from xlmr_np.testing import build_model
+
+    build_model(tmp_path / "long", seed=0, init_std=1.0, max_position_embeddings=8194)
+    out = run_long(tmp_path / "long", ["xlmr_np", "torch-sdpa", "torch-eager"], 2, 1, 2048, False, False, log=print)
+    names = ["sharp 16x512", "1x16 docs 1024", "1x16 docs 2048", "one pair 8192"]
+    assert [w.name for w in out["workloads"]] == names
+    assert [max(w.lengths) for w in out["workloads"]] == [512, 1044, 2068, 8192]
+    assert sorted((r.workload, r.implementation) for r in out["results"]) == sorted(
+        (w, e) for w in names for e in ("xlmr_np", "torch-sdpa")
+    )
+    assert any(s.startswith("torch-eager: not run on long inputs (its attention holds") for s in out["skipped"])
+    assert set(out["accuracy"]) == {"xlmr_np", "torch-sdpa"} and max(out["accuracy"].values()) < 1e-3
+    s = out["subnormals"]
+    assert s["plain_subnormal"] > 1000 and s["engine_subnormal"] == 0 and s["engine_zero_share"] > 0.1, s
+    assert s["floor_logit_change"] < 1e-5, s
+    text = report.long_markdown(out, {"tiny": s}) + report.targets_markdown([], [], out, {"tiny": s})
+    assert "| one pair 8192 | torch-sdpa | 1 |" in text and "| tiny | 512 |" in text
+    assert "- one pair 8192, sharp weights, v2-m3-shaped (2 layers): " in text and "not measured" in text  # no RSS
+
+
+@pytest.mark.integration
+def test_ops_speed_times_every_op_against_its_reference(capsys):
+    from bench import ops_speed
+
+    assert ops_speed.main(["--repeats", "1"]) == 0
+    table = capsys.readouterr().out
+    ops = ("| GELU |", "| softmax, sharp scores: engine |", "x the plain formula", "| attention (engine.attention)")
+    for op in ops:
+        assert op in table, table
+    assert table.count("ns/score; plain formula (one head): ") == 2, table

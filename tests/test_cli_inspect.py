@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import pytest
+from helpers import write_model
 
-from xlmr_np import Reranker
+from xlmr_np import Reranker, sigmoid64
 from xlmr_np.cli import main
-from xlmr_np.inspect import inspect_pair
-from xlmr_np.testing import build_model
+from xlmr_np.tracing import inspect_pair
 
 QUERY, DOCUMENT = "capital of France", "Paris is the capital of France. Bananas are yellow."
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny")
-    build_model(directory, seed=2, init_std=0.2)
-    return str(directory)
+    return str(write_model(tmp_path_factory.mktemp("tiny"), seed=2))
 
 
-def test_prints_score_layer_table_and_attribution(model_dir, capsys):
+def test_prints_logit_score_layer_table_and_attribution(model_dir, capsys):
     assert main(["inspect", "--model", model_dir, QUERY, DOCUMENT, "--all", "--color", "never"]) == 0
     out = capsys.readouterr().out
     seen = inspect_pair(Reranker.from_pretrained(model_dir), QUERY, DOCUMENT)  # the reference forward pass
-    assert f"logit {float(seen.logits[0]):.6g}" in out
+    logit = float(seen.logits[0])
+    assert f"logit {logit:.6g}, score {float(sigmoid64(logit)):.6g} (its sigmoid, as rerank reports)" in out
+    assert f"logit {logit:.4g}; highlight = logit - logit with the word removed" in out
     assert "2 layers, 4 heads, hidden 32" in out
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("stage"))
@@ -69,7 +69,7 @@ def test_plot_writes_heatmaps_and_attribution(model_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"wrote {out} (attention heatmaps) and {side} (attribution)" in printed
     assert "\x1b[48;2;" in printed
-    assert "when the token is masked" in printed
+    assert "highlight = logit - logit with the token masked" in printed
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,16 @@ a hub cache built on disk. Expected values come from the Python API in this proc
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from processes import offline_hub, reranker_in_process, run
 
 from xlmr_np import sigmoid64
+
+pytestmark = pytest.mark.integration
 
 QUERY = "capital of France"
 README_DOCS = ["Paris is the capital of France.", "Bananas are yellow."]
@@ -65,6 +69,11 @@ def test_jsonl_documents_on_stdin_as_json(env, reranker, tiny_model):
     )
     assert body["results"][0]["document"]["text"] == want[0]["document"]
     assert body["usage"]["total_tokens"] > 0 and body["model"] == str(tiny_model[0])
+    # the shape POST /v1/rerank returns: id, meta and each result's windows, as the Python API has them
+    assert set(body) == {"id", "model", "results", "usage", "meta"} and len(body["id"]) == 36
+    assert body["meta"] == {"api_version": {"version": "1"}, "billed_units": {"search_units": 1}}
+    assert [set(r) for r in body["results"]] == [{"index", "relevance_score", "truncated", "windows", "document"}] * 2
+    assert [r["windows"] for r in body["results"]] == [r["windows"] for r in want]
 
 
 def test_documents_file_marks_truncated_documents(env, tmp_path):
@@ -137,6 +146,9 @@ def test_score_jsonl_to_file_with_truncation_report(env, reranker, tmp_path):
         (["serve", "--api-key", "  "], None, 1, "--api-key is empty"),
         (["serve", "--api-key", "two words"], None, 1, "must not contain whitespace"),
         (["serve", "--api-key-file", "/no/such/key"], None, 1, "--api-key-file /no/such/key: cannot read"),
+        (["serve", "--api-key", "clé"], None, 1, "the key must be printable ASCII (found '\\xe9')"),
+        (["serve", "--request-timeout", "nan"], None, 1, "--request-timeout must be at least 0.001, got nan"),
+        (["serve", "--max-inflight-tokens", "0"], None, 1, "--max-inflight-tokens must be at least 1, got 0"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_status_1_or_2_for_usage(env, args, stdin, status, message):
@@ -172,6 +184,9 @@ def test_key_file_wins_and_is_stripped(tmp_path):
     Args.api_key = None
     assert read_api_key(Args, {"XLMR_NP_API_KEY": "from-env"}) == "from-env"
     assert read_api_key(Args, {}) is None
+    key_file.write_bytes("\ufeffs3cret\r\n".encode())  # a key file saved by an editor that writes a BOM
+    Args.api_key_file = str(key_file)
+    assert read_api_key(Args, {}) == "s3cret"
 
 
 def test_serve_without_its_extra_names_the_extra(monkeypatch, capsys):
@@ -186,3 +201,22 @@ def test_serve_without_its_extra_names_the_extra(monkeypatch, capsys):
     assert main(["serve", "--model", "/no/such/model"]) == 1
     err = capsys.readouterr().err
     assert "pip install 'xlmr-np[serve]'" in err and "fastapi" in err, err
+
+
+def test_rerank_json_runs_on_the_core_install(tiny_model, env):
+    """`rerank --json` builds its answer from xlmr_np.api's types, which need neither pydantic nor fastapi:
+    with both made unimportable, it still prints the /v1/rerank shape."""
+    script = (
+        "import sys; sys.modules.update(pydantic=None, fastapi=None, starlette=None, uvicorn=None); "
+        "from xlmr_np.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, "rerank", "--model", str(tiny_model[0]), "--json", QUERY, *README_DOCS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert set(body) == {"id", "model", "results", "usage", "meta"} and len(body["results"]) == 2

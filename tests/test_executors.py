@@ -1,6 +1,6 @@
-"""`xlmr-np eval --executor local|dask|ray|slurm` on the real engines, started on this machine.
+"""`xlmr-np eval --executor local|dask|ray|slurm` on the real backends, started on this machine.
 
-Each engine runs the same small evaluation (the four tasks in the C-MTEB layout, tests/test_eval.py's
+Each backend runs the same small evaluation (the four tasks in the C-MTEB layout, tests/test_eval.py's
 synthetic rows, the tiny random model) as two shards, while the test kills the worker process that is
 scoring shard 0 half-way. The run must retry that shard, resume it from its score cache, and print and
 write exactly what one process does.
@@ -18,13 +18,16 @@ import time
 from pathlib import Path
 
 import pytest
-from test_eval import XLMR_NP, env_for, hub_path, make_rows, write_parquet
+from helpers import env_for, hub_path, make_rows, write_parquet
+from processes import xlmr_np_command
 
 from xlmr_np.cmteb import TASKS
-from xlmr_np.cmteb import engines as en
+from xlmr_np.cmteb import backends as be
 from xlmr_np.cmteb import executors as ex
 from xlmr_np.errors import InputError
 from xlmr_np.testing import require
+
+pytestmark = pytest.mark.integration
 
 BIG = "CMedQAv2-reranking"  # the task long enough to kill a worker in the middle of it
 BATCH = "4"
@@ -43,7 +46,7 @@ def hub(tmp_path_factory):
 
 def eval_command(model_dir, cache: Path, out: Path, *extra: str) -> list[str]:
     return [
-        str(XLMR_NP),
+        xlmr_np_command(),
         "eval",
         "--model",
         str(model_dir),
@@ -51,7 +54,7 @@ def eval_command(model_dir, cache: Path, out: Path, *extra: str) -> list[str]:
         "all",
         "--batch-size",
         BATCH,
-        "--cache-dir",
+        "--score-cache",
         str(cache),
         "--out",
         str(out),
@@ -60,11 +63,11 @@ def eval_command(model_dir, cache: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def one_process(hub, tiny_model, tmp_path_factory):
+def one_process(hub, tiny_dir, tmp_path_factory):
     """What `xlmr-np eval` prints and writes in one process: (stdout, results.json text)."""
     where = tmp_path_factory.mktemp("one")
     done = subprocess.run(
-        eval_command(tiny_model[0], where / "cache", where / "out"),
+        eval_command(tiny_dir, where / "cache", where / "out"),
         env=env_for(hub),
         capture_output=True,
         text=True,
@@ -75,7 +78,7 @@ def one_process(hub, tiny_model, tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Killing one worker of a running engine
+# Killing one worker of a running backend
 
 
 def descendants(pid: int) -> set[int]:
@@ -141,12 +144,12 @@ ENGINES = {
 
 
 @pytest.mark.parametrize("executor", list(ENGINES))
-def test_engine_survives_a_killed_worker_and_equals_one_process(executor, hub, tiny_model, tmp_path, one_process):
+def test_backend_survives_a_killed_worker_and_equals_one_process(executor, hub, tiny_dir, tmp_path, one_process):
     if executor != "local":
-        require(en.EXTRAS[executor][0], f"--executor {executor}")  # a failure in CI, where the extras are installed
+        require(be.EXTRAS[executor][0], f"--executor {executor}")  # a failure in CI, where the extras are installed
     cache, out = tmp_path / "cache", tmp_path / "out"
     command = eval_command(
-        tiny_model[0], cache, out, "--executor", executor, "--local-workers", "2", "--shards", "2", *ENGINES[executor]
+        tiny_dir, cache, out, "--executor", executor, "--local-workers", "2", "--shards", "2", *ENGINES[executor]
     )
     started = time.monotonic()
     process = subprocess.Popen(
@@ -183,7 +186,7 @@ def test_engine_survives_a_killed_worker_and_equals_one_process(executor, hub, t
 
 
 # ----------------------------------------------------------------------------------------------------
-# The driver, the progress line and the errors, without an engine
+# The driver, the progress line and the errors, without a backend
 
 
 def test_progress_line_counts_shards_pairs_and_time_left():
@@ -203,9 +206,9 @@ def test_progress_line_counts_shards_pairs_and_time_left():
     )
 
 
-class ScriptedEngine(en.Engine):
-    """An engine whose shards finish at once, the last submitted first, with the given outcomes in order:
-    the driver's rules without the cost of a real engine."""
+class ScriptedBackend(be.Backend):
+    """A backend whose shards finish at once, the last submitted first, with the given outcomes in order:
+    the driver's rules without the cost of a real backend."""
 
     name = "scripted"
 
@@ -232,7 +235,7 @@ class ScriptedEngine(en.Engine):
 
 
 def spec(n=2):
-    return en.ShardSpec("m", "all", n, "/c", 4, None, 0, 512, "longest_first", 1)
+    return be.ShardSpec("m", "all", n, "/c", 4, None, 0, 512, "longest_first", 1)
 
 
 def no_work(n=2):
@@ -241,54 +244,54 @@ def no_work(n=2):
 
 def test_driver_retries_lost_shards_then_gives_up():
     ok = {"files": {}, "scored": 0, "seconds": 1.0}
-    engine = ScriptedEngine([ok, ConnectionError("worker lost"), ok])
+    backend = ScriptedBackend([ok, ConnectionError("worker lost"), ok])
     log = io.StringIO()
-    assert sorted(ex.fan_out(engine, spec(), no_work(), retries=1, log=log)) == [0, 1]
-    assert engine.submitted == [0, 1, 0]
+    assert sorted(ex.fan_out(backend, spec(), no_work(), retries=1, log=log)) == [0, 1]
+    assert backend.submitted == [0, 1, 0]
     assert "shard 0/2: attempt 1 lost (ConnectionError: worker lost); retrying" in log.getvalue()
     assert "shard 0/2 done on h (pid 1, attempt 2)" in log.getvalue()
 
-    engine = ScriptedEngine([ConnectionError("worker lost"), ConnectionError("node gone")])
-    with pytest.raises(en.ExecutorError, match=r"shard 1/2 failed 2 times; the last: ConnectionError: node gone"):
-        ex.fan_out(engine, spec(), no_work(), retries=1, log=io.StringIO())
-    assert [h[0] for h in engine.cancelled] == [0]  # the shard still running is cancelled
+    backend = ScriptedBackend([ConnectionError("worker lost"), ConnectionError("node gone")])
+    with pytest.raises(be.ExecutorError, match=r"shard 1/2 failed 2 times; the last: ConnectionError: node gone"):
+        ex.fan_out(backend, spec(), no_work(), retries=1, log=io.StringIO())
+    assert [h[0] for h in backend.cancelled] == [0]  # the shard still running is cancelled
 
-    engine = ScriptedEngine([{"error": "DatasetError: cannot get C-MTEB/T2Reranking"}])
-    with pytest.raises(en.ExecutorError, match=r"shard 1/2 on h \(pid 1\): DatasetError: cannot get"):
-        ex.fan_out(engine, spec(), no_work(), retries=3, log=io.StringIO())
-    assert engine.submitted == [0, 1]  # an evaluation error is not retried
+    backend = ScriptedBackend([{"error": "DatasetError: cannot get C-MTEB/T2Reranking"}])
+    with pytest.raises(be.ExecutorError, match=r"shard 1/2 on h \(pid 1\): DatasetError: cannot get"):
+        ex.fan_out(backend, spec(), no_work(), retries=3, log=io.StringIO())
+    assert backend.submitted == [0, 1]  # an evaluation error is not retried
 
 
 def test_worker_reports_missing_inputs_as_errors(tmp_path):
-    value = en.run_shard(
-        en.ShardSpec(str(tmp_path / "nowhere"), "all", 2, str(tmp_path / "c"), 4, None, 0, 512, "longest_first", 1), 1
+    value = be.run_shard(
+        be.ShardSpec(str(tmp_path / "nowhere"), "all", 2, str(tmp_path / "c"), 4, None, 0, 512, "longest_first", 1), 1
     )
     assert value["shard"] == 1 and value["pid"] == os.getpid()
     assert value["error"].startswith("ConfigError: ") and "nowhere: not a directory" in value["error"]
 
 
-def test_engine_errors_are_explained(hub, tiny_model, tmp_path, monkeypatch):
-    for executor, module in en.EXTRAS.items():
+def test_backend_errors_are_explained(hub, tiny_dir, tmp_path, monkeypatch):
+    for executor, module in be.EXTRAS.items():
         monkeypatch.setitem(sys.modules, module[0], None)
         with pytest.raises(
-            en.ExecutorError,
+            be.ExecutorError,
             match=rf"--executor {executor} needs {module[0]}: "
             rf"pip install 'xlmr-np\[{module[1]}\]'",
         ):
-            en._require(executor, module[0])
+            be._require(executor, module[0])
     monkeypatch.undo()
     if __import__("shutil").which("sbatch") is None:
         require("submitit", "--executor slurm")
-        engine = en.make_engine("slurm", address=None, workers=1, cores=1, slurm=en.SlurmOptions(), folder=tmp_path)
-        with pytest.raises(en.ExecutorError, match="needs Slurm's sbatch on PATH; .* add --slurm-local"):
-            engine.start()
+        backend = be.make_backend("slurm", address=None, workers=1, cores=1, slurm=be.SlurmOptions(), folder=tmp_path)
+        with pytest.raises(be.ExecutorError, match="needs Slurm's sbatch on PATH; .* add --slurm-local"):
+            backend.start()
     with pytest.raises(InputError, match="--scheduler is for --executor dask or ray"):
-        en.make_engine("local", address="tcp://x:8786", workers=1, cores=1, slurm=en.SlurmOptions(), folder=tmp_path)
+        be.make_backend("local", address="tcp://x:8786", workers=1, cores=1, slurm=be.SlurmOptions(), folder=tmp_path)
 
-    model = tiny_model[0]
+    model = tiny_dir
     for extra, message in (
         (["--shard", "0/2"], "--shard runs one shard; --executor runs all of them"),
-        (["--workers", "2"], "--workers splits one process; with --executor give --local-workers"),
+        (["--processes", "2"], "--processes splits one process; with --executor give --local-workers"),
     ):
         done = subprocess.run(
             eval_command(model, tmp_path / "c", tmp_path / "o", "--executor", "local", *extra),
@@ -298,7 +301,7 @@ def test_engine_errors_are_explained(hub, tiny_model, tmp_path, monkeypatch):
             timeout=60,
         )
         assert done.returncode == 1 and f"xlmr-np eval: error: {message}" in done.stderr, done.stderr
-    # the driver reads the datasets before it starts an engine: a missing one fails here, at once
+    # the driver reads the datasets before it starts a backend: a missing one fails here, at once
     empty = tmp_path / "empty-hub"
     empty.mkdir()
     done = subprocess.run(
@@ -308,5 +311,7 @@ def test_engine_errors_are_explained(hub, tiny_model, tmp_path, monkeypatch):
         text=True,
         timeout=60,
     )
-    assert done.returncode == 1 and "xlmr-np eval: error: cannot get C-MTEB/T2Reranking@" in done.stderr, done.stderr
-    assert "shards" not in done.stderr  # no engine was started
+    assert done.returncode == 1 and "xlmr-np eval: error: C-MTEB/T2Reranking@76631901a183/data/" in done.stderr, (
+        done.stderr
+    )
+    assert "shards" not in done.stderr  # no backend was started

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import write_model
 
 from xlmr_np import Reranker
 from xlmr_np.errors import ConfigError, HubError
@@ -17,14 +18,12 @@ PAIRS = [("capital of France", "Paris is the capital of France."), ("capital of 
 
 
 @pytest.fixture(scope="module")
-def hub_cache(tiny_model, tmp_path_factory):
+def hub_cache(tiny_dir, tmp_path_factory):
     """A cache holding REPO at two commits (different weights): tag v1 -> COMMIT_V1, main -> COMMIT_V2."""
-    from xlmr_np.testing import build_model
-
     cache = tmp_path_factory.mktemp("hub-cache")
     other = tmp_path_factory.mktemp("other-model")
-    build_model(other, seed=5, init_std=0.2)
-    add_snapshot(cache, REPO, tiny_model[0], COMMIT_V1, refs=("v1",))
+    write_model(other, seed=5)
+    add_snapshot(cache, REPO, tiny_dir, COMMIT_V1, refs=("v1",))
     add_snapshot(cache, REPO, other, COMMIT_V2, refs=("main",))
     add_snapshot(cache, "org/no-weights", other, COMMIT_V1, files={"config.json", "tokenizer.json"})
     return cache, other
@@ -43,19 +42,20 @@ def test_hub_id_loads_from_cache_offline(hub_cache, monkeypatch):
 
 
 @pytest.mark.parametrize("revision", ["v1", COMMIT_V1])
-def test_revision_tag_or_commit(hub_cache, tiny_model, revision):
+def test_revision_tag_or_commit(hub_cache, tiny_dir, revision):
     cache, _ = hub_cache
     folder = resolve_model_dir(REPO, revision=revision, cache_dir=cache, local_files_only=True)
     assert folder == cache / f"models--BAAI--bge-reranker-base/snapshots/{COMMIT_V1}"
-    assert (folder / "model.safetensors").read_bytes() == (tiny_model[0] / "model.safetensors").read_bytes()
+    assert (folder / "model.safetensors").read_bytes() == (tiny_dir / "model.safetensors").read_bytes()
 
 
 @pytest.mark.parametrize("repo, revision", [("org/not-cached", None), (REPO, "no-such-tag")])
 def test_offline_and_not_cached_is_a_clear_error(hub_cache, repo, revision, monkeypatch):
     cache, _ = hub_cache
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    with pytest.raises(HubError, match=r"not in the hub cache .*downloads are disabled \(HF_HUB_OFFLINE=1"):
+    with pytest.raises(HubError, match=r"not in the hub cache .*downloads are disabled \(HF_HUB_OFFLINE=1") as e:
         resolve_model_dir(repo, revision=revision, cache_dir=cache)
+    assert "to try the commands, `xlmr-np random-model DIR` writes a random one" in str(e.value)
 
 
 def test_cached_snapshot_without_weights_names_the_missing_file(hub_cache):
@@ -89,6 +89,7 @@ def test_only_the_files_the_numpy_model_reads_are_requested():
         "config.json",
         "model.safetensors",
         "tokenizer.json",
+        "tokenizer_config.json",  # the model's own length limit (xlmr_np.family)
     ]
     sharded = [
         "model.safetensors.index.json",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import write_model
 
 from xlmr_np import InputError, Reranker, engine
-from xlmr_np.inspect import attribute, format_table, inspect_pair, layer_table, render_terminal, stats
-from xlmr_np.testing import build_model, require
+from xlmr_np.testing import require
+from xlmr_np.tracing import attribute, format_table, inspect_pair, layer_table, render_terminal, stats
 
 QUERY = "capital of France"
 DOCUMENT = "Paris is the capital of France. Bananas!"
@@ -15,9 +16,7 @@ DOCUMENT = "Paris is the capital of France. Bananas!"
 
 @pytest.fixture(scope="module")
 def reranker(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny")
-    build_model(directory, seed=1, init_std=0.2)
-    return Reranker.from_pretrained(directory)
+    return Reranker.from_pretrained(write_model(tmp_path_factory.mktemp("tiny"), seed=1))
 
 
 @pytest.fixture(scope="module")
@@ -88,22 +87,22 @@ def _score(reranker, ids):
     return float(engine.forward(reranker.params, reranker.config, ids, np.ones_like(ids))[0, 0])
 
 
-def test_word_removal_attribution_matches_rescoring_without_the_word(reranker, seen):
+def test_word_removal_attribution_is_the_logit_minus_the_logit_without_the_word(reranker, seen):
     result = attribute(reranker, QUERY, DOCUMENT, unit="word", method="remove", batch_size=3)
     assert result.texts == ["Paris", "is", "the", "capital", "of", "France.", "Bananas!"]
-    assert result.score == pytest.approx(float(seen.logits[0]), abs=1e-6)
+    assert result.logit == pytest.approx(float(seen.logits[0]), abs=1e-6)
     bananas = [i for i, t in enumerate(seen.tokens) if t in ("▁Bana", "nas", "!")]
     ids = [t for i, t in enumerate(seen.input_ids.tolist()) if i not in bananas]
-    assert result.deltas[-1] == pytest.approx(result.score - _score(reranker, ids), abs=1e-5)
+    assert result.contributions[-1] == pytest.approx(result.logit - _score(reranker, ids), abs=1e-5)
 
 
 def test_token_mask_attribution_keeps_positions(reranker, seen):
     result = attribute(reranker, QUERY, DOCUMENT, unit="token", method="mask")
     doc = [i for i, s in enumerate(seen.segments) if s == 1]
-    assert len(result.deltas) == len(doc)
+    assert len(result.contributions) == len(doc)
     ids = seen.input_ids.tolist()
     ids[doc[0]] = reranker.tokenizer.token_to_id("<mask>")
-    assert result.deltas[0] == pytest.approx(result.score - _score(reranker, ids), abs=1e-5)
+    assert result.contributions[0] == pytest.approx(result.logit - _score(reranker, ids), abs=1e-5)
 
 
 def test_render_terminal(reranker):
@@ -111,11 +110,13 @@ def test_render_terminal(reranker):
     plain = render_terminal(result, color=False)
     first = plain.splitlines()[0]
     assert first.startswith("Paris[") and " Bananas![" in first
-    assert f"{result.deltas[0]:+.3g}" in first
+    assert f"{result.contributions[0]:+.3g}" in first
+    legend = plain.splitlines()[-1]
+    assert legend.startswith(f"logit {result.logit:.4g}; highlight = logit - logit with the word removed"), legend
     colored = render_terminal(result)
-    assert colored.count("\x1b[48;2;") == len(result.deltas)
-    strongest = int(np.abs(result.deltas).argmax())
-    assert ("\x1b[48;2;0;255;0m" if result.deltas[strongest] > 0 else "\x1b[48;2;255;0;0m") in colored
+    assert colored.count("\x1b[48;2;") == len(result.contributions)
+    strongest = int(np.abs(result.contributions).argmax())
+    assert ("\x1b[48;2;0;255;0m" if result.contributions[strongest] > 0 else "\x1b[48;2;255;0;0m") in colored
 
 
 def test_attribution_errors(reranker, monkeypatch):

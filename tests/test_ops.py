@@ -81,6 +81,17 @@ def test_gelu_is_exact_to_the_rounding_of_its_dtype(dtype, gelu):
     )
 
 
+@pytest.mark.parametrize("gelu", ["numerics", "engine"])
+def test_float32_gelu_never_gives_a_subnormal_float(gelu):
+    """Every float32 from -15 to -11 (where x Phi(x) itself turns subnormal, from -13.1 to -14.2): the output
+    is normal or 0; beyond the cap it is the tail's value at the cap, -12 Q(12)."""
+    lo, hi = np.array([-11.0, -15.0], dtype=np.float32).view(np.int32)
+    x = np.arange(lo, hi + 1).astype(np.int32).view(np.float32)  # 4.2 million values
+    got = GELUS[gelu](x)
+    assert numerics.count_subnormal(got) == 0, x[(got != 0) & (np.abs(got) < np.finfo(np.float32).tiny)][:5]
+    assert np.all(got[x <= -numerics.TAIL_CAP] == got[-1]) and -2.2e-32 < got[-1] < -2.0e-32, got[-1]
+
+
 def test_gelu_with_bias_in_place_equals_gelu_of_the_sum():
     rng = np.random.default_rng(3)
     x = rng.normal(scale=3.0, size=(300, 97)).astype(np.float32)
@@ -90,6 +101,7 @@ def test_gelu_with_bias_in_place_equals_gelu_of_the_sum():
     assert np.array_equal(x, expected)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("gelu", [model.gelu, engine.gelu], ids=["model", "engine"])
 @pytest.mark.parametrize("dtype, atol, rtol", [(np.float32, 1.2e-6, 0), (np.float64, 2e-14, 2e-15)])
 def test_gelu_matches_torch_exact_gelu(torch, dtype, atol, rtol, gelu):
@@ -100,6 +112,7 @@ def test_gelu_matches_torch_exact_gelu(torch, dtype, atol, rtol, gelu):
     assert_close(f"gelu {np.dtype(dtype).name} vs torch", gelu(x), ref, atol=atol, rtol=rtol)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("layer_norm", [model.layer_norm, engine.layer_norm], ids=["model", "engine"])
 @pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-6), (np.float64, 1e-13)])
 def test_layer_norm_matches_torch(torch, dtype, atol, layer_norm):
@@ -113,6 +126,14 @@ def test_layer_norm_matches_torch(torch, dtype, atol, layer_norm):
     assert_close(f"layer_norm {np.dtype(dtype).name}", layer_norm(x, w, b, 1e-5), ref, atol=atol)
 
 
+def engine_softmax(x):
+    """The engine's softmax: its weights (in place, on a copy) over their row sums."""
+    x = np.array(x)
+    sums = engine.softmax_weights(x, np.full(x.shape[-1], engine.weight_floor(x.dtype)[0], dtype=x.dtype))
+    return x / sums
+
+
+@pytest.mark.parity
 @pytest.mark.parametrize("dtype, tol", [(np.float32, (3e-8, 3e-7)), (np.float64, (1e-17, 1e-15))])
 def test_softmax_over_real_tokens_equals_masked_softmax(torch, dtype, tol):
     """transformers masks padding by adding finfo.min to the scores; the engine leaves padding out.
@@ -127,15 +148,42 @@ def test_softmax_over_real_tokens_equals_masked_softmax(torch, dtype, tol):
     additive = np.where(keep, 0, np.finfo(dtype).min).astype(dtype)[:, None, None, :]  # [B, 1, 1, T]
     ref = torch.softmax(torch.from_numpy(scores + additive), dim=-1).numpy()
     for b, n in enumerate(lengths):
-        got = engine.softmax(scores[b, :, :n, :n], axis=-1)
+        got = engine_softmax(scores[b, :, :n, :n])
         assert_close(f"softmax pair {b}", got, ref[b, :, :n, :n], atol=tol[0], rtol=tol[1])
         assert np.all(ref[b, :, :n, n:] == 0)  # the reference gives padding exactly zero weight too
 
 
-@pytest.mark.parametrize("softmax", [model.softmax, engine.softmax], ids=["model", "engine"])
+@pytest.mark.parametrize("softmax", [model.softmax, engine_softmax], ids=["model", "engine"])
 def test_softmax_survives_huge_scores(softmax):
     x = np.array([[1e30, 0.0, -1e30]], dtype=np.float32)
     assert np.array_equal(softmax(x), [[1.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("dtype, floor", [(np.float32, 60), (np.float64, 120)])
+def test_engine_softmax_weights_are_exactly_zero_below_the_floor_and_never_subnormal(dtype, floor):
+    """Sharp rows (scores spread over 120, float64: 800): the plain exp(x - max) has subnormal values, the
+    engine's weights none; they are exactly 0 below 2^-floor of the row's largest, the plain values' very bits
+    above 2^-35 (float64: 2^-66), and in between off by the subtracted 2^-floor and the rounding of that
+    subtraction (at most 2^-floor + 2^-(floor - 1) in all)."""
+    rng = np.random.default_rng(4)
+    spread = 120 if dtype == np.float32 else 800
+    x = (30 - rng.uniform(0, spread, size=(6, 3000))).astype(dtype)  # [rows, n]: weights of every size
+    plain = np.exp(x - x.max(axis=-1, keepdims=True))
+    assert numerics.count_subnormal(plain) > 100, "the test needs scores sharp enough to underflow"
+    weights = x.copy()
+    sums = engine.softmax_weights(weights, np.full(x.shape[-1], engine.weight_floor(dtype)[0], dtype=dtype))
+    assert weights.dtype == sums.dtype == dtype and sums.shape == (6, 1)
+    assert numerics.count_subnormal(weights) == 0 and weights.min() == 0
+    below = plain < 2.0**-floor * 0.999  # (the shift is rounded to the dtype: leave its last bits out)
+    assert np.all(weights[below] == 0), f"{np.count_nonzero(weights[below])} weights below 2^-{floor} are not 0"
+    same = plain >= 2.0 ** (-35 if dtype == np.float32 else -66)
+    assert np.array_equal(weights[same], plain[same]), diff_message_of(weights[same], plain[same])
+    assert np.abs(weights - plain).max() <= 2.0 ** -(floor - 2), np.abs(weights - plain).max()
+    assert_close("row sums", sums, plain.sum(axis=-1, keepdims=True), atol=0, rtol=4 * float(np.finfo(dtype).eps))
+
+
+def diff_message_of(got, expected):
+    return f"{np.count_nonzero(got != expected)} of {got.size} weights differ, by up to {np.abs(got - expected).max()}"
 
 
 def test_reference_softmax_gives_masked_keys_zero_weight():

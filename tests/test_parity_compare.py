@@ -14,9 +14,11 @@ import pytest
 
 import xlmr_np
 from xlmr_np import ComparisonError, Reranker, engine, model
-from xlmr_np.inspect import Trace
 from xlmr_np.parity import diff_traces
 from xlmr_np.testing import build_model
+from xlmr_np.tracing import Trace
+
+pytestmark = pytest.mark.parity
 
 PAIRS = [
     ("capital of France", "Paris is the capital of France. Bananas are yellow."),

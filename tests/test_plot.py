@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from xlmr_np import InputError
-from xlmr_np.inspect import Attribution, format_table
 from xlmr_np.plot import _pieces, attribution_figure
 from xlmr_np.testing import require
+from xlmr_np.tracing import Attribution, format_table
 
 DOC = "Paris is nice.\nBananas!"
 
@@ -40,7 +40,7 @@ def test_attribution_figure_draws_every_unit_with_its_colour():
     assert set(boxes) == {"Paris", "is", "nice.", "Bananas!"}
     red, white, green = boxes["Bananas!"], boxes["nice."], boxes["Paris"]
     assert red[0] > red[1] and green[1] > green[0] and min(white[:2]) > 0.9  # RdYlGn centre: pale yellow
-    assert fig.axes[0].get_xlabel() == "score change when the word is removed (logit)"
+    assert fig.axes[0].get_xlabel() == "logit - logit with the word removed"
 
 
 def test_plotting_without_matplotlib_says_what_to_install(monkeypatch):

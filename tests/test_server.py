@@ -19,8 +19,12 @@ import numpy as np
 import pytest
 from processes import HUB_REPO, ServerProcess, offline_hub
 
+from xlmr_np import api
 from xlmr_np.reranker import document_scores
 from xlmr_np.serve import schema
+from xlmr_np.tokenizer import EncodeOptions
+
+pytestmark = pytest.mark.integration
 
 KEY = "test-key-5b0f6c1e"
 MAX_DOCUMENTS = 5
@@ -129,7 +133,7 @@ def test_curl_shaped_request_with_form_content_type(secured, short):
         secured.url, "/v1/rerank", ISSUE_BODY, headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
     assert status == 200 and headers["content-type"] == "application/json; charset=utf-8"
-    schema.RerankResponse.model_validate(body)
+    schema.parse_response(api.RerankResponse, body)
     assert body["model"] == HUB_REPO and got(body) == expected(short, QUERY, DOCS[:2])
     for r in body["results"]:
         assert r["document"] == {"text": DOCS[r["index"]]} and r["truncated"] is False
@@ -177,18 +181,18 @@ def test_v2_rerank_has_id_and_meta_and_no_documents_by_default(secured, short):
     assert status == 200 and got(body) == expected(short, QUERY, DOCS)
     assert body["meta"]["api_version"] == {"version": "2"} and len(body["id"]) == 36
     assert all("document" not in r for r in body["results"])
-    schema.RerankResponse.model_validate(body)
+    schema.parse_response(api.RerankResponse, body)
 
 
 def test_max_tokens_per_doc_and_max_chunks_per_doc(secured, short):
     documents = [LONG_DOC, DOCS[0]]
     for options, encoding in [
-        ({"max_tokens_per_doc": 10}, dict(max_windows=1, max_document_tokens=10)),
-        ({"max_chunks_per_doc": 3}, dict(windows=True, max_windows=3)),
-        ({"max_chunks_per_doc": 1}, dict()),
+        ({"max_tokens_per_doc": 10}, EncodeOptions(max_document_tokens=10)),
+        ({"max_chunks_per_doc": 3}, EncodeOptions(windows=True, max_windows=3)),
+        ({"max_chunks_per_doc": 1}, EncodeOptions()),
     ]:
         status, body, _ = post(secured.url, "/v2/rerank", {"query": QUERY, "documents": documents, **options})
-        encoded, owners = short.encode_documents(QUERY, documents, **encoding)
+        encoded, owners = short.encode_documents(QUERY, documents, encoding)
         want = document_scores(2, encoded, owners, short.logits_of(encoded, progress=False)[:, 0])
         assert status == 200 and got(body) == [(r["index"], r["relevance_score"]) for r in want.ranked(documents)]
         assert [r["truncated"] for r in sorted(body["results"], key=lambda r: r["index"])] == [True, False]
@@ -275,7 +279,7 @@ def test_bad_request_gets_json_error_naming_the_field(secured, path, body, statu
     assert (got_status, error["error"]["field"]) == (status, field), error
     assert words in error["error"]["message"] and error["message"] == error["detail"] == error["error"]["message"]
     assert headers["content-type"] == "application/json; charset=utf-8"
-    schema.ErrorResponse.model_validate(error)
+    schema.parse_response(api.ErrorResponse, error)
 
 
 def test_tei_rerank_format(secured, short):
@@ -286,7 +290,7 @@ def test_tei_rerank_format(secured, short):
     _, raw, _ = post(secured.url, "/rerank", {"query": QUERY, "texts": DOCS, "raw_scores": True})
     assert got(raw) == expected(short, QUERY, DOCS, raw_scores=True) and all("text" not in r for r in raw)
     for r in ranks:
-        schema.TeiRank.model_validate(r)
+        schema.parse_response(api.TeiRank, r)
 
 
 def test_tei_over_long_input_is_its_413_unless_truncate(secured, short, tiny_model):
@@ -322,7 +326,7 @@ def test_tei_over_long_input_is_its_413_unless_truncate(secured, short, tiny_mod
 def test_tei_errors_in_tei_shape(secured, body, status, words):
     got_status, error, _ = post(secured.url, "/rerank", body)
     assert got_status == status and words in error["error"], error
-    schema.TeiErrorResponse.model_validate(error)
+    schema.parse_response(api.TeiErrorResponse, error)
 
 
 def test_tei_request_from_the_rerankers_library(secured, short):
@@ -401,12 +405,12 @@ def test_health_models_info_and_openapi(secured, short):
     assert status == 200 and [m["id"] for m in models["data"]] == [HUB_REPO]
     assert models["data"][0]["max_length"] == short.max_length
     status, info, _ = get(secured.url, "/info")
-    schema.Info.model_validate(info)
+    schema.parse_response(api.Info, info)
     assert (info["model_id"], info["max_input_length"], info["max_client_batch_size"]) == (HUB_REPO, 64, MAX_DOCUMENTS)
     status, document, _ = get(secured.url, "/openapi.json")
     assert status == 200 and document["openapi"].startswith("3.")
     components = document["components"]["schemas"]
-    for model in (schema.RerankRequest, schema.TeiRerankRequest):  # one definition validates and documents
+    for model in (schema.CohereRequest, schema.TeiRequest):  # one definition validates and documents
         generated = model.model_json_schema(ref_template="#/components/schemas/{model}")
         generated.pop("$defs", None)
         assert components[model.__name__] == generated

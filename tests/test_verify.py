@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from processes import HUB_REPO, ServerProcess, offline_hub, reranker_in_process, run
+from processes import HUB_REPO, ServerProcess, offline_hub, run
 from tokenizers import Tokenizer
 
 from xlmr_np.reranker import sigmoid64
@@ -116,8 +116,8 @@ def test_parse_results_names_bad_repeated_and_missing_indices():
 
 
 @pytest.fixture(scope="module")
-def reranker(tiny_model):
-    return reranker_in_process(tiny_model[0])
+def reranker(tiny_reranker):
+    return tiny_reranker
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +193,8 @@ def test_bad_arguments(verifier, kwargs, message):
 
 
 @pytest.fixture(scope="module")
-def env(tiny_model, tmp_path_factory):
-    return offline_hub(tiny_model[0], tmp_path_factory.mktemp("hub-cache"))
+def env(tiny_dir, tmp_path_factory):
+    return offline_hub(tiny_dir, tmp_path_factory.mktemp("hub-cache"))
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +209,7 @@ def server(env, tmp_path_factory):
         process.stop()
 
 
+@pytest.mark.integration  # xlmr-np serve / verify in a subprocess
 @pytest.mark.parametrize(
     "format, path, scale",
     [
@@ -227,12 +228,13 @@ def test_own_server_agrees_in_each_format(format, path, scale, server, verifier)
     assert report.analysis.scale.name == scale
 
 
+@pytest.mark.integration  # xlmr-np serve / verify in a subprocess
 def test_cli_against_own_server_with_json_report(server, env, tmp_path):
     """The README's example: the key in $XLMR_NP_API_KEY as for serve, default --model (the hub id, resolved
     from the cache), format detected."""
     out = tmp_path / "report.json"
     result = run(
-        ["verify", "--endpoint", server.url, "--json", str(out)],
+        ["verify", "--endpoint", server.url, "--json-report", str(out)],
         dict(env, XLMR_NP_API_KEY=KEY),
         timeout=300,
     )
@@ -245,6 +247,7 @@ def test_cli_against_own_server_with_json_report(server, env, tmp_path):
     assert len(report["probes"]) == 14 and report["probe_set"]["version"] == "1"
 
 
+@pytest.mark.integration  # xlmr-np serve / verify in a subprocess
 @pytest.mark.parametrize(
     "args, extra_env, message",
     [
@@ -257,7 +260,7 @@ def test_cli_against_own_server_with_json_report(server, env, tmp_path):
             "no such route (HTTP 404)",
         ),
         (
-            ["--endpoint", "URL", "--format", "cohere", "--api-key-env", KEY_VAR, "--endpoint-model", "other"],
+            ["--endpoint", "URL", "--format", "cohere", "--api-key-env", KEY_VAR, "--served-model-name", "other"],
             {KEY_VAR: KEY},
             'model "other" is not served here',
         ),
@@ -293,12 +296,12 @@ def test_endpoint_url_forms():
 
 
 @pytest.fixture(scope="module")
-def perturbed_model(tiny_model, tmp_path_factory):
+def perturbed_model(tiny_dir, tmp_path_factory):
     """The tiny model with classifier.dense's weights moved by 1e-3: every logit shifts a little."""
     from safetensors.numpy import load_file, save_file
 
     directory = tmp_path_factory.mktemp("perturbed")
-    for f in tiny_model[0].iterdir():
+    for f in tiny_dir.iterdir():
         shutil.copy(f, directory / f.name)
     weights = load_file(directory / "model.safetensors")
     rng = np.random.default_rng(0)
@@ -308,7 +311,8 @@ def perturbed_model(tiny_model, tmp_path_factory):
     return directory
 
 
-def test_golden_round_trip(tiny_model, perturbed_model, env, tmp_path):
+@pytest.mark.integration  # xlmr-np serve / verify in a subprocess
+def test_golden_round_trip(tiny_dir, perturbed_model, env, tmp_path):
     golden = tmp_path / "golden.json"
     result = run(["verify", "--write-golden", str(golden)], env, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -321,7 +325,7 @@ def test_golden_round_trip(tiny_model, perturbed_model, env, tmp_path):
     assert first["input_ids"][0] == 0 and first["input_ids"][-1] == 2 and isinstance(first["logit"], float)
 
     out = tmp_path / "same.json"
-    same = run(["verify", "--golden", str(golden), "--float64", "--json", str(out)], env, timeout=300)
+    same = run(["verify", "--golden", str(golden), "--float64", "--json-report", str(out)], env, timeout=300)
     assert same.returncode == 0, same.stdout + same.stderr
     overall = json.loads(out.read_text(encoding="utf-8"))["overall"]
     assert overall["max_abs_diff_logits"] == 0.0, overall

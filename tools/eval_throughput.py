@@ -10,13 +10,13 @@ in length (1 to 120,026 characters), and shorter ones are cheaper, so its estima
     python -c "from xlmr_np import testing as t; t.build_model('full-random', **t.BGE_RERANKER_BASE)"
     python tools/eval_throughput.py --model full-random
 
-Scores go through Reranker.predict_logits in batches, as `xlmr-np eval --workers 1` scores them.
+Scores go through Reranker.predict_logits in batches, as `xlmr-np eval --processes 1` scores them.
 To time `xlmr-np eval` itself, write a small dataset of the same shape into a hub cache and point the
 command at it:
 
     python tools/eval_throughput.py --write-hub eval-hub --task CMedQAv2-reranking --queries 6 --docs 8
     HF_HUB_CACHE=eval-hub HF_HUB_OFFLINE=1 xlmr-np eval --model full-random \
-        --task CMedQAv2-reranking --batch-size 8 --workers 2
+        --task CMedQAv2-reranking --batch-size 8 --processes 2
 """
 
 from __future__ import annotations

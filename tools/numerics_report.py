@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from xlmr_np import Reranker, engine, model
-from xlmr_np.inspect import Trace
 from xlmr_np.parity import load_reference
 from xlmr_np.testing import BGE_RERANKER_BASE, LONG_PAIRS, build_model
+from xlmr_np.tracing import Trace
 
 
 def stage_names(layers: int) -> list[str]:

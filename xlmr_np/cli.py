@@ -18,8 +18,10 @@ SUBCOMMANDS = {
     "serve": "xlmr_np.commands.serve",
     "eval": "xlmr_np.commands.eval",
     "merge": "xlmr_np.commands.eval",
+    "synthetic-data": "xlmr_np.commands.eval",
     "inspect": "xlmr_np.commands.inspect",
     "verify": "xlmr_np.commands.verify",
+    "random-model": "xlmr_np.commands.random_model",
 }
 
 

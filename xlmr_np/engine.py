@@ -82,8 +82,8 @@ SMALL_ROWS = 8 * GEMM_ROWS
 # Intra-op threads, for a job too small to split by pairs (one pair, a few short ones: see xlmr_np.workers):
 # an object with `threads` and `map(tasks)` (run the callables on that many threads, return when all are
 # done), set for the calling thread only; None runs everything on it. The dense products are then split by
-# whole COLUMN_BLOCKs of output features and attention by heads. Each head's products are separate BLAS
-# calls anyway; but whether a column block of x W^T is the same bits computed alone as within the whole
+# whole COLUMN_BLOCKs of output features and attention by its blocks (attention_blocks), each computed
+# alone anyway; but whether a column block of x W^T is the same bits computed alone as within the whole
 # product depends on the BLAS kernel: yes on OpenBLAS's SkylakeX, Sandybridge and Nehalem kernels, no on
 # its Haswell/Zen kernel (tools/blas_bits.py). So the split is checked once per weight shape on the
 # machine's own BLAS (column_split_is_exact) and, where it changes a bit, the product runs whole on the
@@ -149,7 +149,7 @@ def linear(x, weight, bias):
 
 # Elementwise work (GELU, layer norm) walks its rows in blocks of about BLOCK_ELEMENTS values (512 KB in
 # float32), so that the several passes an op makes over a block (and the block's temporaries) stay near the
-# core, in L2 or at worst L3. (Attention's softmax goes by chunks of heads instead: see SCORES_ELEMENTS.)
+# core, in L2 or at worst L3. (Attention goes by blocks of heads or query rows instead: see SCORES_ELEMENTS.)
 # Smaller blocks would fit L2 better on one thread but lose more with two: every numpy pass releases the GIL
 # and takes it back, and with one worker thread per core (xlmr_np.workers) each taking back is a wait on the
 # other thread, so fewer, longer passes scale better. GELU on [1008, 3072] on two threads at once, measured
@@ -222,18 +222,45 @@ def gelu(x, bias=None, out=None):
     return out
 
 
-def softmax(x, axis=-1, out=None, scale=None):
-    """Softmax with the row maximum subtracted first, so exp never overflows.
+# Softmax without subnormal floats. When a row's scores spread by more than about 87, exp(score - max) falls
+# below float32's smallest normal number (1.2e-38) and subnormal floats are slow on many CPUs: on an Intel
+# Xeon, OpenBLAS's sgemm took 120x longer on subnormal weights ([16, 512, 512] @ [16, 512, 64]: 305 against
+# 2.5 ms) and np.exp 7x longer producing them; trained models attend that sharply. So every weight below
+# 2^-WEIGHT_FLOOR of its row's largest is exactly 0: a sum of 8,192 such weights is 2^-47 of the largest in
+# float32 (2^-107 in float64), where the dtype resolves 2^-24 (2^-53), so nothing a sum of them could show is
+# lost, and the products with V see no subnormal float. Two passes do it, cheap ones (see softmax_weights).
+WEIGHT_FLOOR = {np.dtype(np.float32): 60, np.dtype(np.float64): 120}
 
-    out may be x itself; scale multiplies x first (attention's 1/sqrt(Dh)), as transformers' eager
-    attention scales the scores.
+
+@functools.cache
+def weight_floor(dtype) -> tuple[Any, Any]:
+    """(shift, zero): shifted scores are held at shift = -WEIGHT_FLOOR ln 2 or above, and zero = exp(shift)
+    as np.exp itself computes it (so that subtracting it leaves the held weights exactly 0)."""
+    dtype = np.dtype(dtype)
+    shift = dtype.type(-WEIGHT_FLOOR[dtype] * math.log(2))
+    return shift, np.exp(np.full(64, shift, dtype=dtype))[0]
+
+
+def softmax_weights(x, floor, scale=None):
+    """Softmax's numerators in place, exactly 0 below 2^-WEIGHT_FLOOR of the row's largest; returns the row
+    sums. x [..., n] -> the weights in x, and their sums [..., 1]; softmax is weights / sums.
+
+    exp(max(x - row max, shift)) - exp(shift): a weight at the floor becomes exactly 0, and every other one
+    loses exp(shift), less than half an ulp of any weight above 2^-35 of the largest (2^-66 in float64), whose
+    bits therefore do not change. floor: a row of n values filled with shift, broadcast over x's rows (numpy's
+    maximum against a scalar runs 4x slower than against an array; a row of them stays in L1). scale
+    multiplies x first (attention's 1/sqrt(Dh), as transformers' eager attention scales the scores). The
+    caller divides: attention divides its context [..., Dh] rather than the weights [..., n], which saves a
+    pass over the scores.
     """
+    _, zero = weight_floor(x.dtype)
     if scale is not None:
-        x = np.multiply(x, scale, out=out)
-    out = np.subtract(x, x.max(axis=axis, keepdims=True), out=out)
-    np.exp(out, out=out)
-    out /= out.sum(axis=axis, keepdims=True)
-    return out
+        x *= scale
+    x -= x.max(axis=-1, keepdims=True)
+    np.maximum(x, floor, out=x)
+    np.exp(x, out=x)
+    x -= zero
+    return x.sum(axis=-1, keepdims=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -249,12 +276,34 @@ def embeddings(ids, positions, params, config):
     return layer_norm(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=x)
 
 
-# Attention runs a few heads at a time, each chunk's products and softmax back to back, so that a chunk's
-# scores (about SCORES_ELEMENTS values: 512 KB in float32, half of one core's L2 on the machines measured;
-# at least one head) are still in cache for the softmax's passes and the product with V, and the same
-# buffer is reused for every chunk. Chunking never changes a value: each head's products are separate BLAS
-# calls anyway, and the softmax works along one row.
+# Attention goes a block at a time, each block's two products and softmax back to back, so that its scores
+# are still in cache for the softmax's passes and the product with V, and one buffer per task serves every
+# block. A block is a few whole heads of a short pair (about SCORES_ELEMENTS scores: 512 KB in float32), one
+# whole head up to HEAD_SCORES scores (4 MB: 1,024 tokens), or, beyond, HEAD_SCORES // n query rows of one
+# head (128 rows at 8,192 tokens), against a contiguous copy of that head's keys and values, which BLAS
+# repacks for every block (larger blocks would repack them less often but leave the cache). The plain
+# formula walks each head's whole [n, n] scores instead, 268 MB at 8,192 tokens, several times through
+# memory: one head's attention at 8,192 tokens took 5.7 ns per score that way and 4.9 ns in blocks (AMD
+# EPYC, one thread, loaded). The blocks of a pair are cut the same way in any batch and on any number of
+# threads (only the heads per block of a short pair follow the threads, and each head's products are
+# separate BLAS calls anyway), and each block is computed alone, so a pair's bits depend on neither.
 SCORES_ELEMENTS = 131072
+HEAD_SCORES = 1 << 20
+
+
+def attention_blocks(m, n, heads, tasks=1):
+    """(heads per block, query rows per block) for a pair of n keys and m query rows (n, or 1 for first_only).
+
+    Several whole heads while they fit in SCORES_ELEMENTS (but no more than leaves a block for each of
+    `tasks` threads), else one head and as many rows as fit in HEAD_SCORES. The rows depend on m and n alone:
+    BLAS may round a row differently in a product of another row count.
+
+    >>> attention_blocks(128, 128, 12)   # (8, 128): 8 heads of 128 x 128 scores per block
+    >>> attention_blocks(8192, 8192, 16)   # (1, 128): 128 query rows of one head
+    """
+    if m * n <= SCORES_ELEMENTS:
+        return max(1, min(SCORES_ELEMENTS // (m * n), heads // tasks)), m
+    return 1, min(m, HEAD_SCORES // n)
 
 
 def power_of_two(value) -> bool:
@@ -267,29 +316,41 @@ def self_attention(x, offsets, params, prefix, config, first_only=False):
 
     offsets: [B + 1] start of each pair's tokens in the packed x (pair b is x[offsets[b]:offsets[b+1]]).
     first_only: the context of each pair's first token only (the <s> row the head reads, see run); keys and
-    values are still every token's. Per pair, the heads go to BLAS a chunk at a time (SCORES_ELEMENTS) as
-    stacked products; the heads are strided views of the packed Q, K, V, never copied. The scale
-    1/sqrt(Dh) multiplies the scores, as transformers' eager attention does; when it is a power of two
-    (Dh = 64: 1/8) it multiplies Q instead, which gives the same bits (scaling by 2^k is exact in every
-    product and partial sum) in one pass over [N, D] instead of one over every pair's [H, n, n].
+    values are still every token's. The scale 1/sqrt(Dh) multiplies the scores, as transformers' eager
+    attention does; when it is a power of two (Dh = 64: 1/8) it multiplies Q instead, which gives the same
+    bits (scaling by 2^k is exact in every product and partial sum) in one pass over [N, D] instead of one
+    over every pair's [H, n, n].
     """
     p = prefix + "attention.self."
-    H, Dh = config.num_attention_heads, config.head_size
-    lengths = np.diff(offsets)  # [B]
     queries = x[offsets[:-1]] if first_only else x  # [B, D] or [N, D]
-    q_offsets = np.arange(len(lengths) + 1) if first_only else offsets  # where each pair's query rows start
     q = linear(queries, params[p + "query.weight"], params[p + "query.bias"])  # [N or B, D] -> [N or B, D]
     k = linear(x, params[p + "key.weight"], params[p + "key.bias"])  # [N, D] -> [N, D]
     v = linear(x, params[p + "value.weight"], params[p + "value.bias"])  # [N, D] -> [N, D]
-    scale = x.dtype.type(Dh**-0.5)
+    scale = x.dtype.type(config.head_size**-0.5)
     if power_of_two(float(scale)):
         q *= scale
         scale = None
+    return attention(q, k, v, offsets, config.num_attention_heads, scale, first_only)  # [N or B, D]
+
+
+def attention(q, k, v, offsets, heads, scale=None, first_only=False):
+    """softmax(Q K^T [x scale]) V per head, each pair over its own keys: q [N or B, D], k, v [N, D] -> [N or B, D].
+
+    q holds every pair's query rows (first_only: each pair's first row alone, [B, D]) and is overwritten by
+    the context. Per pair, attention goes to BLAS a block at a time (attention_blocks): a few heads as stacked
+    products over strided views of the packed Q, K, V, or, for a long pair, a block of one head's query rows
+    against a contiguous copy of that head's keys and values.
+    """
+    H, Dh = heads, q.shape[1] // heads
+    lengths = np.diff(offsets)  # [B]
+    q_offsets = np.arange(len(lengths) + 1) if first_only else offsets  # where each pair's query rows start
     context = q  # a pair's context overwrites its own rows of q, which its scores no longer need
     pool = intra_op.get()
     tasks = 1 if pool is None else pool.threads
-    room = max(SCORES_ELEMENTS, int(lengths.max()) ** 2)  # one chunk's scores, at least one head's [m, n]
-    buffers = [np.empty(room, dtype=x.dtype) for _ in range(tasks)]  # one per task, reused for every chunk
+    longest = int(lengths.max())
+    room = max(SCORES_ELEMENTS, min(longest**2, HEAD_SCORES))  # the largest block's scores
+    buffers = [Scratch(room, Dh, longest, q.dtype) for _ in range(tasks)]  # one per task, reused for every block
+    floor = np.full(longest, weight_floor(q.dtype)[0], dtype=q.dtype)  # [n], read by every task
     for b, n in enumerate(lengths):
         rows, q_rows = slice(offsets[b], offsets[b + 1]), slice(q_offsets[b], q_offsets[b + 1])
         m = q_rows.stop - q_rows.start  # query rows: n, or 1 when first_only
@@ -297,25 +358,59 @@ def self_attention(x, offsets, params, prefix, config, first_only=False):
         kt = k[rows].reshape(n, H, Dh).transpose(1, 2, 0)  # [n, D] -> [H, Dh, n]
         vh = v[rows].reshape(n, H, Dh).transpose(1, 0, 2)  # [n, D] -> [H, n, Dh]
         ch = context[q_rows].reshape(m, H, Dh).transpose(1, 0, 2)  # [H, m, Dh]: a view of q's rows
-        step = max(1, room // (m * n))  # heads per chunk
+        step, block = attention_blocks(m, n, H, tasks)
+        units = [(a, min(a + step, H), r, min(r + block, m)) for a in range(0, H, step) for r in range(0, m, block)]
 
-        def heads(h0, h1, buffer, m=m, n=n, qh=qh, kt=kt, vh=vh, ch=ch, step=step):  # attention of heads h0:h1
-            for a in range(h0, h1, step):
-                c = min(a + step, h1)
-                s = np.matmul(qh[a:c], kt[a:c], out=buffer[: (c - a) * m * n].reshape(c - a, m, n))  # [h, m, n]
-                softmax(s, out=s, scale=scale)
-                np.matmul(s, vh[a:c], out=ch[a:c])  # -> [h, m, Dh]
+        def attend(units, scratch, n=n, qh=qh, kt=kt, vh=vh, ch=ch, copy=block < m):  # the blocks, in order
+            head = None
+            for a, c, r0, r1 in units:
+                keys, values = kt[a:c], vh[a:c]  # [h, Dh, n], [h, n, Dh]
+                if copy:  # one head; its query blocks all read it, so BLAS reads a contiguous copy
+                    if head != a:
+                        np.copyto(scratch.keys[:, :n], kt[a])
+                        np.copyto(scratch.values[:n], vh[a])
+                        head = a
+                    keys, values = scratch.keys[None, :, :n], scratch.values[None, :n]  # [1, Dh, n], [1, n, Dh]
+                s = scratch.scores[: (c - a) * (r1 - r0) * n].reshape(c - a, r1 - r0, n)  # [h, rows, n]
+                np.matmul(qh[a:c, r0:r1], keys, out=s)
+                sums = softmax_weights(s, floor[:n], scale)  # [h, rows, 1]
+                out = ch[a:c, r0:r1]  # [h, rows, Dh]
+                np.matmul(s, values, out=out)
+                out /= sums
 
-        if pool is None:
-            heads(0, H, buffers[0])
-        else:  # q's rows of heads h0:h1 are read by those heads' task only, before it overwrites them
+        if pool is None or len(units) == 1:
+            attend(units, buffers[0])
+        else:  # q's rows of a block are read by that block alone, before it overwrites them
             pool.map(
                 [
-                    lambda h0=h0, h1=h1, buffer=buffer: heads(h0, h1, buffer)
-                    for (h0, h1), buffer in zip(spans(H, tasks), buffers)
+                    lambda part=units[i:j], scratch=scratch: attend(part, scratch)
+                    for (i, j), scratch in zip(spans(len(units), tasks), buffers)
                 ]
             )
     return context  # [N or B, D]
+
+
+class Scratch:
+    """One task's buffers for self_attention: a block's scores, and a head's keys [Dh, n] and values [n, Dh]
+    (allocated when first used: only long pairs copy them)."""
+
+    def __init__(self, room, head_size, longest, dtype):
+        self.scores = np.empty(room, dtype=dtype)  # a block's [h, rows, n], flat
+        self.shape, self.dtype = (head_size, longest), dtype
+        self._keys: np.ndarray | None = None
+        self._values: np.ndarray | None = None
+
+    @property
+    def keys(self) -> np.ndarray:
+        if self._keys is None:
+            self._keys = np.empty(self.shape, dtype=self.dtype)  # [Dh, n]
+        return self._keys
+
+    @property
+    def values(self) -> np.ndarray:
+        if self._values is None:
+            self._values = np.empty(self.shape[::-1], dtype=self.dtype)  # [n, Dh]
+        return self._values
 
 
 def attention_output(context, residual, params, prefix, config):

@@ -1,9 +1,10 @@
 """Resolve a model argument to a local directory: an existing directory as is, otherwise a Hugging Face
 hub repo id, fetched through huggingface-hub's own cache.
 
-Only the files the numpy model reads are fetched: config.json, tokenizer.json and the safetensors weights
-(one file, or an index and its shards). A hub repo such as BAAI/bge-reranker-base also carries
-pytorch_model.bin, an ONNX export and sentencepiece files; those are never downloaded.
+Only the files the numpy model reads are fetched: config.json, tokenizer.json, tokenizer_config.json (for
+the model's length limit) and the safetensors weights (one file, or an index and its shards). A hub repo
+such as BAAI/bge-reranker-base also carries pytorch_model.bin, an ONNX export and sentencepiece files;
+those are never downloaded.
 
 huggingface-hub does the caching, so `revision`, `cache_dir` (default: $HF_HUB_CACHE), `token`,
 `local_files_only` and HF_HUB_OFFLINE=1 behave exactly as they do for transformers.
@@ -19,6 +20,7 @@ from .errors import ConfigError, HubError
 HUB_FILES = (
     "config.json",
     "tokenizer.json",
+    "tokenizer_config.json",  # its model_max_length is the model's own length limit (xlmr_np.family)
     "model.safetensors",
     "model.safetensors.index.json",
     "model-*-of-*.safetensors",  # the shards an index names (transformers' naming)
@@ -85,8 +87,9 @@ def _snapshot(repo_id: str, revision, cache_dir, local_files_only: bool, token) 
         )
         raise HubError(
             f"{where}: not a local directory, not in the hub cache {cache}, and {reason}. Download it once "
-            f"with network access (xlmr-np fetches only {', '.join(HUB_FILES[:3])} and safetensors shards), "
-            f"or pass a local model directory. ({type(e).__name__})"
+            f"with network access (xlmr-np fetches only {', '.join(HUB_FILES[:4])} and safetensors shards), "
+            f"or pass a local model directory (to try the commands, `xlmr-np random-model DIR` writes a random one). "
+            f"({type(e).__name__})"
         ) from None
     except RevisionNotFoundError:
         raise HubError(f"{where}: the hub repo has no such revision (branch, tag or commit)") from None

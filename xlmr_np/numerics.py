@@ -96,7 +96,13 @@ def erf(x):
 # Every coefficient is positive, so Horner's rule in float32 never cancels.
 _TAIL_P = (0.5000000050391333, 0.4468741480745188, 0.1896655903669911, 0.04282084103367643, 0.004446058620554033)
 _TAIL_Q = (1.0, 1.6916335472693207, 1.2290519186781215, 0.48646037846002005, 0.10733989679998267, 0.011144553775259856)
-TAIL_CAP = 20.0
+
+# The float32 GELU takes the tail term at a = min(|x|, TAIL_CAP). Left to fall, a Q(a) turns subnormal (below
+# float32's smallest normal number, 1.2e-38) for |x| between 13.1 and 14.2 before it reaches 0, and subnormal
+# floats make the next product slow on some CPUs (docs/performance.md); at 12 the term and every value that
+# forms it are normal (12 Q(12) = 2.1e-32), so GELU's output has no subnormal float. The cost: GELU(x) for
+# x <= -12 is -2.1e-32 instead of a value between that and 0, and for x >= 12 it is x either way.
+TAIL_CAP = 12.0
 
 
 def gelu_float32(x, out=None, zeros=None, cap=None):
@@ -115,7 +121,7 @@ def gelu_float32(x, out=None, zeros=None, cap=None):
     cap = f32(TAIL_CAP) if cap is None else cap
     a = np.abs(x)
     np.maximum(x, zeros, out=out)  # max(x, 0); out may be x, which is not needed after this
-    np.minimum(a, cap, out=a)  # the tail term is 0 beyond the cap anyway
+    np.minimum(a, cap, out=a)  # the tail term held at its value at the cap (TAIL_CAP)
     g = np.square(a)
     g *= f32(-0.5)
     np.exp(g, out=g)  # exp(-a^2 / 2)
@@ -142,6 +148,16 @@ def gelu_float64(x, out=None):
     phi += 1.0
     phi *= 0.5
     return np.multiply(phi, x, out=out)
+
+
+def count_subnormal(x) -> int:
+    """How many values of x are subnormal: nonzero and of magnitude below the dtype's smallest normal number
+    (1.2e-38 in float32, 2.2e-308 in float64).
+
+    >>> count_subnormal(np.array([1e-39, 0.0, 1e-30], dtype=np.float32))   # -> 1
+    """
+    x = np.asarray(x)
+    return int(np.count_nonzero((x != 0) & (np.abs(x) < np.finfo(x.dtype).tiny)))
 
 
 def gelu(x, out=None):

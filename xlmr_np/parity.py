@@ -23,7 +23,7 @@ import numpy as np
 
 from . import engine, model
 from .errors import ComparisonError
-from .inspect import Trace, format_table
+from .tracing import Trace, format_table
 
 # Default tolerance per tensor: atol + rtol * max|reference|. Measured float32 round-off against
 # transformers: below 2e-6 (1.55e-6 at most) in every tensor of the 2-layer test model (tests/helpers.py

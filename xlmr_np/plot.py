@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .inspect import Attribution, Inspection
+from .tracing import Attribution, Inspection, contribution_label
 
 
 def _matplotlib():
@@ -58,9 +58,11 @@ def attention_figure(inspection: Inspection, layers=None, heads=None):
 
 
 def attribution_figure(attribution: Attribution, title: str | None = None, width: float = 9.0, fontsize: float = 12):
-    """The document as wrapped text, each unit on a background coloured by its score change.
+    """The document as wrapped text, each unit on a background coloured by its contribution to the logit
+    (logit - logit without the unit).
 
-    Green: removing (or masking) the unit lowers the score; red: it raises it; white: no effect.
+    Green: the unit pushed the logit up (removing or masking it lowers the logit); red: it pulled the logit
+    down; white: no effect.
     """
     Figure, Canvas = _matplotlib()
     from matplotlib import colormaps
@@ -68,7 +70,7 @@ def attribution_figure(attribution: Attribution, title: str | None = None, width
     from matplotlib.colors import Normalize
     from matplotlib.font_manager import FontProperties
 
-    scale = float(np.abs(attribution.deltas).max()) or 1.0
+    scale = float(np.abs(attribution.contributions).max()) or 1.0
     norm, cmap = Normalize(-scale, scale), colormaps["RdYlGn"]
     fig = Figure(figsize=(width, 1.0), dpi=100)
     Canvas(fig)
@@ -106,15 +108,10 @@ def attribution_figure(attribution: Attribution, title: str | None = None, width
             color="white" if strong else "black",
         )
     bar = fig.add_axes((0.15, 0.45 * fig.dpi / height_px, 0.7, 0.12 * fig.dpi / height_px))
-    verb = "removed" if attribution.method == "remove" else "masked"
-    fig.colorbar(
-        ScalarMappable(norm, cmap),
-        cax=bar,
-        orientation="horizontal",
-        label=f"score change when the {attribution.unit} is {verb} (logit)",
-    )
+    fig.colorbar(ScalarMappable(norm, cmap), cax=bar, orientation="horizontal", label=contribution_label(attribution))
+    verb = "removal" if attribution.method == "remove" else "masking"
     fig.suptitle(
-        title or f"Attribution by {attribution.unit} {verb}: score {attribution.score:.4g}",
+        title or f"Attribution by {attribution.unit} {verb}: logit {attribution.logit:.4g}",
         y=1 - 0.08 * fig.dpi / height_px,
         va="top",
         wrap=True,
@@ -134,7 +131,7 @@ def _pieces(attribution: Attribution) -> list[tuple[str, float | None]]:
                 out.append((line, None))
 
     end = 0
-    for (a, b), delta in zip(attribution.spans, attribution.deltas):
+    for (a, b), delta in zip(attribution.spans, attribution.contributions):
         gap(attribution.document[end:a])
         out.append((attribution.document[a:b], float(delta)))
         end = b

@@ -89,10 +89,30 @@ class DocumentScores:
 
 
 def progress_bar(total: int, enabled: bool | None):
-    """A tqdm bar on stderr, or a disabled one. enabled=None: only when stderr is a terminal and the job
-    has at least PROGRESS_MIN_SEQUENCES sequences. HF_HUB_DISABLE_PROGRESS_BARS=1 turns it off too."""
-    from huggingface_hub.utils import tqdm
+    """A tqdm bar on stderr, or a bar that shows nothing. enabled=None: only when stderr is a terminal and
+    the job has at least PROGRESS_MIN_SEQUENCES sequences. HF_HUB_DISABLE_PROGRESS_BARS=1 turns it off too.
 
+    tqdm is imported only for a bar that shows: importing it in a Jupyter kernel without ipywidgets prints
+    a TqdmWarning into the notebook."""
     if enabled is None:
         enabled = total >= PROGRESS_MIN_SEQUENCES and sys.stderr.isatty()
-    return tqdm(total=total, unit="seq", desc="scoring", disable=not enabled, file=sys.stderr)
+    if not enabled:
+        return _NoBar()
+    from huggingface_hub.utils import tqdm
+
+    return tqdm(total=total, unit="seq", desc="scoring", file=sys.stderr)
+
+
+class _NoBar:
+    """What the scoring loop asks of a bar, doing nothing."""
+
+    disable = True  # as a disabled tqdm bar says
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        return None

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +17,12 @@ import numpy as np
 from . import engine, model
 from .config import XLMRobertaConfig
 from .errors import ConfigError, InputError
+from .family import resolve_max_length
 from .hub import resolve_model_dir
-from .inspect import Trace
 from .ranking import DocumentScores, check_documents, check_top_n, progress_bar
-from .tokenizer import Batch, EncodedPair, PairTokenizer, check_pairs
-from .weights import load_params
+from .tokenizer import DEFAULT_WINDOW_OVERLAP, Batch, EncodedPair, EncodeOptions, PairTokenizer, check_pairs
+from .tracing import Trace
+from .weights import FileStamp, load_params, weight_files
 from .workers import Workers, check_workers
 
 
@@ -80,12 +81,13 @@ class Reranker:
         self.dtype = np.dtype(dtype)
         self.model_dir = model_dir
         self.pool = Workers(workers)  # scoring threads (xlmr_np.workers); None: one per core
+        self.mapped_files: list[FileStamp] = []  # the weights files the params map (from_pretrained, mmap=True)
 
     @classmethod
     def from_pretrained(
         cls,
         path: str | Path,
-        max_length: int = 512,
+        max_length: int | None = None,
         dtype=np.float32,
         truncation: str = "longest_first",
         revision: str | None = None,
@@ -101,8 +103,9 @@ class Reranker:
         above) through huggingface-hub's cache with revision, cache_dir, local_files_only and token
         (HF_HUB_OFFLINE=1 is honoured); see xlmr_np.hub.
 
-        max_length: tokens per pair including the 4 special tokens; at most the model's position table
-        (512 for bge-reranker-base). dtype: np.float32 (default) or np.float64 for a reference run.
+        max_length: tokens per pair including the 4 special tokens; None (default): the model's own limit
+        (xlmr_np.family.model_max_length: 512 for bge-reranker-base, 8192 for bge-reranker-v2-m3); at most
+        the position table. dtype: np.float32 (default) or np.float64 for a reference run.
         truncation: "longest_first" (as the published scores) or "only_second" (keeps the query whole).
         mmap: map the weights file (default: loads in milliseconds, pages shared between processes). A file
         overwritten in place under a mapping crashes the process with SIGBUS, so replace a model with a new
@@ -118,17 +121,21 @@ class Reranker:
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype}")
         config = XLMRobertaConfig.from_file(model_dir / "config.json")
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length > config.max_tokens:
-            raise InputError(
-                f"max_length must be an int of at most {config.max_tokens}: the position table has "
-                f"{config.max_position_embeddings} slots, starting at pad_token_id + 1; got {max_length!r}",
-                where="max_length",
-            )
+        max_length = resolve_max_length(model_dir, config, max_length)
         tokenizer = PairTokenizer.from_file(
             model_dir / "tokenizer.json", max_length=max_length, truncation=truncation, pad_token_id=config.pad_token_id
         )
+        stamps = [FileStamp.of(f) for f in weight_files(model_dir)] if mmap else []  # before mapping: see changed
         params = load_params(model_dir, config, dtype, mmap=mmap)
-        return cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir), workers=workers)
+        reranker = cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir), workers=workers)
+        reranker.mapped_files = stamps
+        return reranker
+
+    def weights_changed(self) -> str | None:
+        """How a mapped weights file was changed in place since loading, or None. Scores computed after such
+        a change come from bytes that are no longer the model that was loaded (a long-running process, such
+        as the server, checks this after each batch); mmap=False copies the weights and never needs to."""
+        return next((change for change in (s.change() for s in self.mapped_files) if change), None)
 
     @property
     def max_length(self) -> int:
@@ -220,38 +227,36 @@ class Reranker:
         batch_size: int = 32,
         raw_scores: bool = False,
         windows: bool = False,
-        window_overlap: int = 64,
+        window_overlap: int = DEFAULT_WINDOW_OVERLAP,
         progress: bool | None = None,
+        options: EncodeOptions | None = None,
     ) -> DocumentScores:
         """Score one query against documents (input order); the step under rerank, for callers that also
         want token counts.
 
         windows=False truncates long pairs (reported per document); windows=True splits each document into
         overlapping windows that fit beside the query (see PairTokenizer.encode_windows) and scores it by
-        its best window.
+        its best window. options: every long-document choice at once (EncodeOptions: direction, a
+        per-document token limit, windows), in place of windows and window_overlap.
         """
         self.require_single_logit()
-        encoded, owners = self.encode_documents(query, documents, windows=windows, window_overlap=window_overlap)
+        if options is None:
+            options = self.call_options(windows=windows, window_overlap=window_overlap)
+        encoded, owners = self.encode_documents(query, documents, options)
         sequence_logits = self.logits_of(encoded, batch_size, progress)[:, 0]  # [S]
         return document_scores(len(documents), encoded, owners, sequence_logits, raw_scores)
 
+    def call_options(self, **changes) -> EncodeOptions:
+        """This model's options (its truncation strategy) with `changes`: EncodeOptions for one call."""
+        return replace(self.tokenizer.options, **changes)
+
     def encode_documents(
-        self,
-        query: str,
-        documents,
-        windows: bool = False,
-        window_overlap: int = 64,
-        max_windows: int | None = None,
-        max_document_tokens: int | None = None,
+        self, query: str, documents, options: EncodeOptions | None = None, max_tokens: int | None = None
     ) -> tuple[list[EncodedPair], list[int]]:
-        """The sequences score_documents scores, and the document each belongs to (see encode_windows for
-        the window limits, which imply windows=True)."""
+        """The sequences score_documents scores, and the document each belongs to (PairTokenizer.sequences:
+        options default to the model's own; max_tokens bounds their total, TooManyTokens beyond)."""
         pairs = [(query, document) for document in check_documents(query, documents)]
-        if windows or max_windows is not None or max_document_tokens is not None:
-            return self.tokenizer.encode_windows(
-                pairs, window_overlap, max_windows=max_windows, max_document_tokens=max_document_tokens
-            )
-        return self.tokenizer.encode(pairs), list(range(len(pairs)))
+        return self.tokenizer.sequences(pairs, options, max_tokens)
 
     def rerank(
         self,
@@ -262,7 +267,7 @@ class Reranker:
         raw_scores: bool = False,
         batch_size: int = 32,
         windows: bool = False,
-        window_overlap: int = 64,
+        window_overlap: int = DEFAULT_WINDOW_OVERLAP,
         progress: bool | None = None,
     ) -> list[dict]:
         """Rank documents for a query, best first, like the hosted /v1/rerank APIs and CrossEncoder.rank.

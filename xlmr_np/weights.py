@@ -274,25 +274,67 @@ def _canonical(key: str) -> str:
     return "roberta." + key
 
 
+@dataclass(frozen=True)
+class FileStamp:
+    """A weights file as it was when it was mapped. Writing into it, truncating it or copying another file
+    over it (`cp new.safetensors model.safetensors`) changes its size or its change time, which no user
+    process can set back (unlike the modification time, which `cp -p` restores)."""
+
+    path: str
+    device: int
+    inode: int
+    size: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> FileStamp:
+        st = os.stat(path)
+        return cls(str(path), st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns)
+
+    def change(self) -> str | None:
+        """How the file was changed in place since the stamp, or None. A file renamed over it, or its
+        removal, is no change of the mapped file: the mapping keeps the old one."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        if (st.st_dev, st.st_ino) != (self.device, self.inode):
+            return None
+        if st.st_size != self.size:
+            return f"{self.path} was overwritten in place ({self.size} -> {st.st_size} bytes)"
+        if st.st_ctime_ns != self.ctime_ns:
+            return f"{self.path} was changed in place (its change time moved)"
+        return None
+
+
+def weight_files(model_dir: str | Path) -> list[Path]:
+    """The safetensors files of a model directory, as read_checkpoint reads them."""
+    return _locate(Path(model_dir))[0]
+
+
+def _locate(model_dir: Path) -> tuple[list[Path], dict[str, str] | None]:
+    """The weights files, and for a sharded checkpoint the file each key is listed in."""
+    index_path = model_dir / SAFETENSORS_INDEX
+    single_path = model_dir / SAFETENSORS_FILE
+    if single_path.exists():
+        return [single_path], None
+    if index_path.exists():
+        weight_map = _read_index(index_path)
+        expected_in = {k: str(model_dir / v) for k, v in weight_map.items()}
+        return [model_dir / name for name in dict.fromkeys(weight_map.values())], expected_in
+    present = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
+    raise CheckpointError(
+        f"{model_dir}: no {SAFETENSORS_FILE} or {SAFETENSORS_INDEX} found (directory holds {present}); "
+        f"xlmr_np reads safetensors weights only"
+    )
+
+
 def read_checkpoint(model_dir: str | Path, mmap: bool = True) -> Checkpoint:
     """Read model.safetensors, or every shard listed in model.safetensors.index.json (mmap: see
     read_safetensors)."""
     model_dir = Path(model_dir)
     index_path = model_dir / SAFETENSORS_INDEX
-    single_path = model_dir / SAFETENSORS_FILE
-    if single_path.exists():
-        files = [single_path]
-        expected_in: dict[str, str] | None = None
-    elif index_path.exists():
-        weight_map = _read_index(index_path)
-        expected_in = {k: str(model_dir / v) for k, v in weight_map.items()}
-        files = [model_dir / name for name in dict.fromkeys(weight_map.values())]
-    else:
-        present = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
-        raise CheckpointError(
-            f"{model_dir}: no {SAFETENSORS_FILE} or {SAFETENSORS_INDEX} found (directory holds {present}); "
-            f"xlmr_np reads safetensors weights only"
-        )
+    files, expected_in = _locate(model_dir)
 
     checkpoint = Checkpoint(tensors={}, files=[str(p) for p in files])
     for file in files:

@@ -17,8 +17,8 @@ for its duration (threadpoolctl) and restores it after, under a process-wide loc
 some products differently from single-threaded BLAS, so the engine's numbers are defined with one BLAS thread,
 and all parallelism is ours. Small jobs (one pair, or too few tokens to give each worker MIN_TOKENS) are not
 split by pairs: they run on the calling thread with their dense products split by columns (where the BLAS
-gives the same bits that way: engine.column_split_is_exact) and their attention by heads among the workers
-(engine.intra_op).
+gives the same bits that way: engine.column_split_is_exact) and their attention by blocks of heads or of
+query rows among the workers (engine.intra_op).
 
 threadpoolctl is optional: without it the default is one worker (the calling thread, BLAS on every core), as
 before; asking for more workers then raises ConfigError.
@@ -85,7 +85,7 @@ def blas_threads() -> int | None:
 
 def default_workers() -> int:
     """One worker per core BLAS may use now (so OPENBLAS_NUM_THREADS=1, or an outer threadpool_limits such as
-    `eval --workers` gives each process, also means one worker), at most the cores available; 1 without
+    `eval --processes` gives each process, also means one worker), at most the cores available; 1 without
     threadpoolctl."""
     threads = blas_threads()
     return 1 if threads is None else max(1, min(threads, available_cores()))

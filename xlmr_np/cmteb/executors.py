@@ -1,10 +1,10 @@
-"""Fan an evaluation's shards out on an engine, watch them, retry the lost ones, and merge the results.
+"""Fan an evaluation's shards out on a backend, watch them, retry the lost ones, and merge the results.
 
-This is the driver; the engines and what a shard runs on its worker are in xlmr_np.cmteb.engines.
+This is the driver; the backends and what a shard runs on its worker are in xlmr_np.cmteb.backends.
 
 `xlmr-np eval --shard I/N` scores one interleaved share of every task's batches and `xlmr-np merge`
 combines the shares into exactly the results of one run (xlmr_np.cmteb.shards). This module runs all N
-shares for you on an existing engine:
+shares for you on an existing backend:
 
 - local: a pool of processes on this machine (no extra dependency);
 - dask: a dask.distributed scheduler (`address` tcp://host:8786), or a LocalCluster when none is given;
@@ -14,14 +14,14 @@ shares for you on an existing engine:
 The driver (this process) first plans the run: it reads every task's dataset, hashes the model and
 reads the score cache, so that a missing file fails here, at once, rather than in N jobs, and so that
 it knows how many pairs each shard still has to score. Each shard then runs run_eval(shard=(i, n)) on a
-worker (engines.run_shard) and sends its shard files back; the driver writes them under out_dir/shards
+worker (backends.run_shard) and sends its shard files back; the driver writes them under out_dir/shards
 and merges them into out_dir/results.json.
 
 Where a worker finds its inputs: the model argument and the cache directory are passed as given, so a
 model *directory* must exist at the same path on every worker (shared storage), while a hub repo id is
 resolved on each worker through its own hub cache ($HF_HUB_CACHE: shared storage, or a download per
 worker). A worker that cannot find them fails its shard with the same error a single run gives
-(ConfigError "not a directory", HubError, DatasetError "cannot get ... from the hub"), which stops the
+(ConfigError "not a directory", HubError, DatasetError naming the dataset file it lacks), which stops the
 whole run and names the shard and the host.
 
 A shard whose worker dies (killed, out of memory, node lost, job cancelled) is submitted again, up to
@@ -50,16 +50,24 @@ import numpy as np
 
 from ..errors import InputError
 from ..hub import resolve_model_dir
-from .engines import Engine, ExecutorError, ShardSpec, SlurmOptions, local_cores, make_engine
+from .backends import Backend, ExecutorError, ShardSpec, SlurmOptions, local_cores, make_backend
 from .plan import shard_batches
 from .results import write_json
-from .runner import _duration, cache_root, default_cache_dir, scoring_settings, task_cache_dir, task_plan
+from .runner import (
+    ModelToEvaluate,
+    _duration,
+    cache_root,
+    default_cache_dir,
+    scoring_settings,
+    task_cache_dir,
+    task_plan,
+)
 from .score_cache import RECORD, read_score_file
 from .scorer import model_fingerprint
 from .shards import merge_shards
 from .tasks import resolve_tasks
 
-__all__ = ["ExecutorError", "SlurmOptions", "fan_out", "run_on_engine", "survey"]
+__all__ = ["ExecutorError", "SlurmOptions", "fan_out", "run_on_backend", "survey"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -94,14 +102,16 @@ def survey(
     seed: int,
     max_length: int,
     truncation: str,
+    revision: str | None = None,
+    data_dir: str | Path | None = None,
 ) -> Survey:
     """Plan every task as the shards will, and count the pairs the score cache lacks, batch by batch."""
     settings = scoring_settings(max_length, truncation)
-    fingerprint = model_fingerprint(resolve_model_dir(model))
+    fingerprint = model_fingerprint(resolve_model_dir(model, revision=revision))
     root = cache_root(cache_dir, fingerprint, settings)
     tasks = []
     for task in resolve_tasks(task_name):
-        plan, _ = task_plan(task, batch_size, max_queries, seed)
+        plan, _ = task_plan(task, batch_size, max_queries, seed, data_dir)
         directory = task_cache_dir(root, task)
         header = {
             "model_fingerprint": fingerprint,
@@ -196,7 +206,7 @@ class Attempt:
 
 
 def fan_out(
-    engine: Engine,
+    backend: Backend,
     spec: ShardSpec,
     survey: Survey,
     retries: int,
@@ -204,7 +214,7 @@ def fan_out(
     interval: float = 5.0,
     keep: Callable[[int, dict], dict] = lambda i, value: value,
 ) -> dict[int, dict]:
-    """Run every shard of spec on the engine; keep(i, value) of each shard's run_shard() value, by shard,
+    """Run every shard of spec on the backend; keep(i, value) of each shard's run_shard() value, by shard,
     once all have succeeded (keep writes a shard's files as it arrives, so they are not all held at once).
 
     A shard whose worker was lost is submitted again (up to `retries` times); a shard whose evaluation
@@ -215,7 +225,7 @@ def fan_out(
     start_records = [written(survey, i, n) for i in range(n)]
     progress = ClusterProgress(sum(todo), n, log, interval)
     waiting = list(range(n))
-    limit = engine.max_in_flight or n
+    limit = backend.max_in_flight or n
     running: list[Attempt] = []
     results: dict[int, dict] = {}
     attempts = dict.fromkeys(range(n), 0)
@@ -224,7 +234,7 @@ def fan_out(
     def launch(shards: list[int]) -> None:
         for i in shards:
             attempts[i] += 1
-        for i, handle in zip(shards, engine.submit(spec, shards)):
+        for i, handle in zip(shards, backend.submit(spec, shards)):
             running.append(Attempt(i, attempts[i], handle))
 
     def scored() -> int:
@@ -237,13 +247,13 @@ def fan_out(
         launch(waiting[:limit])
         del waiting[:limit]
         while running:
-            finished = engine.wait([a.handle for a in running], timeout=min(interval, 1.0))
+            finished = backend.wait([a.handle for a in running], timeout=min(interval, 1.0))
             for attempt in [a for a in running if a.handle in finished]:
                 running.remove(attempt)
                 i = attempt.shard
                 try:
-                    value = engine.result(attempt.handle)
-                except Exception as e:  # the engine lost the shard: its worker died, its job was killed
+                    value = backend.result(attempt.handle)
+                except Exception as e:  # the backend lost the shard: its worker died, its job was killed
                     reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
                     if attempts[i] > retries:
                         raise ExecutorError(f"shard {i}/{n} failed {attempts[i]} times; the last: {reason}") from e
@@ -271,7 +281,7 @@ def fan_out(
                 progress.show(scored(), len(results), len(running), retried)
     finally:
         if running:
-            engine.cancel([a.handle for a in running])
+            backend.cancel([a.handle for a in running])
     return results
 
 
@@ -287,7 +297,7 @@ def _write_files(directory: Path) -> Callable[[int, dict], dict]:
     return keep
 
 
-def run_on_engine(
+def run_on_backend(
     model: str | Path,
     task_name: str,
     *,
@@ -298,21 +308,23 @@ def run_on_engine(
     batch_size: int = 32,
     max_queries: int | None = None,
     seed: int = 0,
-    max_length: int = 512,
+    max_length: int | None = None,
     truncation: str = "longest_first",
     address: str | None = None,
     workers: int | None = None,
     cores_per_shard: int = 1,
     retries: int = 2,
     slurm: SlurmOptions | None = None,
+    revision: str | None = None,
+    data_dir: str | Path | None = None,
     stream: TextIO | None = None,
     interval: float = 5.0,
 ) -> dict:
-    """run_eval's results, computed as `shards` shards on an engine (see the module docstring).
+    """run_eval's results, computed as `shards` shards on a backend (see the module docstring).
 
-    workers: shards run at once on this machine when the engine is local (a LocalCluster, a local Ray,
+    workers: shards run at once on this machine when the backend is local (a LocalCluster, a local Ray,
     the local pool, submitit's LocalExecutor); default: the cores over cores_per_shard. shards: default
-    the number of shards the engine runs at once. Writes out_dir/shards/*.json and out_dir/results.json.
+    the number of shards the backend runs at once. Writes out_dir/shards/*.json and out_dir/results.json.
     """
     log = stream if stream is not None else sys.stderr
     out = Path(out_dir)
@@ -320,7 +332,7 @@ def run_on_engine(
     # workers may start in another directory: give them absolute paths
     shipped = str(Path(model).absolute()) if Path(model).is_dir() else str(model)
     workers = workers or max(1, local_cores() // cores_per_shard)
-    engine = make_engine(
+    backend = make_backend(
         executor,
         address=address,
         workers=workers,
@@ -328,19 +340,33 @@ def run_on_engine(
         slurm=slurm or SlurmOptions(),
         folder=out / "jobs",
     )
-    plan = survey(str(model), task_name, cache, batch_size, max_queries, seed, max_length, truncation)
+    # one length for every shard
+    max_length = ModelToEvaluate.resolve(model, max_length, truncation, revision).settings["max_length"]
+    data = str(Path(data_dir).absolute()) if data_dir is not None else None
+    plan = survey(str(model), task_name, cache, batch_size, max_queries, seed, max_length, truncation, revision, data)
     try:
-        engine.start()
-        n = shards or engine.slots
+        backend.start()
+        n = shards or backend.slots
         if not n:
             raise InputError(f"--executor {executor} cannot tell how many shards to run at once: give --shards N")
         spec = ShardSpec(
-            shipped, task_name, n, str(cache), batch_size, max_queries, seed, max_length, truncation, cores_per_shard
+            shipped,
+            task_name,
+            n,
+            str(cache),
+            batch_size,
+            max_queries,
+            seed,
+            max_length,
+            truncation,
+            cores_per_shard,
+            revision,
+            data,
         )
         print(f"{executor}: {n} shards, {sum(plan.todo(n)):,} pairs to score", file=log, flush=True)
-        values = fan_out(engine, spec, plan, retries, log, interval, keep=_write_files(out / "shards"))
+        values = fan_out(backend, spec, plan, retries, log, interval, keep=_write_files(out / "shards"))
     finally:
-        engine.close()
+        backend.close()
     results = merge_shards([path for i in range(n) for path in values[i]["files"]], out)
     if results["model_fingerprint"] != plan.fingerprint:
         raise ExecutorError(
@@ -348,6 +374,7 @@ def run_on_engine(
             f"{results['model_fingerprint'][:12]} vs {plan.fingerprint[:12]}): give every worker "
             f"the same model files"
         )
-    results["model"] = str(resolve_model_dir(model))  # as one run here names it (workers got an absolute path)
+    # as one run here names it (the workers got an absolute path)
+    results["model"] = str(resolve_model_dir(model, revision=revision))
     write_json(out / "results.json", results)
     return {"results": results, "files": [out / "results.json"], "shards": [values[i] for i in range(n)]}

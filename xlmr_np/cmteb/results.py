@@ -1,4 +1,5 @@
-"""From a task's scores to its results: MAP and MRR@10 beside the published figures, the text table, the file."""
+"""From a task's scores to its results: MAP and MRR@10 beside the published figures of the model evaluated (where
+it is a known model with published figures: xlmr_np.family), the text table, the file."""
 
 from __future__ import annotations
 
@@ -9,13 +10,26 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OutputError
+from ..family import KNOWN_MODELS, known_by_name
 from .metrics import bootstrap_interval, per_query_metrics
 from .plan import Structure
 from .tasks import Task
 
 
-def task_result(task: Task, structure: Structure, scores: np.ndarray, sample: dict | None) -> dict:
-    """Metrics of one task from its plan structure and the scores of its distinct pairs."""
+def published_figures(known_model: str | None, task: Task) -> dict | None:
+    """The figures published for a known model (its repo id, as results.json names it) on a task, or None."""
+    known = known_by_name(known_model) if known_model is not None else None
+    published = known.cmteb.get(task.name) if known is not None else None
+    if published is None:
+        return None
+    return {"map": published.map, "mrr@10": published.mrr, "model": known_model, "source": published.source}
+
+
+def task_result(
+    task: Task, structure: Structure, scores: np.ndarray, sample: dict | None, known_model: str | None
+) -> dict:
+    """Metrics of one task from its plan structure and the scores of its distinct pairs, beside the figures
+    published for `known_model` (a known model's repo id, or None)."""
     per_query = [(np.arange(len(positions)) < n_pos, scores[positions]) for _, n_pos, positions in structure]
     ap, rr = per_query_metrics(per_query, k=10)
     result: dict = {
@@ -28,9 +42,10 @@ def task_result(task: Task, structure: Structure, scores: np.ndarray, sample: di
         "pairs": sum(len(p) for _, _, p in structure),
         "map": 100 * float(np.mean(ap)),
         "mrr@10": 100 * float(np.mean(rr)),
-        "published": {"map": task.published_map, "mrr@10": task.published_mrr},
+        "published": published_figures(known_model, task),
     }
-    result["difference"] = {m: result[m] - result["published"][m] for m in ("map", "mrr@10")}
+    published = result["published"] or {}
+    result["difference"] = {m: result[m] - published[m] for m in ("map", "mrr@10") if published.get(m) is not None}
     if sample is not None:
         boot_seed = [sample["seed"], 1]  # a stream apart from the one that drew the sample
         result["sample"] = dict(
@@ -48,7 +63,8 @@ def task_result(task: Task, structure: Structure, scores: np.ndarray, sample: di
 
 
 def format_table(results: dict) -> str:
-    """The results as an aligned text table, with the published figures and the differences."""
+    """The results as an aligned text table, with the published figures and the differences ("-" where the
+    model has none)."""
     tasks = results["tasks"]
     sampled = any(t.get("sample") for t in tasks)
     header = [
@@ -62,18 +78,23 @@ def format_table(results: dict) -> str:
         "diff MAP",
         "diff MRR@10",
     ] + (["MAP 95% CI", "MRR@10 95% CI"] if sampled else [])
+
+    def figure(value, form):
+        return "-" if value is None else format(value, form)
+
     rows = []
     for t in tasks:
+        published, difference = t["published"] or {}, t["difference"]
         row = [
             t["task"],
             f"{t['queries']:,}",
             f"{t['pairs']:,}",
             f"{t['map']:.4f}",
             f"{t['mrr@10']:.4f}",
-            f"{t['published']['map']:.4f}",
-            f"{t['published']['mrr@10']:.4f}",
-            f"{t['difference']['map']:+.4f}",
-            f"{t['difference']['mrr@10']:+.4f}",
+            figure(published.get("map"), ".4f"),
+            figure(published.get("mrr@10"), ".4f"),
+            figure(difference.get("map"), "+.4f"),
+            figure(difference.get("mrr@10"), "+.4f"),
         ]
         if sampled:
             s = t.get("sample")
@@ -94,6 +115,11 @@ def format_table(results: dict) -> str:
         for t in tasks
         if t.get("sample")
     ]
+    sources = sorted({(t["published"]["model"], t["published"]["source"]) for t in tasks if t["published"]})
+    notes += [f"published: {model}, {source}" for model, source in sources]
+    if not sources:
+        known = ", ".join(known.repo_id for known in KNOWN_MODELS if known.cmteb)
+        notes.append(f"published: none for this model (xlmr-np knows the figures of {known})")
     return "\n".join(lines + notes)
 
 

@@ -27,7 +27,9 @@ from typing import TextIO
 
 import numpy as np
 
+from ..config import XLMRobertaConfig
 from ..errors import InputError
+from ..family import identify, resolve_max_length
 from ..hub import resolve_model_dir
 from .plan import Plan, make_plan, shard_batches
 from .protocol import apply_protocol, read_rows, sample_queries
@@ -59,6 +61,28 @@ def scoring_settings(max_length: int, truncation: str) -> dict:
     return {"max_length": max_length, "truncation": truncation, "dtype": "float32"}
 
 
+@dataclass(frozen=True)
+class ModelToEvaluate:
+    """A model argument resolved once: its directory, the scoring settings in force (the length limit
+    resolved: None means the model's own) and the known model it is, for the published figures."""
+
+    directory: Path
+    fingerprint: str  # model_fingerprint: the score cache's key, with the settings
+    settings: dict
+    known_model: str | None  # a known model's repo id (xlmr_np.family), or None
+
+    @classmethod
+    def resolve(
+        cls, model: str | Path, max_length: int | None, truncation: str, revision: str | None = None
+    ) -> ModelToEvaluate:
+        directory = resolve_model_dir(model, revision=revision)  # a directory, or a hub repo id (its cache)
+        fingerprint = model_fingerprint(directory)  # first: it names every missing file at once
+        config = XLMRobertaConfig.from_file(directory / "config.json")
+        settings = scoring_settings(resolve_max_length(directory, config, max_length), truncation)
+        known = identify(config, str(model)) or identify(config, directory)
+        return cls(directory, fingerprint, settings, known.repo_id if known is not None else None)
+
+
 def cache_root(cache_dir: str | Path | None, fingerprint: str, settings: dict) -> Path:
     """The score cache directory of one model and scoring settings (one subdirectory per task in it)."""
     model_key = hashlib.sha256((fingerprint + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:16]
@@ -69,9 +93,11 @@ def task_cache_dir(root: Path, task: Task) -> Path:
     return root / f"{task.name}-{task.revision[:12]}"
 
 
-def task_plan(task: Task, batch_size: int, max_queries: int | None, seed: int) -> tuple[Plan, dict | None]:
+def task_plan(
+    task: Task, batch_size: int, max_queries: int | None, seed: int, data_dir: str | Path | None = None
+) -> tuple[Plan, dict | None]:
     """The task's plan (all its kept queries, or a sample of them) and the sample's description."""
-    queries = apply_protocol(read_rows(dataset_file(task)))
+    queries = apply_protocol(read_rows(dataset_file(task, data_dir)))
     sample = None
     if max_queries is not None:
         sample = {"max_queries": max_queries, "seed": seed, "of_queries": len(queries)}
@@ -88,8 +114,9 @@ def _prepare(
     shard: tuple[int, int] | None,
     max_queries: int | None,
     seed: int,
+    data_dir: str | Path | None,
 ) -> TaskRun:
-    plan, sample = task_plan(task, batch_size, max_queries, seed)
+    plan, sample = task_plan(task, batch_size, max_queries, seed, data_dir)
     header = dict(header, task=task.name, dataset=task.repo, revision=task.revision)
     cache = ScoreCache(task_cache_dir(root, task), header, writer)
     batches = shard_batches(plan.n_batches, shard)
@@ -112,23 +139,26 @@ def run_eval(
     shard: tuple[int, int] | None = None,
     max_queries: int | None = None,
     seed: int = 0,
-    max_length: int = 512,
+    max_length: int | None = None,
     truncation: str = "longest_first",
+    revision: str | None = None,
+    data_dir: str | Path | None = None,
     stream: TextIO | None = None,
 ) -> dict:
     """Evaluate a model (directory or hub repo id) on one task or "all"; returns the results (None for a
     shard), the files written and the number of pairs scored (those the cache lacked).
 
     Without shard: writes out_dir/results.json (the table and the per-query figures). With shard=(i, n):
-    writes out_dir/<task>.shard-<i>-of-<n>.json per task, for merge_shards().
+    writes out_dir/<task>.shard-<i>-of-<n>.json per task, for merge_shards(). revision: the hub branch,
+    tag or commit of a hub repo id (default: main). data_dir: a directory holding the datasets' files
+    (xlmr_np.cmteb.tasks.local_dataset_file) instead of the hub.
     """
     if shard is not None and not (0 <= shard[0] < shard[1]):
         raise InputError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
     out = Path(out_dir)
     check_output_dir(out)  # before hours of scoring, not after
-    directory = resolve_model_dir(model_dir)  # a directory, or a hub repo id fetched through its cache
-    settings = scoring_settings(max_length, truncation)
-    fingerprint = model_fingerprint(directory)
+    model = ModelToEvaluate.resolve(model_dir, max_length, truncation, revision)
+    directory, fingerprint, settings = model.directory, model.fingerprint, model.settings
     root = cache_root(cache_dir, fingerprint, settings)
     writer = "all" if shard is None else f"shard-{shard[0]}-of-{shard[1]}"
     header = {"model_fingerprint": fingerprint, "settings": settings}
@@ -136,7 +166,7 @@ def run_eval(
     runs: list[TaskRun] = []
     try:
         for task in resolve_tasks(task_name):
-            runs.append(_prepare(task, root, header, writer, batch_size, shard, max_queries, seed))
+            runs.append(_prepare(task, root, header, writer, batch_size, shard, max_queries, seed, data_dir))
         total = sum(len(p) for run in runs for p in run.todo.values())
         scorer = Scorer(directory, settings, workers)
         try:
@@ -156,6 +186,7 @@ def run_eval(
             "model_fingerprint": fingerprint,
             "settings": settings,
             "batch_size": batch_size,
+            "known_model": model.known_model,
         }
         if shard is not None:
             files = [
@@ -166,7 +197,11 @@ def run_eval(
             common,
             tasks=[
                 task_result(
-                    run.task, run.plan.structure, np.array([run.cache.scores[k] for k in run.plan.keys]), run.sample
+                    run.task,
+                    run.plan.structure,
+                    np.array([run.cache.scores[k] for k in run.plan.keys]),
+                    run.sample,
+                    model.known_model,
                 )
                 for run in runs
             ],

@@ -112,7 +112,7 @@ class Scorer:
         try:
             import threadpoolctl  # noqa: F401  (each worker limits its BLAS threads with it)
         except ImportError:
-            raise XlmrNpError("--workers above 1 needs threadpoolctl: pip install 'xlmr-np[eval]'") from None
+            raise XlmrNpError("--processes above 1 needs threadpoolctl: pip install 'xlmr-np[eval]'") from None
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         threads = max(1, cores // self.workers)
         # spawn: a fresh interpreter per worker, so no BLAS thread state is inherited through fork

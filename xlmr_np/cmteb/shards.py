@@ -135,7 +135,7 @@ def _merge_task(name: str, shards: list[Shard]) -> dict:
                 f"batches have {len(mine):,}; the shard is incomplete or mislabelled, rerun it"
             )
         scores[mine] = [payload["scores"][j] for j in mine]
-    return task_result(TASKS[name], first["structure"], scores, first["sample"])
+    return task_result(TASKS[name], first["structure"], scores, first["sample"], first.get("known_model"))
 
 
 def merge_shards(paths: Sequence[str | Path], out_dir: str | Path) -> dict:
@@ -153,6 +153,7 @@ def merge_shards(paths: Sequence[str | Path], out_dir: str | Path) -> dict:
     results = {
         "model": first["model"],
         **{k: first[k] for k in _SAME_RUN},
+        "known_model": first.get("known_model"),
         "tasks": [_merge_task(name, by_task[name]) for name in order],
     }
     write_json(Path(out_dir) / "results.json", results)

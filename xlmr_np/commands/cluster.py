@@ -1,5 +1,5 @@
 """`xlmr-np eval --executor local|dask|ray|slurm`: the options that fan an evaluation's shards out on an
-engine, and the call behind it (a thin layer over xlmr_np.cmteb.executors.run_on_engine)."""
+backend, and the call behind it (a thin layer over xlmr_np.cmteb.executors.run_on_backend)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def add_arguments(parser) -> None:
-    from ..cmteb.engines import EXECUTORS
+    from ..cmteb.backends import EXECUTORS
 
     group = parser.add_argument_group(
-        "engines", "run every shard on an engine, retry the lost ones and merge them: the results of one run"
+        "backends", "run every shard on a backend, retry the lost ones and merge them: the results of one run"
     )
     group.add_argument(
         "--executor",
@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
         "--shards",
         type=positive_int,
         metavar="N",
-        help="shards to cut the work into (default: as many as the engine runs at once)",
+        help="shards to cut the work into (default: as many as the backend runs at once)",
     )
     group.add_argument(
         "--scheduler",
@@ -43,7 +43,7 @@ def add_arguments(parser) -> None:
         "--local-workers",
         type=positive_int,
         metavar="K",
-        help="shards at once on an engine started here (default: cores / --cores-per-shard)",
+        help="shards at once on a backend started here (default: cores / --cores-per-shard)",
     )
     group.add_argument(
         "--cores-per-shard",
@@ -88,15 +88,16 @@ def add_arguments(parser) -> None:
 
 
 def run_from_args(args) -> dict:
-    """run_on_engine with the command's options; raises XlmrNpError for options that do not go together."""
-    from ..cmteb.engines import SlurmOptions
-    from ..cmteb.executors import run_on_engine
+    """run_on_backend with the command's options; raises XlmrNpError for options that do not go together."""
+    from ..cmteb.backends import SlurmOptions
+    from ..cmteb.executors import run_on_backend
 
     if args.shard is not None:
         raise InputError("--shard runs one shard; --executor runs all of them: give one or the other")
-    if args.workers != 1:
+    if args.processes != 1:
         raise InputError(
-            "--workers splits one process; with --executor give --local-workers (shards at once) and --cores-per-shard"
+            "--processes splits one process; with --executor give --local-workers (shards at once) and "
+            "--cores-per-shard"
         )
     slurm = SlurmOptions(
         folder=args.slurm_folder,
@@ -106,13 +107,13 @@ def run_from_args(args) -> dict:
         params=dict(args.slurm_param),
         local=args.slurm_local,
     )
-    return run_on_engine(
+    return run_on_backend(
         args.model,
         args.task,
         executor=args.executor,
         out_dir=args.out,
         shards=args.shards,
-        cache_dir=args.cache_dir,
+        cache_dir=args.score_cache,
         batch_size=args.batch_size,
         max_queries=args.max_queries,
         seed=args.seed,
@@ -123,4 +124,6 @@ def run_from_args(args) -> dict:
         cores_per_shard=args.cores_per_shard,
         retries=args.retries,
         slurm=slurm,
+        revision=args.revision,
+        data_dir=args.data_dir,
     )

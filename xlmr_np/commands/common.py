@@ -76,6 +76,26 @@ def document_text(text: str) -> str:
         raise argparse.ArgumentTypeError(e.what) from None
 
 
+def add_deprecated_alias(parser, old: str, new: str, dest: str, why: str, **kwargs) -> None:
+    """Keep option `old` working as `new` (same dest, one value) for a while: hidden from --help, and each
+    use warns on stderr, e.g. "xlmr-np eval: warning: --workers is deprecated here; use --processes
+    (--workers is threads in the other commands)"."""
+    parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, action=_Deprecated, new=new, why=why, **kwargs)
+
+
+class _Deprecated(argparse.Action):
+    def __init__(self, option_strings, dest, new: str, why: str, **kwargs):
+        self.new, self.why = new, why
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated here; use {self.new} ({self.why})",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
 # ---- the model options of rerank, score, serve and inspect ----
 
 
@@ -89,8 +109,10 @@ def add_model_arguments(parser) -> None:
     group.add_argument(
         "--max-length",
         type=positive_int,
-        default=512,
-        help="tokens per sequence, at most the model's position table (default: 512)",
+        default=None,
+        help="tokens per sequence (default: the model's own limit, its tokenizer_config.json's model_max_length "
+        "capped by its position table: 512 for bge-reranker-base, 8192 for bge-reranker-v2-m3); "
+        "--max-length 512 matches FlagEmbedding, which cuts every model at 512",
     )
     group.add_argument(
         "--truncation",

@@ -8,7 +8,14 @@ import sys
 from ..cmteb import TASKS, default_cache_dir, format_table, merge_shards, run_eval
 from ..tokenizer import TRUNCATION_STRATEGIES
 from . import cluster
-from .common import DEFAULT_MODEL, EXIT_INTERRUPTED, nonnegative_int, positive_int, reports_errors
+from .common import (
+    DEFAULT_MODEL,
+    EXIT_INTERRUPTED,
+    add_deprecated_alias,
+    nonnegative_int,
+    positive_int,
+    reports_errors,
+)
 
 
 def shard_spec(text: str) -> tuple[int, int]:
@@ -36,13 +43,23 @@ def register(subparsers) -> None:
         help="model directory (config.json, model.safetensors, tokenizer.json) or hub repo id "
         f"(default: {DEFAULT_MODEL})",
     )
+    p.add_argument("--revision", help="hub branch, tag or commit of a hub --model (default: main)")
     p.add_argument("--task", required=True, choices=[*TASKS, "all"])
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="read each task's parquet file from DIR/<dataset repo>/<file> (e.g. DIR/C-MTEB/T2Reranking/data/...) "
+        "instead of the hub; xlmr-np synthetic-data DIR writes random ones there",
+    )
     p.add_argument("--batch-size", type=positive_int, default=32, help="pairs per forward pass (default 32)")
     p.add_argument(
-        "--workers",
+        "--processes",
         type=positive_int,
         default=1,
         help="worker processes, each with its share of the cores (default 1: this process, all cores)",
+    )
+    add_deprecated_alias(
+        p, "--workers", "--processes", "processes", "--workers is threads in the other commands", type=positive_int
     )
     p.add_argument(
         "--shard",
@@ -57,14 +74,22 @@ def register(subparsers) -> None:
         help="evaluate a random sample of N queries per task, with a bootstrap 95%% interval",
     )
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the --max-queries sample (default 0)")
-    p.add_argument("--max-length", type=positive_int, default=512, help="tokens per pair (default 512)")
+    p.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="tokens per pair (default: the model's own limit; the published bge-reranker figures used 512)",
+    )
     p.add_argument(
         "--truncation",
         choices=TRUNCATION_STRATEGIES,
         default="longest_first",
         help="longest_first (default) is what the published scores used",
     )
-    p.add_argument("--cache-dir", default=None, help=f"score cache directory (default {default_cache_dir()})")
+    p.add_argument("--score-cache", metavar="DIR", help=f"the score cache's directory (default {default_cache_dir()})")
+    add_deprecated_alias(
+        p, "--cache-dir", "--score-cache", "score_cache", "--cache-dir is the hub cache in the other commands"
+    )
     p.add_argument("--out", default="eval-results", help="directory for results.json or shard files")
     cluster.add_arguments(p)
     p.set_defaults(func=reports_errors(eval_command))
@@ -79,6 +104,27 @@ def register(subparsers) -> None:
     m.add_argument("--out", default="eval-results", help="directory for results.json")
     m.set_defaults(func=reports_errors(merge_command))
 
+    d = subparsers.add_parser(
+        "synthetic-data",
+        help="write random datasets in the C-MTEB layout, to try `xlmr-np eval --data-dir DIR` offline",
+        description="Write random datasets (random Han characters at each task's average query and document "
+        "length; one positive and DOCS - 1 negatives per query) where `xlmr-np eval --data-dir DIR` reads "
+        "them: DIR/<dataset repo>/<file>. Their MAP and MRR@10 mean nothing; the run and its cost are real.",
+    )
+    d.add_argument("data_dir", metavar="DIR", help="where to write them")
+    d.add_argument("--task", default="all", choices=[*TASKS, "all"], help="which task's file (default: all)")
+    d.add_argument("--queries", type=positive_int, default=20, help="queries per task (default: 20)")
+    d.add_argument("--docs", type=_at_least_two, default=10, help="documents per query (default: 10)")
+    d.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default: 0)")
+    d.set_defaults(func=reports_errors(synthetic_command))
+
+
+def _at_least_two(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected 2 or more (a positive and a negative), got {text!r}")
+    return value
+
 
 def eval_command(args) -> int:
     try:
@@ -89,14 +135,16 @@ def eval_command(args) -> int:
                 args.model,
                 args.task,
                 out_dir=args.out,
-                cache_dir=args.cache_dir,
+                cache_dir=args.score_cache,
                 batch_size=args.batch_size,
-                workers=args.workers,
+                workers=args.processes,
                 shard=args.shard,
                 max_queries=args.max_queries,
                 seed=args.seed,
                 max_length=args.max_length,
                 truncation=args.truncation,
+                revision=args.revision,
+                data_dir=args.data_dir,
             )
     except KeyboardInterrupt:
         print(
@@ -119,4 +167,13 @@ def eval_command(args) -> int:
 
 def merge_command(args) -> int:
     print(format_table(merge_shards(args.shards, args.out)))
+    return 0
+
+
+def synthetic_command(args) -> int:
+    from ..cmteb.synthetic import write_synthetic
+
+    for path in write_synthetic(args.data_dir, args.task, args.queries, args.docs, args.seed):
+        print(f"wrote {path}")
+    print(f"random data, not the real datasets: xlmr-np eval --data-dir {args.data_dir} --task ... runs on it")
     return 0

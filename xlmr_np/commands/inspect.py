@@ -1,9 +1,10 @@
 """`xlmr-np inspect --model M QUERY DOC`: look inside one pair's forward pass.
 
-Prints the score, a per-layer table (hidden-state size, how much each layer rewrote its input, attention
-entropy, where <s> looks) and the document highlighted by gradient-free attribution. With --all, every
-named intermediate with its shape and statistics; with --plot out.png, attention heatmaps in out.png
-and the attribution picture in out-attribution.png.
+Prints the logit and its sigmoid (the score `rerank` reports), a per-layer table (hidden-state size, how
+much each layer rewrote its input, attention entropy, where <s> looks) and the document highlighted by
+gradient-free attribution: each word's contribution to the logit (logit - logit without the word). With
+--all, every named intermediate with its shape and statistics; with --plot out.png, attention heatmaps in
+out.png and the attribution picture in out-attribution.png.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def _indices(text: str) -> list[int]:
 
 
 def run(args) -> int:
-    from ..inspect import attribute, format_table, inspect_pair, layer_table, render_terminal, stats
     from ..reranker import sigmoid64
+    from ..tracing import attribute, format_table, inspect_pair, layer_table, render_terminal, stats
 
     reranker = load_reranker(args)
     config = reranker.config
@@ -85,7 +86,8 @@ def run(args) -> int:
     )
     print(
         f"{len(seen.tokens)} tokens (query {segments.count(0)}, document {segments.count(1)})"
-        f"{', truncated' if seen.truncated else ''}; logit {logit:.6g}, sigmoid {float(sigmoid64(logit)):.6g}"
+        f"{', truncated' if seen.truncated else ''}; logit {logit:.6g}, "
+        f"score {float(sigmoid64(logit)):.6g} (its sigmoid, as rerank reports)"
     )
     print()
     print(format_table(layer_table(seen)))
@@ -114,7 +116,7 @@ def _plot(seen, result, args) -> None:
     out = Path(args.plot)
     side = out.with_name(f"{out.stem}-attribution{out.suffix}")
     attention_figure(seen, layers=args.layers, heads=args.heads).savefig(out, dpi=100)
-    verb = "removed" if args.method == "remove" else "masked"
-    title = f"Score change when a {args.unit} is {verb}\nquery {args.query!r}, logit {result.score:.4g}"
+    verb = "removal" if args.method == "remove" else "masking"
+    title = f"Attribution by {args.unit} {verb}: logit {result.logit:.4g}\nquery {args.query!r}"
     attribution_figure(result, title=title).savefig(side, dpi=100)
     print(f"\nwrote {out} (attention heatmaps) and {side} (attribution)")

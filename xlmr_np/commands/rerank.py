@@ -8,6 +8,7 @@ import sys
 from ..errors import InputError
 from ..tokenizer import check_text
 from .common import (
+    OutputFile,
     add_model_arguments,
     document_text,
     is_jsonl,
@@ -30,13 +31,19 @@ def register(subparsers) -> None:
         "from stdin. Blank lines are skipped; index counts documents, not lines.",
     )
     parser.add_argument("query", metavar="QUERY", type=query_text)
-    parser.add_argument("documents", metavar="DOC", nargs="*", type=document_text, help="documents to rank")
+    # default=[]: argparse would otherwise list DOC as required when QUERY is missing
+    parser.add_argument("documents", metavar="DOC", nargs="*", default=[], type=document_text, help="documents to rank")
     parser.add_argument(
         "--documents", dest="documents_file", metavar="FILE", help="read documents from FILE ('-': stdin)"
     )
     parser.add_argument("--jsonl", action="store_true", help="the documents file is JSONL (implied by .jsonl)")
     parser.add_argument("--top-n", type=positive_int, help="show only the best N")
-    parser.add_argument("--json", action="store_true", help="print the /v1/rerank response JSON instead of a table")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the answer POST /v1/rerank gives (id, model, results, usage, meta) instead of a table",
+    )
+    parser.add_argument("--output", "-o", metavar="FILE", help="write the table or JSON to FILE (default: stdout)")
     parser.add_argument("--raw-scores", action="store_true", help="report the raw logit instead of its sigmoid (0..1)")
     parser.add_argument(
         "--windows",
@@ -79,15 +86,15 @@ def gather_documents(args) -> list[str]:
     return documents
 
 
-def table(results: list[dict], raw_scores: bool, max_length: int) -> str:
-    """A ranked table sized to the terminal; truncated documents are marked with *."""
-    width = shutil.get_terminal_size((100, 20)).columns
+def table(results: list[dict], raw_scores: bool, max_length: int, width: int | None) -> str:
+    """A ranked table whose documents are cut to `width` columns (None: whole); truncated documents are
+    marked with *."""
     header = f"{'rank':>4}  {'index':>5}  {'logit' if raw_scores else 'score':>9}  document"
-    room = max(20, width - len(header) + len("document"))
+    room = max(20, width - len(header) + len("document")) if width is not None else None
     lines = [header]
     for rank, r in enumerate(results, start=1):
         text = " ".join(r["document"].split())
-        if len(text) > room:
+        if room is not None and len(text) > room:
             text = text[: room - 1] + "…"
         mark = "*" if r["truncated"] else " "
         lines.append(f"{rank:>4}  {r['index']:>5}  {r['relevance_score']:>9.6f}{mark} {text}")
@@ -97,9 +104,21 @@ def table(results: list[dict], raw_scores: bool, max_length: int) -> str:
 
 
 def run(args) -> int:
-    from ..api import RerankRequest, encode, rerank_response
-
     documents = gather_documents(args)
+    output = OutputFile(args.output) if args.output else None  # a bad path fails now, not after the scoring
+    try:
+        text = _ranking(args, documents)
+        if output is not None:
+            output.write(text + "\n")
+        else:
+            print(text)
+    finally:
+        if output is not None:
+            output.discard()
+    return 0
+
+
+def _ranking(args, documents: list[str]) -> str:
     reranker = load_reranker(args)
     scores = reranker.score_documents(
         args.query,
@@ -109,9 +128,10 @@ def run(args) -> int:
         windows=args.windows,
         window_overlap=args.window_overlap,
     )
-    if args.json:
-        request = RerankRequest(args.query, documents, args.top_n, True, args.raw_scores)
-        print(encode(rerank_response(args.model, request, scores)).decode("utf-8"))
-    else:
-        print(table(scores.ranked(documents, top_n=args.top_n), args.raw_scores, reranker.max_length))
-    return 0
+    if args.json:  # the answer POST /v1/rerank gives, from the same types (xlmr_np.api)
+        from ..api import encode, rerank_response
+
+        echoed = [{"text": document} for document in documents]
+        return encode(rerank_response(args.model, scores, echoed, top_n=args.top_n)).decode("utf-8")
+    width = None if args.output else shutil.get_terminal_size((100, 20)).columns  # a file gets whole documents
+    return table(scores.ranked(documents, top_n=args.top_n), args.raw_scores, reranker.max_length, width)

@@ -2,7 +2,7 @@
 
 TSV: `query<TAB>document` per line (the first tab splits; the document may contain more tabs); output is
 one score per line. JSONL: {"query": ..., "document": ...} per line; output is each input object with
-"score" and "truncated" added, so ids and labels travel along.
+"score" (or with --raw-scores "logit") and "truncated" added, so ids and labels travel along.
 """
 
 from __future__ import annotations
@@ -80,13 +80,14 @@ def run(args) -> int:
             raise ConfigError(f"score needs one relevance logit; this model has {reranker.config.num_labels} labels")
         logits, truncated = reranker.predict_logits(pairs, batch_size=args.batch_size)
         logits = logits[:, 0].astype(np.float64)
-        scores = (logits if args.raw_scores else sigmoid64(logits)).tolist()
+        values = (logits if args.raw_scores else sigmoid64(logits)).tolist()
+        field = "logit" if args.raw_scores else "score"
         if objects is None:
-            lines = [repr(s) for s in scores]
+            lines = [repr(v) for v in values]
         else:
             lines = [
-                json.dumps(dict(o, score=s, truncated=t), ensure_ascii=False)
-                for o, s, t in zip(objects, scores, truncated)
+                json.dumps({**o, field: v, "truncated": t}, ensure_ascii=False)
+                for o, v, t in zip(objects, values, truncated)
             ]
         text = "\n".join(lines) + "\n"
         if output is not None:

@@ -13,7 +13,7 @@ import json
 import os
 
 from ..errors import InputError
-from .common import add_model_arguments, load_reranker, reports_errors
+from .common import add_deprecated_alias, add_model_arguments, load_reranker, reports_errors
 from .serve import API_KEY_ENV
 
 
@@ -40,9 +40,13 @@ def register(subparsers) -> None:
         f"${API_KEY_ENV}, the variable `xlmr-np serve` reads, when it is set)",
     )
     parser.add_argument(
-        "--endpoint-model",
+        "--served-model-name",
+        dest="endpoint_model",
         metavar="NAME",
-        help="the model name to send in requests (required by vLLM; default: none sent)",
+        help="the model name the endpoint serves, sent in requests (required by vLLM; default: none sent)",
+    )
+    add_deprecated_alias(
+        parser, "--endpoint-model", "--served-model-name", "endpoint_model", "the name serve and vLLM use"
     )
     parser.add_argument(
         "--expect-scale",
@@ -54,7 +58,8 @@ def register(subparsers) -> None:
         "--atol", type=float, default=None, help="tolerance on logits (default: 1e-3; float16 engines need about 5e-2)"
     )
     parser.add_argument("--float64", action="store_true", help="score the reference in float64")
-    parser.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+    parser.add_argument("--json-report", dest="json", metavar="FILE", help="also write the full report as JSON")
+    add_deprecated_alias(parser, "--json", "--json-report", "json", "--json prints JSON instead of text in rerank")
     parser.add_argument(
         "--no-diagnosis",
         action="store_true",

@@ -8,6 +8,10 @@ keeps answering (health checks, new requests, 429s) while a batch runs.
 
 A job's sequences are taken longest first, so a batch mixes similar lengths; a cancelled job (client gone,
 deadline passed) is dropped from the queue before its next sequence is taken.
+
+Before and after every forward pass the batcher asks `check()` whether the model can still be trusted (the
+weights file it maps may have been overwritten in place); if not, that batch's logits are discarded and
+every job fails with ModelChanged: no score computed from changed bytes is ever answered.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..tokenizer import EncodedPair
+
+
+class ModelChanged(RuntimeError):
+    """The model's weights changed under the engine; the message says how."""
 
 
 @dataclass(eq=False)
@@ -77,13 +85,15 @@ def next_batch(jobs: deque[Job], max_batch_tokens: int) -> list[tuple[Job, int]]
 
 
 class Batcher:
-    """The queue and the engine thread. `score` is called from the event loop; `logits_of` is the model's
-    (Reranker.logits_of): sequences -> logits [S, 1]."""
+    """The queue and the engine thread. `submit` is called from the event loop; `logits_of` is the model's
+    (Reranker.logits_of): sequences -> logits [S, 1]; `check()` returns why the model can no longer be
+    trusted, or None."""
 
-    def __init__(self, logits_of, max_batch_tokens: int, metrics=None):
+    def __init__(self, logits_of, max_batch_tokens: int, metrics=None, check=None):
         self.logits_of = logits_of
         self.max_batch_tokens = max_batch_tokens
         self.metrics = metrics
+        self.check = check or (lambda: None)
         self._jobs: deque[Job] = deque()
         self._ready = threading.Condition()
         self._stopping = False
@@ -118,6 +128,11 @@ class Batcher:
         with self._ready:
             return sum(len(j.order) - j.taken for j in self._jobs if not j.cancelled)
 
+    def _trust(self) -> None:
+        failure = self.check()
+        if failure is not None:
+            raise ModelChanged(failure)
+
     def _observe_queue(self) -> None:
         if self.metrics is not None:
             self.metrics.queue_depth.set(self.queued_sequences())
@@ -140,11 +155,17 @@ class Batcher:
             job.started_at = job.started_at or started
         sequences = [job.sequences[i] for job, i in batch]
         try:
+            self._trust()
             logits = self.logits_of(sequences, batch_size=len(sequences), progress=False)[:, 0]  # [B]
+            self._trust()  # bytes read during the pass may already be another file's
+        except ModelChanged as e:  # nothing more can be scored: every queued job fails
+            with self._ready:
+                jobs = {job for job, _ in batch} | set(self._jobs)
+                self._jobs.clear()
+            _fail_all(jobs, e)
+            return
         except Exception as e:  # non-finite logits (broken weights) or a bug: every job in the batch fails
-            for job in {job for job, _ in batch}:
-                job.cancelled = True
-                job.loop.call_soon_threadsafe(_fail, job.future, e)
+            _fail_all({job for job, _ in batch}, e)
             return
         if self.metrics is not None:
             self.metrics.batch_tokens.observe(len(sequences) * max(len(s.ids) for s in sequences))
@@ -156,6 +177,12 @@ class Batcher:
             if job.scored == len(job.sequences):
                 job.finished_at = finished
                 job.loop.call_soon_threadsafe(_succeed, job.future, job.logits)
+
+
+def _fail_all(jobs, error: BaseException) -> None:
+    for job in jobs:
+        job.cancelled = True
+        job.loop.call_soon_threadsafe(_fail, job.future, error)
 
 
 def _succeed(future: asyncio.Future, value) -> None:

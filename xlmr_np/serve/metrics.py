@@ -35,7 +35,13 @@ class Metrics:
             "xlmr_np_batch_tokens", "padded tokens of one forward pass", buckets=TOKENS, registry=r
         )
         self.queue_depth = Gauge("xlmr_np_queue_sequences", "sequences queued for the engine", registry=r)
-        self.in_flight = Gauge("xlmr_np_requests_in_flight", "rerank requests being read, queued or scored", registry=r)
+        self.in_flight = Gauge(
+            "xlmr_np_requests_in_flight", "rerank requests being read, tokenized, queued, scored or sent", registry=r
+        )
+        self.inflight_bytes = Gauge(
+            "xlmr_np_inflight_bytes", "estimated memory of the rerank requests in flight (bodies, answers)", registry=r
+        )
+        self.inflight_tokens = Gauge("xlmr_np_inflight_tokens", "tokens of the rerank requests in flight", registry=r)
         self.documents = Counter("xlmr_np_documents", "documents scored", registry=r)
         self.tokens = Counter("xlmr_np_tokens", "tokens scored, special tokens included", registry=r)
         self.truncated = Counter("xlmr_np_truncated_documents", "documents scored with tokens left out", registry=r)

@@ -1,9 +1,10 @@
-"""The HTTP schema, written once: these pydantic models validate requests and generate /openapi.json.
+"""The request schema, written once: these pydantic models validate requests and generate /openapi.json.
 
 Requests are parsed strictly (no "2" for 2, no 1 for true); fields a model does not name are ignored, so
 clients that send provider-specific options still work. `null` means "not given" for every optional
-field. Responses are built as plain dicts and described by the response models below (a test validates
-real responses against them).
+field. What a request's options mean is each wire format's adapter's business (cohere.py, tei.py: request
+-> EncodeOptions). Responses are the typed classes of xlmr_np.api; `response_schema` derives their
+OpenAPI schema from those same classes.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from ..api import ApiError
 from ..errors import InputError
 from ..ranking import check_query
+from .errors import ApiError
 
 STRICT = ConfigDict(strict=True, extra="ignore")
 
@@ -44,7 +45,7 @@ def _non_blank(value: str) -> str:
 Text = Annotated[str, AfterValidator(_text)]
 
 
-class RerankRequest(BaseModel):
+class CohereRequest(BaseModel):
     """POST /v1/rerank (Cohere v1, Jina) and POST /v2/rerank (Cohere v2)."""
 
     model_config = STRICT
@@ -83,7 +84,7 @@ class RerankRequest(BaseModel):
         return _non_blank(value)
 
 
-class TeiRerankRequest(BaseModel):
+class TeiRequest(BaseModel):
     """POST /rerank, as text-embeddings-inference takes it."""
 
     model_config = STRICT
@@ -93,7 +94,9 @@ class TeiRerankRequest(BaseModel):
     raw_scores: bool = Field(False, description="the raw logit instead of its sigmoid")
     return_text: bool = Field(False, description="echo each text in its result")
     truncate: bool | None = Field(
-        False, description="cut pairs longer than max_input_length (GET /info); false: such a pair is a 413"
+        None,
+        description="cut pairs longer than max_input_length (GET /info); false: such a pair is a 413 "
+        "(default: the server's auto_truncate, GET /info)",
     )
     truncation_direction: Literal["Right", "Left", "right", "left"] = Field(
         "Right",
@@ -110,83 +113,16 @@ class TeiRerankRequest(BaseModel):
 # ---------------------------------------------------------------------------------------------- responses
 
 
-class ApiVersion(BaseModel):
-    version: str
+def response_schema(response_type, ref_template: str = "#/components/schemas/{model}") -> dict:
+    """The JSON schema of one of xlmr_np.api's response types (a dataclass, or a list of them), with its
+    nested types under "$defs"."""
+    return TypeAdapter(response_type).json_schema(ref_template=ref_template)
 
 
-class BilledUnits(BaseModel):
-    search_units: int = Field(description="one per 100 documents, as Cohere bills")
-
-
-class Meta(BaseModel):
-    api_version: ApiVersion
-    billed_units: BilledUnits
-
-
-class Usage(BaseModel):
-    total_tokens: int = Field(description="tokens of every sequence scored, special tokens included")
-
-
-class RerankResult(BaseModel):
-    index: int = Field(description="position of the document in the request")
-    relevance_score: float = Field(description="float64 sigmoid of the logit, in (0, 1), or the logit (raw_scores)")
-    truncated: bool = Field(description="whether any token of the query or this document was left out")
-    document: dict[str, Any] | None = Field(None, description='{"text": ...} for a string, an object whole')
-
-
-class RerankResponse(BaseModel):
-    id: str = Field(description="a fresh UUID per response")
-    model: str
-    results: list[RerankResult] = Field(description="best first; ties in request order")
-    usage: Usage
-    meta: Meta
-
-
-class TeiRank(BaseModel):
-    index: int
-    score: float
-    text: str | None = None
-
-
-class ErrorDetail(BaseModel):
-    type: str = Field(description="invalid_request_error, authentication_error, model_not_found, ...")
-    message: str
-    field: str | None = Field(description="the JSON path of the offending field, a header name, or null")
-
-
-class ErrorResponse(BaseModel):
-    """Every route but TEI's: the detail under "error", and the message again where Cohere's clients
-    ("message") and Jina's ("detail") read it."""
-
-    error: ErrorDetail
-    message: str
-    detail: str
-
-
-class TeiErrorResponse(BaseModel):
-    """POST /rerank and GET /info, as text-embeddings-inference answers."""
-
-    error: str
-    error_type: Literal["Validation", "Tokenizer", "Overloaded", "Backend", "Unhealthy", "Unauthorized", "NotFound"]
-
-
-class Info(BaseModel):
-    """GET /info: text-embeddings-inference's fields."""
-
-    model_id: str
-    model_sha: str | None
-    model_dtype: str
-    model_type: dict[str, Any]
-    max_concurrent_requests: int
-    max_input_length: int
-    max_batch_tokens: int
-    max_batch_requests: int | None
-    max_client_batch_size: int
-    auto_truncate: bool
-    tokenization_workers: int | None
-    version: str
-    sha: str | None
-    docker_label: str | None
+def parse_response(response_type, value):
+    """A parsed JSON answer as one of xlmr_np.api's response types, or pydantic's ValidationError if it does
+    not fit the schema (missing fields, wrong types): what a typed client would do with it."""
+    return TypeAdapter(response_type).validate_python(value)
 
 
 # ---------------------------------------------------------------------------------------------- validation

@@ -93,7 +93,7 @@ class Endpoint:
         if format not in FORMATS:
             raise VerifyError(f"format must be one of {FORMATS} or auto, got {format!r}")
         if format == "vllm" and not model:
-            raise VerifyError("the vllm format needs the served model name (--endpoint-model)")
+            raise VerifyError("the vllm format needs the served model name (--served-model-name)")
         self.format, self.api_key, self.model, self.timeout = format, api_key, model, timeout
         self.url = (
             url
@@ -123,7 +123,7 @@ class Endpoint:
             raw = json.dumps(body).lower()  # the model, not the route, was not found (as servers that name it say)
             if '"model_not_found"' in raw or '"field": "model"' in raw or '"param": "model"' in raw:
                 raise VerifyError(
-                    f"{self.url}: {_error_message(status, body)}; give the served model's name with --endpoint-model"
+                    f"{self.url}: {_error_message(status, body)}; give the served model's name with --served-model-name"
                 )
             raise VerifyError(
                 f"{self.url}: no such route (HTTP 404); is this a {self.format}-format endpoint? try --format"
@@ -163,7 +163,7 @@ def connect(
         try:
             return connect(url, name, api_key, model if name != "tei" else None, timeout)
         except VerifyError as e:
-            if "refused" in str(e) or "--endpoint-model" in str(e) or "cannot reach" in str(e):
+            if "refused" in str(e) or "--served-model-name" in str(e) or "cannot reach" in str(e):
                 raise
             tried.append(f"{name}: {e}")
     raise VerifyError(f"{url} answers in none of the formats tried ({'; '.join(tried)}); give --format")

@@ -1,8 +1,8 @@
-"""The engines that run an evaluation's shards, and what each shard runs on its worker.
+"""The backends that run an evaluation's shards, and what each shard runs on its worker.
 
-Each engine offers the same four calls to the driver (xlmr_np.cmteb.executors): submit shards, wait for
+Each backend offers the same four calls to the driver (xlmr_np.cmteb.executors): submit shards, wait for
 some to finish, fetch a result (raising if the worker was lost), cancel. The libraries are imported when
-an engine starts, so the core install needs none of them.
+a backend starts, so the core install needs none of them.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ EXECUTORS = ("local", "dask", "ray", "slurm")
 
 
 class ExecutorError(XlmrNpError, RuntimeError):
-    """The engine cannot be used (not installed, not reachable), or a shard failed for good."""
+    """The backend cannot be used (not installed, not reachable), or a shard failed for good."""
 
 
-# The pip extra that brings each engine, for the error a missing one gives.
+# The pip extra that brings each backend, for the error a missing one gives.
 EXTRAS = {"dask": ("distributed", "dask"), "ray": ("ray", "ray"), "slurm": ("submitit", "slurm")}
 
 
@@ -42,7 +42,7 @@ EXTRAS = {"dask": ("distributed", "dask"), "ray": ("ray", "ray"), "slurm": ("sub
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """Everything a worker needs to score shard i of n; plain values, so every engine can ship it."""
+    """Everything a worker needs to score shard i of n; plain values, so every backend can ship it."""
 
     model: str  # a model directory (the same path on every worker) or a hub repo id
     task: str  # a task name or "all"
@@ -54,13 +54,15 @@ class ShardSpec:
     max_length: int
     truncation: str
     cores: int  # BLAS threads of the shard
+    revision: str | None = None  # of a hub repo id: branch, tag or commit (None: main)
+    data_dir: str | None = None  # the datasets' files, instead of the hub (the same path on every worker)
 
 
 def run_shard(spec: ShardSpec, i: int) -> dict:
     """Score shard i of spec.n in this process; the shard files' text, or the evaluation's error.
 
     Errors of the evaluation (XlmrNpError) come back as a value, not an exception: an exception means
-    the engine lost the worker, and is retried; an error is not.
+    the backend lost the worker, and is retried; an error is not.
     """
     started = time.monotonic()
     where = {"shard": i, "host": socket.gethostname(), "pid": os.getpid()}
@@ -78,6 +80,8 @@ def run_shard(spec: ShardSpec, i: int) -> dict:
                 seed=spec.seed,
                 max_length=spec.max_length,
                 truncation=spec.truncation,
+                revision=spec.revision,
+                data_dir=spec.data_dir,
                 stream=io.StringIO(),
             )
             files = {path.name: path.read_text(encoding="utf-8") for path in done["files"]}
@@ -90,12 +94,12 @@ def _limit_threads(cores: int) -> None:
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        raise XlmrNpError("running shards on an engine needs threadpoolctl: pip install 'xlmr-np[eval]'") from None
+        raise XlmrNpError("running shards on a backend needs threadpoolctl: pip install 'xlmr-np[eval]'") from None
     threadpool_limits(cores)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Engines: submit shards, wait for some to finish, fetch a result (raising if the worker was lost)
+# Backends: submit shards, wait for some to finish, fetch a result (raising if the worker was lost)
 
 
 def _require(executor: str, module: str) -> Any:
@@ -112,8 +116,8 @@ def local_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class Engine:
-    """The interface the driver uses. `slots`: shards the engine runs at once, when it knows (the
+class Backend:
+    """The interface the driver uses. `slots`: shards the backend runs at once, when it knows (the
     default number of shards); `max_in_flight`: shards to hand it at once (None: all, it queues them)."""
 
     name = ""
@@ -130,7 +134,7 @@ class Engine:
         raise NotImplementedError
 
     def result(self, handle: Any) -> dict:
-        """The shard's run_shard() value; raises if the engine lost it (the worker died)."""
+        """The shard's run_shard() value; raises if the backend lost it (the worker died)."""
         raise NotImplementedError
 
     def cancel(self, handles: list[Any]) -> None: ...
@@ -138,7 +142,7 @@ class Engine:
     def close(self) -> None: ...
 
 
-class LocalEngine(Engine):
+class LocalBackend(Backend):
     """Processes on this machine (concurrent.futures, spawn). A dead worker breaks the whole pool: every
     shard running in it is retried, in a new pool, and resumes from its cache."""
 
@@ -177,7 +181,7 @@ class LocalEngine(Engine):
             self._pool = None
 
 
-class DaskEngine(Engine):
+class DaskBackend(Backend):
     """dask.distributed: a scheduler at `address`, or a LocalCluster of `workers` processes of one thread.
 
     On the LocalCluster a dead worker fails its shard at once (allowed-failures 0) and the driver retries
@@ -248,7 +252,7 @@ class DaskEngine(Engine):
             self.cluster.close()
 
 
-class RayEngine(Engine):
+class RayBackend(Backend):
     """Ray: a cluster at `address` (ray://host:10001, or "auto" on a node of it), or a local instance
     with `workers` CPUs. Ray's own task retries are off (max_retries=0): the driver retries, and says so."""
 
@@ -331,7 +335,7 @@ class SlurmOptions:
     local: bool = False  # submitit's LocalExecutor: the same jobs as processes on this machine
 
 
-class SlurmEngine(Engine):
+class SlurmBackend(Backend):
     """Slurm through submitit: the shards go as one job array (retries as single jobs). With
     options.local, submitit's LocalExecutor runs each job as a process here, `workers` at a time."""
 
@@ -385,19 +389,19 @@ class SlurmEngine(Engine):
             handle.cancel(check=False)
 
 
-def make_engine(
+def make_backend(
     executor: str, *, address: str | None, workers: int, cores: int, slurm: SlurmOptions, folder: Path
-) -> Engine:
+) -> Backend:
     if executor == "local":
         if address:
             raise InputError("--scheduler is for --executor dask or ray; local runs on this machine")
-        return LocalEngine(workers)
+        return LocalBackend(workers)
     if executor == "dask":
-        return DaskEngine(address, workers)
+        return DaskBackend(address, workers)
     if executor == "ray":
-        return RayEngine(address, workers, cores)
+        return RayBackend(address, workers, cores)
     if executor == "slurm":
         if address:
             raise InputError("--scheduler is for --executor dask or ray; Slurm is reached through sbatch")
-        return SlurmEngine(slurm, folder, workers, cores)
+        return SlurmBackend(slurm, folder, workers, cores)
     raise InputError(f"unknown executor {executor!r}; expected one of {', '.join(EXECUTORS)}")

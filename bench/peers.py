@@ -13,17 +13,17 @@ from .models import ONNX_FILE, ONNX_INT8_FILE
 
 # onnxruntime-int8 is a reference point, not a peer: onnxruntime with dynamic int8 quantisation of the weights
 # (what fastembed and sentence-transformers' ONNX backend users run), scored with its agreement to float32.
-ENGINES = ("xlmr_np", "torch-eager", "torch-sdpa", "onnxruntime", "onnxruntime-int8")
-PEERS = ("torch-eager", "torch-sdpa", "onnxruntime")  # the float32 engines xlmr_np is compared with
+IMPLEMENTATIONS = ("xlmr_np", "torch-eager", "torch-sdpa", "onnxruntime", "onnxruntime-int8")
+PEERS = ("torch-eager", "torch-sdpa", "onnxruntime")  # the float32 implementations xlmr_np is compared with
 
 
 def cores() -> int:
-    """CPU cores this process may use, the thread count every engine is given."""
+    """CPU cores this process may use, the thread count every implementation is given."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def load_engine(name: str, model_dir: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Load one engine's model from the shared directory; raises BenchmarkError if it is not installed."""
+def load_implementation(name: str, model_dir: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Load one implementation's model from the shared directory; raises BenchmarkError if it is not installed."""
     model_dir = Path(model_dir)
     if name == "xlmr_np":
         from xlmr_np.config import XLMRobertaConfig
@@ -66,11 +66,11 @@ def load_engine(name: str, model_dir: Path) -> Callable[[np.ndarray, np.ndarray]
         path = model_dir / (ONNX_INT8_FILE if name == "onnxruntime-int8" else ONNX_FILE)
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return lambda ids, mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0][:, 0]
-    raise BenchmarkError(f"unknown engine {name!r}; expected one of {ENGINES}")
+    raise BenchmarkError(f"unknown implementation {name!r}; expected one of {IMPLEMENTATIONS}")
 
 
-def available_engines(requested: Sequence[str], model_dir: Path) -> tuple[list[str], list[str]]:
-    """Split requested engines into the ones whose libraries import, and messages for the others."""
+def available_implementations(requested: Sequence[str], model_dir: Path) -> tuple[list[str], list[str]]:
+    """Split requested implementations into the ones whose libraries import, and messages for the others."""
     import importlib.util
 
     needs = {
@@ -83,7 +83,7 @@ def available_engines(requested: Sequence[str], model_dir: Path) -> tuple[list[s
     ok, skipped = [], []
     for name in requested:
         if name not in needs:
-            raise BenchmarkError(f"unknown engine {name!r}; expected one of {ENGINES}")
+            raise BenchmarkError(f"unknown implementation {name!r}; expected one of {IMPLEMENTATIONS}")
         missing = [m for m in needs[name] if importlib.util.find_spec(m) is None]
         onnx_file = {"onnxruntime": ONNX_FILE, "onnxruntime-int8": ONNX_INT8_FILE}.get(name)
         if onnx_file and not missing and not (Path(model_dir) / onnx_file).is_file():

@@ -5,7 +5,7 @@ the names are the transformers module names (`encoder.layer.3.attention.self.pro
 recomputed on the side.
 
     >>> from xlmr_np import Reranker
-    >>> from xlmr_np.inspect import inspect_pair, attribute
+    >>> from xlmr_np.tracing import inspect_pair, attribute
     >>> r = Reranker.from_pretrained("path/to/bge-reranker-base")
     >>> seen = inspect_pair(r, "capital of France", "Paris is the capital of France.")
     >>> seen.tokens[:4], seen.tensors["embeddings"].shape        # (['<s>', '▁capital', '▁of', '▁France'], (T, D))
@@ -237,22 +237,23 @@ def _rms(x: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Gradient-free attribution: how the score moves when a document token or word is taken away
+# Gradient-free attribution: how the logit moves when a document token or word is taken away
 
 
 @dataclass
 class Attribution:
-    """Score change per document unit: delta = score(pair) - score(pair without the unit).
+    """Each document unit's contribution to the logit: logit(pair) - logit(pair without the unit).
 
-    A positive delta means the unit pushed the score up (removing it lowers the score).
+    Positive: the unit pushed the logit up (taking it away lowers the logit); negative: it pulled it down.
+    Logits, not the sigmoid scores rerank reports: the sigmoid squashes changes near 0 and 1.
     """
 
     document: str
     unit: str  # "word" or "token"
     method: str  # "remove" (the tokens are deleted; later tokens shift position) or "mask" (<mask> in place)
-    score: float  # the logit of the full pair
+    logit: float  # the logit of the full pair
     spans: list[tuple[int, int]]  # character span of each unit in the document
-    deltas: np.ndarray  # [U]
+    contributions: np.ndarray  # [U] logit - logit without the unit
 
     @property
     def texts(self) -> list[str]:
@@ -272,9 +273,10 @@ def attribute(
     label: int = 0,
     batch_size: int = 32,
 ) -> Attribution:
-    """Score the pair once per document unit with that unit removed (or masked); no gradients needed.
+    """Each document unit's contribution to the logit (see Attribution): the pair scored once per unit with
+    that unit removed (or masked); no gradients needed.
 
-    The scores come from the engine (xlmr_np.engine), as Reranker's do: many forward passes, all alike.
+    The logits come from the engine (xlmr_np.engine), as Reranker's do: many forward passes, all alike.
 
     Costs one forward pass per unit, batched. Units are the document's tokens, or its words (all tokens
     the tokenizer assigns to one word id, so '▁Par' + 'is' go together).
@@ -293,9 +295,9 @@ def attribute(
     if method == "mask" and mask_id is None:
         raise InputError("method 'mask' needs a '<mask>' token, and this tokenizer's vocabulary has none")
     variants = [list(encoding.ids)] + [_without(encoding.ids, g, mask_id) for g in groups]
-    scores = _score_ids(reranker, variants, label, batch_size)
+    logits = _logits_of_ids(reranker, variants, label, batch_size)  # [1 + U]: the full pair, then each variant
     spans = [_strip_space(document, encoding.offsets[g[0]][0], encoding.offsets[g[-1]][1]) for g in groups]
-    return Attribution(document, unit, method, float(scores[0]), spans, scores[0] - scores[1:])
+    return Attribution(document, unit, method, float(logits[0]), spans, logits[0] - logits[1:])
 
 
 def _strip_space(text: str, a: int, b: int) -> tuple[int, int]:
@@ -323,25 +325,26 @@ def _without(ids, group: list[int], mask_id: int | None) -> list[int]:
     return out
 
 
-def _score_ids(reranker, variants: list[list[int]], label: int, batch_size: int) -> np.ndarray:
+def _logits_of_ids(reranker, variants: list[list[int]], label: int, batch_size: int) -> np.ndarray:
     """Logit `label` for each token-id list, scored by the engine like any other batch (each pair attends
     only to itself, so batching is exact)."""
-    scores = np.empty(len(variants), dtype=np.float64)
+    out = np.empty(len(variants), dtype=np.float64)
     for start in range(0, len(variants), batch_size):
         batch = reranker.tokenizer.pad([EncodedPair(v, False) for v in variants[start : start + batch_size]])
         logits = engine.forward(reranker.params, reranker.config, batch.input_ids, batch.attention_mask)
-        scores[start : start + len(logits)] = logits[:, label]
-    return scores
+        out[start : start + len(logits)] = logits[:, label]
+    return out
 
 
 def render_terminal(attribution: Attribution, color: bool = True) -> str:
-    """The document with each unit highlighted: green pushed the score up, red pushed it down.
+    """The document with each unit highlighted: green pushed the logit up, red pulled it down.
 
-    color=False writes each unit as `text[+0.123]` instead of ANSI 24-bit background colours.
+    color=False writes each unit with its contribution, `text[+0.123]`, instead of ANSI 24-bit background
+    colours.
     """
-    scale = float(np.abs(attribution.deltas).max()) or 1.0
+    scale = float(np.abs(attribution.contributions).max()) or 1.0
     parts, end = [], 0
-    for (a, b), delta in zip(attribution.spans, attribution.deltas):
+    for (a, b), delta in zip(attribution.spans, attribution.contributions):
         parts.append(attribution.document[end:a])
         text = attribution.document[a:b]
         if color:
@@ -352,10 +355,16 @@ def render_terminal(attribution: Attribution, color: bool = True) -> str:
         end = b
     parts.append(attribution.document[end:])
     legend = (
-        f"score {attribution.score:.4g}; highlight = score change when the {attribution.unit} is "
-        f"{'removed' if attribution.method == 'remove' else 'masked'} (largest |change| {scale:.3g})"
+        f"logit {attribution.logit:.4g}; highlight = {contribution_label(attribution)} "
+        f"(green: pushed the logit up; largest |contribution| {scale:.3g})"
     )
     return "".join(parts) + "\n" + legend
+
+
+def contribution_label(attribution: Attribution) -> str:
+    """What the numbers are, in words: "logit - logit with the word removed"."""
+    verb = "removed" if attribution.method == "remove" else "masked"
+    return f"logit - logit with the {attribution.unit} {verb}"
 
 
 def _rgb(v: float) -> tuple[int, int, int]:
