@@ -22,6 +22,7 @@ from helpers import SMALL_TOKENIZER, SMALL_VOCAB
 from xlmr_np import Reranker
 from xlmr_np.testing import build_model
 from xlmr_np.verify import Verifier, verify_endpoint
+from xlmr_np.verify.reference import FLAVOURS
 
 pytestmark = pytest.mark.parity
 
@@ -363,5 +364,17 @@ def test_onnxruntime_dynamic_int8_is_named(per_channel, reduce_range, onnx_dir, 
     assert "as onnxruntime's quantize_dynamic does" in report.diagnosis[0], report.diagnosis
     best = report.analysis.hypotheses[0]
     flavour = "per output channel" if per_channel else "7-bit weights" if reduce_range else "per tensor"
-    assert best.key == "int8-dynamic-onnx" and best.flavour == flavour, best
-    assert best.mean <= 1e-3, f"the emulation is onnxruntime's scheme: mean |diff| {best.mean:.3e}, max {best.max:.3e}"
+    assert best.key == "int8-dynamic-onnx" and best.flavour == flavour and best.fits, best
+    # the emulation is onnxruntime's scheme: every pair within the tolerance but those of one probe, where
+    # attention's float noise put one input of an int8 layer on the other side of a rounding step
+    emulated = verifier.local.flavours(best.key)[list(FLAVOURS[best.key]).index(flavour)]
+    onnx_logits = np.concatenate([r.endpoint for r in report.analysis.results])
+    off = np.abs(onnx_logits - emulated) > ATOL
+    probes_off = {
+        r.probe.id
+        for r, s in zip(
+            report.analysis.results, np.split(off, np.cumsum([len(r.endpoint) for r in report.analysis.results])[:-1])
+        )
+        if s.any()
+    }
+    assert len(probes_off) <= 1, f"pairs beyond {ATOL}: {off.sum()}, in probes {sorted(probes_off)}"

@@ -598,9 +598,14 @@ def _explain(
         )
     elif fit is not None:
         if fit.spread_max > 0:
+            orders = (
+                "its eager and fused attention, float64 between its roundings"
+                if fit.key.split("+")[-1] in ROUNDING_ORDER_FLAVOURS
+                else "float64 between its roundings"
+            )
             rest = (
                 f"the rest is the order of roundings, in which faithful implementations of that precision differ "
-                f"(its eager and fused attention: mean {fit.spread_mean:.3g}, max {fit.spread_max:.3g})"
+                f"({orders}: mean {fit.spread_mean:.3g}, max {fit.spread_max:.3g})"
             )
         else:
             rest = "every answer within the tolerance" + (

@@ -17,7 +17,11 @@ quantised graph, so that verify can plant those engines in the local model too:
 - onnxruntime's `quantize_dynamic` (the default QInt8 weights): the same with 8-bit inputs, weights scaled
   by max|w| / 127 (per tensor, or per output channel), and the embedding tables quantised to uint8 per
   tensor too (its Gather quantisation); reduce_range keeps 7 bits of the Linear weights.
-  Checked against onnxruntime 1.32 on an export of a random model: the same logits within 1e-6.
+  The integer products are exact here as in both engines. Checked on the tests' random model: torch
+  2.13's quantize_dynamic, every probe's logits within 1e-6; onnxruntime 1.32 without graph optimisations
+  (MatMulInteger, Cast, Mul, Add), the same but for one probe with 7-bit weights; with its default fused
+  kernels, every probe but one in two of its three weight schemes. On the probe off, float noise (in
+  attention, or the fused kernel's) put one int8 input on the other side of a rounding step.
 
 An emulation reproduces a scheme, not an engine's bits: the order of a product's sums, a fused kernel's
 exp approximation and (for int8) the batch whose range an input is quantised over differ between engines,
@@ -62,31 +66,54 @@ def keep(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def quantise_weight_int8(w: np.ndarray, p: Precision) -> np.ndarray:
-    """A Linear weight [out, in] as symmetric int8 gives it back (w_q * scale, zero point 0), one scale per
-    tensor or per output channel: torch's weight observer takes scale = max|w| / 127.5 and clamps to
-    [-128, 127]; onnxruntime max|w| / 127 and [-127, 127], or with reduce_range max|w| / 64 and [-64, 64]."""
+@dataclass(frozen=True)
+class Int8Weight:
+    """A Linear weight as symmetric int8 holds it: integers q [out, in] (zero point 0) and their scale, one
+    per tensor [] or per output channel [out, 1]; w is about q * scale."""
+
+    q: np.ndarray  # [out, in] integers, as float64 so that products with the inputs' integers are exact
+    scale: np.ndarray  # [] or [out, 1] float32
+
+
+def quantise_weight_int8(w: np.ndarray, p: Precision) -> Int8Weight:
+    """A Linear weight [out, in] as symmetric int8: torch's weight observer takes scale = max|w| / 127.5 and
+    clamps to [-128, 127]; onnxruntime max|w| / 127 and [-127, 127], or with reduce_range max|w| / 64 and
+    [-64, 64]."""
     low, high, top = (-128, 127, 127.5) if not p.onnx else (-64, 64, 64.0) if p.reduce_range else (-127, 127, 127.0)
+    w = np.asarray(w, dtype=np.float32)
     extent = np.abs(w).max(axis=1, keepdims=True) if p.per_channel else np.abs(w).max()  # [out, 1] or []
-    scale = np.maximum(extent / top, np.finfo(np.float32).eps).astype(np.float32)
+    scale = np.maximum(extent / np.float32(top), np.finfo(np.float32).eps).astype(np.float32)
     # torch multiplies by the float32 reciprocal: the largest |w| lands on 127.5 exactly, and rounds to even
     q = np.round(w / scale) if p.onnx else np.round(w * (np.float32(1) / scale))
-    return (np.clip(q, low, high) * scale).astype(w.dtype)
+    return Int8Weight(np.clip(q, low, high).astype(np.float64), scale)
 
 
 def quantise_uint8(x: np.ndarray, levels: int, extent: tuple[float, float] | None = None) -> np.ndarray:
-    """x as per-tensor asymmetric uint8 quantisation gives it back: the range [min(x, 0), max(x, 0)] mapped
-    onto 0..levels-1 with an integer zero point. A Linear's input as it arrives: fbgemm's
-    ChooseQuantizationParams with reduce_range (levels 128), onnxruntime's DynamicQuantizeLinear (256).
-    extent: the whole tensor's (min, max), when x is a part of it (onnxruntime's embedding tables)."""
+    """x as per-tensor asymmetric uint8 quantisation gives it back (onnxruntime's embedding tables): see
+    uint8_parts; extent is the whole table's (min, max) when x is some of its rows."""
+    q, scale = uint8_parts(x, levels, extent)
+    return (q * scale).astype(x.dtype)
+
+
+def uint8_parts(x: np.ndarray, levels: int, extent: tuple[float, float] | None = None) -> tuple[np.ndarray, np.float32]:
+    """x quantised per tensor, asymmetrically: the range [min(x, 0), max(x, 0)] mapped onto 0..levels-1
+    with an integer zero point; returns (the integers less the zero point, as float64; the scale). A
+    Linear's input as it arrives: fbgemm's ChooseQuantizationParams with reduce_range (levels 128),
+    onnxruntime's DynamicQuantizeLinear (256)."""
     low, high = (float(x.min()), float(x.max())) if extent is None else extent
     low, high = min(low, 0.0), max(high, 0.0)
-    scale = np.float32((high - low) / (levels - 1) if high > low else 0.1)
-    zero_point = float(np.clip(np.round(-low / float(scale)), 0, levels - 1))
+    if levels == 256 and extent is None:  # DynamicQuantizeLinear works in float32 (onnxruntime's qmath.h)
+        low32, high32 = np.float32(low), np.float32(high)
+        scale = (high32 - low32) / np.float32(levels - 1) if high32 > low32 else np.float32(1)
+        zero_point = float(np.round(np.clip(np.float32(0) - low32 / scale, 0, levels - 1)))
+    else:  # fbgemm's ChooseQuantizationParams, and the quantiser's tables: in float64
+        scale = np.float32((high - low) / (levels - 1) if high > low else 0.1)
+        zero_point = float(np.clip(np.round(-low / float(scale)), 0, levels - 1))
+    x32 = np.asarray(x, dtype=np.float32)
     # fbgemm multiplies by the float32 reciprocal; onnxruntime divides
-    scaled = x * (np.float32(1) / scale) if levels == 128 else x / scale
+    scaled = x32 * (np.float32(1) / scale) if levels == 128 else x32 / scale
     q = np.clip(np.round(scaled) + zero_point, 0, levels - 1)  # [...] integers in 0..levels-1
-    return ((q - zero_point) * scale).astype(x.dtype)
+    return q.astype(np.float64) - zero_point, scale
 
 
 @dataclass(frozen=True)
@@ -102,10 +129,15 @@ class Precision:
     float64: bool = False  # float64 arithmetic between the roundings: the same scheme, another rounding order
 
     def linear(self, x, weight, bias):
-        """torch.nn.Linear in this precision: [..., in] -> [..., out]."""
-        if self.int8_levels:
-            x = quantise_uint8(x, self.int8_levels)
-        return self.round(linear(x, weight, bias))
+        """torch.nn.Linear in this precision: [..., in] -> [..., out]. int8: the integer product, exact,
+        scaled back to float32 by the two scales' product before the bias is added (fbgemm's
+        ReQuantizeForFloat; onnxruntime's MatMulInteger, Cast, Mul, Add)."""
+        if not self.int8_levels:
+            return self.round(linear(x, weight, bias))
+        q, scale = uint8_parts(x, self.int8_levels)  # [..., in]
+        acc = q @ weight.q.T  # [..., in] -> [..., out] integers, exact in float64
+        scales = (scale * weight.scale).reshape(-1)  # [] or [out] float32
+        return acc.astype(x.dtype) * scales.astype(x.dtype) + np.asarray(bias, dtype=x.dtype)
 
     @property
     def onnx(self) -> bool:
@@ -145,10 +177,12 @@ def precision_params(params: dict, p: Precision) -> dict:
         return {
             k: RoundedRows(v, lambda rows: np.asarray(rows, dtype=np.float64))
             if isinstance(v, RoundedRows)
+            else v
+            if isinstance(v, Int8Weight)  # its product with an input is exact in either dtype
             else np.asarray(v, dtype=np.float64)
             for k, v in rounded.items()
         }
-    out = {}
+    out: dict[str, RoundedRows | Int8Weight | np.ndarray] = {}
     for key, value in params.items():
         if p.onnx and "embeddings" in key and getattr(value, "ndim", 0) == 2:
             rounding = functools.partial(quantise_uint8, levels=256, extent=table_extent(value))
