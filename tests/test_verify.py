@@ -15,7 +15,7 @@ from xlmr_np.reranker import sigmoid64
 from xlmr_np.testing import xlmr_tokenizer_json
 from xlmr_np.verify import Verifier, VerifyError, compare_scores, kendall_tau, verify_endpoint
 from xlmr_np.verify.analysis import detect_scale
-from xlmr_np.verify.clients import Endpoint, parse_results
+from xlmr_np.verify.clients import Endpoint, connect, parse_results
 from xlmr_np.verify.golden import hub_repo_id
 from xlmr_np.verify.probes import load_probes, probe_data
 
@@ -290,6 +290,39 @@ def test_endpoint_url_forms():
     assert Endpoint("http://h:1/v2/rerank", "cohere").url == "http://h:1/v2/rerank"
     body = Endpoint("http://h:1", "tei").body("q", ["a"])
     assert body == {"query": "q", "texts": ["a"], "raw_scores": True, "return_text": True, "truncate": True}
+
+
+def infinity_like(url, body, api_key, timeout):
+    """A fake _post: a server with a Cohere-style rerank at /rerank alone (as infinity serves it), which
+    answers 422 to TEI's body."""
+    if not url.endswith("//h:1/rerank"):
+        return 404, {"detail": "Not Found"}
+    if "documents" not in body:
+        return 422, {"detail": [{"loc": ["body", "documents"], "msg": "Field required"}]}
+    results = [{"index": i, "relevance_score": 0.5, "document": {"text": d}} for i, d in enumerate(body["documents"])]
+    return 200, {"results": results}
+
+
+def test_auto_finds_the_route_from_a_base_url_and_says_which(monkeypatch):
+    monkeypatch.setattr("xlmr_np.verify.clients._post", infinity_like)
+    endpoint = connect("http://h:1", "auto")
+    assert (endpoint.url, endpoint.format) == ("http://h:1/rerank", "cohere")
+    assert repr(endpoint) == (
+        "http://h:1/rerank (cohere format; found by --format auto after cohere at /v1/rerank: HTTP 404; tei at "
+        "/rerank: HTTP 422: [{'loc': ['body', 'documents'], 'msg': 'Field required'}]; cohere at /v2/rerank: "
+        "HTTP 404)"
+    )
+    assert repr(connect("http://h:1/rerank", "auto")) == (
+        "http://h:1/rerank (cohere format; found by --format auto after tei at /rerank: HTTP 422: [{'loc': "
+        "['body', 'documents'], 'msg': 'Field required'}])"
+    )
+    with pytest.raises(
+        VerifyError,
+        match=r"http://h:2 answers in none of the formats tried \(cohere at /v1/rerank: "
+        r"HTTP 404; tei at /rerank: HTTP 404; cohere at /v2/rerank: HTTP 404; cohere at /rerank: "
+        r"HTTP 404\); give --format",
+    ):
+        connect("http://h:2", "auto")
 
 
 # --- golden files -----------------------------------------------------------------------------------------

@@ -118,25 +118,31 @@ def handler_for(peer: TorchPeer, format: str):
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            # TEI: raw_scores asks for logits (the sigmoid fault ignores it); Cohere: sigmoid relevance scores
-            if self.path == "/rerank" and format == "tei":
-                raw = body.get("raw_scores", False) and "sigmoid" not in peer.faults
-                answer = [
-                    {"index": r["index"], "score": r["score"], "text": r["text"]}
-                    for r in peer.ranked(body["query"], body["texts"], sigmoid=not raw)
-                ]
-            elif self.path == "/v1/rerank" and format == "cohere":
+            # TEI: raw_scores asks for logits (the sigmoid fault ignores it); Cohere: sigmoid relevance scores;
+            # infinity: Cohere's body at /rerank
+            texts = "texts" if format == "tei" else "documents"
+            if self.path != ("/rerank" if format in ("tei", "infinity") else "/v1/rerank"):
+                self.send_error(404)
+                return
+            if texts not in body:  # another format's body, refused as a validating server does
+                self.reply(422, {"detail": f"no {texts!r} in the body"})
+                return
+            sigmoid = format != "tei" or not body.get("raw_scores", False) or "sigmoid" in peer.faults
+            results = peer.ranked(body["query"], body[texts], sigmoid=sigmoid)
+            if format == "tei":
+                answer: object = [{"index": r["index"], "score": r["score"], "text": r["text"]} for r in results]
+            else:
                 answer = {
                     "results": [
                         {"index": r["index"], "relevance_score": r["score"], "document": {"text": r["text"]}}
-                        for r in peer.ranked(body["query"], body["documents"], sigmoid=True)
+                        for r in results
                     ]
                 }
-            else:
-                self.send_error(404)
-                return
+            self.reply(200, answer)
+
+        def reply(self, status: int, answer: object) -> None:
             payload = json.dumps(answer).encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -211,7 +217,7 @@ def test_clean_peer_agrees_within_1e4(format, spread_model, hf_tokenizer, verifi
     assert report.agrees, str(report)
     assert max_logit_diff <= ATOL, f"max |diff| {max_logit_diff:.3e}, mean {mean_logit_diff:.3e} on logits"
     assert report.analysis.scale.name == ("logits" if format == "tei" else "sigmoid")
-    assert f"({format} format)" in report.source
+    assert f"({format} format" in report.source
     assert all(r.answered for r in report.analysis.results), [r.error for r in report.analysis.results]
 
 
@@ -262,10 +268,15 @@ def test_planted_fault_is_flagged_and_named(format, fault, spread_model, hf_toke
 
 
 def test_stripped_echo_is_not_a_wrong_document(spread_model, hf_tokenizer, verifier, serve):
-    """infinity echoes the stripped text: the indices are right, and verify says so instead of calling
-    the results attached to the wrong documents."""
-    url = serve(TorchPeer(hf_tokenizer, spread_model[1], fault="strip"), "tei")
-    report = verify_endpoint(url, format="tei", atol=ATOL, verifier=verifier)
+    """As infinity: a Cohere-style rerank at /rerank, found from the base URL, which echoes the stripped
+    text: the indices are right, and verify says so instead of calling the results attached to the wrong
+    documents."""
+    url = serve(TorchPeer(hf_tokenizer, spread_model[1], fault="strip"), "infinity")
+    report = verify_endpoint(url, format="auto", atol=ATOL, verifier=verifier)
+    assert report.source.startswith(
+        f"{url}/rerank (cohere format; found by --format auto after cohere at /v1/rerank: "
+        "HTTP 404; tei at /rerank: HTTP 422: no 'documents' in the body; cohere at /v2/rerank: HTTP 404)"
+    ), report.source
     kinds = [f.kind for f in report.analysis.findings]
     assert "index" not in kinds and not any(r.problems for r in report.analysis.results), report.diagnosis
     echo = next(f for f in report.analysis.findings if f.kind == "echo")
