@@ -27,7 +27,7 @@ KEY_VAR, KEY = "VERIFY_TEST_KEY", "verify-key-30c1"
 
 @pytest.fixture(scope="module")
 def probe_set():
-    return load_probes(Tokenizer.from_file(str(xlmr_tokenizer_json())))
+    return load_probes(Tokenizer.from_file(str(xlmr_tokenizer_json())), max_length=512)
 
 
 def test_long_documents_have_exactly_their_stated_token_counts(probe_set):
@@ -43,9 +43,30 @@ def test_long_documents_have_exactly_their_stated_token_counts(probe_set):
     assert [count(d) for d in long_query.documents[:2]] == [300, 600]
 
 
+@pytest.mark.parametrize("max_length", [512, 513, 2048, 8192])
+def test_long_context_probe_goes_as_far_as_the_model_takes(max_length):
+    """Beyond 512 tokens only for a model that takes more; 1000, 4000 and 8000 document tokens, the first
+    too long for the model cut to fill its limit exactly."""
+    tokenizer = Tokenizer.from_file(str(xlmr_tokenizer_json()))
+    probes = load_probes(tokenizer, max_length=max_length)
+
+    def count(text):
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    if max_length == 512:
+        assert [p.id for p in probes.probes if p.id == "long-context"] == []
+        return
+    probe = probes.by_id("long-context")
+    room = max_length - 4 - count(probe.query)  # <s> q </s></s> d </s>
+    want = [n for n in (1000, 4000, 8000) if n <= room] + ([room] if room < 8000 else [])
+    assert [count(d) for d in probe.documents] == list(probe.tokens) == want
+    longest = max(len(tokenizer.encode(probe.query, d).ids) for d in probe.documents)
+    assert longest == (max_length if room < 8000 else 8000 + max_length - room)
+
+
 def test_probe_set_is_versioned_and_every_probe_says_what_a_difference_means(probe_set):
     data, sha256 = probe_data()
-    assert probe_set.version == data["version"] == "1" and probe_set.sha256 == sha256 and len(sha256) == 64
+    assert probe_set.version == data["version"] == "2" and probe_set.sha256 == sha256 and len(sha256) == 64
     assert "by hand" in probe_set.provenance
     ids = [p.id for p in probe_set.probes]
     assert len(ids) == len(set(ids)) == 14
@@ -244,7 +265,7 @@ def test_cli_against_own_server_with_json_report(server, env, tmp_path):
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["verdict"] == "agrees" and report["reference"]["revision"] == "0" * 40
     assert report["overall"]["max_abs_diff_logits"] <= 1e-6, report["overall"]
-    assert len(report["probes"]) == 14 and report["probe_set"]["version"] == "1"
+    assert len(report["probes"]) == 14 and report["probe_set"]["version"] == "2"
 
 
 @pytest.mark.integration  # xlmr-np serve / verify in a subprocess

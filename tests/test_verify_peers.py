@@ -63,11 +63,13 @@ def precision_model(model, fault: str | None):
 class TorchPeer:
     """A cross-encoder scored with transformers, with planted faults ("strip+float16-compute": two)."""
 
-    def __init__(self, tokenizer, model, fault=None):
+    def __init__(self, tokenizer, model, fault=None, max_length=512):
         import torch
 
         self.torch = torch
         self.faults = set(fault.split("+")) if fault else set()
+        cut = [int(f.removeprefix("truncate-")) for f in self.faults if f.startswith("truncate-")]
+        self.max_length = cut[0] if cut else max_length  # "truncate-N": cut at N tokens, not the model's limit
         self.tokenizer = tokenizer  # transformers' tokenizer, shared: each copy holds ~300 MB
         self.model = precision_model(model, next((f for f in self.faults if f in PRECISION_FAULTS), None))
 
@@ -79,7 +81,7 @@ class TorchPeer:
             padding=True,
             return_tensors="pt",
             truncation="only_second" if "only_second" in self.faults else "longest_first",
-            max_length=256 if "truncate-256" in self.faults else 512,
+            max_length=self.max_length,
         )
         if "separator" in self.faults:  # <s> q </s><s> d </s>: the second </s> of each row becomes <s>
             for row in batch["input_ids"]:
@@ -315,6 +317,54 @@ def test_transformers_tokenizer_one_pair_at_a_time(spread_model, hub_tokenizer, 
         return
     assert 'tokenizer(q, "") encodes an empty document as the single sequence <s> q </s>' in report.diagnosis[0]
     assert "reproduces every answer within the tolerance" in report.diagnosis[0], report.diagnosis
+
+
+@pytest.fixture(scope="module")
+def long_model(torch, tmp_path_factory):
+    """A tiny random model with bge-reranker-v2-m3's position table (8194 slots: 8192 tokens), attention
+    through SDPA so that transformers never holds an [8192, 8192] score matrix."""
+    directory = tmp_path_factory.mktemp("verify-long-model")
+    model = build_model(
+        directory, seed=2, init_std=0.2, head_scale=10.0, vocab_size=SMALL_VOCAB, max_position_embeddings=8194
+    )
+    model.config._attn_implementation = "sdpa"
+    shutil.copy(SMALL_TOKENIZER, directory / "tokenizer.json")
+    return directory, model
+
+
+@pytest.fixture(scope="module")
+def long_verifier(long_model):
+    reranker = Reranker.from_pretrained(long_model[0])
+    assert reranker.max_length == 8192
+    return Verifier(reranker, model_name="tiny-8k")
+
+
+@pytest.mark.parametrize("fault", [None, "truncate-512", "truncate-4096"])
+def test_long_context_model_probed_up_to_its_limit(fault, long_model, hf_tokenizer, long_verifier, serve):
+    """The probes go to 8000 document tokens on a model that takes 8192; an engine that cuts at 512 (or
+    4096) is named, with the lengths where it starts to differ."""
+    probe = next(p for p in long_verifier.probes if p.id == "long-context")
+    assert probe.tokens == (1000, 4000, 8000)
+    url = serve(TorchPeer(hf_tokenizer, long_model[1], fault=fault, max_length=8192), "tei")
+    report = verify_endpoint(url, format="tei", atol=ATOL, verifier=long_verifier)
+    lines = report.diagnosis
+    print(fault, *lines, sep="\n  ")
+    max_logit_diff, mean_logit_diff = report.analysis.overall("logit_diff")
+    if fault is None:
+        assert report.agrees, str(report)
+        assert max_logit_diff <= ATOL, f"max |diff| {max_logit_diff:.3e}, mean {mean_logit_diff:.3e} on logits"
+        return
+    length = fault.removeprefix("truncate-")
+    assert not report.agrees
+    assert f"pairs are truncated to {length} tokens although the model takes 8192 (longest_first)" in lines[0], lines
+    assert "reproduces every answer within the tolerance" in lines[0], lines[0]
+    point = next(line for line in lines if "truncation point" in line)
+    assert {
+        "512": "probe lengths, documents of 200 tokens agrees, 300 tokens agrees, 510 tokens differs, 520 tokens "
+        "differs, 2000 tokens differs; probe long-query, documents of 300 tokens differs, 600 tokens differs; probe "
+        "long-context, documents of 1000 tokens differs, 4000 tokens differs, 8000 tokens differs",
+        "4096": "probe long-context, documents of 1000 tokens agrees, 4000 tokens agrees, 8000 tokens differs",
+    }[length] in point, point
 
 
 @pytest.fixture(scope="module")

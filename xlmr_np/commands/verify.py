@@ -90,7 +90,8 @@ def run(args) -> int:
     reranker = load_reranker(args)
     if args.write_golden:
         reference = float64_copy(reranker)
-        data = write_golden(args.write_golden, reference, load_probes(open_tokenizer(reference)), args.model)
+        probes = load_probes(open_tokenizer(reference), reference.max_length)
+        data = write_golden(args.write_golden, reference, probes, args.model)
         n = sum(len(p["documents"]) for p in data["probes"])
         print(
             f"xlmr-np verify: wrote {args.write_golden}: probe set {data['probe_set']['version']}, "

@@ -7,7 +7,7 @@
     >>> report = compare_scores(lambda q, docs: engine.score(q, docs), reranker=reranker)   # in process
     >>> print(report); report.agrees; report.diagnosis
 
-The probes (probes-v1.json, hand-written and versioned) are sent to the engine and scored locally; the
+The probes (probes-v2.json, hand-written and versioned) are sent to the engine and scored locally; the
 report gives per-probe and overall |differences| on the engine's scale and on logits, rank agreement,
 consistency checks (duplicates tie, shuffled documents keep their scores), and, when the engine differs,
 which known fault planted in the local model reproduces its answers. See docs/verify.md.
@@ -23,7 +23,7 @@ from .analysis import Answer, Finding, analyse, kendall_tau
 from .clients import FORMATS, Endpoint, connect
 from .golden import hub_repo_id, hub_revision, read_golden, write_golden
 from .probes import PROBE_SET_VERSION, Probe, ProbeSet, VerifyError, load_probes
-from .reference import LocalScores, model_dir_of, open_tokenizer
+from .reference import LocalScores, logits_by_length, model_dir_of, open_tokenizer
 from .report import Report
 
 DEFAULT_ATOL = 1e-3  # on logits: float32 engines agree to ~1e-5, float16 ones differ by ~1e-2
@@ -84,7 +84,7 @@ class Verifier:
         reranker.require_single_logit()
         tokenizer = open_tokenizer(reranker)
         if probes is None:
-            probe_set = probe_set or load_probes(tokenizer)
+            probe_set = probe_set or load_probes(tokenizer, reranker.max_length)
             probes = probe_set.probes
         self.reranker = reranker
         self.probes = probes
@@ -96,7 +96,7 @@ class Verifier:
         self.local = LocalScores(reranker, probes, tokenizer=tokenizer)
         self.float32_vs_float64 = None
         if float32 is not None and float32.dtype != reranker.dtype:
-            d = np.abs(float32.logits_of(self.local.encoded, 16)[:, 0].astype(np.float64) - self.local.logits)
+            d = np.abs(logits_by_length(float32, self.local.encoded) - self.local.logits)
             self.float32_vs_float64 = (float(d.max()), float(d.mean()))
         self.reference = {
             "model": model_name or hub_repo_id(reranker.model_dir) or reranker.model_dir,

@@ -650,12 +650,13 @@ def _explain(
     lengths = [r for r in answered if r.probe.category == "truncation" and r.probe.tokens and any(r.probe.tokens)]
     if any(not r.within for r in lengths) and "truncat" in best.cause + best.key:
         status = [
-            f"{n} tokens {'agrees' if d <= t else 'differs'}"
+            f"probe {r.probe.id}, documents of "
+            + ", ".join(
+                f"{n} tokens {'agrees' if d <= t else 'differs'}"
+                for n, d, t in zip(r.probe.tokens, r.logit_diff, r.tolerance)
+                if n is not None
+            )
             for r in lengths
-            for n, d, t in zip(r.probe.tokens, r.logit_diff, r.tolerance)
-            if n is not None
         ]
-        findings.append(
-            Finding("truncation point", "behind a short query, documents of " + ", ".join(status), "category")
-        )
+        findings.append(Finding("truncation point", "; ".join(status), "category"))
     return hypotheses, findings

@@ -15,7 +15,7 @@ import numpy as np
 from .. import __version__
 from ..reranker import Reranker, sigmoid64
 from .probes import Probe, ProbeSet, VerifyError, probes_from_dicts
-from .reference import model_dir_of
+from .reference import logits_by_length, model_dir_of
 
 GOLDEN_FORMAT = "xlmr-np-verify-golden"
 GOLDEN_FORMAT_VERSION = 1
@@ -63,7 +63,7 @@ def golden_dict(reranker: Reranker, probe_set: ProbeSet, model_name: str | None 
         raise VerifyError("a golden file holds float64 logits: load the reference with dtype=np.float64")
     pairs = [(p.query, d) for p in probe_set.probes for d in p.documents]
     encoded = reranker.tokenizer.encode(pairs)
-    logits = reranker.logits_of(encoded, batch_size=16)[:, 0]  # [N] float64
+    logits = logits_by_length(reranker, encoded)  # [N] float64
     probes, k = [], 0
     for p in probe_set.probes:
         documents = []

@@ -38,6 +38,32 @@ BOS, EOS = 0, 2  # <s>, </s> in XLM-R's vocabulary (see the pair template in tok
 COMMON_LENGTHS = (128, 256, 384, 500, 512, 1024, 2048, 4096)
 
 
+# Padded tokens per batch when the reference scores the probes: 16 pairs of 512, and a long pair alone
+# rather than padded against 15 others.
+BATCH_TOKENS = 16 * 512
+
+
+def token_batches(encoded: list[EncodedPair], budget: int = BATCH_TOKENS) -> list[list[int]]:
+    """Indices of the sequences in batches, longest first, each holding at most `budget` padded tokens (or
+    one sequence). Example: lengths [8000, 10, 600, 20] -> [[0], [2, 3, 1]] with budget 8192."""
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].ids))
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * len(encoded[batches[-1][0]].ids) <= budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def logits_by_length(model: Reranker, encoded: list[EncodedPair]) -> np.ndarray:
+    """Logits [N] (float64) of sequences, in their order, scored in token_batches."""
+    out = np.empty(len(encoded))
+    for batch in token_batches(encoded):
+        out[batch] = model.logits_of([encoded[i] for i in batch], len(batch))[:, 0]
+    return out
+
+
 @dataclass(frozen=True)
 class Variant:
     key: str
@@ -209,16 +235,13 @@ TWIN = " (float64 between roundings)"
 class LocalScores:
     """The probes scored by the local model, and by each variant on demand (cached)."""
 
-    def __init__(
-        self, reranker: Reranker, probes: tuple[Probe, ...], batch_size: int = 16, tokenizer: Tokenizer | None = None
-    ):
+    def __init__(self, reranker: Reranker, probes: tuple[Probe, ...], tokenizer: Tokenizer | None = None):
         self.reranker = reranker
-        self.batch_size = batch_size
         self.probes = probes
         self.pairs = [(p.query, d) for p in probes for d in p.documents]
         self.starts = np.cumsum([0] + [len(p.documents) for p in probes])  # probe i: [starts[i], starts[i+1])
         self.encoded = reranker.tokenizer.encode(self.pairs)
-        self.logits = reranker.logits_of(self.encoded, batch_size)[:, 0].astype(np.float64)  # [N]
+        self.logits = logits_by_length(reranker, self.encoded)  # [N]
         self.max_length = reranker.max_length
         self._cache: dict[str, np.ndarray] = {}
         self._tokens: dict[str, list[EncodedPair]] = {}
@@ -281,7 +304,7 @@ class LocalScores:
             todo = list(range(len(encoded))) if base is None else changed
             if todo:
                 model = rounded_reranker(self.reranker, WEIGHT_ROUNDINGS[key], linear_only=key == "int8-weights")
-                out[todo] = model.logits_of([encoded[i] for i in todo], self.batch_size)[:, 0]
+                out[todo] = logits_by_length(model, [encoded[i] for i in todo])
             return out
         run, alone = FLAVOURS[key][flavour.removesuffix(TWIN)]
         run = replace(run, float64=flavour.endswith(TWIN))
@@ -350,7 +373,7 @@ class LocalScores:
         out = self.logits.copy()
         todo = [i for i, (e, ref) in enumerate(zip(encoded, self.encoded)) if e.ids != ref.ids]
         if todo:
-            out[todo] = self.reranker.logits_of([encoded[i] for i in todo], self.batch_size)[:, 0]
+            out[todo] = logits_by_length(self.reranker, [encoded[i] for i in todo])
         return out
 
     def _gelu_head(self) -> np.ndarray:
@@ -358,11 +381,11 @@ class LocalScores:
         <s> row of the reference's last hidden states."""
         params = self.reranker.params
         out = np.empty(len(self.pairs))
-        for start in range(0, len(self.pairs), self.batch_size):
-            batch = self.reranker.tokenizer.pad(self.encoded[start : start + self.batch_size])
+        for rows in token_batches(self.encoded):
+            batch = self.reranker.tokenizer.pad([self.encoded[i] for i in rows])
             states = self.reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True)
             first = (states.hidden_states or ())[-1][:, 0]  # [B, T, D] -> [B, D]
             h = linear(first, params["classifier.dense.weight"], params["classifier.dense.bias"])  # [B, D]
             logits = linear(gelu(h), params["classifier.out_proj.weight"], params["classifier.out_proj.bias"])
-            out[start : start + len(h)] = logits[:, 0]  # [B, D] -> [B, L] -> [B]
+            out[rows] = logits[:, 0]  # [B, D] -> [B, L] -> [B]
         return out
