@@ -172,15 +172,21 @@ def hf_tokenizer(spread_model):
 
 
 @pytest.fixture(scope="module")
-def hub_tokenizer(spread_model, tmp_path_factory):
-    """transformers' AutoTokenizer on the tokenizer files as the hub ships them (tokenizer_config.json
-    naming XLMRobertaTokenizer): transformers >= 5 rebuilds the pipeline, transformers 4 runs the file."""
+def hub_dir(spread_model, tmp_path_factory):
+    """The test model as the hub ships a reranker: its config, weights and tokenizer.json, and a
+    tokenizer_config.json naming XLMRobertaTokenizer, which transformers >= 5 rebuilds instead of running
+    tokenizer.json's pipeline (transformers 4 runs the file)."""
+    directory = tmp_path_factory.mktemp("hub-model")
+    shutil.copytree(spread_model[0], directory, dirs_exist_ok=True)
+    (directory / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG), encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def hub_tokenizer(hub_dir):
     from transformers import AutoTokenizer
 
-    directory = tmp_path_factory.mktemp("hub-tokenizer")
-    shutil.copy(spread_model[0] / "tokenizer.json", directory / "tokenizer.json")
-    (directory / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG), encoding="utf-8")
-    return AutoTokenizer.from_pretrained(directory)
+    return AutoTokenizer.from_pretrained(hub_dir)
 
 
 @pytest.fixture(scope="module")
@@ -211,10 +217,19 @@ def transformers_major() -> int:
     return int(transformers.__version__.split(".")[0])
 
 
+def table_row(peer: str, setting: str, report) -> str:
+    """One row of the table in docs/verify.md: `pytest -m parity tests/test_verify_peers.py -s | grep '^| '`."""
+    first = report.diagnosis[0].removeprefix("diagnosis: ") if report.diagnosis else "-"
+    row = f"| {peer} | {setting} | {report.verdict} (exit {report.exit_code}) | {first} |"
+    print("\n" + row.replace("\n", " "))
+    return row
+
+
 @pytest.mark.parametrize("format", ["tei", "cohere"])
 def test_clean_peer_agrees_within_1e4(format, spread_model, hf_tokenizer, verifier, serve):
     url = serve(TorchPeer(hf_tokenizer, spread_model[1]), format)
     report = verify_endpoint(url, format="auto", atol=ATOL, verifier=verifier)
+    table_row(f"transformers peer over HTTP ({format})", "faithful", report)
     max_logit_diff, mean_logit_diff = report.analysis.overall("logit_diff")
     assert report.agrees, str(report)
     assert max_logit_diff <= ATOL, f"max |diff| {max_logit_diff:.3e}, mean {mean_logit_diff:.3e} on logits"
@@ -255,7 +270,7 @@ def test_planted_fault_is_flagged_and_named(format, fault, spread_model, hf_toke
     url = serve(TorchPeer(hf_tokenizer, spread_model[1], fault=fault), format)
     report = verify_endpoint(url, format=format, atol=ATOL, verifier=verifier)
     lines = report.diagnosis
-    print(f"{format} {fault}:", *lines, sep="\n  ")
+    table_row(f"transformers peer over HTTP ({format})", f"planted: {fault}", report)
     assert not report.agrees and report.exit_code == 1, str(report)
     assert NAMED[fault] in lines[0], f"first diagnosis line for {fault}: {lines}"
     if fault in ("sigmoid", "shuffled"):
@@ -275,6 +290,7 @@ def test_stripped_echo_is_not_a_wrong_document(spread_model, hf_tokenizer, verif
     documents."""
     url = serve(TorchPeer(hf_tokenizer, spread_model[1], fault="strip"), "infinity")
     report = verify_endpoint(url, format="auto", atol=ATOL, verifier=verifier)
+    table_row("infinity-like peer (Cohere body at /rerank, found from the base URL)", "planted: strip", report)
     assert report.source.startswith(
         f"{url}/rerank (cohere format; found by --format auto after cohere at /v1/rerank: "
         "HTTP 404; tei at /rerank: HTTP 422: no 'documents' in the body; cohere at /v2/rerank: HTTP 404)"
@@ -290,7 +306,7 @@ def test_transformers_tokenizer_as_the_hub_files_load_it(spread_model, hub_token
     tokenizer.json (agrees)."""
     url = serve(TorchPeer(hub_tokenizer, spread_model[1]), "tei")
     report = verify_endpoint(url, format="tei", atol=ATOL, verifier=verifier)
-    print(*report.diagnosis, sep="\n  ")
+    table_row("transformers peer over HTTP (tei)", "AutoTokenizer on the hub's tokenizer files", report)
     if transformers_major() < 5:
         assert report.agrees, str(report)
         return
@@ -312,6 +328,7 @@ def test_transformers_tokenizer_one_pair_at_a_time(spread_model, hub_tokenizer, 
             return [model(**hub_tokenizer(query, d, return_tensors="pt")).logits[0, 0].item() for d in documents]
 
     report = verifier.check(one_at_a_time, atol=ATOL)
+    table_row("transformers, one pair per call", "AutoTokenizer on the hub's tokenizer files", report)
     if transformers_major() < 5:
         assert report.agrees, str(report)
         return
@@ -348,7 +365,7 @@ def test_long_context_model_probed_up_to_its_limit(fault, long_model, hf_tokeniz
     url = serve(TorchPeer(hf_tokenizer, long_model[1], fault=fault, max_length=8192), "tei")
     report = verify_endpoint(url, format="tei", atol=ATOL, verifier=long_verifier)
     lines = report.diagnosis
-    print(fault, *lines, sep="\n  ")
+    table_row("transformers peer over HTTP (tei), 8,192-token model", f"planted: {fault or 'none'}", report)
     max_logit_diff, mean_logit_diff = report.analysis.overall("logit_diff")
     if fault is None:
         assert report.agrees, str(report)
@@ -401,6 +418,7 @@ def onnx_scorer(model_dir, model_file: str):
 def test_onnxruntime_session_as_in_the_docs(onnx_dir, verifier):
     """docs/verify.md's onnxruntime example, run on an ONNX export of the test model."""
     report = verifier.check(onnx_scorer(onnx_dir, "onnx/model.onnx"), source="onnxruntime", atol=ATOL)
+    table_row("onnxruntime session (docs/verify.md's example)", "float32 export", report)
     max_logit_diff, mean_logit_diff = report.analysis.overall("logit_diff")
     assert report.agrees, str(report)
     assert max_logit_diff <= ATOL, f"max |diff| {max_logit_diff:.3e}, mean {mean_logit_diff:.3e} on logits"
@@ -420,7 +438,9 @@ def test_onnxruntime_dynamic_int8_is_named(per_channel, reduce_range, onnx_dir, 
         reduce_range=reduce_range,
     )
     report = verifier.check(onnx_scorer(onnx_dir, name), source="onnxruntime int8", atol=ATOL)
-    print(*report.diagnosis, sep="\n  ")
+    table_row(
+        "onnxruntime session", f"quantize_dynamic QInt8, per_channel={per_channel}, reduce_range={reduce_range}", report
+    )
     assert not report.agrees
     assert "as onnxruntime's quantize_dynamic does" in report.diagnosis[0], report.diagnosis
     best = report.analysis.hypotheses[0]
@@ -439,3 +459,70 @@ def test_onnxruntime_dynamic_int8_is_named(per_channel, reduce_range, onnx_dir, 
         if s.any()
     }
     assert len(probes_off) <= 1, f"pairs beyond {ATOL}: {off.sum()}, in probes {sorted(probes_off)}"
+
+
+# --- peer libraries as users run them ---------------------------------------------------------------------
+
+TOKENIZER5 = "the tokenizer is transformers >= 5's XLMRobertaTokenizer, which rebuilds the pipeline"
+# setting -> what the first diagnosis line names besides the tokenizer (transformers >= 5), or alone (4)
+COMPUTE = {
+    "float32": None,
+    "float16": "the model computes in float16",
+    "bfloat16": "the model computes in bfloat16",
+    "int8-dynamic": "dynamically quantised to int8 as torch's quantize_dynamic does",
+}
+
+
+def assert_named(report, setting: str) -> None:
+    """A library on the hub's files: under transformers >= 5 its tokenizer, and its compute setting if
+    reduced, named in the first line (two faults together); under transformers 4 the setting alone."""
+    first = report.diagnosis[0] if report.diagnosis else ""
+    compute = COMPUTE[setting]
+    if transformers_major() < 5 and compute is None:
+        assert report.agrees, str(report)
+        return
+    assert not report.agrees, str(report)
+    if transformers_major() >= 5:
+        assert TOKENIZER5 in first, report.diagnosis
+        assert (compute is None) == ("two faults together" not in first), first
+    if compute is not None:
+        assert compute in first, report.diagnosis
+    assert "reproduces every answer" in first or "the rest is the order of roundings" in first, first
+
+
+@pytest.mark.parametrize("setting", list(COMPUTE))
+def test_sentence_transformers_cross_encoder(setting, hub_dir, verifier):
+    """sentence-transformers' CrossEncoder on the hub's files, in float32, float16, bfloat16 and with its
+    linear layers dynamically quantised to int8."""
+    torch = pytest.importorskip("torch")
+    st = pytest.importorskip("sentence_transformers")
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(setting, torch.float32)
+    model = st.CrossEncoder(str(hub_dir), device="cpu", model_kwargs={"dtype": dtype})
+    if setting == "int8-dynamic":  # in place: the CrossEncoder is itself a torch module holding the model
+        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+    def cross_encoder(query, documents):
+        return model.predict([(query, d) for d in documents], batch_size=64)
+
+    report = verifier.check(cross_encoder, source=f"sentence-transformers {st.__version__} CrossEncoder", atol=ATOL)
+    table_row(f"sentence-transformers {st.__version__} CrossEncoder", setting, report)
+    assert report.analysis.scale.name == "sigmoid", report.analysis.scale
+    assert_named(report, setting)
+
+
+def test_rerankers_cross_encoder(hub_dir, verifier):
+    """The rerankers library's transformers cross-encoder on the hub's files (float32 on CPU)."""
+    torch = pytest.importorskip("torch")
+    rerankers = pytest.importorskip("rerankers")
+    ranker = rerankers.Reranker(str(hub_dir), model_type="cross-encoder", dtype=torch.float32, verbose=0)
+
+    def rerankers_scores(query, documents):
+        results = ranker.rank(query, documents, doc_ids=list(range(len(documents)))).results
+        by_id = {r.document.doc_id: r.score for r in results}
+        return [by_id[i] for i in range(len(documents))]
+
+    report = verifier.check(rerankers_scores, source="rerankers cross-encoder", atol=ATOL)
+    version = getattr(rerankers, "__version__", "")
+    table_row(f"rerankers {version} cross-encoder".replace("  ", " "), "float32", report)
+    assert report.analysis.scale.name == "logits", report.analysis.scale
+    assert_named(report, "float32")
