@@ -219,7 +219,7 @@ def transformers_major() -> int:
 
 def table_row(peer: str, setting: str, report) -> str:
     """One row of the table in docs/verify.md: `pytest -m parity tests/test_verify_peers.py -s | grep '^| '`."""
-    first = report.diagnosis[0].removeprefix("diagnosis: ") if report.diagnosis else "-"
+    first = report.diagnosis[0].removeprefix("diagnosis: ").replace("|", "\\|") if report.diagnosis else "-"
     row = f"| {peer} | {setting} | {report.verdict} (exit {report.exit_code}) | {first} |"
     print("\n" + row.replace("\n", " "))
     return row

@@ -192,4 +192,5 @@ def _short(error: str) -> str:
     """A connect failure as the list of routes tried shows it."""
     if "(HTTP 404)" in error:
         return "HTTP 404"
-    return error.split("a one-pair request failed (", 1)[-1].rstrip(")")
+    reason = error.split("a one-pair request failed (", 1)[-1].rstrip(")")
+    return reason if len(reason) <= 80 else reason[:79] + "…"

@@ -92,15 +92,15 @@ def variants(max_length: int = 512) -> list[Variant]:
         Variant(
             "transformers5-tokenizer",
             "the tokenizer is transformers >= 5's XLMRobertaTokenizer, which rebuilds the pipeline instead of "
-            "running tokenizer.json (no Replace of repeated spaces, WhitespaceSplit before Metaspace: a trailing "
-            "whitespace piece after a tab, CR LF or direction mark is dropped)",
+            "running tokenizer.json (no Replace of repeated spaces, WhitespaceSplit before Metaspace: the piece "
+            "for a text's trailing whitespace, a tab, CR LF or a direction mark, is dropped)",
             "tokens",
         ),
         Variant(
             "transformers5-tokenizer-empty",
             "the tokenizer is transformers >= 5's XLMRobertaTokenizer called one pair at a time (the pipeline "
-            "rebuilt without tokenizer.json's Replace and with WhitespaceSplit, so a trailing whitespace piece is "
-            'dropped; and tokenizer(q, "") encodes an empty document as the single sequence <s> q </s>)',
+            "rebuilt without tokenizer.json's Replace and with WhitespaceSplit, so the piece for a text's trailing "
+            'whitespace is dropped; and tokenizer(q, "") encodes an empty document as the single sequence <s> q </s>)',
             "tokens",
         ),
         Variant("gelu-head", "the classification head applies GELU where the model has tanh", "head"),
