@@ -606,6 +606,11 @@ def _explain(
             rest = (
                 f"the rest is the order of roundings, in which faithful implementations of that precision differ "
                 f"({orders}: mean {fit.spread_mean:.3g}, max {fit.spread_max:.3g})"
+            ) + (
+                f", but for {fit.pairs_off} of {len(evidence.e)} pairs, where a value near a rounding step moved by "
+                f"a whole step"
+                if fit.pairs_off
+                else ""
             )
         else:
             rest = "every answer within the tolerance" + (
