@@ -370,10 +370,10 @@ def test_golden_round_trip(tiny_dir, perturbed_model, env, tmp_path):
     golden = tmp_path / "golden.json"
     result = run(["verify", "--write-golden", str(golden)], env, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert f"wrote {golden}: probe set 1, 14 probes, 65 documents, float64 logits of {HUB_REPO}" in result.stdout
+    assert f"wrote {golden}: probe set 2, 14 probes, 65 documents, float64 logits of {HUB_REPO}" in result.stdout
     data = json.loads(golden.read_text(encoding="utf-8"))
     assert data["format"] == "xlmr-np-verify-golden" and data["format_version"] == 1
-    assert data["model"]["revision"] == "0" * 40 and data["probe_set"]["version"] == "1"
+    assert data["model"]["revision"] == "0" * 40 and data["probe_set"]["version"] == "2"
     assert data["scoring"]["dtype"] == "float64" and len(data["model"]["sha256"]["model.safetensors"]) == 64
     first = data["probes"][0]["documents"][0]
     assert first["input_ids"][0] == 0 and first["input_ids"][-1] == 2 and isinstance(first["logit"], float)
