@@ -27,6 +27,9 @@ from xlmr_np.verify.reference import FLAVOURS
 pytestmark = pytest.mark.parity
 
 ATOL = 1e-4
+# A request's documents are scored in batches of at most this many padded tokens, as TEI's default
+# --max-batch-tokens has them: a 512-token model's request is one batch, an 8,000-token document is alone.
+BATCH_TOKENS = 16384
 # Faults of the model's computation: the peer's model is changed; the others change what it is given.
 PRECISION_FAULTS = ("float16", "float16-compute", "bfloat16-compute", "int8-dynamic")
 # A tokenizer_config.json as the hub's XLM-R rerankers ship it: it names XLMRobertaTokenizer, which
@@ -74,15 +77,29 @@ class TorchPeer:
         self.model = precision_model(model, next((f for f in self.faults if f in PRECISION_FAULTS), None))
 
     def logits(self, query: str, documents: list[str]) -> list[float]:
-        torch = self.torch
-        batch = self.tokenizer(
+        """A request's documents in order, in batches of at most BATCH_TOKENS padded tokens."""
+        lengths = [len(ids) for ids in self.encode(query, documents, padding=False)["input_ids"]]
+        groups: list[list[int]] = []
+        for i, n in enumerate(lengths):
+            if groups and (len(groups[-1]) + 1) * max(n, *(lengths[j] for j in groups[-1])) <= BATCH_TOKENS:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        return [x for g in groups for x in self.batch_logits(query, [documents[i] for i in g])]
+
+    def encode(self, query: str, documents: list[str], padding: bool):
+        return self.tokenizer(
             [query] * len(documents),
             documents,
-            padding=True,
-            return_tensors="pt",
+            padding=padding,
+            return_tensors="pt" if padding else None,
             truncation="only_second" if "only_second" in self.faults else "longest_first",
             max_length=self.max_length,
         )
+
+    def batch_logits(self, query: str, documents: list[str]) -> list[float]:
+        torch = self.torch
+        batch = self.encode(query, documents, padding=True)
         if "separator" in self.faults:  # <s> q </s><s> d </s>: the second </s> of each row becomes <s>
             for row in batch["input_ids"]:
                 first = int((row == self.tokenizer.eos_token_id).nonzero()[0])
