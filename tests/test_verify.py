@@ -13,11 +13,13 @@ from tokenizers import Tokenizer
 
 from xlmr_np.reranker import sigmoid64
 from xlmr_np.testing import xlmr_tokenizer_json
+from xlmr_np.tokenizer import EncodedPair
 from xlmr_np.verify import Verifier, VerifyError, compare_scores, kendall_tau, verify_endpoint
-from xlmr_np.verify.analysis import detect_scale
+from xlmr_np.verify.analysis import Answer, answer_vectors, detect_scale, echo_form
 from xlmr_np.verify.clients import Endpoint, connect, parse_results
 from xlmr_np.verify.golden import hub_repo_id
-from xlmr_np.verify.probes import load_probes, probe_data
+from xlmr_np.verify.probes import Probe, load_probes, probe_data
+from xlmr_np.verify.reference import token_batches
 
 KEY_VAR, KEY = "VERIFY_TEST_KEY", "verify-key-30c1"
 
@@ -119,6 +121,28 @@ def test_scale_detection(make, name):
     assert scale.name == name, scale.detail
     if name == "affine":
         assert (scale.a, scale.b) == pytest.approx((0.5, 3.0))
+
+
+def test_an_echo_in_another_form_is_not_a_wrong_document():
+    """Stripped, collapsed or NFC/NFKC-normalised echoes keep their index; another document's text does not."""
+    probe = Probe("p", "edge", "q", (" Paris.\t", "Cafe\u0301  au lait", "Bananas."), "a difference means ...")
+    echoed = ["Paris.", "Caf\u00e9  au lait", "Bananas."]
+    by_index, aligned, problems, forms = answer_vectors(probe, Answer([1.0, 2.0, 3.0], echoed))
+    assert problems == [] and forms == ["stripped of leading and trailing whitespace", "normalised to Unicode NFC"]
+    assert list(aligned) == list(by_index) == [1.0, 2.0, 3.0]
+    swapped = Answer([1.0, 2.0, 3.0], ["Bananas.", "Caf\u00e9  au lait", "Paris."])  # indices 0 and 2 swapped
+    _, aligned, problems, forms = answer_vectors(probe, swapped)
+    assert problems == ["2 of 3 results echo another document's text than the one at their index (first: index 0)"]
+    assert list(aligned) == [3.0, 2.0, 1.0] and forms == ["normalised to Unicode NFC"]
+    assert echo_form("Cafe au lait", "Cafe\u0301  au lait") is None  # accent dropped: another text
+
+
+def test_long_pairs_are_not_padded_against_short_ones():
+    """The reference scores the probes longest first, at most 8,192 padded tokens a batch."""
+    lengths = [8000, 10, 600, 20, 4000, 4000, 3000]
+    batches = token_batches([EncodedPair([0] * n, False) for n in lengths])
+    assert batches == [[0], [4, 5], [6, 2], [3, 1]]
+    assert max(len(b) * max(lengths[i] for i in b) for b in batches if len(b) > 1) <= 8192
 
 
 def test_parse_results_names_bad_repeated_and_missing_indices():
