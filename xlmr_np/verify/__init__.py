@@ -7,7 +7,7 @@
     >>> report = compare_scores(lambda q, docs: engine.score(q, docs), reranker=reranker)   # in process
     >>> print(report); report.agrees; report.diagnosis
 
-The probes (probes-v1.json, hand-written and versioned) are sent to the engine and scored locally; the
+The probes (probes-v2.json, hand-written and versioned) are sent to the engine and scored locally; the
 report gives per-probe and overall |differences| on the engine's scale and on logits, rank agreement,
 consistency checks (duplicates tie, shuffled documents keep their scores), and, when the engine differs,
 which known fault planted in the local model reproduces its answers. See docs/verify.md.
@@ -21,9 +21,9 @@ from ..reranker import Reranker
 from ..weights import load_params
 from .analysis import Answer, Finding, analyse, kendall_tau
 from .clients import FORMATS, Endpoint, connect
-from .golden import hub_revision, read_golden, write_golden
+from .golden import hub_repo_id, hub_revision, read_golden, write_golden
 from .probes import PROBE_SET_VERSION, Probe, ProbeSet, VerifyError, load_probes
-from .reference import LocalScores, model_dir_of, open_tokenizer
+from .reference import LocalScores, logits_by_length, model_dir_of, open_tokenizer
 from .report import Report
 
 DEFAULT_ATOL = 1e-3  # on logits: float32 engines agree to ~1e-5, float16 ones differ by ~1e-2
@@ -84,7 +84,7 @@ class Verifier:
         reranker.require_single_logit()
         tokenizer = open_tokenizer(reranker)
         if probes is None:
-            probe_set = probe_set or load_probes(tokenizer)
+            probe_set = probe_set or load_probes(tokenizer, reranker.max_length)
             probes = probe_set.probes
         self.reranker = reranker
         self.probes = probes
@@ -96,10 +96,10 @@ class Verifier:
         self.local = LocalScores(reranker, probes, tokenizer=tokenizer)
         self.float32_vs_float64 = None
         if float32 is not None and float32.dtype != reranker.dtype:
-            d = np.abs(float32.logits_of(self.local.encoded, 16)[:, 0].astype(np.float64) - self.local.logits)
+            d = np.abs(logits_by_length(float32, self.local.encoded) - self.local.logits)
             self.float32_vs_float64 = (float(d.max()), float(d.mean()))
         self.reference = {
-            "model": model_name or reranker.model_dir,
+            "model": model_name or hub_repo_id(reranker.model_dir) or reranker.model_dir,
             "revision": hub_revision(reranker.model_dir),
             "dtype": str(reranker.dtype),
             "max_length": reranker.max_length,
@@ -138,8 +138,9 @@ class Verifier:
 
 
 def _verifier(reranker, model, float64) -> Verifier:
-    """The reference: `reranker` if given (named by its directory), else `model` loaded."""
-    name = model if reranker is None or not reranker.model_dir.endswith(model) else None
+    """The reference: `reranker` if given (named by the hub repo or directory it was loaded from), else
+    `model` loaded (and named so)."""
+    name = model if reranker is None else None
     if reranker is None:
         reranker = Reranker.from_pretrained(model)
     truth = float64_copy(reranker) if float64 else reranker
@@ -157,8 +158,9 @@ def compare_scores(
 ) -> Report:
     """Check an in-process engine: fn(query, documents) -> one score per document, in their order.
 
-    Scores may be logits, sigmoid scores or another monotone map (detected). See docs/verify.md for
-    sentence-transformers' CrossEncoder, FlagEmbedding's FlagReranker and an onnxruntime session.
+    The reference is `reranker`, or else `model` loaded. Scores may be logits, sigmoid scores or another
+    monotone map (detected). See docs/verify.md for sentence-transformers' CrossEncoder, FlagEmbedding's
+    FlagReranker and an onnxruntime session.
     """
     return _verifier(reranker, model, float64).check(
         fn, source=getattr(fn, "__name__", "engine"), atol=atol, expect_scale=expect_scale, diagnose=diagnose

@@ -6,13 +6,15 @@ HTTP clients, an in-process engine and a golden file all go through the same ana
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..reranker import sigmoid64
 from .probes import Probe
-from .reference import LocalScores, variants
+from .reference import FLAVOURS, ROUNDING_ORDER_FLAVOURS, LocalScores, Variant, combined, variants
 
 SCALES = ("logits", "sigmoid", "affine", "monotone")
 TOP_K = 3
@@ -38,7 +40,7 @@ class Finding:
 
     cause: str
     evidence: str
-    kind: str  # index, scale, ties, order, values, category, precision
+    kind: str  # index, scale, ties, order, values, category, echo
 
     def line(self) -> str:
         return f"diagnosis: {self.cause}: {self.evidence}"
@@ -151,7 +153,7 @@ class ProbeResult:
     reference: np.ndarray  # [n] reference logits
     truncated: list[bool]  # [n] cut by the local tokenizer (at its max_length)
     endpoint: np.ndarray  # [n] the endpoint's values by their claimed index (NaN: missing)
-    aligned: np.ndarray  # [n] the same, matched to documents by echoed text (or by value) when indices were wrong
+    aligned: np.ndarray  # [n] the same, matched to documents by echoed text when indices were wrong
     error: str | None
     problems: list[str]
     fp16_effect: float  # max |float16-rounded weights - reference| on this probe's logits
@@ -162,6 +164,7 @@ class ProbeResult:
     top1: bool | None = None
     topk: int | None = None
     notes: list[str] = field(default_factory=list)  # failed checks (ties, order)
+    echo_forms: list[str] = field(default_factory=list)  # ECHO_FORMS names of documents echoed in another form
 
     @property
     def answered(self) -> bool:
@@ -180,10 +183,19 @@ class ProbeResult:
 
 @dataclass
 class Hypothesis:
+    """A planted fault (or two) measured against the endpoint's answers."""
+
     key: str
     cause: str
     mean: float  # mean |endpoint - variant| on logits over the answered probes
     max: float
+    fits: bool = False  # explains the answers: exactly, or (compute) up to the order of the scheme's roundings
+    exact: bool = False  # every answer within the tolerance
+    flavour: str = ""  # compute: the flavour closest to the endpoint (see reference.FLAVOURS)
+    spread_mean: float = 0.0  # compute: how far other rounding orders of the scheme lie apart, mean and max
+    spread_max: float = 0.0
+    pairs_off: int = 0  # compute: pairs beyond the tolerance and that spread
+    pairs: int = 1  # faults planted together
 
 
 @dataclass
@@ -221,29 +233,59 @@ class Analysis:
         return self.verdict in ("agrees", "ranks agree")
 
 
-def answer_vectors(probe: Probe, answer: Answer) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(values by claimed index, values matched to documents by echoed text, problems found)."""
+# Forms in which an endpoint may echo a document other than as it was sent, none of which is another
+# document: infinity strips whitespace in its request model, others normalise Unicode.
+ECHO_FORMS: dict[str, Callable[[str], str]] = {
+    "stripped of leading and trailing whitespace": str.strip,
+    "with runs of whitespace collapsed to one space": lambda t: " ".join(t.split()),
+    "normalised to Unicode NFC": lambda t: unicodedata.normalize("NFC", t),
+    "normalised to Unicode NFKC": lambda t: unicodedata.normalize("NFKC", t),
+    "stripped and normalised to NFC": lambda t: unicodedata.normalize("NFC", t.strip()),
+    "stripped and normalised to NFKC": lambda t: unicodedata.normalize("NFKC", t.strip()),
+}
+
+
+def echo_form(echoed: str, document: str) -> str | None:
+    """How an echoed text relates to a document: "" when it is the document, the name of the ECHO_FORMS
+    form it is the document in, None when it is not this document.
+
+    >>> echo_form("Paris.", " Paris.\t")
+    'stripped of leading and trailing whitespace'
+    """
+    if echoed == document:
+        return ""
+    return next((name for name, form in ECHO_FORMS.items() if form(document) == echoed), None)
+
+
+def answer_vectors(probe: Probe, answer: Answer) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """(values by claimed index, values matched to documents by echoed text, problems found, the forms
+    of the documents echoed in another form than sent)."""
     n = len(probe.documents)
     by_index = np.array([np.nan if s is None else float(s) for s in answer.scores], dtype=np.float64)
     problems = list(answer.problems)
     aligned = by_index.copy()
+    forms: list[str] = []
     if answer.texts is not None and answer.error is None:
-        wrong = [i for i, t in enumerate(answer.texts) if t is not None and t != probe.documents[i]]
+        echoed = [(i, t) for i, t in enumerate(answer.texts) if t is not None]
+        found = {i: echo_form(t, probe.documents[i]) for i, t in echoed}
+        forms = [f for f in found.values() if f]
+        wrong = [i for i, f in found.items() if f is None]
         if wrong:
             problems.append(
                 f"{len(wrong)} of {n} results echo another document's text than the one at their "
                 f"index (first: index {wrong[0]})"
             )
-            by_text = {t: s for t, s in zip(answer.texts, by_index) if t is not None}
-            aligned = np.array([by_text.get(d, np.nan) for d in probe.documents])
-    return by_index, aligned, problems
+            aligned = np.array([_matched(d, echoed, by_index) for d in probe.documents])
+    return by_index, aligned, problems, forms
 
 
-def realign_by_value(e: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """e's values assigned to the documents in x's order (the best match if only the indices are wrong)."""
-    out = np.empty_like(e)
-    out[np.argsort(-x, kind="stable")] = np.sort(e)[::-1]
-    return out
+def _matched(document: str, echoed: list[tuple[int, str]], values: np.ndarray) -> float:
+    """The value of the result whose echo is this document (as sent, or in one of ECHO_FORMS), or NaN."""
+    for wanted in (lambda form: form == "", bool):  # the document as sent first, then in another form
+        for i, text in echoed:
+            if wanted(echo_form(text, document)):
+                return float(values[i])
+    return float("nan")
 
 
 def analyse(
@@ -259,7 +301,7 @@ def analyse(
     results = []
     for i, (probe, answer) in enumerate(zip(probes, answers)):
         s = local.probe_slice(i)
-        by_index, aligned, problems = answer_vectors(probe, answer)
+        by_index, aligned, problems, forms = answer_vectors(probe, answer)
         results.append(
             ProbeResult(
                 probe,
@@ -270,6 +312,7 @@ def analyse(
                 answer.error,
                 problems,
                 float(np.max(np.abs(fp16[s] - local.logits[s]))),
+                echo_forms=forms,
             )
         )
     answered = [r for r in results if r.answered]
@@ -327,8 +370,19 @@ def analyse(
             )
     hypotheses: list[Hypothesis] = []
     if diagnose and scale.comparable and not all(r.within for r in answered):
-        hypotheses, value_findings = _explain(results, answered, local, scale)
+        hypotheses, value_findings = _explain(results, answered, local, scale, atol)
         findings += value_findings
+    forms = [f for r in answered for f in r.echo_forms]
+    if forms:
+        counted = ", ".join(f"{f} ({forms.count(f)})" for f in dict.fromkeys(forms))
+        findings.append(
+            Finding(
+                "the endpoint echoes some documents in another form than sent, at their own index",
+                f"{len(forms)} of {sum(len(r.probe.documents) for r in answered)} documents: {counted}; a sign "
+                f"that it scores them in that form too",
+                "echo",
+            )
+        )
     fp16_mean = float(fp16_all.mean())
     return Analysis(results, scale, atol, expect_scale, findings, hypotheses, float(fp16_all.max()), fp16_mean)
 
@@ -389,32 +443,184 @@ def _index_finding(r: ProbeResult) -> Finding:
     )
 
 
-def _explain(results, answered, local: LocalScores, scale: Scale) -> tuple[list[Hypothesis], list[Finding]]:
-    """Which single known fault, planted in the local model, reproduces the endpoint's logits best."""
+@dataclass
+class Evidence:
+    """The endpoint's answers on logits, pooled over the answered probes, and where they come from."""
+
+    e: np.ndarray  # [M] endpoint logits
+    x: np.ndarray  # [M] reference logits
+    tolerance: np.ndarray  # [M] atol plus what converting the endpoint's values to logits adds
+    ok: np.ndarray  # [M] finite (a saturated sigmoid carries no logit)
+    slices: list[slice]  # each answered probe's pairs in the local scores
+    atol: float
+
+    def pooled(self, y: np.ndarray) -> np.ndarray:
+        """A variant's logits [N] over all probes -> [M] over the answered ones."""
+        return np.concatenate([y[s] for s in self.slices])
+
+
+# A compute variant reproduces an engine's answers up to the order of its roundings when: every answer
+# lies within the tolerance plus SPREAD_FACTOR times the scheme's spread (the largest gap between its
+# flavour and the same flavour with float64 arithmetic between its roundings, or between its eager and
+# fused attention) on all but one in ONE_IN pairs; the mean |diff| left is at most SPREAD_FACTOR times
+# the mean gap, or a quarter of the mean |diff| without the variant; and the endpoint moves from the
+# reference by the scheme's own amount (medians, which a few large differences from another fault cannot
+# move) within a factor EFFECT_FACTOR either way: a few differing probes are no reduced-precision engine.
+SPREAD_FACTOR = 2.0
+EFFECT_FACTOR = 2.0
+ONE_IN = 8
+# Two faults together: the closest token variants, each with the closest weights or compute variants
+# (and any that fits alone).
+COMBINED_TOKEN_VARIANTS = 3
+COMBINED_MODEL_VARIANTS = 2
+
+
+def measure(v: Variant, evidence: Evidence, local: LocalScores) -> Hypothesis:
+    """How well one variant (or combination) reproduces the answers; a compute variant by its closest
+    flavour, with the spread of its rounding orders when it moves the answers by the scheme's amount."""
+    ev = evidence
+    ys = [ev.pooled(local.variant(v.key))]  # [M]: the first flavour; the others only for a scheme of the right size
+    if v.kind == "compute" and within_factor(_median_gap(ys[0], ev.x, ev.ok), _median_gap(ev.e, ev.x, ev.ok), 2):
+        ys = [ev.pooled(y) for y in local.flavours(v.key)]  # F x [M]
+    residuals = [np.where(ev.ok, np.abs(ev.e - y), 0.0) for y in ys]  # F x [M]
+    best = int(np.argmin([r.mean() for r in residuals]))
+    r = residuals[best]
+    h = Hypothesis(v.key, v.cause, float(r[ev.ok].mean()), float(r[ev.ok].max()), pairs=1 + v.key.count("+"))
+    h.exact = h.fits = bool((r <= ev.tolerance).all())
+    if v.kind != "compute":
+        return h
+    model = v.key.split("+")[-1]
+    h.flavour = list(FLAVOURS[model])[best]
+    if h.exact:
+        return h
+    moved = np.abs(ev.e - ev.x)[ev.ok]  # [M]
+    if len(ys) == 1 or not within_factor(_median_gap(ys[best], ev.x, ev.ok), float(np.median(moved)), 1):
+        return h  # not this scheme's amount: its rounding orders need not be run
+    gaps = [np.abs(ys[best] - ev.pooled(local.twin(v.key, h.flavour)))]  # [M]
+    if model in ROUNDING_ORDER_FLAVOURS:
+        gaps.append(np.max(ys, axis=0) - np.min(ys, axis=0))
+    spread = np.max(gaps, axis=0)[ev.ok]  # [M]
+    h.spread_mean, h.spread_max = float(spread.mean()), float(spread.max())
+    h.pairs_off = int((r > ev.tolerance + SPREAD_FACTOR * h.spread_max).sum())
+    h.fits = bool(
+        h.pairs_off <= len(r) // ONE_IN
+        and h.mean <= max(SPREAD_FACTOR * h.spread_mean, float(moved.mean()) / 4) + ev.atol
+    )
+    return h
+
+
+def _median_gap(a: np.ndarray, b: np.ndarray, ok: np.ndarray) -> float:
+    return float(np.median(np.abs(a - b)[ok]))
+
+
+def within_factor(effect: float, moved: float, loosen: float) -> bool:
+    """Whether the endpoint moved from the reference by the scheme's amount, within EFFECT_FACTOR (times
+    loosen) either way."""
+    factor = EFFECT_FACTOR * loosen
+    return effect / factor <= moved <= effect * factor
+
+
+def best_fit(hypotheses: list[Hypothesis]) -> Hypothesis | None:
+    """The hypothesis that explains the answers, if any: an exact reproduction before one up to the order
+    of roundings, one fault before two; but two faults beat one fault reproduced only up to its roundings
+    when they leave no answer beyond the allowance where it leaves some, or half its mean |diff| or less
+    (a tokenizer difference hidden in a reduced-precision engine's noise)."""
+    fitting = sorted((h for h in hypotheses if h.fits), key=lambda h: (not h.exact, h.pairs, h.mean))
+    if not fitting:
+        return None
+    first = fitting[0]
+    if not first.exact and first.pairs == 1:
+        closer = [
+            h
+            for h in fitting
+            if h.pairs > 1
+            and (h.mean <= first.mean / 2 or (h.pairs_off == 0 < first.pairs_off and h.mean < first.mean))
+        ]
+        return min(closer, key=lambda h: (not h.exact, h.mean)) if closer else first
+    return first
+
+
+def hypotheses_for(evidence: Evidence, local: LocalScores) -> list[Hypothesis]:
+    """Every single variant but the compute ones measured; when none reproduces the answers exactly, the
+    compute variants too, and the closest token variants combined with the closest weights or compute
+    variants. Sorted closest first."""
+    singles = variants(local.max_length)
+    measured = {v.key: measure(v, evidence, local) for v in singles if v.kind != "compute"}
+    if any(h.exact for h in measured.values()):  # the compute variants, the costly ones, are not needed
+        return sorted(measured.values(), key=lambda h: h.mean)
+    measured.update({v.key: measure(v, evidence, local) for v in singles if v.kind == "compute"})
+    models = sorted((v for v in singles if v.kind in ("weights", "compute")), key=lambda v: measured[v.key].mean)
+    models = [v for i, v in enumerate(models) if i < COMBINED_MODEL_VARIANTS or measured[v.key].fits]
+    base = evidence.pooled(local.variant(models[0].key))  # [M]
+
+    def added(a: Variant) -> float:
+        """Mean |diff| left by a's effect added to the closest model variant's: a cheap guess at the pair."""
+        y = base + evidence.pooled(local.variant(a.key)) - evidence.x
+        return float(np.abs(evidence.e - y)[evidence.ok].mean())
+
+    tokens = sorted((v for v in singles if v.kind == "tokens"), key=added)
+    for a in tokens[:COMBINED_TOKEN_VARIANTS]:
+        for b in models:
+            both = combined(a, b)
+            measured[both.key] = measure(both, evidence, local)
+    return sorted(measured.values(), key=lambda h: h.mean)
+
+
+def _explain(
+    results, answered, local: LocalScores, scale: Scale, atol: float
+) -> tuple[list[Hypothesis], list[Finding]]:
+    """Which known fault (or two), planted in the local model, reproduces the endpoint's logits."""
     findings: list[Finding] = []
     index = {id(r): i for i, r in enumerate(results)}
-    slices = [local.probe_slice(index[id(r)]) for r in answered]
-    e = np.concatenate([_on_logits(r, scale) for r in answered])
-    x = np.concatenate([r.reference for r in answered])
-    ok = np.isfinite(e)
-    tolerance = np.concatenate([r.tolerance for r in answered])
-    r0_mean, r0_max = float(np.mean(np.abs(e - x)[ok])), float(np.max(np.abs(e - x)[ok]))
-    hypotheses = []
-    for v in variants():
-        y = np.concatenate([local.variant(v.key)[s] for s in slices])
-        d = np.abs(e - y)[ok]
-        hypotheses.append(Hypothesis(v.key, v.cause, float(d.mean()), float(d.max())))
-    hypotheses.sort(key=lambda h: h.mean)
-    best = hypotheses[0]
-    y = np.concatenate([local.variant(best.key)[s] for s in slices])
-    exact = bool((np.abs(e - y)[ok] <= tolerance[ok]).all())
-    if exact:
+    evidence = Evidence(
+        e=np.concatenate([_on_logits(r, scale) for r in answered]),
+        x=np.concatenate([r.reference for r in answered]),
+        tolerance=np.concatenate([r.tolerance for r in answered]),
+        ok=np.array([]),
+        slices=[local.probe_slice(index[id(r)]) for r in answered],
+        atol=atol,
+    )
+    evidence.ok = np.isfinite(evidence.e)
+    d = np.abs(evidence.e - evidence.x)[evidence.ok]
+    r0_mean, r0_max = float(d.mean()), float(d.max())
+    hypotheses = hypotheses_for(evidence, local)
+    fit = best_fit(hypotheses)
+    best = fit or hypotheses[0]
+    planted = "planting both in the local model" if best.pairs > 1 else "planting this fault in the local model"
+    if fit is not None and fit.exact:
         findings.append(
             Finding(
-                best.cause,
-                f"planting this fault in the local model reproduces every answer within "
-                f"the tolerance (max |diff| {best.max:.3g} on logits, against "
-                f"{r0_max:.3g} without it)",
+                fit.cause,
+                f"{planted} reproduces every answer within the tolerance (max |diff| {fit.max:.3g} on logits, "
+                f"against {r0_max:.3g} without it)",
+                "values",
+            )
+        )
+    elif fit is not None:
+        if fit.spread_max > 0:
+            orders = (
+                "its eager and fused attention, float64 between its roundings"
+                if fit.key.split("+")[-1] in ROUNDING_ORDER_FLAVOURS
+                else "float64 between its roundings"
+            )
+            rest = (
+                f"the rest is the order of roundings, in which faithful implementations of that precision differ "
+                f"({orders}: mean {fit.spread_mean:.3g}, max {fit.spread_max:.3g})"
+            ) + (
+                f", but for {fit.pairs_off} of {len(evidence.e)} pairs, where a value near a rounding step moved by "
+                f"a whole step"
+                if fit.pairs_off
+                else ""
+            )
+        else:
+            rest = "every answer within the tolerance" + (
+                f" but {fit.pairs_off}, where a value near a rounding step moved by a step" if fit.pairs_off else ""
+            )
+        findings.append(
+            Finding(
+                fit.cause,
+                f"{planted} ({fit.flavour}) brings the mean |diff| on logits from {r0_mean:.3g} to {fit.mean:.3g} "
+                f"(max {r0_max:.3g} to {fit.max:.3g}); {rest}",
                 "values",
             )
         )
@@ -431,7 +637,7 @@ def _explain(results, answered, local: LocalScores, scale: Scale) -> tuple[list[
     else:
         findings.append(
             Finding(
-                "no single known fault explains the differences",
+                "no known fault explains the differences",
                 f"the closest, {best.key}, only brings the mean |diff| on logits from {r0_mean:.3g} to {best.mean:.3g}",
                 "values",
             )
@@ -446,15 +652,16 @@ def _explain(results, answered, local: LocalScores, scale: Scale) -> tuple[list[
             "category",
         )
     )
-    lengths = next((r for r in answered if r.probe.id == "lengths"), None)
-    if lengths is not None and not lengths.within and "truncat" in best.cause + best.key:
-        status = ["agrees" if d <= t else "differs" for d, t in zip(lengths.logit_diff, lengths.tolerance)]
-        findings.append(
-            Finding(
-                "truncation point",
-                "behind a short query, documents of "
-                + ", ".join(f"{n} tokens {s}" for n, s in zip(lengths.probe.tokens, status)),
-                "category",
+    lengths = [r for r in answered if r.probe.category == "truncation" and r.probe.tokens and any(r.probe.tokens)]
+    if any(not r.within for r in lengths) and "truncat" in best.cause + best.key:
+        status = [
+            f"probe {r.probe.id}, documents of "
+            + ", ".join(
+                f"{n} tokens {'agrees' if d <= t else 'differs'}"
+                for n, d, t in zip(r.probe.tokens, r.logit_diff, r.tolerance)
+                if n is not None
             )
-        )
+            for r in lengths
+        ]
+        findings.append(Finding("truncation point", "; ".join(status), "category"))
     return hypotheses, findings

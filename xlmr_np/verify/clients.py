@@ -10,7 +10,9 @@ Formats (request -> response):
 - vllm: the same body at /v1/rerank; vLLM requires "model" (the served model name).
 - tei (text-embeddings-inference): POST {url}/rerank {query, texts, raw_scores: true, return_text: true,
   truncate: true} -> [{index, score, text}]
-A URL that already ends in /rerank is used as it is.
+A URL that already ends in /rerank is used as it is. `--format auto` finds the route from a base URL
+(routes_to_try): /v1/rerank, /rerank with TEI's body, /v2/rerank, then /rerank with Cohere's (infinity serves
+its Cohere-style rerank there).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def _error_message(status: int, body) -> str:
         if isinstance(error, dict):
             error = error.get("message", error)
         return f"HTTP {status}: {str(error)[:200]}"
-    return f"HTTP {status}: {str(body)[:200]}"
+    return f"HTTP {status}: {' '.join(str(body).split())[:200]}"  # an HTML page on one line
 
 
 def parse_results(items, n: int, score_field: str) -> Answer:
@@ -95,6 +97,7 @@ class Endpoint:
         if format == "vllm" and not model:
             raise VerifyError("the vllm format needs the served model name (--served-model-name)")
         self.format, self.api_key, self.model, self.timeout = format, api_key, model, timeout
+        self.found = ""  # how --format auto found this route, when it tried others first
         self.url = (
             url
             if urllib.parse.urlsplit(url).path.rstrip("/").endswith("rerank")
@@ -102,7 +105,7 @@ class Endpoint:
         )
 
     def __repr__(self) -> str:
-        return f"{self.url} ({self.format} format)"
+        return f"{self.url} ({self.format} format{'; ' + self.found if self.found else ''})"
 
     def body(self, query: str, documents) -> dict:
         if self.format == "tei":
@@ -117,7 +120,7 @@ class Endpoint:
         if status in (401, 403):
             raise VerifyError(
                 f"{self.url} refused the request ({_error_message(status, body)}); give the API key "
-                f"with --api-key-env VARIABLE"
+                f"in $XLMR_NP_API_KEY or with --api-key-env VARIABLE"
             )
         if status == 404:
             raw = json.dumps(body).lower()  # the model, not the route, was not found (as servers that name it say)
@@ -137,14 +140,32 @@ class Endpoint:
         return parse_results(body["results"], len(documents), "relevance_score")
 
 
+def routes_to_try(url: str) -> list[tuple[str, str]]:
+    """The (format, full URL) pairs `--format auto` tries, in order: from a base URL, Cohere/Jina at
+    /v1/rerank, TEI at /rerank, Cohere at /v2/rerank, then a Cohere-style body at /rerank (infinity's); a
+    URL that names its route is tried with both bodies, the one its path suggests first."""
+    path = urllib.parse.urlsplit(url).path.rstrip("/")
+    if path.endswith(("/v1/rerank", "/v2/rerank")):
+        return [("cohere", url), ("tei", url)]
+    if path.endswith("/rerank"):
+        return [("tei", url), ("cohere", url)]
+    base = url.rstrip("/")
+    return [
+        ("cohere", base + "/v1/rerank"),
+        ("tei", base + "/rerank"),
+        ("cohere", base + "/v2/rerank"),
+        ("cohere", base + "/rerank"),
+    ]
+
+
 def connect(
     url: str, format: str = "auto", api_key: str | None = None, model: str | None = None, timeout: float = 300.0
 ) -> Endpoint:
     """An Endpoint that has answered one short pair, so that an unreachable URL, a wrong key, a wrong
     model name or a wrong format fails at once (before the reference model is loaded).
 
-    format "auto" tries Cohere/Jina at /v1/rerank, then TEI at /rerank (a URL ending in /rerank tries
-    TEI's body first); the first well-formed answer wins.
+    format "auto" tries routes_to_try(url) in turn; the first well-formed answer wins, and the Endpoint's
+    `found` says which routes were tried before it.
     """
     if format != "auto":
         endpoint = Endpoint(url, format, api_key, model, timeout)
@@ -152,18 +173,24 @@ def connect(
         if answer.error or answer.problems:
             raise VerifyError(f"{endpoint}: a one-pair request failed ({answer.error or '; '.join(answer.problems)})")
         return endpoint
-    path = urllib.parse.urlsplit(url).path.rstrip("/")
-    order = (
-        ["tei", "cohere"]
-        if path.endswith("/rerank") and not path.endswith(("/v1/rerank", "/v2/rerank"))
-        else ["cohere", "tei"]
-    )
     tried = []
-    for name in order:
+    for name, route in routes_to_try(url):
         try:
-            return connect(url, name, api_key, model if name != "tei" else None, timeout)
+            endpoint = connect(route, name, api_key, model if name != "tei" else None, timeout)
         except VerifyError as e:
             if "refused" in str(e) or "--served-model-name" in str(e) or "cannot reach" in str(e):
                 raise
-            tried.append(f"{name}: {e}")
+            tried.append(f"{name} at {urllib.parse.urlsplit(route).path}: {_short(str(e))}")
+            continue
+        if tried:
+            endpoint.found = f"found by --format auto after {'; '.join(tried)}"
+        return endpoint
     raise VerifyError(f"{url} answers in none of the formats tried ({'; '.join(tried)}); give --format")
+
+
+def _short(error: str) -> str:
+    """A connect failure as the list of routes tried shows it."""
+    if "(HTTP 404)" in error:
+        return "HTTP 404"
+    reason = error.split("a one-pair request failed (", 1)[-1].rstrip(")")
+    return reason if len(reason) <= 80 else reason[:79] + "…"

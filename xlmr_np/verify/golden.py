@@ -15,7 +15,7 @@ import numpy as np
 from .. import __version__
 from ..reranker import Reranker, sigmoid64
 from .probes import Probe, ProbeSet, VerifyError, probes_from_dicts
-from .reference import model_dir_of
+from .reference import logits_by_length, model_dir_of
 
 GOLDEN_FORMAT = "xlmr-np-verify-golden"
 GOLDEN_FORMAT_VERSION = 1
@@ -36,12 +36,22 @@ def hub_revision(model_dir) -> str | None:
     return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
 
 
+def hub_repo_id(model_dir) -> str | None:
+    """The repo id of a hub-cache snapshot directory (.../models--BAAI--bge-reranker-base/snapshots/<commit>
+    -> "BAAI/bge-reranker-base"), else None."""
+    parts = Path(model_dir).parts
+    i = parts.index("snapshots") if "snapshots" in parts[:-1] else 0
+    return (
+        parts[i - 1].removeprefix("models--").replace("--", "/") if i and parts[i - 1].startswith("models--") else None
+    )
+
+
 def model_identity(reranker: Reranker, name: str | None = None) -> dict:
     """Name, hub revision and the sha256 of the weights and tokenizer files."""
     directory = model_dir_of(reranker)
     files = sorted(directory.glob("*.safetensors")) + [directory / "tokenizer.json", directory / "config.json"]
     return {
-        "name": name or str(directory),
+        "name": name or hub_repo_id(directory) or str(directory),
         "revision": hub_revision(directory),
         "sha256": {f.name: sha256_of(f) for f in files if f.is_file()},
     }
@@ -53,7 +63,7 @@ def golden_dict(reranker: Reranker, probe_set: ProbeSet, model_name: str | None 
         raise VerifyError("a golden file holds float64 logits: load the reference with dtype=np.float64")
     pairs = [(p.query, d) for p in probe_set.probes for d in p.documents]
     encoded = reranker.tokenizer.encode(pairs)
-    logits = reranker.logits_of(encoded, batch_size=16)[:, 0]  # [N] float64
+    logits = logits_by_length(reranker, encoded)  # [N] float64
     probes, k = [], 0
     for p in probe_set.probes:
         documents = []

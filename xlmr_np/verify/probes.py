@@ -5,6 +5,12 @@ which probes it was made with. Long texts are specified as {"passages": [...], "
 passages, cycled in order and joined by blank lines, cut at a token boundary so that the text is exactly
 N tokens long with the model's own tokenizer (no special tokens). Example: {"passages": ["en-rivers"],
 "tokens": 5} -> "The Rhine rises in" if those are the first five tokens.
+
+Some probes depend on the model's length limit (max_length, the pair template included): a probe with
+"beyond": 512 is left out for a model that takes no more than 512 tokens, and a document with
+"up_to_limit": true is cut to fill the limit behind the probe's query when its stated length would not fit
+(documents that come out the same length are kept once). Example: with max_length 2048 and a 9-token query,
+documents of 1000, 4000 and 8000 tokens become 1000 and 2035 (2048 - 9 - 4 special tokens).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from importlib import resources
 
 from ..errors import XlmrNpError
 
-PROBE_SET_VERSION = "1"
+PROBE_SET_VERSION = "2"
 
 
 class VerifyError(XlmrNpError, ValueError):
@@ -80,8 +86,24 @@ def text_of_tokens(spec: dict, passages: dict, tokenizer) -> str:
     raise VerifyError(f"cannot cut passages {names} to exactly {want} tokens with this tokenizer")
 
 
-def load_probes(tokenizer, version: str = PROBE_SET_VERSION) -> ProbeSet:
-    """The probe set, its long texts expanded with `tokenizer` (a tokenizers.Tokenizer)."""
+def fitted_specs(documents: list, query: str, tokenizer, max_length: int) -> list:
+    """A probe's document specs for a model of this limit: an up_to_limit document longer than fits behind
+    the query cut to fill the limit exactly, and kept once."""
+    special = tokenizer.num_special_tokens_to_add(is_pair=True)
+    room = max_length - special - len(tokenizer.encode(query, add_special_tokens=False).ids)
+    out: list = []
+    for d in documents:
+        if isinstance(d, dict) and d.get("up_to_limit") and d["tokens"] > room:
+            d = dict(d, tokens=room)
+            if d in out:
+                continue
+        out.append(d)
+    return out
+
+
+def load_probes(tokenizer, max_length: int, version: str = PROBE_SET_VERSION) -> ProbeSet:
+    """The probe set for a model whose limit is max_length tokens, its long texts expanded with `tokenizer`
+    (a tokenizers.Tokenizer)."""
     data, sha256 = probe_data(version)
     tokenizer.no_truncation()
     tokenizer.no_padding()
@@ -108,16 +130,18 @@ def load_probes(tokenizer, version: str = PROBE_SET_VERSION) -> ProbeSet:
                     order=order,
                 )
             )
-        else:
+        elif max_length > p.get("beyond", 0):
+            query = text(p["query"])
+            documents = fitted_specs(p["documents"], query, tokenizer, max_length)
             probes.append(
                 Probe(
                     p["id"],
                     p["category"],
-                    text(p["query"]),
-                    tuple(text(d) for d in p["documents"]),
+                    query,
+                    tuple(text(d) for d in documents),
                     p["meaning"],
                     ties=tuple(tuple(g) for g in p.get("ties", ())),
-                    tokens=tuple(None if isinstance(d, str) else d["tokens"] for d in p["documents"]),
+                    tokens=tuple(None if isinstance(d, str) else d["tokens"] for d in documents),
                 )
             )
     return ProbeSet(data["name"], data["version"], data["provenance"], sha256, tuple(probes))
