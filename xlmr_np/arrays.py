@@ -27,8 +27,8 @@ from .errors import ConfigError
 COMPAT = "array-api-compat"  # the package that finds an array's namespace
 
 
-def array_namespace(x) -> Any:
-    """The array API namespace of a non-numpy array, through array-api-compat."""
+def compat(x) -> Any:
+    """array-api-compat, needed for x (an array other than numpy's), or a ConfigError saying so."""
     try:
         import array_api_compat
     except ImportError:
@@ -36,16 +36,12 @@ def array_namespace(x) -> Any:
             f"{type(x).__module__}.{type(x).__name__} arrays need {COMPAT}: pip install {COMPAT} "
             "(or pip install 'xlmr-np[gpu]')"
         ) from None
-    return array_api_compat.array_namespace(x)
+    return array_api_compat
 
 
 def device_of(x) -> Any:
     """The device an array lives on (None for numpy)."""
-    if isinstance(x, np.ndarray):
-        return None
-    import array_api_compat
-
-    return array_api_compat.device(x)
+    return None if isinstance(x, np.ndarray) else compat(x).device(x)
 
 
 class Numpy:
@@ -232,11 +228,17 @@ class Standard:
         return self.xp.reshape(rows, ids.shape + tuple(table.shape[1:]))
 
 
+_standard: dict[tuple, Standard] = {}  # (array type, device) -> its Standard: array_namespace takes microseconds
+
+
 def ops_of(x) -> Any:
     """The array functions for x's namespace: NUMPY for a numpy array, else Standard."""
     if isinstance(x, np.ndarray):
         return NUMPY
-    return Standard(array_namespace(x), device_of(x))
+    key = (type(x), device_of(x))
+    if key not in _standard:
+        _standard[key] = Standard(compat(x).array_namespace(x), key[1])
+    return _standard[key]
 
 
 def params_ops(params: dict) -> Any:
