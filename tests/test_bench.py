@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import machine, measure, peers, report, workloads
+from bench import gpu, machine, measure, peers, report, workloads
 from bench.__main__ import main
 from bench.errors import BenchmarkError
 from bench.run import run
@@ -126,6 +126,31 @@ def test_full_run_on_the_tiny_model_writes_table_json_and_chart(tiny_model, tmp_
     assert cold["xlmr_np"]["peak_rss_mb"] > 0 and cold["xlmr_np"]["weights_file_rss_mb"] is not None
     # 6 short pairs touch a few hundred rows: the 32 MB table must not have been paged in by read-ahead
     assert 0 < cold["xlmr_np"]["embedding_resident_mb"] < cold["xlmr_np"]["embedding_mb"] / 4
+    missing = gpu.gpu_missing()  # the GPU column: measured where there is a GPU, else the reason, no numbers
+    if missing is None:
+        assert {r["engine"] for r in report["gpu"]["rows"]} >= {"xlmr_np engine, float32", "torch sdpa, float32"}
+    else:
+        assert report["gpu"] == {"missing": missing} and f"No GPU column: {missing}." in text.split("## GPU")[1]
+
+
+def test_device_cuda_without_cupy_says_why_before_building_anything(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    argv = ["--device", "cuda", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("python -m bench: error: --device cuda: device 'cuda' needs CuPy, which is not installed"), (
+        err
+    )
+    assert not (tmp_path / "model").exists() and not (tmp_path / "out").exists()
+
+
+def test_gpu_section_is_a_table_or_the_reason_there_is_none():
+    rows = [{"engine": "xlmr_np engine, float32", "docs_per_s": 812.25, "max_abs_vs_cpu": 1.1e-6}]
+    text = gpu.gpu_markdown({"environment": {"gpu": "X"}, "rows": rows}, "rerank 1x100")
+    assert "| xlmr_np engine, float32 | 812.2 | 1.10e-06 |" in text and "rerank 1x100, batches of 32" in text
+    assert gpu.gpu_markdown({"missing": "no GPU"}, "w").splitlines()[-1] == "No GPU column: no GPU."
 
 
 def test_agreement_reports_differences_and_rank_correlation():

@@ -21,15 +21,21 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from xlmr_np import engine
-from xlmr_np.arrays import to_namespace, to_numpy
+from bench.gpu import (
+    docs_per_s,
+    engine_forward,
+    float32_in_float32,
+    gpu_engines,
+    gpu_environment,
+    gpu_sync,
+    score,
+)
+from xlmr_np.arrays import to_namespace
 from xlmr_np.config import XLMRobertaConfig
 from xlmr_np.random_model import random_config, random_params
 
@@ -79,72 +85,8 @@ def documents(args, config) -> list[np.ndarray]:
     return pairs
 
 
-def batches(pairs, size, pad_id) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
-    """(pair indices, input_ids [B, T], attention_mask [B, T]): longest first, right-padded (as Reranker)."""
-    order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i]))
-    out = []
-    for start in range(0, len(order), size):
-        chunk = order[start : start + size]
-        T = max(len(pairs[i]) for i in chunk)
-        ids = np.full((len(chunk), T), pad_id, dtype=np.int64)
-        mask = np.zeros((len(chunk), T), dtype=np.int64)
-        for row, i in enumerate(chunk):
-            ids[row, : len(pairs[i])], mask[row, : len(pairs[i])] = pairs[i], 1
-        out.append((chunk, ids, mask))
-    return out
-
-
-def score(forward, pairs, size, pad_id) -> np.ndarray:
-    """Logits [n] of every pair, in order, batch by batch."""
-    logits = np.empty(len(pairs), dtype=np.float64)
-    for chunk, ids, mask in batches(pairs, size, pad_id):
-        logits[chunk] = forward(ids, mask)
-    return logits
-
-
 # ----------------------------------------------------------------------------------------------------
-# The engines
-
-
-def torch_forward(params, config, torch, device, dtype):
-    """A plain torch XLM-R cross-encoder with scaled_dot_product_attention (what transformers' "sdpa"
-    attention computes), its weights on `device` in `dtype`: ids, mask -> logits [B] (float64 numpy)."""
-    F = torch.nn.functional
-    P = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device=device, dtype=dtype) for k, v in params.items()}
-    D, H, eps, pad = config.hidden_size, config.num_attention_heads, config.layer_norm_eps, config.pad_token_id
-
-    def forward(ids, mask):
-        with torch.inference_mode():
-            ids, keep = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device).bool()
-            B, T = ids.shape
-            positions = torch.cumsum((ids != pad).long(), 1) * (ids != pad) + pad  # XLM-R: from pad + 1
-            e = "roberta.embeddings."
-            x = P[e + "word_embeddings.weight"][ids] + P[e + "token_type_embeddings.weight"][0]
-            x = x + P[e + "position_embeddings.weight"][positions]
-            x = F.layer_norm(x, (D,), P[e + "LayerNorm.weight"], P[e + "LayerNorm.bias"], eps)
-            for i in range(config.num_hidden_layers):
-                p = f"roberta.encoder.layer.{i}."
-
-                def dense(t, name, p=p):
-                    return F.linear(t, P[p + name + ".weight"], P[p + name + ".bias"])
-
-                q, k, v = (
-                    dense(x, "attention.self." + n).view(B, T, H, D // H).transpose(1, 2)
-                    for n in ("query", "key", "value")
-                )
-                a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
-                a = dense(a.transpose(1, 2).reshape(B, T, D), "attention.output.dense") + x
-                x = F.layer_norm(
-                    a, (D,), P[p + "attention.output.LayerNorm.weight"], P[p + "attention.output.LayerNorm.bias"], eps
-                )
-                h = F.gelu(dense(x, "intermediate.dense"))
-                y = dense(h, "output.dense") + x
-                x = F.layer_norm(y, (D,), P[p + "output.LayerNorm.weight"], P[p + "output.LayerNorm.bias"], eps)
-            h = torch.tanh(F.linear(x[:, 0], P["classifier.dense.weight"], P["classifier.dense.bias"]))
-            logits = F.linear(h, P["classifier.out_proj.weight"], P["classifier.out_proj.bias"])
-            return logits[:, 0].double().cpu().numpy()
-
-    return forward
+# The engines (bench.gpu has xlmr_np's and torch's)
 
 
 def transformers_forward(params, config, torch, device):
@@ -183,41 +125,13 @@ def transformers_forward(params, config, torch, device):
 # The check
 
 
-def timed(forward, pairs, size, pad_id, repeats, sync) -> float:
-    """docs/s: median over `repeats` passes over every pair, after one warm-up pass."""
-    score(forward, pairs, size, pad_id)
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        score(forward, pairs, size, pad_id)
-        sync()
-        times.append(time.perf_counter() - start)
-    return len(pairs) / statistics.median(times)
-
-
-def environment(args, torch, cupy) -> dict:
-    env = {
-        "device": "DRY RUN: array-api-strict and torch on the CPU, no GPU figures" if args.dry_run else "cuda",
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "torch float32 matmul TF32": bool(torch.backends.cuda.matmul.allow_tf32),
-    }
-    if cupy is not None:
-        from xlmr_np.device import tf32_in_force
-
-        props = cupy.cuda.runtime.getDeviceProperties(0)
-        name = props["name"]
-        env.update(
-            {
-                "gpu": name.decode() if isinstance(name, bytes) else str(name),
-                "cupy": cupy.__version__,
-                "cuda runtime": cupy.cuda.runtime.runtimeGetVersion(),
-                "cupy float32 2-D products TF32": tf32_in_force(),
-            }
+def environment(args, torch) -> dict:
+    env = {"python": platform.python_version(), "numpy": np.__version__}
+    if args.dry_run:
+        return dict(
+            env, device="DRY RUN: array-api-strict and torch on the CPU, no GPU figures", torch=torch.__version__
         )
-    return env
+    return dict(env, **gpu_environment(torch))
 
 
 def check(args) -> dict:
@@ -226,53 +140,33 @@ def check(args) -> dict:
     if args.dry_run:
         from xlmr_np.testing import strict_array_api
 
-        xp, where, cupy, gpu = strict_array_api(), None, None, "cpu"
+        xp, where, device = strict_array_api(), None, "cpu"
 
         def sync():
             pass
     else:
-        import cupy
-
         from xlmr_np.device import device_namespace
 
         xp, where = device_namespace("cuda")  # CuPy, the GPU, float32 products in float32
-        gpu = "cuda"
-        torch.backends.cuda.matmul.allow_tf32 = False  # torch's float32 in float32 too (its default)
-        torch.backends.cudnn.allow_tf32 = False
-
-        def sync():
-            cupy.cuda.runtime.deviceSynchronize()
-            torch.cuda.synchronize()
+        device, sync = "cuda", gpu_sync(torch)
+        float32_in_float32(torch)
 
     params32, params64, config = load_model(args)
-    pad = config.pad_token_id
+    pad, size = config.pad_token_id, args.batch_size
     pairs = documents(args, config)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    report: dict = {"environment": environment(args, torch, cupy), "settings": vars(args) | {"model": str(args.model)}}
-    report["settings"]["out"] = str(args.out)
-    report["settings"]["pairs tokens"] = int(sum(len(p) for p in pairs))
+    report: dict = {"environment": environment(args, torch), "settings": dict(vars(args), model=str(args.model))}
+    report["settings"].update(out=str(args.out), tokens_total=int(sum(len(p) for p in pairs)))
 
     log("float64 truth (the CPU engine in float64)")
-    truth = score(lambda i, m: engine.forward(params64, config, i, m)[:, 0], pairs, args.batch_size, pad)
+    truth = score(engine_forward(params64, config), pairs, size, pad)
     log("the CPU engine, float32")
-    cpu32 = score(lambda i, m: engine.forward(params32, config, i, m)[:, 0], pairs, args.batch_size, pad)
+    cpu32 = score(engine_forward(params32, config), pairs, size, pad)
 
     log("weights to the device")
-    on32, on64 = to_namespace(params32, xp, where), to_namespace(params64, xp, where)
-
-    def device_engine(params):
-        return lambda i, m: to_numpy(engine.forward(params, config, i, m))[:, 0]
-
-    engines = {
-        "xlmr_np engine, float32": device_engine(on32),
-        "xlmr_np engine, float64": device_engine(on64),
-        "torch sdpa, float32": torch_forward(params32, config, torch, gpu, torch.float32),
-        "torch sdpa, float16": torch_forward(params32, config, torch, gpu, torch.float16),
-        "torch sdpa, bfloat16": torch_forward(params32, config, torch, gpu, torch.bfloat16),
-    }
-    if args.dry_run:  # half precision matmuls on a CPU are slow or missing: the plumbing is the same
-        del engines["torch sdpa, float16"]
-    hf = transformers_forward(params32, config, torch, gpu)
+    engines = gpu_engines(params32, config, xp, where, torch, device, half=not args.dry_run)  # no CPU float16
+    engines["xlmr_np engine, float64"] = engine_forward(to_namespace(params64, xp, where), config)
+    hf = transformers_forward(params32, config, torch, device)
     if hf is not None:
         engines["transformers sdpa, float32"] = hf
 
@@ -284,21 +178,21 @@ def check(args) -> dict:
     ]
     for name, forward in engines.items():
         log(name)
-        logits = score(forward, pairs, args.batch_size, pad)
+        logits = score(forward, pairs, size, pad)
         rows.append(
             {
                 "engine": name,
                 "max |logit - float64 truth|": float(np.abs(logits - truth).max()),
                 "max |logit - CPU engine float32|": float(np.abs(logits - cpu32).max()),
-                "docs/s": timed(forward, pairs, args.batch_size, pad, args.repeats, sync),
+                "docs/s": docs_per_s(forward, pairs, size, pad, args.repeats, sync),
             }
         )
     report["agreement and speed"] = rows
 
     log("batch independence and repeatability on the device")
     forward = engines["xlmr_np engine, float32"]
-    whole = score(forward, pairs, args.batch_size, pad)
-    again = score(forward, pairs, args.batch_size, pad)
+    whole = score(forward, pairs, size, pad)
+    again = score(forward, pairs, size, pad)
     alone = score(forward, pairs, 1, pad)
     sevens = score(forward, pairs, 7, pad)
     report["exactness on the device"] = {
@@ -317,7 +211,7 @@ def markdown(report) -> str:
     s = report["settings"]
     lines += [
         "",
-        f"{s['documents']} documents of about {s['tokens']} tokens ({s['pairs tokens']:,} tokens), batches of "
+        f"{s['documents']} documents of about {s['tokens']} tokens ({s['tokens_total']:,} tokens), batches of "
         f"{s['batch_size']}, longest first; model {s['model'] if s['model'] != 'None' else 'random'}; median of "
         f"{s['repeats']} passes; tokenization excluded.",
         "",
