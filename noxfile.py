@@ -1,7 +1,10 @@
 """Developer sessions, each in a fresh virtual environment:
 
-    nox -s tests        the whole suite; a missing torch/transformers fails instead of skipping
-    nox -s tests-fast   without torch, transformers or matplotlib: the tests that need them skip, saying why
+    nox -s tests        the three tiers, as CI runs them; a missing torch/transformers fails instead of skipping
+    nox -s unit         the unit tier (what `python -m pytest -q` runs): about a minute
+    nox -s integration  the CLI as a subprocess, servers, notebooks, executors, ONNX, bench, the README as run
+    nox -s parity       everything compared against torch and transformers, the full-size models included
+    nox -s tests-fast   every tier without torch, transformers or matplotlib: what needs them skips, saying why
     nox -s notebooks    execute every notebook and check its committed .ipynb against its .py source
     nox -s fuzz         the fuzz harness with 50 times CI's budget and fresh random inputs (minutes)
     nox -s attacks      the server's attack tests with the floods (1,024 connections, 30 clients that never
@@ -20,10 +23,29 @@ import nox
 nox.options.sessions = ["lint", "tests"]
 
 
+# each tier in its own pytest process, as .ci/run runs them (tests/conftest.py defines the tiers)
+TIERS = {"unit": [], "integration": ["-m", "integration"], "parity": ["-m", "parity"]}
+CI_ENV = {"XLMR_NP_REQUIRE_TORCH": "1", "XLMR_NP_MAX_RSS_MB": "3072"}
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", "-q", *session.posargs, env={"XLMR_NP_REQUIRE_TORCH": "1"})
+    for selection in TIERS.values():
+        session.run("python", "-m", "pytest", "-q", *selection, *session.posargs, env=CI_ENV)
+
+
+def tier_session(name: str, selection: list[str]) -> None:
+    """`nox -s <name>`: one tier alone."""
+
+    @nox.session(name=name)
+    def run_tier(session: nox.Session) -> None:
+        session.install("-e", ".[test]")
+        session.run("python", "-m", "pytest", "-q", *selection, *session.posargs, env=CI_ENV)
+
+
+for name, selection in TIERS.items():
+    tier_session(name, selection)
 
 
 @nox.session(name="tests-fast")
@@ -31,7 +53,7 @@ def tests_fast(session: nox.Session) -> None:
     session.install("-e", ".[test-fast]")
     absent = "import importlib.util as u; m = [m for m in ('torch', 'transformers', 'matplotlib') if u.find_spec(m)]"
     session.run("python", "-c", f"{absent}; assert not m, f'{{m}} installed: this session tests without them'")
-    session.run("python", "-m", "pytest", "-q", *session.posargs, env={"XLMR_NP_REQUIRE_TORCH": "0"})
+    session.run("python", "-m", "pytest", "-q", "-m", "", *session.posargs, env={"XLMR_NP_REQUIRE_TORCH": "0"})
 
 
 @nox.session

@@ -9,8 +9,9 @@ import shutil
 import subprocess
 import sys
 import threading
-from functools import cache
 from pathlib import Path
+
+from helpers import load
 
 from xlmr_np.testing import add_snapshot
 
@@ -80,9 +81,19 @@ class ServerProcess:
         return Path(self.stderr_path).read_text()
 
 
-@cache
 def reranker_in_process(model_dir):
-    """The model loaded once per test session (loading the tokenizer takes seconds), for expected answers."""
-    from xlmr_np import Reranker
+    """The model loaded in this process (helpers.load: once while among the last 8 used), for the answers a
+    subprocess must give."""
+    return load(model_dir)
 
-    return Reranker.from_pretrained(model_dir)
+
+def serve_with_key(model_dir, tmp_path_factory, key: str, *options):
+    """Yield the URL of `xlmr-np serve` on model_dir under the hub name HUB_REPO, `key` required (from
+    XLMR_NP_API_KEY), offline; stop it after. For a module-scoped fixture: `yield from serve_with_key(...)`."""
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = dict(os.environ, XLMR_NP_API_KEY=key, HF_HUB_OFFLINE="1")
+    process = ServerProcess(["--model", str(model_dir), "--served-model-name", HUB_REPO, *options], env, log)
+    try:
+        yield process.wait_ready()
+    finally:
+        process.stop()

@@ -85,6 +85,7 @@ def test_bad_arguments_exit_2(capsys):
     assert "must be positive" in capsys.readouterr().err
 
 
+@pytest.mark.integration  # the benchmark end to end, against torch
 def test_full_run_on_the_tiny_model_writes_table_json_and_chart(tiny_model, tmp_path):
     """Every workload and figure end to end, xlmr_np against torch, with one repeat and cold starts."""
     try:

@@ -19,27 +19,25 @@ import uuid
 from pathlib import Path
 
 import pytest
-import test_eval as ev
+from helpers import evaluate, hub_path, make_rows, write_parquet
 
 from xlmr_np.cli import main
 from xlmr_np.cmteb import TASKS, results, score_cache
 from xlmr_np.cmteb.score_cache import RECORD, _read_header
 from xlmr_np.errors import CacheError, OutputError
 
-# the fixtures of the evaluation tests: parquet files in an offline hub cache, the tiny model loaded once
-pq, hub, fast_load, model_dir = ev.pq, ev.hub, ev.fast_load, ev.model_dir
 TASK = TASKS["CMedQAv1-reranking"]
 
 
 @pytest.fixture
 def dataset(pq, hub):
-    ev.write_parquet(pq, ev.hub_path(hub, TASK), ev.make_rows(7, 30))
+    write_parquet(pq, hub_path(hub, TASK), make_rows(7, 30))
 
 
 @pytest.fixture
-def reference(dataset, model_dir, tmp_path, fast_load):
+def reference(dataset, tiny_dir, tmp_path):
     """The results of an uninterrupted run, in a cache of their own."""
-    return ev.run(model_dir, tmp_path, "reference", cache_dir=tmp_path / "reference-cache")["results"]
+    return evaluate(tiny_dir, tmp_path, "reference", cache_dir=tmp_path / "reference-cache")["results"]
 
 
 def scores_file(cache: Path) -> Path:
@@ -52,35 +50,35 @@ def records_after_header(path: Path) -> float:
     return (len(data) - _read_header(data, path)[1]) / RECORD.size
 
 
-def test_score_file_path_is_a_directory(reference, model_dir, tmp_path, fast_load):
-    ev.run(model_dir, tmp_path, max_queries=5)
+def test_score_file_path_is_a_directory(reference, tiny_dir, tmp_path):
+    evaluate(tiny_dir, tmp_path, max_queries=5)
     path = scores_file(tmp_path / "cache")
     path.unlink()
     path.mkdir()
     with pytest.raises(CacheError, match=r"a directory is where a score file should be.*\(.*scores-all.bin\)"):
-        ev.run(model_dir, tmp_path)
+        evaluate(tiny_dir, tmp_path)
     path.rmdir()
-    assert ev.run(model_dir, tmp_path)["results"] == reference
+    assert evaluate(tiny_dir, tmp_path)["results"] == reference
 
 
-def test_cache_dir_is_a_file(dataset, model_dir, tmp_path, fast_load):
+def test_cache_dir_is_a_file(dataset, tiny_dir, tmp_path):
     (tmp_path / "cache").write_text("not a directory")
     with pytest.raises(CacheError, match="cannot use the score cache: Not a directory"):
-        ev.run(model_dir, tmp_path)
+        evaluate(tiny_dir, tmp_path)
 
 
-def test_cache_dir_holds_a_file_where_the_task_directory_goes(dataset, model_dir, tmp_path, fast_load):
-    ev.run(model_dir, tmp_path, max_queries=5)
+def test_cache_dir_holds_a_file_where_the_task_directory_goes(dataset, tiny_dir, tmp_path):
+    evaluate(tiny_dir, tmp_path, max_queries=5)
     task_dir = scores_file(tmp_path / "cache").parent
     shutil.rmtree(task_dir)
     task_dir.write_text("in the way")
     with pytest.raises(CacheError, match="a file is where the cache directory should be"):
-        ev.run(model_dir, tmp_path)
+        evaluate(tiny_dir, tmp_path)
 
 
-def test_permission_denied_on_the_score_file_is_a_cache_error(reference, model_dir, tmp_path, fast_load, monkeypatch):
+def test_permission_denied_on_the_score_file_is_a_cache_error(reference, tiny_dir, tmp_path, monkeypatch):
     """What an immutable file (chattr +i) gives a writer: EPERM on open for writing."""
-    ev.run(model_dir, tmp_path, max_queries=5)
+    evaluate(tiny_dir, tmp_path, max_queries=5)
     real_open = score_cache.os.open
 
     def refuse(path, flags, *args):
@@ -90,9 +88,9 @@ def test_permission_denied_on_the_score_file_is_a_cache_error(reference, model_d
 
     monkeypatch.setattr(score_cache.os, "open", refuse)
     with pytest.raises(CacheError, match=r"Operation not permitted \(an immutable file or directory\?"):
-        ev.run(model_dir, tmp_path)
+        evaluate(tiny_dir, tmp_path)
     monkeypatch.setattr(score_cache.os, "open", real_open)
-    assert ev.run(model_dir, tmp_path)["results"] == reference
+    assert evaluate(tiny_dir, tmp_path)["results"] == reference
 
 
 def chattr(flag: str, path: Path) -> bool:
@@ -100,9 +98,10 @@ def chattr(flag: str, path: Path) -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.integration  # chattr / mount in a subprocess
 @pytest.mark.parametrize("target", ["file", "directory"])
-def test_immutable_score_file_or_directory(reference, model_dir, tmp_path, fast_load, target):
-    ev.run(model_dir, tmp_path, max_queries=5)
+def test_immutable_score_file_or_directory(reference, tiny_dir, tmp_path, target):
+    evaluate(tiny_dir, tmp_path, max_queries=5)
     path = scores_file(tmp_path / "cache")
     if target == "directory":  # a new writer (a shard) must create its file in an immutable directory
         path = path.parent
@@ -110,13 +109,13 @@ def test_immutable_score_file_or_directory(reference, model_dir, tmp_path, fast_
         pytest.skip("chattr +i needs root and a file system with attributes")
     try:
         with pytest.raises(CacheError, match=r"Operation not permitted \(an immutable file or directory\?"):
-            ev.run(model_dir, tmp_path, shard=(0, 2) if target == "directory" else None)
+            evaluate(tiny_dir, tmp_path, shard=(0, 2) if target == "directory" else None)
     finally:
         chattr("-i", path)
-    assert ev.run(model_dir, tmp_path)["results"] == reference
+    assert evaluate(tiny_dir, tmp_path)["results"] == reference
 
 
-def test_disk_full_during_a_write_keeps_every_whole_batch(reference, model_dir, tmp_path, fast_load, monkeypatch):
+def test_disk_full_during_a_write_keeps_every_whole_batch(reference, tiny_dir, tmp_path, monkeypatch):
     """The fourth write() stores half its bytes and the fifth fails with ENOSPC, as a filling disk does."""
     real_write = score_cache.os.write
     calls = []
@@ -135,11 +134,11 @@ def test_disk_full_during_a_write_keeps_every_whole_batch(reference, model_dir, 
         match=r"cannot record scores: No space left on device; the [\d,]+ scores "
         r"recorded before are kept",
     ):
-        ev.run(model_dir, tmp_path)
+        evaluate(tiny_dir, tmp_path)
     path = scores_file(tmp_path / "cache")
     assert records_after_header(path) == sum(calls[:3]) / RECORD.size  # rolled back to the last whole batch
     monkeypatch.setattr(score_cache.os, "write", real_write)
-    assert ev.run(model_dir, tmp_path)["results"] == reference
+    assert evaluate(tiny_dir, tmp_path)["results"] == reference
 
 
 @contextlib.contextmanager
@@ -160,23 +159,24 @@ def small_tmpfs(path: Path, size: str):
         subprocess.run(["umount", str(path)], check=True)
 
 
-def test_real_full_disk(reference, model_dir, tmp_path, fast_load):
+@pytest.mark.integration  # chattr / mount in a subprocess
+def test_real_full_disk(reference, tiny_dir, tmp_path):
     """A 4 KiB tmpfs holds the header and about 150 of the run's records; then ENOSPC."""
     with small_tmpfs(tmp_path / "full", "4k") as full:
         with pytest.raises(CacheError, match="No space left on device"):
-            ev.run(model_dir, tmp_path, cache_dir=full)
+            evaluate(tiny_dir, tmp_path, cache_dir=full)
         kept = records_after_header(scores_file(full))
         assert kept == int(kept) and kept > 0
         shutil.copytree(full, tmp_path / "moved", symlinks=True)
-    assert ev.run(model_dir, tmp_path, cache_dir=tmp_path / "moved")["results"] == reference
+    assert evaluate(tiny_dir, tmp_path, cache_dir=tmp_path / "moved")["results"] == reference
 
 
-def test_out_naming_a_file_fails_before_any_scoring(dataset, model_dir, tmp_path, fast_load, capsys):
+def test_out_naming_a_file_fails_before_any_scoring(dataset, tiny_dir, tmp_path, capsys):
     (tmp_path / "results").write_text("a file")
     argv = [
         "eval",
         "--model",
-        str(model_dir),
+        str(tiny_dir),
         "--task",
         TASK.name,
         "--score-cache",
@@ -192,7 +192,7 @@ def test_out_naming_a_file_fails_before_any_scoring(dataset, model_dir, tmp_path
     assert not (tmp_path / "cache").exists()
 
 
-def test_results_write_failing_says_the_scores_are_cached(dataset, model_dir, tmp_path, fast_load, monkeypatch):
+def test_results_write_failing_says_the_scores_are_cached(dataset, tiny_dir, tmp_path, monkeypatch):
     def full(*args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -201,7 +201,7 @@ def test_results_write_failing_says_the_scores_are_cached(dataset, model_dir, tm
         OutputError,
         match="cannot write results.json: No space left on device; the scores are cached, rerun the same command",
     ):
-        ev.run(model_dir, tmp_path, stream=io.StringIO())
+        evaluate(tiny_dir, tmp_path, stream=io.StringIO())
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # no temporary file left behind
 
 

@@ -2,7 +2,7 @@
 exit status 2 for usage errors and 1 for failures; and the regressions the line readers, -o, the
 argument checks and the shared input rules once had.
 
-The model is the tiny random one, loaded once per (max_length, truncation) for the whole module.
+The model is the unit tier's tiny random one (numpy weights, the small tokenizer), loaded by each call.
 """
 
 from __future__ import annotations
@@ -25,28 +25,11 @@ from xlmr_np.errors import OutputError
 from xlmr_np.serve.errors import ApiError
 from xlmr_np.tokenizer import CLIP_WORD_CHARS
 
-_loaded: dict = {}
-
 
 @pytest.fixture
-def model(tiny_model, monkeypatch):
-    """The tiny model's directory; Reranker.from_pretrained remembers what it loaded (or raised) per
-    setting, so that each CLI call costs milliseconds instead of the tokenizer's seconds."""
-    real = Reranker.from_pretrained.__func__
-
-    def from_pretrained(cls, path, **kwargs):
-        key = (str(path), kwargs.get("max_length"), kwargs.get("truncation"), kwargs.get("mmap"))
-        if key not in _loaded:
-            try:
-                _loaded[key] = real(cls, path, **kwargs)
-            except Exception as e:
-                _loaded[key] = e
-        if isinstance(_loaded[key], Exception):
-            raise _loaded[key]
-        return _loaded[key]
-
-    monkeypatch.setattr(Reranker, "from_pretrained", classmethod(from_pretrained))
-    return str(tiny_model[0])
+def model(tiny_dir):
+    """The tiny numpy model's directory (the small tokenizer: each CLI call loads it in milliseconds)."""
+    return str(tiny_dir)
 
 
 def cli(argv, stdin: bytes = b"") -> tuple[int, str, str]:
@@ -173,10 +156,11 @@ def test_undecodable_document_argument(model):
     )
 
 
-def test_bad_utf8_bytes_in_real_command_line_arguments(tiny_model):
+@pytest.mark.integration  # a subprocess
+def test_bad_utf8_bytes_in_real_command_line_arguments(tiny_dir):
     """Through exec(), as a shell passes them: Python turns byte 0xff into U+DCFF (surrogateescape)."""
     done = subprocess.run(
-        [xlmr_np_command(), b"rerank", b"--model", os.fsencode(tiny_model[0]), b"q\xff", b"d"],
+        [xlmr_np_command(), b"rerank", b"--model", os.fsencode(tiny_dir), b"q\xff", b"d"],
         capture_output=True,
         timeout=120,
     )
@@ -302,7 +286,7 @@ def test_jsonl_nested_too_deeply(model):
 # -o: checked before the scoring, written whole or not at all
 
 
-def test_output_into_a_missing_directory_fails_before_loading_the_model(tmp_path, tiny_model):
+def test_output_into_a_missing_directory_fails_before_loading_the_model(tmp_path, tiny_dir):
     pairs = tmp_path / "p.tsv"
     pairs.write_text("q\td\n")
     missing = tmp_path / "nowhere" / "out.txt"
@@ -393,7 +377,8 @@ def test_long_query_beside_a_long_document(model):
     assert encoded.ids[:5] == reranker.tokenizer.encode([(query[:100], document)])[0].ids[:5]
 
 
-def test_score_on_a_5mb_line_stays_within_bounded_memory(tmp_path, tiny_model):
+@pytest.mark.integration  # a subprocess
+def test_score_on_a_5mb_line_stays_within_bounded_memory(tmp_path, tiny_dir):
     """Peak RSS of `xlmr-np score` on one 5 MB line, against the same command on a one-word line."""
     big = tmp_path / "big.tsv"
     rng = np.random.default_rng(1)
@@ -408,7 +393,7 @@ def test_score_on_a_5mb_line_stays_within_bounded_memory(tmp_path, tiny_model):
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
         )
         done = subprocess.run(
-            [sys.executable, "-c", script, xlmr_np_command(), "score", "--model", str(tiny_model[0]), str(path)],
+            [sys.executable, "-c", script, xlmr_np_command(), "score", "--model", str(tiny_dir), str(path)],
             capture_output=True,
             text=True,
             timeout=300,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from helpers import write_model
 
 from xlmr_np import Reranker, sigmoid64
 from xlmr_np.cli import main
-from xlmr_np.random_model import write_random_model
 from xlmr_np.tracing import inspect_pair
 
 QUERY, DOCUMENT = "capital of France", "Paris is the capital of France. Bananas are yellow."
@@ -14,8 +14,7 @@ QUERY, DOCUMENT = "capital of France", "Paris is the capital of France. Bananas 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny")
-    return str(write_random_model(directory / "m", std=0.2, seed=2))
+    return str(write_model(tmp_path_factory.mktemp("tiny"), seed=2))
 
 
 def test_prints_logit_score_layer_table_and_attribution(model_dir, capsys):

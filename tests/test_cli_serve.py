@@ -16,6 +16,8 @@ from processes import offline_hub, reranker_in_process, run
 
 from xlmr_np import sigmoid64
 
+pytestmark = pytest.mark.integration
+
 QUERY = "capital of France"
 README_DOCS = ["Paris is the capital of France.", "Bananas are yellow."]
 LONG_DOC = " ".join(f"sentence {i} is about something else." for i in range(12))

@@ -10,65 +10,38 @@ LangChain and LlamaIndex, heavier, are in tests/test_clients_frameworks.py (`nox
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
-from processes import HUB_REPO, ServerProcess, reranker_in_process
+from helpers import ATOL, DOCS, KEY, QUERY, check_ranking
+from processes import HUB_REPO, reranker_in_process, serve_with_key
 
 from xlmr_np.reranker import document_scores
-from xlmr_np.testing import assert_close, require
+from xlmr_np.testing import require
 from xlmr_np.tokenizer import EncodeOptions
 
-KEY = "client-key-3f9a1c"
-QUERY = "capital of France"
-DOCS = [
-    "Paris is the capital of France.",
-    "Bananas are yellow.",
-    "Berlin is the capital of Germany.",
-    "Der Eiffelturm steht in Paris.",
-]
+pytestmark = pytest.mark.integration
+
 LONG_DOC = "Paris is the capital of France. " + " ".join(f"Sentence {i} is about something else." for i in range(12))
-# The same code scores in both processes, and the scores have come out identical; but the server may batch
-# a request's sequences with another request's (other shapes, other BLAS blocking), so allow float32
-# rounding: 1e-6 on a sigmoid in (0, 1), far below the gaps between these documents' scores.
-ATOL = 1e-6
 
 
 def library(name: str):
     return require(name, f"the {name} client against xlmr-np serve")
 
 
-def serve(tiny_model, tmp_path_factory, *options):
-    """Yield the URL of `xlmr-np serve` on the tiny model under the hub name, key required; stop it after."""
-    log = tmp_path_factory.mktemp("client-server") / "server.log"
-    env = dict(os.environ, XLMR_NP_API_KEY=KEY, HF_HUB_OFFLINE="1")
-    process = ServerProcess(["--model", str(tiny_model[0]), "--served-model-name", HUB_REPO, *options], env, log)
-    try:
-        yield process.wait_ready()
-    finally:
-        process.stop()
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
-    yield from serve(tiny_model, tmp_path_factory)
+    yield from serve_with_key(tiny_model[0], tmp_path_factory, KEY)
 
 
 @pytest.fixture(scope="module")
 def private_server(tiny_model, tmp_path_factory):
     """With --private-health: /health and /info need the key too."""
-    yield from serve(tiny_model, tmp_path_factory, "--private-health")
+    yield from serve_with_key(tiny_model[0], tmp_path_factory, KEY, "--private-health")
 
 
 @pytest.fixture(scope="module")
 def reranker(tiny_model):
     return reranker_in_process(tiny_model[0])
-
-
-def check_ranking(name: str, indices, scores, want: list[dict]) -> None:
-    """A client's ranking (indices best first) and scores against the Python API's results."""
-    assert list(indices) == [r["index"] for r in want], f"{name}: order {list(indices)}"
-    assert_close(f"{name} relevance_score", scores, [r["relevance_score"] for r in want], atol=ATOL)
 
 
 # --- cohere -------------------------------------------------------------------------------------------

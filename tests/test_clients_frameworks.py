@@ -12,8 +12,10 @@ import importlib
 import os
 
 import pytest
-from processes import HUB_REPO, ServerProcess, reranker_in_process
-from test_clients import DOCS, KEY, QUERY, check_ranking
+from helpers import DOCS, KEY, QUERY, check_ranking
+from processes import HUB_REPO, reranker_in_process, serve_with_key
+
+pytestmark = pytest.mark.integration
 
 
 def library(name: str):
@@ -37,13 +39,7 @@ def frameworks():
 
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
-    log = tmp_path_factory.mktemp("framework-server") / "server.log"
-    env = dict(os.environ, XLMR_NP_API_KEY=KEY, HF_HUB_OFFLINE="1")
-    process = ServerProcess(["--model", str(tiny_model[0]), "--served-model-name", HUB_REPO], env, log)
-    try:
-        yield process.wait_ready()
-    finally:
-        process.stop()
+    yield from serve_with_key(tiny_model[0], tmp_path_factory, KEY)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import write_model
 
 from xlmr_np import Reranker, engine, model
-from xlmr_np.testing import SAMPLE_PAIRS, build_model, diff_message
+from xlmr_np.testing import SAMPLE_PAIRS, diff_message
 from xlmr_np.tracing import Trace
 
 # (name, seed, overrides): the tiny test model, and odd sizes with more layers and two labels
@@ -25,11 +26,9 @@ MODELS = [
 
 
 @pytest.fixture(scope="module", params=MODELS, ids=[m[0] for m in MODELS])
-def directory(request, torch, tmp_path_factory):
+def directory(request, tmp_path_factory):
     name, seed, overrides = request.param
-    directory = tmp_path_factory.mktemp(name)
-    build_model(directory, seed=seed, init_std=0.2, **overrides)
-    return directory
+    return write_model(tmp_path_factory.mktemp(name), seed=seed, **overrides)
 
 
 def layer_by_layer(reranker, pairs):
@@ -57,8 +56,8 @@ def test_engine_agrees_with_the_reference_on_every_layer(directory, dtype, relat
         assert diff <= relative * scale, f"{name}: max |engine - reference| {diff:.3e} > {relative:g} * {scale:.3g}"
 
 
-def test_reranker_forward_runs_the_engine_unless_asked_for_attentions_or_a_trace(tiny_model):
-    reranker = Reranker.from_pretrained(tiny_model[0])
+def test_reranker_forward_runs_the_engine_unless_asked_for_attentions_or_a_trace(tiny_dir):
+    reranker = Reranker.from_pretrained(tiny_dir)
     batch = reranker.tokenize(SAMPLE_PAIRS)
     fast = engine.forward(reranker.params, reranker.config, batch.input_ids, batch.attention_mask)
     plain = model.forward(reranker.params, reranker.config, batch.input_ids, batch.attention_mask)
@@ -71,9 +70,9 @@ def test_reranker_forward_runs_the_engine_unless_asked_for_attentions_or_a_trace
         assert np.array_equal(reranker.forward(batch.input_ids, batch.attention_mask, **kwargs).logits, plain)
 
 
-def test_recording_does_not_change_the_reference(tiny_model):
+def test_recording_does_not_change_the_reference(tiny_dir):
     """record is a callback, not a branch: the logits are the same bits with and without a Trace."""
-    reranker = Reranker.from_pretrained(tiny_model[0])
+    reranker = Reranker.from_pretrained(tiny_dir)
     batch = reranker.tokenize(SAMPLE_PAIRS)
     trace = Trace()
     traced = model.forward(reranker.params, reranker.config, batch.input_ids, batch.attention_mask, trace)
@@ -83,8 +82,8 @@ def test_recording_does_not_change_the_reference(tiny_model):
     assert np.array_equal(trace["classifier.out_proj"], plain)
 
 
-def test_both_forwards_refuse_the_same_bad_batches(tiny_model):
-    reranker = Reranker.from_pretrained(tiny_model[0])
+def test_both_forwards_refuse_the_same_bad_batches(tiny_dir):
+    reranker = Reranker.from_pretrained(tiny_dir)
     ids = np.array([[1, 0, 5, 2]])  # left padding: the head's <s> is not first
     for forward in (model.forward, engine.forward):
         with pytest.raises(Exception, match=r"pairs \[0\] do not start with a real token"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import signal
 import subprocess
@@ -18,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import env_for, evaluate, hub_path, make_rows, write_model, write_parquet
+from processes import xlmr_np_command
 
-from xlmr_np.cmteb import TASKS, format_table, merge_shards, run_eval, scorer
+from xlmr_np.cmteb import TASKS, format_table, merge_shards, scorer
 from xlmr_np.cmteb.plan import make_plan
 from xlmr_np.cmteb.protocol import apply_protocol, read_rows
 from xlmr_np.cmteb.runner import Progress
@@ -27,103 +28,7 @@ from xlmr_np.cmteb.score_cache import RECORD, ScoreCache, _read_header, read_sco
 from xlmr_np.cmteb.shards import checksum
 from xlmr_np.cmteb.tasks import dataset_file, resolve_tasks
 from xlmr_np.errors import CacheError, CheckpointError, ConfigError, DatasetError, InputError, ShardError
-from xlmr_np.testing import build_model, require
-
-CJK = list(
-    "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可"
-    "她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三"
-    "已老从动两长知民样现实问题病医药"
-)
-XLMR_NP = Path(sys.executable).with_name("xlmr-np")
-
-
-@pytest.fixture(scope="module")
-def pq():
-    return require("pyarrow.parquet", "reading C-MTEB parquet files")  # in the test extra; a failure, not a skip, in CI
-
-
-@pytest.fixture
-def model_dir(tiny_model):
-    return tiny_model[0]
-
-
-def make_rows(seed: int, queries: int, max_docs: int = 12) -> dict:
-    """Columns query / positive / negative like the C-MTEB files, with the protocol's edge cases:
-    rows without positives, rows without negatives, a document repeated within a row."""
-    rng = np.random.default_rng(seed)
-
-    def text(lo, hi):
-        return "".join(rng.choice(CJK, size=int(rng.integers(lo, hi))))
-
-    rows = {"query": [], "positive": [], "negative": []}
-    for i in range(queries):
-        positives = [text(5, 60) for _ in range(0 if i % 7 == 3 else int(rng.integers(1, 4)))]
-        negatives = [text(5, 60) for _ in range(0 if i % 11 == 5 else int(rng.integers(1, max_docs)))]
-        if i % 13 == 0 and negatives:
-            negatives.append(negatives[0])  # a duplicate document: scored once, counted twice
-        rows["query"].append(text(3, 15))
-        rows["positive"].append(positives)
-        rows["negative"].append(negatives)
-    return rows
-
-
-def write_parquet(pq, path: Path, rows: dict) -> Path:
-    import pyarrow as pa
-
-    schema = pa.schema(
-        [("query", pa.string()), ("positive", pa.list_(pa.string())), ("negative", pa.list_(pa.string()))]
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(rows, schema=schema), path)
-    return path
-
-
-def hub_path(hub: Path, task) -> Path:
-    """Where huggingface-hub keeps the task's file at the pinned revision."""
-    return hub / f"datasets--{task.repo.replace('/', '--')}" / "snapshots" / task.revision / task.filename
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """An offline hub cache for in-process runs; `env` runs subprocesses against the same cache."""
-    import huggingface_hub.constants
-
-    path = tmp_path / "hub"
-    path.mkdir()
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(path))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return path
-
-
-def env_for(hub: Path) -> dict:
-    return dict(os.environ, HF_HUB_CACHE=str(hub), HF_HUB_OFFLINE="1")
-
-
-_loaded: dict = {}
-
-
-@pytest.fixture
-def fast_load(monkeypatch):
-    """Load each model once per session in this process (the tokenizer alone takes seconds to parse)."""
-    real = scorer.load_reranker
-
-    def load(model_dir, settings):
-        key = (model_dir, json.dumps(settings, sort_keys=True))
-        if key not in _loaded:
-            _loaded[key] = real(model_dir, settings)
-        return _loaded[key]
-
-    monkeypatch.setattr(scorer, "load_reranker", load)
-
-
-def run(model_dir, tmp_path, name="run", **kwargs):
-    """run_eval in this process with a quiet progress stream; returns its results."""
-    kwargs.setdefault("task_name", "CMedQAv1-reranking")
-    kwargs.setdefault("cache_dir", tmp_path / "cache")
-    kwargs.setdefault("batch_size", 4)
-    kwargs.setdefault("stream", io.StringIO())
-    return run_eval(model_dir, out_dir=tmp_path / name, **kwargs)
-
+from xlmr_np.testing import require
 
 # ----------------------------------------------------------------------------------------------------
 # Data and protocol
@@ -222,7 +127,7 @@ def test_a_reachable_hub_is_asked_for_what_the_cache_lacks(hub, monkeypatch, tmp
     assert asked == [True, False]  # the cache, then one download
 
 
-def test_data_dir_holds_the_files_the_hub_would_give(pq, hub, model_dir, tmp_path, fast_load, capsys):
+def test_data_dir_holds_the_files_the_hub_would_give(pq, hub, tiny_dir, tmp_path, capsys):
     from xlmr_np.cli import main
     from xlmr_np.cmteb.synthetic import AVERAGE_CHARS, synthetic_rows
 
@@ -236,21 +141,21 @@ def test_data_dir_holds_the_files_the_hub_would_give(pq, hub, model_dir, tmp_pat
     assert (len(rows["query"][0]), len(rows["negative"][0][0])) == tuple(round(n) for n in AVERAGE_CHARS[task.name])
     assert all("\u4e00" <= ch <= "\u9fa5" for ch in rows["query"][0] + rows["positive"][0][0])
     assert synthetic_rows(task, 7, 5, seed=1) != rows
-    from_dir = run(model_dir, tmp_path, "dir", data_dir=tmp_path / "data")["results"]["tasks"]
+    from_dir = evaluate(tiny_dir, tmp_path, "dir", data_dir=tmp_path / "data")["results"]["tasks"]
     write_parquet(pq, hub_path(hub, task), rows)
-    assert run(model_dir, tmp_path, "hub", cache_dir=tmp_path / "c2")["results"]["tasks"] == from_dir
+    assert evaluate(tiny_dir, tmp_path, "hub", cache_dir=tmp_path / "c2")["results"]["tasks"] == from_dir
     with pytest.raises(DatasetError, match=r"CMedQAv2-reranking/data/test-\S+\.parquet: no such file\. Get it"):
-        run(model_dir, tmp_path, "missing", task_name="CMedQAv2-reranking", data_dir=tmp_path / "data")
+        evaluate(tiny_dir, tmp_path, "missing", task_name="CMedQAv2-reranking", data_dir=tmp_path / "data")
 
 
 # ----------------------------------------------------------------------------------------------------
 # End to end
 
 
-def reference_result(model_dir, rows):
+def reference_result(tiny_dir, rows):
     """The metrics computed the way C-MTEB did: Reranker.compute_score per query, sklearn, mteb's MRR loop."""
     sklearn_metrics = require("sklearn.metrics", "metrics against sklearn")
-    reranker = scorer.load_reranker(model_dir, {"max_length": 512, "truncation": "longest_first", "dtype": "float32"})
+    reranker = scorer.load_reranker(tiny_dir, {"max_length": 512, "truncation": "longest_first", "dtype": "float32"})
     ap, rr = [], []
     for query, positives, negatives in zip(rows["query"], rows["positive"], rows["negative"]):
         if not positives or not negatives:
@@ -263,15 +168,16 @@ def reference_result(model_dir, rows):
     return 100 * np.mean(ap), 100 * np.mean(rr), len(ap)
 
 
-def test_cli_end_to_end(pq, hub, model_dir, tmp_path, fast_load):
+@pytest.mark.integration
+def test_cli_end_to_end(pq, hub, tiny_dir, tmp_path):
     task = TASKS["CMedQAv1-reranking"]
     rows = make_rows(2, 30)
     write_parquet(pq, hub_path(hub, task), rows)
     command = [
-        str(XLMR_NP),
+        xlmr_np_command(),
         "eval",
         "--model",
-        str(model_dir),
+        str(tiny_dir),
         "--task",
         task.name,
         "--batch-size",
@@ -285,7 +191,7 @@ def test_cli_end_to_end(pq, hub, model_dir, tmp_path, fast_load):
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     (result,) = results["tasks"]
-    expected_map, expected_mrr, queries = reference_result(model_dir, rows)
+    expected_map, expected_mrr, queries = reference_result(tiny_dir, rows)
     assert result["queries"] == queries == len(result["per_query"])
     assert result["pairs"] == sum(len(p) + len(n) for p, n in zip(rows["positive"], rows["negative"]) if p and n)
     assert result["map"] == pytest.approx(expected_map, abs=1e-9)
@@ -306,41 +212,42 @@ def test_cli_end_to_end(pq, hub, model_dir, tmp_path, fast_load):
     assert "pairs/s" in done.stderr and "ETA" in done.stderr
 
 
-def test_revision_picks_the_hub_snapshot_of_the_model(pq, hub, model_dir, tmp_path, fast_load):
+def test_revision_picks_the_hub_snapshot_of_the_model(pq, hub, tiny_dir, tmp_path):
     from xlmr_np.errors import HubError
     from xlmr_np.testing import add_snapshot
 
     write_parquet(pq, hub_path(hub, TASKS["CMedQAv1-reranking"]), make_rows(5, 6))
-    snapshot = add_snapshot(hub, "org/tiny-reranker", model_dir, "1" * 40, refs=("v1",))  # a tag, no main
+    snapshot = add_snapshot(hub, "org/tiny-reranker", tiny_dir, "1" * 40, refs=("v1",))  # a tag, no main
     with pytest.raises(HubError, match=r"org/tiny-reranker \(revision main\)"):
-        run("org/tiny-reranker", tmp_path, "main")
-    done = run("org/tiny-reranker", tmp_path, "v1", revision="v1")
+        evaluate("org/tiny-reranker", tmp_path, "main")
+    done = evaluate("org/tiny-reranker", tmp_path, "v1", revision="v1")
     assert done["results"]["model"] == str(snapshot)
-    assert done["results"]["tasks"] == run(model_dir, tmp_path, "dir")["results"]["tasks"]
+    assert done["results"]["tasks"] == evaluate(tiny_dir, tmp_path, "dir")["results"]["tasks"]
 
 
-def test_finished_run_rescores_from_the_cache_without_the_model(pq, hub, model_dir, tmp_path, fast_load, monkeypatch):
+def test_finished_run_rescores_from_the_cache_without_the_model(pq, hub, tiny_dir, tmp_path, monkeypatch):
     write_parquet(pq, hub_path(hub, TASKS["CMedQAv1-reranking"]), make_rows(3, 20))
-    first = run(model_dir, tmp_path, "first")["results"]
+    first = evaluate(tiny_dir, tmp_path, "first")["results"]
 
     def no_model(*args):
         raise AssertionError("the model was loaded although every score is cached")
 
     monkeypatch.setattr(scorer, "load_reranker", no_model)
     progress = io.StringIO()
-    assert run(model_dir, tmp_path, "second", stream=progress)["results"] == first
+    assert evaluate(tiny_dir, tmp_path, "second", stream=progress)["results"] == first
     assert progress.getvalue() == "every score is in the cache: nothing to compute\n"
 
 
-def test_interrupted_run_resumes_to_the_uninterrupted_result(pq, hub, model_dir, tmp_path, fast_load):
+@pytest.mark.integration
+def test_interrupted_run_resumes_to_the_uninterrupted_result(pq, hub, tiny_dir, tmp_path):
     task = TASKS["CMedQAv2-reranking"]
     write_parquet(pq, hub_path(hub, task), make_rows(4, 150, max_docs=20))
     cache = tmp_path / "cache"
     command = [
-        str(XLMR_NP),
+        xlmr_np_command(),
         "eval",
         "--model",
-        str(model_dir),
+        str(tiny_dir),
         "--task",
         task.name,
         "--batch-size",
@@ -368,8 +275,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(pq, hub, model_dir,
     with open(scores_file, "ab") as f:
         f.write(b"\x01" * (RECORD.size // 2))  # a record cut short, as a kill during write() leaves it
 
-    reference = run(
-        model_dir, tmp_path, "uninterrupted", task_name=task.name, batch_size=2, cache_dir=tmp_path / "fresh-cache"
+    reference = evaluate(
+        tiny_dir, tmp_path, "uninterrupted", task_name=task.name, batch_size=2, cache_dir=tmp_path / "fresh-cache"
     )["results"]
     done = subprocess.run(command, env=env_for(hub), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -393,17 +300,17 @@ def all_tasks(pq, hub):
     return hub
 
 
-def shard_files(model_dir, tmp_path, n, **kwargs):
+def shard_files(tiny_dir, tmp_path, n, **kwargs):
     files = []
     for i in range(n):
-        done = run(model_dir, tmp_path, f"shard{i}", shard=(i, n), cache_dir=tmp_path / f"cache{i}", **kwargs)
+        done = evaluate(tiny_dir, tmp_path, f"shard{i}", shard=(i, n), cache_dir=tmp_path / f"cache{i}", **kwargs)
         files += done["files"]
     return files
 
 
-def test_merged_shards_equal_one_run(all_tasks, model_dir, tmp_path, fast_load):
-    one = run(model_dir, tmp_path, "one", task_name="all", cache_dir=tmp_path / "one-cache")["results"]
-    files = shard_files(model_dir, tmp_path, 3, task_name="all")
+def test_merged_shards_equal_one_run(all_tasks, tiny_dir, tmp_path):
+    one = evaluate(tiny_dir, tmp_path, "one", task_name="all", cache_dir=tmp_path / "one-cache")["results"]
+    files = shard_files(tiny_dir, tmp_path, 3, task_name="all")
     assert [p.name for p in files[:2]] == ["T2Reranking.shard-0-of-3.json", "MMarcoReranking.shard-0-of-3.json"]
     merged = merge_shards(files[::-1], tmp_path / "merged")  # any order
     assert merged == one
@@ -416,7 +323,7 @@ def test_merged_shards_equal_one_run(all_tasks, model_dir, tmp_path, fast_load):
                 target = tmp_path / "shared" / directory.relative_to(tmp_path / f"cache{i}") / f.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(f.read_bytes())
-    evaluate_without_model = run(model_dir, tmp_path, "from-shards", task_name="all", cache_dir=tmp_path / "shared")
+    evaluate_without_model = evaluate(tiny_dir, tmp_path, "from-shards", task_name="all", cache_dir=tmp_path / "shared")
     assert evaluate_without_model["results"] == one
 
 
@@ -427,19 +334,20 @@ def rewrite(path: Path, change) -> None:
     path.write_text(json.dumps(data))
 
 
-def test_merge_refuses_incomplete_or_mismatched_shards(all_tasks, model_dir, tmp_path, fast_load):
-    files = shard_files(model_dir, tmp_path, 2, task_name="CMedQAv1-reranking")
+@pytest.mark.integration
+def test_merge_refuses_incomplete_or_mismatched_shards(all_tasks, tiny_dir, tmp_path):
+    files = shard_files(tiny_dir, tmp_path, 2, task_name="CMedQAv1-reranking")
     with pytest.raises(ShardError, match=r"shard\(s\) \[1\] of 2 missing"):
         merge_shards(files[:1], tmp_path / "m")
     with pytest.raises(ShardError, match="given twice"):
         merge_shards([files[0], files[0], files[1]], tmp_path / "m")
-    other = shard_files(model_dir, tmp_path / "b", 2, task_name="CMedQAv1-reranking", batch_size=3)
+    other = shard_files(tiny_dir, tmp_path / "b", 2, task_name="CMedQAv1-reranking", batch_size=3)
     with pytest.raises(ShardError, match="differ in batch_size"):
         merge_shards([files[0], other[1]], tmp_path / "m")
-    sampled = shard_files(model_dir, tmp_path / "s", 2, task_name="CMedQAv1-reranking", max_queries=5)
+    sampled = shard_files(tiny_dir, tmp_path / "s", 2, task_name="CMedQAv1-reranking", max_queries=5)
     with pytest.raises(ShardError, match="differ in sample"):
         merge_shards([files[0], sampled[1]], tmp_path / "m")
-    three = shard_files(model_dir, tmp_path / "t", 3, task_name="CMedQAv1-reranking")
+    three = shard_files(tiny_dir, tmp_path / "t", 3, task_name="CMedQAv1-reranking")
     with pytest.raises(ShardError, match="different numbers of parts"):
         merge_shards([files[0], files[1], three[2]], tmp_path / "m")
 
@@ -463,11 +371,14 @@ def test_merge_refuses_incomplete_or_mismatched_shards(all_tasks, model_dir, tmp
         merge_shards([files[0], cut], tmp_path / "m")
 
     done = subprocess.run(
-        [str(XLMR_NP), "merge", str(files[0]), "--out", str(tmp_path / "m")], capture_output=True, text=True, timeout=60
+        [xlmr_np_command(), "merge", str(files[0]), "--out", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1 and "xlmr-np merge: error:" in done.stderr and "missing" in done.stderr
     done = subprocess.run(
-        [str(XLMR_NP), "merge", *map(str, files), "--out", str(tmp_path / "m")],
+        [xlmr_np_command(), "merge", *map(str, files), "--out", str(tmp_path / "m")],
         capture_output=True,
         text=True,
         timeout=60,
@@ -480,16 +391,17 @@ def test_merge_refuses_incomplete_or_mismatched_shards(all_tasks, model_dir, tmp
 # The score cache
 
 
-def test_corrupted_or_foreign_cache_is_detected(pq, hub, model_dir, tmp_path, fast_load):
+@pytest.mark.integration
+def test_corrupted_or_foreign_cache_is_detected(pq, hub, tiny_dir, tmp_path):
     write_parquet(pq, hub_path(hub, TASKS["CMedQAv1-reranking"]), make_rows(5, 10))
-    good = run(model_dir, tmp_path)["results"]
+    good = evaluate(tiny_dir, tmp_path)["results"]
     (scores,) = (tmp_path / "cache").rglob("scores-all.bin")
     original = scores.read_bytes()
 
     def damaged(data: bytes, message: str) -> None:
         scores.write_bytes(data)
         with pytest.raises(CacheError, match=message):
-            run(model_dir, tmp_path)
+            evaluate(tiny_dir, tmp_path)
         scores.write_bytes(original)
 
     flipped = bytearray(original)
@@ -503,18 +415,18 @@ def test_corrupted_or_foreign_cache_is_detected(pq, hub, model_dir, tmp_path, fa
 
     # a cache of another task copied into this one's directory
     write_parquet(pq, hub_path(hub, TASKS["CMedQAv2-reranking"]), make_rows(6, 5))
-    run(model_dir, tmp_path, task_name="CMedQAv2-reranking")
+    evaluate(tiny_dir, tmp_path, task_name="CMedQAv2-reranking")
     (foreign,) = [p for p in (tmp_path / "cache").rglob("scores-all.bin") if p != scores]
     (scores.parent / "scores-copied.bin").write_bytes(foreign.read_bytes())
     message = r"scores of another run \(task='CMedQAv2-reranking', .*this run needs task='CMedQAv1-reranking'"
     with pytest.raises(CacheError, match=message):
-        run(model_dir, tmp_path)
+        evaluate(tiny_dir, tmp_path)
     done = subprocess.run(
         [
-            str(XLMR_NP),
+            xlmr_np_command(),
             "eval",
             "--model",
-            str(model_dir),
+            str(tiny_dir),
             "--task",
             "CMedQAv1-reranking",
             "--batch-size",
@@ -531,7 +443,7 @@ def test_corrupted_or_foreign_cache_is_detected(pq, hub, model_dir, tmp_path, fa
     )
     assert done.returncode == 1 and "xlmr-np eval: error:" in done.stderr and "scores-copied.bin" in done.stderr
     (scores.parent / "scores-copied.bin").unlink()
-    assert run(model_dir, tmp_path)["results"] == good
+    assert evaluate(tiny_dir, tmp_path)["results"] == good
 
 
 def test_one_writer_per_cache_file(tmp_path):
@@ -550,25 +462,26 @@ def test_one_writer_per_cache_file(tmp_path):
 # Sampling, workers, progress, errors
 
 
-def test_sample_with_bootstrap_interval(pq, hub, model_dir, tmp_path, fast_load):
+def test_sample_with_bootstrap_interval(pq, hub, tiny_dir, tmp_path):
     write_parquet(pq, hub_path(hub, TASKS["CMedQAv1-reranking"]), make_rows(7, 40))
-    (result,) = run(model_dir, tmp_path, "a", max_queries=12, seed=3)["results"]["tasks"]
+    (result,) = evaluate(tiny_dir, tmp_path, "a", max_queries=12, seed=3)["results"]["tasks"]
     sample = result["sample"]
     assert result["queries"] == 12 and sample["of_queries"] > 12 and sample["seed"] == 3
     assert sample["map_ci95"][0] <= result["map"] <= sample["map_ci95"][1]
     assert sample["mrr@10_ci95"][0] <= result["mrr@10"] <= sample["mrr@10_ci95"][1]
-    assert run(model_dir, tmp_path, "b", max_queries=12, seed=3)["results"]["tasks"][0] == result
-    other = run(model_dir, tmp_path, "c", max_queries=12, seed=4)["results"]["tasks"][0]
+    assert evaluate(tiny_dir, tmp_path, "b", max_queries=12, seed=3)["results"]["tasks"][0] == result
+    other = evaluate(tiny_dir, tmp_path, "c", max_queries=12, seed=4)["results"]["tasks"][0]
     assert [q["row"] for q in other["per_query"]] != [q["row"] for q in result["per_query"]]
     table = format_table({"tasks": [result]})
     assert "MAP 95% CI" in table and f"[{sample['map_ci95'][0]:.2f}, {sample['map_ci95'][1]:.2f}]" in table
     assert "12 of" in table and "(seed 3)" in table
 
 
-def test_workers_give_the_single_process_result(pq, hub, model_dir, tmp_path, fast_load):
+@pytest.mark.integration
+def test_workers_give_the_single_process_result(pq, hub, tiny_dir, tmp_path):
     write_parquet(pq, hub_path(hub, TASKS["CMedQAv1-reranking"]), make_rows(8, 15))
-    single = run(model_dir, tmp_path, "single", cache_dir=tmp_path / "c1")["results"]
-    assert run(model_dir, tmp_path, "pool", workers=2, cache_dir=tmp_path / "c2")["results"] == single
+    single = evaluate(tiny_dir, tmp_path, "single", cache_dir=tmp_path / "c1")["results"]
+    assert evaluate(tiny_dir, tmp_path, "pool", workers=2, cache_dir=tmp_path / "c2")["results"] == single
 
 
 def test_progress_reports_rate_and_time_left():
@@ -587,33 +500,34 @@ def test_progress_reports_rate_and_time_left():
     ]
 
 
-def test_model_errors(pq, hub, model_dir, tmp_path):
+@pytest.mark.integration
+def test_model_errors(pq, hub, tiny_dir, tmp_path):
     write_parquet(pq, hub_path(hub, TASKS["CMedQAv1-reranking"]), make_rows(9, 5))
     with pytest.raises(ConfigError, match="nowhere: not a directory"):
-        run(tmp_path / "nowhere", tmp_path)
+        evaluate(tmp_path / "nowhere", tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="empty: not a model directory"):
-        run(tmp_path / "empty", tmp_path)
+        evaluate(tmp_path / "empty", tmp_path)
     two_labels = tmp_path / "two-labels"
-    build_model(two_labels, seed=1, num_labels=2)  # a real two-label classifier, weights and config
+    write_model(two_labels, seed=1, num_labels=2)  # a real two-label classifier, weights and config
     with pytest.raises(ConfigError, match="one relevance logit; this model has 2 labels"):
-        run(two_labels, tmp_path)
+        evaluate(two_labels, tmp_path)
     with pytest.raises(ConfigError, match="one relevance logit; this model has 2 labels"):
-        run(two_labels, tmp_path, workers=2)  # raised while a worker loads it, reported here
+        evaluate(two_labels, tmp_path, workers=2)  # raised while a worker loads it, reported here
     broken = tmp_path / "broken"  # config.json says two labels, the weights hold one
     broken.mkdir()
-    for f in model_dir.iterdir():
+    for f in tiny_dir.iterdir():
         (broken / f.name).symlink_to(f)
-    config = json.loads((model_dir / "config.json").read_text())
+    config = json.loads((tiny_dir / "config.json").read_text())
     config.update(id2label={"0": "no", "1": "yes"}, label2id={"no": 0, "yes": 1})
     (broken / "config.json").unlink()
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"'classifier.out_proj.weight' has shape \[1, 32\]; config.json implies"):
-        run(broken, tmp_path, workers=2)  # not a pool that respawns its failing workers forever
+        evaluate(broken, tmp_path, workers=2)  # not a pool that respawns its failing workers forever
     with pytest.raises(InputError, match="0 <= i < n"):
-        run(model_dir, tmp_path, shard=(2, 2))
+        evaluate(tiny_dir, tmp_path, shard=(2, 2))
     done = subprocess.run(
-        [str(XLMR_NP), "eval", "--model", str(model_dir), "--task", "T2Reranking", "--shard", "4/4"],
+        [xlmr_np_command(), "eval", "--model", str(tiny_dir), "--task", "T2Reranking", "--shard", "4/4"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,13 +18,16 @@ import time
 from pathlib import Path
 
 import pytest
-from test_eval import XLMR_NP, env_for, hub_path, make_rows, write_parquet
+from helpers import env_for, hub_path, make_rows, write_parquet
+from processes import xlmr_np_command
 
 from xlmr_np.cmteb import TASKS
 from xlmr_np.cmteb import backends as be
 from xlmr_np.cmteb import executors as ex
 from xlmr_np.errors import InputError
 from xlmr_np.testing import require
+
+pytestmark = pytest.mark.integration
 
 BIG = "CMedQAv2-reranking"  # the task long enough to kill a worker in the middle of it
 BATCH = "4"
@@ -43,7 +46,7 @@ def hub(tmp_path_factory):
 
 def eval_command(model_dir, cache: Path, out: Path, *extra: str) -> list[str]:
     return [
-        str(XLMR_NP),
+        xlmr_np_command(),
         "eval",
         "--model",
         str(model_dir),
@@ -60,11 +63,11 @@ def eval_command(model_dir, cache: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def one_process(hub, tiny_model, tmp_path_factory):
+def one_process(hub, tiny_dir, tmp_path_factory):
     """What `xlmr-np eval` prints and writes in one process: (stdout, results.json text)."""
     where = tmp_path_factory.mktemp("one")
     done = subprocess.run(
-        eval_command(tiny_model[0], where / "cache", where / "out"),
+        eval_command(tiny_dir, where / "cache", where / "out"),
         env=env_for(hub),
         capture_output=True,
         text=True,
@@ -141,12 +144,12 @@ ENGINES = {
 
 
 @pytest.mark.parametrize("executor", list(ENGINES))
-def test_backend_survives_a_killed_worker_and_equals_one_process(executor, hub, tiny_model, tmp_path, one_process):
+def test_backend_survives_a_killed_worker_and_equals_one_process(executor, hub, tiny_dir, tmp_path, one_process):
     if executor != "local":
         require(be.EXTRAS[executor][0], f"--executor {executor}")  # a failure in CI, where the extras are installed
     cache, out = tmp_path / "cache", tmp_path / "out"
     command = eval_command(
-        tiny_model[0], cache, out, "--executor", executor, "--local-workers", "2", "--shards", "2", *ENGINES[executor]
+        tiny_dir, cache, out, "--executor", executor, "--local-workers", "2", "--shards", "2", *ENGINES[executor]
     )
     started = time.monotonic()
     process = subprocess.Popen(
@@ -267,7 +270,7 @@ def test_worker_reports_missing_inputs_as_errors(tmp_path):
     assert value["error"].startswith("ConfigError: ") and "nowhere: not a directory" in value["error"]
 
 
-def test_backend_errors_are_explained(hub, tiny_model, tmp_path, monkeypatch):
+def test_backend_errors_are_explained(hub, tiny_dir, tmp_path, monkeypatch):
     for executor, module in be.EXTRAS.items():
         monkeypatch.setitem(sys.modules, module[0], None)
         with pytest.raises(
@@ -285,7 +288,7 @@ def test_backend_errors_are_explained(hub, tiny_model, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="--scheduler is for --executor dask or ray"):
         be.make_backend("local", address="tcp://x:8786", workers=1, cores=1, slurm=be.SlurmOptions(), folder=tmp_path)
 
-    model = tiny_model[0]
+    model = tiny_dir
     for extra, message in (
         (["--shard", "0/2"], "--shard runs one shard; --executor runs all of them"),
         (["--processes", "2"], "--processes splits one process; with --executor give --local-workers"),

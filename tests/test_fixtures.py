@@ -1,4 +1,4 @@
-"""Tier 2 without torch: committed golden outputs of transformers for a tiny random model.
+"""Committed fixtures, without torch: transformers' golden outputs for a tiny random model, and the small tokenizer.
 
 Regenerate with `python tools/make_fixtures.py` (provenance.json records the versions that made them).
 Each test runs on numpy and on array-api-strict (the array API standard alone, as CuPy runs the engine
@@ -80,3 +80,36 @@ def test_engine_matches_committed_transformers_outputs(golden, dtype, atol, name
     assert type(logits) is type(params["classifier.out_proj.weight"])  # computed on that namespace
     assert to_numpy(logits).dtype == dtype
     check(np.dtype(dtype).name, states, logits, golden, atol)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The small tokenizer (tools/make_small_tokenizer.py): the unit tier's models tokenize with it
+
+
+def test_small_tokenizer_is_the_real_one_cut_to_its_stated_vocabulary():
+    from helpers import SMALL_TOKENIZER, SMALL_VOCAB
+    from tokenizers import Tokenizer
+
+    provenance = json.loads((SMALL_TOKENIZER.parent / "provenance.json").read_text())
+    assert provenance["format"] == 1, "stale: run python tools/make_small_tokenizer.py"
+    small = Tokenizer.from_file(str(SMALL_TOKENIZER))
+    assert small.get_vocab_size() == SMALL_VOCAB  # helpers reads it from provenance.json
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    assert [small.token_to_id(t) for t in specials] == [0, 1, 2, 3]
+    assert small.token_to_id("<mask>") == SMALL_VOCAB - 1
+
+
+def test_small_tokenizer_segments_the_test_texts_as_the_real_one():
+    """The pairs every test model sees: the same token strings as the real 250,002-piece file (whose ids
+    differ: the small file renumbers them)."""
+    from helpers import SMALL_TOKENIZER
+    from tokenizers import Tokenizer
+
+    from xlmr_np.testing import LONG_PAIRS, SAMPLE_PAIRS, xlmr_tokenizer_json
+
+    real, small = (Tokenizer.from_file(str(p)) for p in (xlmr_tokenizer_json(), SMALL_TOKENIZER))
+    pairs = SAMPLE_PAIRS + LONG_PAIRS
+    for a, b in zip(real.encode_batch(pairs), small.encode_batch(pairs)):
+        assert a.tokens == b.tokens, (
+            f"{len(a.tokens)} real tokens vs {len(b.tokens)}: {a.tokens[:12]} / {b.tokens[:12]}"
+        )

@@ -34,7 +34,6 @@ hypothesis = pytest.importorskip("hypothesis")  # in the test extra
 from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from xlmr_np import Reranker  # noqa: E402
 from xlmr_np.cli import build_parser, main  # noqa: E402
 from xlmr_np.cmteb.score_cache import ScoreCache, pair_key, read_score_file  # noqa: E402
 from xlmr_np.commands.common import read_lines  # noqa: E402
@@ -83,10 +82,31 @@ def outcome(target: str, call):
     return result
 
 
+def expect(**targets: str):
+    """Declare what a fuzz test's inputs must include, per target: "valid" (some accepted), "rejected" (some
+    refused with the package's own error) or "both". A property that holds because every input was
+    refused proves nothing: the fixture below fails the test unless each target ended both ways asked."""
+
+    def mark(test):
+        test.expected_outcomes = targets
+        return test
+
+    return mark
+
+
 @pytest.fixture(autouse=True)
-def fuzz_report():
-    """After each test, the counts so far (so that a long run stopped early still reports)."""
+def fuzz_report(request):
+    """After each test: its targets ended as declared by @expect, and the counts so far (written after every
+    test, so that a long run stopped early still reports)."""
+    before = collections.Counter(TALLY)
     yield
+    ran = TALLY - before
+    for target, wanted in getattr(request.function, "expected_outcomes", {}).items():
+        for kind in ("valid", "rejected") if wanted == "both" else (wanted,):
+            assert ran[target, kind] > 0, (
+                f"{target}: no input ended {kind} ({ran[target, 'valid']} valid, {ran[target, 'rejected']} "
+                f"rejected): the strategy misses what it is meant to cover"
+            )
     report: dict = {}
     for (target, kind), n in sorted(TALLY.items()):
         report.setdefault(target, {"tried": 0, "valid": 0, "rejected": 0})
@@ -95,7 +115,7 @@ def fuzz_report():
     report["total"] = {k: sum(r[k] for r in report.values()) for k in ("tried", "valid", "rejected")}
     if os.environ.get("XLMR_NP_FUZZ_REPORT"):
         Path(os.environ["XLMR_NP_FUZZ_REPORT"]).write_text(json.dumps(report, indent=1) + "\n")
-    print("fuzz so far:", json.dumps(report["total"]), file=sys.stderr)
+    print(f"fuzz: this test {dict(sorted(ran.items()))}; so far {json.dumps(report['total'])}", file=sys.stderr)
 
 
 # ---- strategies ----
@@ -155,6 +175,7 @@ def _lines(draw):
     return lines
 
 
+@expect(read_lines="valid")
 @budget(150)
 @hypothesis.given(lines=_lines(), final_newline=st.booleans(), bom=st.booleans())
 def test_read_lines_round_trips_any_lines(tmp_path_factory, lines, final_newline, bom):
@@ -170,6 +191,7 @@ def test_read_lines_round_trips_any_lines(tmp_path_factory, lines, final_newline
 TSV_LINES = st.lists(st.tuples(LINE_TEXT, LINE_TEXT).map("\t".join), max_size=4).map(lambda ls: "\n".join(ls) + "\n")
 
 
+@expect(read_lines="both", read_pairs="both", read_documents="both")
 @budget(200)
 @hypothesis.given(
     data=st.binary(max_size=200)
@@ -191,6 +213,7 @@ def test_readers_on_any_bytes(tmp_path_factory, data, jsonl):
         assert len(documents) == sum(1 for _, line in lines if line.strip())
 
 
+@expect(read_pairs="both", read_documents="both")
 @budget(200)
 @hypothesis.given(
     values=st.lists(
@@ -239,6 +262,7 @@ REAL_CONFIG = dict(
 )
 
 
+@expect(**{"config fields": "both"})
 @budget(300)
 @hypothesis.given(
     changes=st.dictionaries(
@@ -250,16 +274,29 @@ REAL_CONFIG = dict(
 def test_config_from_any_field_values(changes):
     raw = {k: v for k, v in {**REAL_CONFIG, **changes}.items() if v != "<delete>"}
     config = outcome("config fields", lambda: XLMRobertaConfig.from_dict(raw))
+    if raw == REAL_CONFIG:  # nothing changed, or changed to the same values: a good config stays good
+        assert isinstance(config, XLMRobertaConfig), config
     if isinstance(config, XLMRobertaConfig):
         assert config.hidden_size % config.num_attention_heads == 0 and config.max_tokens >= 2
 
 
+@expect(**{"config file": "both"})
 @budget(200)
-@hypothesis.given(data=st.binary(max_size=300) | st.builds(mutate, st.just(json.dumps(REAL_CONFIG).encode()), EDITS))
+@hypothesis.given(
+    data=st.binary(max_size=300)
+    | st.builds(mutate, st.just(json.dumps(REAL_CONFIG).encode()), EDITS)
+    | st.builds(lambda indent: json.dumps(REAL_CONFIG, indent=indent).encode(), st.none() | st.integers(0, 4))
+)
 def test_config_file_of_any_bytes(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("config", numbered=True) / "config.json"
     path.write_bytes(data)
-    outcome("config file", lambda: XLMRobertaConfig.from_file(path))
+    config = outcome("config file", lambda: XLMRobertaConfig.from_file(path))
+    try:
+        same = json.loads(data) == REAL_CONFIG
+    except ValueError:  # not JSON (UnicodeDecodeError included)
+        same = False
+    if same:  # the good config, however it is laid out, is read
+        assert isinstance(config, XLMRobertaConfig), config
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -285,9 +322,9 @@ def small_safetensors(tmp_path_factory) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def model_header(tiny_model) -> tuple[bytes, int]:
-    """The tiny model's header as transformers wrote it, and the size of its data section."""
-    path = tiny_model[0] / "model.safetensors"
+def model_header() -> tuple[bytes, int]:
+    """The committed golden model's header as transformers wrote it, and the size of its data section."""
+    path = Path(__file__).parent / "fixtures" / "tiny-golden" / "model.safetensors"
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         header = f.read(n)
@@ -343,6 +380,7 @@ def check_loaded(tensors: dict, file: bytes) -> None:
         assert ours.shape == value.shape and ours.tobytes() == value.tobytes(), key
 
 
+@expect(**{"safetensors header": "both"})
 @budget(300)
 @hypothesis.given(
     how=st.sampled_from(["bytes", "fields", "length"]),
@@ -365,21 +403,29 @@ def test_safetensors_header_mutations_load_or_raise_checkpoint_error(
     path.write_bytes(file)
     for mmap in (True, False):
         tensors = outcome("safetensors header", lambda mmap=mmap: read_safetensors(path, mmap=mmap))
+        if file == small_safetensors:  # the length field set to the header's own length: the file as written
+            assert isinstance(tensors, dict), tensors
         if isinstance(tensors, dict):
             check_loaded(tensors, file)
 
 
+@expect(**{"safetensors header (model)": "both"})
 @budget(60)
 @hypothesis.given(fields=st.lists(FIELD_EDIT, min_size=1, max_size=3), edits=EDITS, by_bytes=st.booleans())
 def test_real_model_header_mutations(tmp_path_factory, model_header, fields, edits, by_bytes):
-    """The tiny model's 4.6 KB header with its 32 MB data section as a sparse file (nothing is read)."""
+    """The golden model's 4.5 KB header, as transformers wrote it, with its 196 KB data section as a sparse
+    file (nothing is read)."""
     raw, data_len = model_header
     header = mutate(raw, edits) if by_bytes else json.dumps(edit_header(json.loads(raw), fields)).encode()
     path = tmp_path_factory.mktemp("model-st", numbered=True) / "model.safetensors"
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(header)) + header)
         f.truncate(8 + len(header) + data_len)
-    outcome("safetensors header (model)", lambda: read_safetensors(path))
+    tensors = outcome("safetensors header (model)", lambda: read_safetensors(path))
+    if isinstance(tensors, dict):  # what is accepted lies inside the data section, as the header says
+        for t in tensors.values():
+            assert 8 + len(header) <= t.offset and t.offset + t.array.nbytes <= path.stat().st_size, t.key
+            assert t.array.size == math.prod(t.array.shape), t.key
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -396,6 +442,7 @@ def score_file(tmp_path_factory) -> tuple[bytes, dict]:
     return (directory / "scores-all.bin").read_bytes(), dict(header, writer="all")
 
 
+@expect(**{"score cache file": "both"})
 @budget(300)
 @hypothesis.given(edits=EDITS, cut=st.integers(0, 400))
 def test_score_cache_file_mutations(tmp_path_factory, score_file, edits, cut):
@@ -426,6 +473,7 @@ def reference_ids(tokenizer: PairTokenizer, pair) -> list[int]:
     return [e.ids for e, _ in tokenizer._encode_only_second([pair])][0]
 
 
+@expect(tokenizer="both")
 @budget(300)
 @hypothesis.given(
     query=ANY_TEXT,
@@ -448,6 +496,7 @@ def test_tokenizer_any_unicode(xlmr_tokenizer, query, document, max_length, trun
 HUGE_UNIT = st.text(st.one_of(REAL_CHAR, st.sampled_from(" 北京是中国的首都 \u3000\t  ")), min_size=1, max_size=12)
 
 
+@expect(**{"tokenizer (huge)": "valid"})
 @budget(40)
 @hypothesis.given(
     unit=HUGE_UNIT,
@@ -481,10 +530,25 @@ OBJECTS = st.recursive(
 )
 
 
+def real_text_pairs(value) -> bool:
+    """A non-empty list of (str, str) tuples of real characters: what check_pairs must accept."""
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(
+            isinstance(p, tuple) and len(p) == 2 and all(isinstance(t, str) and not unicode_problem(t) for t in p)
+            for p in value
+        )
+    )
+
+
+@expect(check_pairs="both")
 @budget(300)
 @hypothesis.given(pairs=OBJECTS | st.lists(st.tuples(ANY_TEXT, ANY_TEXT) | st.lists(ANY_TEXT, max_size=3), max_size=3))
 def test_check_pairs_on_any_python_value(pairs):
     checked = outcome("check_pairs", lambda: check_pairs(pairs))
+    if real_text_pairs(pairs):
+        assert isinstance(checked, list), checked
     if isinstance(checked, list):
         assert checked and all(isinstance(q, str) and isinstance(d, str) for q, d in checked)
 
@@ -493,13 +557,10 @@ def test_check_pairs_on_any_python_value(pairs):
 # The CLI through main(argv)
 
 
-_models: dict = {}
-
-
 @pytest.fixture
-def cli_world(tiny_model, tmp_path_factory, monkeypatch):
+def cli_world(tiny_dir, tmp_path_factory, monkeypatch):
     """Input files of every kind, an offline hub, a server that returns at once, the working directory in a temporary
-    directory (eval writes eval-results/ there), and the model loaded once per (max_length, truncation)."""
+    directory (eval writes eval-results/ there), and the unit tier's tiny model (milliseconds to load)."""
     import huggingface_hub.constants
 
     runner = pytest.importorskip("xlmr_np.serve.runner")  # the serve extra
@@ -527,21 +588,7 @@ def cli_world(tiny_model, tmp_path_factory, monkeypatch):
     # `serve` with good arguments builds the app, then must not block the fuzzer (nor bind a port)
     monkeypatch.setattr(runner, "open_listener", lambda host, port, connections: (socket.socket(), connections))
     monkeypatch.setattr(runner, "serve", lambda app, sock, **kwargs: 0)
-    real = Reranker.from_pretrained.__func__
-
-    def from_pretrained(cls, path, **kwargs):
-        key = (str(path), kwargs.get("max_length"), kwargs.get("truncation"))
-        if key not in _models:
-            try:
-                _models[key] = real(cls, path, **kwargs)
-            except XlmrNpError as e:
-                _models[key] = e
-        if isinstance(_models[key], Exception):
-            raise _models[key]
-        return _models[key]
-
-    monkeypatch.setattr(Reranker, "from_pretrained", classmethod(from_pretrained))
-    return {"model": str(tiny_model[0]), "files": sorted(files) + ["a-directory", "missing.txt", "-"]}
+    return {"model": str(tiny_dir), "files": sorted(files) + ["a-directory", "missing.txt", "-"]}
 
 
 NUMBER = st.integers(-3, 600).map(str) | st.sampled_from(["", "x", "1e3", "0x10", " 7", "٣", "99999", "-0"])
@@ -651,6 +698,7 @@ def run_main(argv, stdin: bytes) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
+@expect(**{"cli main": "both"})
 @budget(150)
 @hypothesis.given(data=st.data(), stdin=STDIN)
 def test_cli_main_on_any_arguments(cli_world, data, stdin):
@@ -666,6 +714,7 @@ def test_cli_main_on_any_arguments(cli_world, data, stdin):
         assert out
 
 
+@expect(**{"argument parsing": "both"})
 @budget(300)
 @hypothesis.given(
     argv=st.lists(

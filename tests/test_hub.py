@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import write_model
 
 from xlmr_np import Reranker
 from xlmr_np.errors import ConfigError, HubError
@@ -17,14 +18,12 @@ PAIRS = [("capital of France", "Paris is the capital of France."), ("capital of 
 
 
 @pytest.fixture(scope="module")
-def hub_cache(tiny_model, tmp_path_factory):
+def hub_cache(tiny_dir, tmp_path_factory):
     """A cache holding REPO at two commits (different weights): tag v1 -> COMMIT_V1, main -> COMMIT_V2."""
-    from xlmr_np.testing import build_model
-
     cache = tmp_path_factory.mktemp("hub-cache")
     other = tmp_path_factory.mktemp("other-model")
-    build_model(other, seed=5, init_std=0.2)
-    add_snapshot(cache, REPO, tiny_model[0], COMMIT_V1, refs=("v1",))
+    write_model(other, seed=5)
+    add_snapshot(cache, REPO, tiny_dir, COMMIT_V1, refs=("v1",))
     add_snapshot(cache, REPO, other, COMMIT_V2, refs=("main",))
     add_snapshot(cache, "org/no-weights", other, COMMIT_V1, files={"config.json", "tokenizer.json"})
     return cache, other
@@ -43,11 +42,11 @@ def test_hub_id_loads_from_cache_offline(hub_cache, monkeypatch):
 
 
 @pytest.mark.parametrize("revision", ["v1", COMMIT_V1])
-def test_revision_tag_or_commit(hub_cache, tiny_model, revision):
+def test_revision_tag_or_commit(hub_cache, tiny_dir, revision):
     cache, _ = hub_cache
     folder = resolve_model_dir(REPO, revision=revision, cache_dir=cache, local_files_only=True)
     assert folder == cache / f"models--BAAI--bge-reranker-base/snapshots/{COMMIT_V1}"
-    assert (folder / "model.safetensors").read_bytes() == (tiny_model[0] / "model.safetensors").read_bytes()
+    assert (folder / "model.safetensors").read_bytes() == (tiny_dir / "model.safetensors").read_bytes()
 
 
 @pytest.mark.parametrize("repo, revision", [("org/not-cached", None), (REPO, "no-such-tag")])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import write_model
 
 from xlmr_np import InputError, Reranker, engine
-from xlmr_np.testing import build_model, require
+from xlmr_np.testing import require
 from xlmr_np.tracing import attribute, format_table, inspect_pair, layer_table, render_terminal, stats
 
 QUERY = "capital of France"
@@ -15,9 +16,7 @@ DOCUMENT = "Paris is the capital of France. Bananas!"
 
 @pytest.fixture(scope="module")
 def reranker(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny")
-    build_model(directory, seed=1, init_std=0.2)
-    return Reranker.from_pretrained(directory)
+    return Reranker.from_pretrained(write_model(tmp_path_factory.mktemp("tiny"), seed=1))
 
 
 @pytest.fixture(scope="module")

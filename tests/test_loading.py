@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import transformers_forward
 from safetensors.numpy import load_file, save_file
 
 from xlmr_np import CheckpointError, ConfigError, InputError, Reranker
@@ -21,18 +22,12 @@ PAIRS = [
 ]
 
 
-def torch_logits(torch, model, batch):
-    with torch.inference_mode():
-        return model(
-            input_ids=torch.from_numpy(batch.input_ids), attention_mask=torch.from_numpy(batch.attention_mask)
-        ).logits.numpy()
-
-
 def copy_model(src, dst):
     shutil.copytree(src, dst)
     return dst
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 def test_half_precision_checkpoints_are_widened_exactly(torch, tmp_path, dtype_name):
     model = build_model(tmp_path, seed=3, init_std=0.2, dtype=getattr(torch, dtype_name))
@@ -48,12 +43,13 @@ def test_half_precision_checkpoints_are_widened_exactly(torch, tmp_path, dtype_n
     assert_close(
         f"{dtype_name} checkpoint logits",
         reranker.forward(batch.input_ids, batch.attention_mask).logits,
-        torch_logits(torch, model, batch),
+        transformers_forward(torch, model, batch).logits,
         atol=2e-5,
         rtol=2e-5,
     )
 
 
+@pytest.mark.parity
 def test_checkpoint_without_roberta_prefix_with_pooler_and_old_buffers(tiny_model, tmp_path, caplog, torch):
     src, torch_model = tiny_model
     directory = copy_model(src, tmp_path / "m")
@@ -71,12 +67,13 @@ def test_checkpoint_without_roberta_prefix_with_pooler_and_old_buffers(tiny_mode
     assert_close(
         "renamed checkpoint logits",
         reranker.forward(batch.input_ids, batch.attention_mask).logits,
-        torch_logits(torch, torch_model, batch),
+        transformers_forward(torch, torch_model, batch).logits,
         atol=2e-5,
         rtol=2e-5,
     )
 
 
+@pytest.mark.parity
 def test_sharded_checkpoint(tiny_model, tmp_path, torch):
     src, torch_model = tiny_model
     directory = tmp_path / "sharded"
@@ -89,12 +86,13 @@ def test_sharded_checkpoint(tiny_model, tmp_path, torch):
     assert_close(
         "sharded logits",
         reranker.forward(batch.input_ids, batch.attention_mask).logits,
-        torch_logits(torch, torch_model, batch),
+        transformers_forward(torch, torch_model, batch).logits,
         atol=2e-5,
         rtol=2e-5,
     )
 
 
+@pytest.mark.parity
 def test_long_position_table_beyond_512_tokens(torch, tmp_path):
     """bge-reranker-v2-m3 has 8,194 position slots; nothing may assume 514."""
     model = build_model(
@@ -114,14 +112,14 @@ def test_long_position_table_beyond_512_tokens(torch, tmp_path):
     assert_close(
         "1024-token logits",
         reranker.forward(batch.input_ids, batch.attention_mask).logits,
-        torch_logits(torch, model, batch),
+        transformers_forward(torch, model, batch).logits,
         atol=2e-5,
         rtol=2e-5,
     )
 
 
-def test_embedding_table_is_read_row_by_row(tiny_model):
-    reranker = Reranker.from_pretrained(tiny_model[0])
+def test_embedding_table_is_read_row_by_row(tiny_dir):
+    reranker = Reranker.from_pretrained(tiny_dir)
     table = reranker.params["roberta.embeddings.word_embeddings.weight"]
     assert isinstance(table, RowTable)
     assert table[np.array([0, 5])].shape == (2, table.shape[1])
@@ -132,12 +130,12 @@ def test_embedding_table_is_read_row_by_row(tiny_model):
 # Every failure a user can cause has a clear error
 
 
-def test_missing_directory_config_and_weights(tiny_model, tmp_path):
+def test_missing_directory_config_and_weights(tiny_dir, tmp_path):
     with pytest.raises(ConfigError, match="not a directory"):
         Reranker.from_pretrained(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="config.json not found"):
         Reranker.from_pretrained(tmp_path)
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+    directory = copy_model(tiny_dir, tmp_path / "m")
     (directory / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="no model.safetensors"):
         Reranker.from_pretrained(directory)
@@ -155,8 +153,8 @@ def test_missing_directory_config_and_weights(tiny_model, tmp_path):
         ({"hidden_size": None}, "hidden_size"),
     ],
 )
-def test_wrong_config(tiny_model, tmp_path, change, message):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_wrong_config(tiny_dir, tmp_path, change, message):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     config = json.loads((directory / "config.json").read_text())
     config.update(change)
     config = {k: v for k, v in config.items() if v is not None}
@@ -165,8 +163,8 @@ def test_wrong_config(tiny_model, tmp_path, change, message):
         Reranker.from_pretrained(directory)
 
 
-def test_config_that_is_not_json(tiny_model, tmp_path):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_config_that_is_not_json(tiny_dir, tmp_path):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     (directory / "config.json").write_text("{oops")
     with pytest.raises(ConfigError, match="not valid JSON"):
         Reranker.from_pretrained(directory)
@@ -178,45 +176,45 @@ def rewrite(directory, edit):
     save_file(tensors, directory / "model.safetensors")
 
 
-def test_missing_tensor_names_the_key(tiny_model, tmp_path):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_missing_tensor_names_the_key(tiny_dir, tmp_path):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     rewrite(directory, lambda t: t.pop("roberta.encoder.layer.1.output.dense.weight"))
     with pytest.raises(CheckpointError, match=r"missing 1 tensor.*encoder.layer.1.output.dense.weight"):
         Reranker.from_pretrained(directory)
 
 
-def test_encoder_without_classification_head_is_refused(tiny_model, tmp_path):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_encoder_without_classification_head_is_refused(tiny_dir, tmp_path):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     rewrite(directory, lambda t: [t.pop(k) for k in list(t) if k.startswith("classifier.")])
     with pytest.raises(CheckpointError, match="no classification head"):
         Reranker.from_pretrained(directory)
 
 
-def test_unexpected_tensor(tiny_model, tmp_path):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_unexpected_tensor(tiny_dir, tmp_path):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     rewrite(directory, lambda t: t.update({"roberta.encoder.layer.7.output.dense.weight": np.zeros((2, 2), "f4")}))
     with pytest.raises(CheckpointError, match="unexpected.*layer.7"):
         Reranker.from_pretrained(directory)
 
 
-def test_wrong_shape_names_file_key_expected_and_found(tiny_model, tmp_path):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_wrong_shape_names_file_key_expected_and_found(tiny_dir, tmp_path):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     key = "roberta.encoder.layer.0.intermediate.dense.weight"
     rewrite(directory, lambda t: t.update({key: np.ascontiguousarray(t[key].T)}))  # a transposed weight
     with pytest.raises(CheckpointError, match=r"model.safetensors.*intermediate.dense.weight.*\[32, 37\].*\[37, 32\]"):
         Reranker.from_pretrained(directory)
 
 
-def test_integer_tensor_where_a_float_is_expected(tiny_model, tmp_path):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_integer_tensor_where_a_float_is_expected(tiny_dir, tmp_path):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     rewrite(directory, lambda t: t.update({"classifier.dense.bias": np.zeros(32, np.int32)}))
     with pytest.raises(CheckpointError, match="classifier.dense.bias.*I32"):
         Reranker.from_pretrained(directory)
 
 
 @pytest.mark.parametrize("cut", [4, 100, 1000, -10])
-def test_truncated_file(tiny_model, tmp_path, cut):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_truncated_file(tiny_dir, tmp_path, cut):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     path = directory / "model.safetensors"
     data = path.read_bytes()
     path.write_bytes(data[:cut])
@@ -224,8 +222,8 @@ def test_truncated_file(tiny_model, tmp_path, cut):
         Reranker.from_pretrained(directory)
 
 
-def test_corrupted_header(tiny_model, tmp_path):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_corrupted_header(tiny_dir, tmp_path):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     path = directory / "model.safetensors"
     data = bytearray(path.read_bytes())
     data[10:30] = b"\xff" * 20
@@ -234,8 +232,8 @@ def test_corrupted_header(tiny_model, tmp_path):
         Reranker.from_pretrained(directory)
 
 
-def test_corrupted_offsets(tiny_model, tmp_path):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_corrupted_offsets(tiny_dir, tmp_path):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     path = directory / "model.safetensors"
     data = path.read_bytes()
     n = int.from_bytes(data[:8], "little")
@@ -250,8 +248,8 @@ def test_corrupted_offsets(tiny_model, tmp_path):
         Reranker.from_pretrained(directory)
 
 
-def test_bad_arguments_and_inputs(tiny_model):
-    directory = tiny_model[0]
+def test_bad_arguments_and_inputs(tiny_dir):
+    directory = tiny_dir
     with pytest.raises(ValueError, match="max_length must be an int of at most 512"):
         Reranker.from_pretrained(directory, max_length=1024)
     with pytest.raises(ValueError, match="dtype"):
@@ -277,15 +275,15 @@ def test_bad_arguments_and_inputs(tiny_model):
 # Loader regressions found by trying bad files: each raises the package's own error, naming the file
 
 
-def test_config_that_is_not_utf8(tiny_model, tmp_path):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_config_that_is_not_utf8(tiny_dir, tmp_path):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     (directory / "config.json").write_bytes(b'{"model_type": "xlm-roberta", "note": "caf\xe9"}')
     with pytest.raises(ConfigError, match=r"config.json: not UTF-8 text \(byte 0xe9 at offset 42\)"):
         Reranker.from_pretrained(directory)
 
 
-def test_config_nested_too_deeply(tiny_model, tmp_path):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_config_nested_too_deeply(tiny_dir, tmp_path):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     (directory / "config.json").write_text("[" * 100_000)
     with pytest.raises(ConfigError, match="nested too deeply"):
         Reranker.from_pretrained(directory)
@@ -303,8 +301,8 @@ def test_config_nested_too_deeply(tiny_model, tmp_path):
         (["XLMRobertaModel"], "architectures is"),
     ],
 )
-def test_architectures_must_be_a_list_of_names(tiny_model, tmp_path, architectures, message):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_architectures_must_be_a_list_of_names(tiny_dir, tmp_path, architectures, message):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     config = json.loads((directory / "config.json").read_text())
     config["architectures"] = architectures
     (directory / "config.json").write_text(json.dumps(config))
@@ -350,15 +348,15 @@ def set_field(field, value):
         (lambda header, key: header[key].pop("shape"), "shape must be a list"),
     ],
 )
-def test_malformed_header_fields_name_the_entry(tiny_model, tmp_path, edit, message):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_malformed_header_fields_name_the_entry(tiny_dir, tmp_path, edit, message):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     forge_header(directory / "model.safetensors", "classifier.out_proj.bias", edit)
     with pytest.raises(CheckpointError, match=f"model.safetensors.*classifier.out_proj.bias.*{message}"):
         Reranker.from_pretrained(directory)
 
 
-def test_overlapping_tensors_are_corrupt(tiny_model, tmp_path):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_overlapping_tensors_are_corrupt(tiny_dir, tmp_path):
+    directory = copy_model(tiny_dir, tmp_path / "m")
 
     def overlap(header, key):  # two tensors of the same size swap nothing but share one byte range
         other = "classifier.dense.bias"
@@ -370,8 +368,8 @@ def test_overlapping_tensors_are_corrupt(tiny_model, tmp_path):
         read_safetensors(directory / "model.safetensors")
 
 
-def test_layer_count_is_checked_before_listing_tensors(tiny_model, tmp_path):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_layer_count_is_checked_before_listing_tensors(tiny_dir, tmp_path):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     config = json.loads((directory / "config.json").read_text())
     config["num_hidden_layers"] = 10**9  # expected_shapes would build 16e9 names
     (directory / "config.json").write_text(json.dumps(config))
@@ -387,24 +385,24 @@ def test_layer_count_is_checked_before_listing_tensors(tiny_model, tmp_path):
         ({"classifier.dense.bias": "../model.safetensors"}, "must be a file name in the model directory"),
     ],
 )
-def test_bad_safetensors_index(tiny_model, tmp_path, weight_map, message):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_bad_safetensors_index(tiny_dir, tmp_path, weight_map, message):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     (directory / "model.safetensors").rename(directory / "shard.safetensors")
     (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     with pytest.raises(CheckpointError, match=message):
         Reranker.from_pretrained(directory)
 
 
-def test_max_length_out_of_range_is_an_input_error_naming_the_setting(tiny_model):
+def test_max_length_out_of_range_is_an_input_error_naming_the_setting(tiny_dir):
     for max_length, message in ((5, "at least 6"), (100_000, "at most 512"), (True, "at most 512")):
         with pytest.raises(InputError, match=message) as caught:
-            Reranker.from_pretrained(tiny_model[0], max_length=max_length)
+            Reranker.from_pretrained(tiny_dir, max_length=max_length)
         assert caught.value.where == "max_length"
 
 
-def test_in_memory_load_gives_the_same_scores_and_keeps_no_mapping(tiny_model):
-    mapped = Reranker.from_pretrained(tiny_model[0])
-    copied = Reranker.from_pretrained(tiny_model[0], mmap=False)
+def test_in_memory_load_gives_the_same_scores_and_keeps_no_mapping(tiny_dir):
+    mapped = Reranker.from_pretrained(tiny_dir)
+    copied = Reranker.from_pretrained(tiny_dir, mmap=False)
     table = copied.params["roberta.embeddings.word_embeddings.weight"]
     assert table._fd is None and not table.raw.mapped
     for key, value in mapped.params.items():
@@ -430,8 +428,9 @@ print(before == after, flush=True)
 """
 
 
+@pytest.mark.integration  # a subprocess
 @pytest.mark.parametrize("mode", ["mmap", "memory"])
-def test_model_overwritten_in_place_under_a_running_process(tiny_model, tmp_path, mode):
+def test_model_overwritten_in_place_under_a_running_process(tiny_dir, tmp_path, mode):
     """With the file mapped, reading a page the file no longer has faults (SIGBUS): the documented hazard,
     which a rename avoids (the embedding rows, read with pread, give a CheckpointError instead). mmap=False
     copies the weights, and the process scores on unharmed, with the same score."""
@@ -439,7 +438,7 @@ def test_model_overwritten_in_place_under_a_running_process(tiny_model, tmp_path
     import subprocess
     import sys
 
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+    directory = copy_model(tiny_dir, tmp_path / "m")
     result = subprocess.run(
         [sys.executable, "-c", OVERWRITE, str(directory), mode], capture_output=True, text=True, timeout=120
     )
@@ -449,8 +448,8 @@ def test_model_overwritten_in_place_under_a_running_process(tiny_model, tmp_path
         assert result.returncode == 0 and result.stdout.strip() == "True", result.stderr[-500:]
 
 
-def test_replacing_a_model_by_rename_is_safe_under_a_mapping(tiny_model, tmp_path):
-    directory = copy_model(tiny_model[0], tmp_path / "m")
+def test_replacing_a_model_by_rename_is_safe_under_a_mapping(tiny_dir, tmp_path):
+    directory = copy_model(tiny_dir, tmp_path / "m")
     reranker = Reranker.from_pretrained(directory)
     before = reranker.compute_score(PAIRS)
     path = directory / "model.safetensors"

@@ -8,7 +8,9 @@ import json
 import re
 from pathlib import Path
 
+import nbformat
 import pytest
+from helpers import same_text_close_numbers
 
 from xlmr_np.testing import execute_notebook, require
 
@@ -16,16 +18,38 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "notebooks").glob("[0-9]*.py"))
 
 
-def test_there_are_notebooks():
-    assert [p.name[:2] for p in SOURCES] == ["01", "02", "03", "04"]
+def test_the_notebooks_are_the_ones_the_docs_list():
+    """docs/inspection.md's list of notebooks names every source in notebooks/, in order, and nothing else."""
+    text = (ROOT / "docs" / "inspection.md").read_text(encoding="utf-8")
+    section = text[text.index("## Notebooks") :]
+    listed = re.findall(r"^\d+\. `(\w+)`", section, flags=re.MULTILINE)
+    assert listed == [p.stem for p in SOURCES], f"docs/inspection.md lists {listed}"
 
 
+def printed(notebook) -> list[str]:
+    """Per code cell: what it printed on stdout and the text of its value (stderr's warnings left out)."""
+    cells = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        text = ""
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream" and output.name == "stdout":
+                text += output.text
+            elif "text/plain" in output.get("data", {}):
+                text += output["data"]["text/plain"]
+        cells.append(text)
+    return cells
+
+
+@pytest.mark.integration  # a kernel per notebook
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
-def test_notebook_executes_without_error(source, monkeypatch):
-    """Each notebook writes its own tiny random model (no $XLMR_NP_MODEL, no hub); only 03_numerics, which
-    compares against transformers, needs torch."""
+def test_notebook_runs_and_prints_its_committed_outputs(source, monkeypatch):
+    """Each notebook writes its own tiny random model with numpy (no $XLMR_NP_MODEL, no hub), runs without error, and
+    every cell prints what its committed .ipynb shows, numbers within 1e-5 (absolute or relative: float32
+    round-off, and the round-off differences the comparison tables print, change from one BLAS to another)."""
     needed = ("nbclient", "jupytext", "ipykernel", "matplotlib") + (
-        ("torch", "transformers") if "03_" in source.name else ()
+        ("torch", "transformers") if "03_" in source.name else ()  # 03_numerics compares against transformers
     )
     for module in needed:
         require(module, "notebook execution")
@@ -33,8 +57,13 @@ def test_notebook_executes_without_error(source, monkeypatch):
     notebook = execute_notebook(source)  # raises CellExecutionError naming the failing cell
     errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+    ran, committed = printed(notebook), printed(nbformat.read(source.with_suffix(".ipynb"), as_version=4))
+    assert len(ran) == len(committed), f"{len(ran)} code cells ran, {len(committed)} committed"
+    for i, (now, then) in enumerate(zip(ran, committed)):
+        assert same_text_close_numbers(now, then), f"{source.name} cell {i} printed:\n{now}\ncommitted:\n{then}"
 
 
+@pytest.mark.integration  # jupytext runs `pandoc --version`
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_paired_ipynb_is_in_sync_and_executed(source):
     jupytext = require("jupytext", "notebook sources")

@@ -101,6 +101,7 @@ def test_gelu_with_bias_in_place_equals_gelu_of_the_sum():
     assert np.array_equal(x, expected)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("gelu", [model.gelu, engine.gelu], ids=["model", "engine"])
 @pytest.mark.parametrize("dtype, atol, rtol", [(np.float32, 1.2e-6, 0), (np.float64, 2e-14, 2e-15)])
 def test_gelu_matches_torch_exact_gelu(torch, dtype, atol, rtol, gelu):
@@ -111,6 +112,7 @@ def test_gelu_matches_torch_exact_gelu(torch, dtype, atol, rtol, gelu):
     assert_close(f"gelu {np.dtype(dtype).name} vs torch", gelu(x), ref, atol=atol, rtol=rtol)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("layer_norm", [model.layer_norm, engine.layer_norm], ids=["model", "engine"])
 @pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-6), (np.float64, 1e-13)])
 def test_layer_norm_matches_torch(torch, dtype, atol, layer_norm):
@@ -131,6 +133,7 @@ def engine_softmax(x):
     return weights / sums
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("dtype, tol", [(np.float32, (3e-8, 3e-7)), (np.float64, (1e-17, 1e-15))])
 def test_softmax_over_real_tokens_equals_masked_softmax(torch, dtype, tol):
     """transformers masks padding by adding finfo.min to the scores; the engine leaves padding out.

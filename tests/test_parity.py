@@ -1,15 +1,17 @@
-"""Tier 2: random cross-encoders built by transformers at test time, loaded through the public API.
+"""Random cross-encoders built by transformers at test time, loaded through the public API (parity tier).
 
 Both forward passes against transformers' eager implementation, on batches with padding and mixed lengths,
 in float32 and float64: the reference (xlmr_np.model) on every hidden state, every attention-probability
 tensor and the logits; the engine (xlmr_np.engine, what Reranker scores with) on every hidden state and
-the logits. Then the engine's promises: scores independent of batch, neighbours and order, bit for bit.
+the logits. Then the engine's promises, on the unit tier's numpy model: scores independent of batch,
+neighbours and order, bit for bit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import transformers_forward
 
 from xlmr_np import Reranker, engine
 from xlmr_np.testing import SAMPLE_PAIRS as PAIRS
@@ -34,19 +36,7 @@ def built(request, torch, tmp_path_factory):
     return directory, build_model(directory, seed=seed, init_std=0.2, **overrides)
 
 
-def reference(torch, torch_model, batch, dtype):
-    m = torch_model.to(torch.float64 if dtype == np.float64 else torch.float32)
-    with torch.inference_mode():
-        out = m(
-            input_ids=torch.from_numpy(batch.input_ids),
-            attention_mask=torch.from_numpy(batch.attention_mask),
-            output_hidden_states=True,
-            output_attentions=True,
-        )
-    torch_model.float()
-    return out
-
-
+@pytest.mark.parity
 @pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-5), (np.float64, 1e-12)])
 def test_reference_matches_transformers_in_every_hidden_state_attention_and_logit(built, torch, dtype, atol):
     """Reranker.forward with attentions runs the reference forward pass (xlmr_np.model)."""
@@ -55,16 +45,17 @@ def test_reference_matches_transformers_in_every_hidden_state_attention_and_logi
     batch = reranker.tokenize(PAIRS)
     assert len(set(batch.lengths.tolist())) > 2, "the batch must mix lengths and padding"
     ours = reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True, output_attentions=True)
-    ref = reference(torch, torch_model, batch, dtype)
+    ref = transformers_forward(torch, torch_model, batch, dtype, hidden_states=True, attentions=True)
     real = batch.attention_mask.astype(bool)  # [B, T]: only real tokens are comparable across implementations
     check_hidden_states_and_logits(ours, ref, real, dtype, atol)
     pair_real = real[:, None, :, None] & real[:, None, None, :]  # [B, 1, T, T]
     for i, (a, b) in enumerate(zip(ours.attentions, ref.attentions)):
         mask = np.broadcast_to(pair_real, a.shape)
-        assert_close(f"attentions[{i}]", a[mask], b.numpy()[mask], atol=atol)
+        assert_close(f"attentions[{i}]", a[mask], b[mask], atol=atol)
         assert np.all(a[~mask] == 0)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-5), (np.float64, 1e-12)])
 def test_engine_matches_transformers_in_every_hidden_state_and_logit(built, torch, dtype, atol):
     """Reranker.forward without attentions or a trace runs the engine (xlmr_np.engine)."""
@@ -74,7 +65,11 @@ def test_engine_matches_transformers_in_every_hidden_state_and_logit(built, torc
     ours = reranker.forward(batch.input_ids, batch.attention_mask, output_hidden_states=True)
     assert ours.attentions is None and ours.trace is None
     check_hidden_states_and_logits(
-        ours, reference(torch, torch_model, batch, dtype), batch.attention_mask.astype(bool), dtype, atol
+        ours,
+        transformers_forward(torch, torch_model, batch, dtype, hidden_states=True),
+        batch.attention_mask.astype(bool),
+        dtype,
+        atol,
     )
 
 
@@ -82,26 +77,26 @@ def check_hidden_states_and_logits(ours, ref, real, dtype, atol):
     assert len(ours.hidden_states) == len(ref.hidden_states)
     for i, (a, b) in enumerate(zip(ours.hidden_states, ref.hidden_states)):
         assert a.dtype == dtype
-        assert_close(f"hidden_states[{i}]", a[real], b.numpy()[real], atol=atol, rtol=atol)
+        assert_close(f"hidden_states[{i}]", a[real], b[real], atol=atol, rtol=atol)
         assert np.all(a[~real] == 0)
     assert ours.logits.dtype == dtype
-    assert_close("logits", ours.logits, ref.logits.numpy(), atol=atol, rtol=atol)
-    assert np.ptp(ref.logits.numpy()[:, 0]) > 100 * atol, "the random model must separate the pairs"
+    assert_close("logits", ours.logits, ref.logits, atol=atol, rtol=atol)
+    assert np.ptp(ref.logits[:, 0]) > 100 * atol, "the random model must separate the pairs"
 
 
+@pytest.mark.parity
 def test_compute_score_returns_the_logits_in_input_order(built, torch):
     directory, torch_model = built
     reranker = Reranker.from_pretrained(directory)
     batch = reranker.tokenize(PAIRS)
-    ref = reference(torch, torch_model, batch, np.float32).logits.numpy()
+    ref = transformers_forward(torch, torch_model, batch).logits
     scores = reranker.compute_score(PAIRS, batch_size=2)
     expected = ref[:, 0] if ref.shape[1] == 1 else ref
     assert_close("compute_score", scores, expected, atol=2e-5, rtol=2e-5)
 
 
-def test_scores_do_not_depend_on_batch_size_neighbours_or_order(tiny_model):
-    directory, _ = tiny_model
-    reranker = Reranker.from_pretrained(directory)
+def test_scores_do_not_depend_on_batch_size_neighbours_or_order(tiny_dir):
+    reranker = Reranker.from_pretrained(tiny_dir)
     alone = np.array([reranker.compute_score([p]) for p in PAIRS])
     for batch_size in (1, 2, 3, len(PAIRS)):
         assert_close(f"batch_size {batch_size}", reranker.compute_score(PAIRS, batch_size=batch_size), alone, atol=0)
@@ -112,11 +107,10 @@ def test_scores_do_not_depend_on_batch_size_neighbours_or_order(tiny_model):
     assert_close("among other pairs", reranker.compute_score(crowd, batch_size=16)[: len(PAIRS)], alone, atol=0)
 
 
-def test_feed_forward_in_row_chunks_changes_no_bit(tiny_model, monkeypatch):
+def test_feed_forward_in_row_chunks_changes_no_bit(tiny_dir, monkeypatch):
     """The engine's feed-forward runs FFN_ROWS rows at a time: with chunks of GEMM_ROWS, several chunk
     boundaries fall inside this batch, and every hidden state and score stays identical, bit for bit."""
-    directory, _ = tiny_model
-    reranker = Reranker.from_pretrained(directory)
+    reranker = Reranker.from_pretrained(tiny_dir)
     crowd = PAIRS + [("other query", "other document " * 40)] * 7
     alone = np.array([reranker.compute_score([p]) for p in PAIRS])
     batch = reranker.tokenize(crowd)
@@ -130,9 +124,8 @@ def test_feed_forward_in_row_chunks_changes_no_bit(tiny_model, monkeypatch):
     assert_close("chunked crowd vs alone", reranker.compute_score(crowd, batch_size=16)[: len(PAIRS)], alone, atol=0)
 
 
-def test_normalize_is_a_float64_sigmoid_of_the_logits(tiny_model):
-    directory, _ = tiny_model
-    reranker = Reranker.from_pretrained(directory)
+def test_normalize_is_a_float64_sigmoid_of_the_logits(tiny_dir):
+    reranker = Reranker.from_pretrained(tiny_dir)
     logits = np.array(reranker.compute_score(PAIRS))
     probs = np.array(reranker.compute_score(PAIRS, normalize=True))
     assert_close("sigmoid", probs, 1 / (1 + np.exp(-logits)), atol=1e-15)

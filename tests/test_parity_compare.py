@@ -18,6 +18,8 @@ from xlmr_np.parity import diff_traces
 from xlmr_np.testing import build_model
 from xlmr_np.tracing import Trace
 
+pytestmark = pytest.mark.parity
+
 PAIRS = [
     ("capital of France", "Paris is the capital of France. Bananas are yellow."),
     ("¿dónde está?", "短い"),  # shorter: padding in the batch, which must not count

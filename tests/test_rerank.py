@@ -7,7 +7,6 @@ import io
 
 import numpy as np
 import pytest
-from processes import reranker_in_process
 from tokenizers import Tokenizer
 
 from xlmr_np import InputError, PairTokenizer, Reranker, sigmoid64
@@ -27,21 +26,21 @@ LONG_DOC = " ".join(f"sentence {i} is about something else." for i in range(12))
 
 
 @pytest.fixture(scope="module")
-def reranker(tiny_model):
-    return reranker_in_process(tiny_model[0])
+def reranker(tiny_reranker):
+    return tiny_reranker
 
 
 @pytest.fixture(scope="module")
-def short(reranker, tiny_model):
+def short(reranker, tiny_dir):
     """The same model with room for only 24 tokens per sequence, so LONG_DOC needs several windows."""
-    tokenizer = PairTokenizer.from_file(tiny_model[0] / "tokenizer.json", max_length=24)
+    tokenizer = PairTokenizer.from_file(tiny_dir / "tokenizer.json", max_length=24)
     return Reranker(reranker.params, reranker.config, tokenizer)
 
 
 @pytest.fixture(scope="module")
-def plain(tiny_model):
+def plain(tiny_dir):
     """The tokenizer without truncation: the reference for building windows by hand."""
-    tokenizer = Tokenizer.from_file(str(tiny_model[0] / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(tiny_dir / "tokenizer.json"))
     tokenizer.no_truncation()
     return tokenizer
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from processes import ServerProcess, offline_hub, reranker_in_process, xlmr_np_command
+from processes import ServerProcess, offline_hub, xlmr_np_command
 
 pytest.importorskip("fastapi")
 pytestmark = pytest.mark.integration
@@ -51,8 +51,8 @@ DOCS = ["Paris is the capital of France.", "Bananas are yellow.", "Berlin is the
 
 
 @pytest.fixture(scope="module")
-def reranker(tiny_model):
-    return reranker_in_process(tiny_model[0])
+def reranker(tiny_reranker):
+    return tiny_reranker
 
 
 class GatedReranker(Reranker):
@@ -115,6 +115,7 @@ def wait_for(condition, what, seconds=20):
         time.sleep(0.01)
 
 
+@pytest.mark.integration  # uvicorn on a socket
 def test_beyond_max_concurrent_requests_is_429_with_retry_after(reranker):
     gated = GatedReranker(reranker)
     app = create_app(gated, ServerSettings(model_name="tiny", max_concurrent_requests=2))
@@ -135,6 +136,7 @@ def test_beyond_max_concurrent_requests_is_429_with_retry_after(reranker):
     assert results["first"].status_code == results["second"].status_code == 200
 
 
+@pytest.mark.integration  # uvicorn on a socket
 def test_a_disconnected_clients_queued_work_is_dropped(reranker):
     gated = GatedReranker(reranker)
     app = create_app(gated, ServerSettings(model_name="tiny"))
@@ -159,6 +161,7 @@ def test_a_disconnected_clients_queued_work_is_dropped(reranker):
     assert "xlmr_np_abandoned_requests_total 1.0" in metrics
 
 
+@pytest.mark.integration  # uvicorn on a socket
 def test_slow_and_idle_clients_are_cut_off_at_the_deadline_and_never_lock_others_out(reranker):
     """300 connections that send nothing and one that sends its headers a byte at a time: each gets a 408
     and is closed once the deadline passes, and a real request is answered meanwhile."""
@@ -194,12 +197,13 @@ def test_slow_and_idle_clients_are_cut_off_at_the_deadline_and_never_lock_others
         slow.close()
 
 
-def test_sigterm_finishes_the_request_in_flight(tiny_model, tmp_path):
+@pytest.mark.integration  # xlmr-np serve in a subprocess
+def test_sigterm_finishes_the_request_in_flight(tiny_dir, tmp_path):
     """A request that takes seconds (a long document scored window by window), SIGTERM while it runs:
     the client still gets its 200, new connections are refused, and the process exits 0."""
-    env = offline_hub(tiny_model[0], tmp_path / "hub")
+    env = offline_hub(tiny_dir, tmp_path / "hub")
     server = ServerProcess(
-        ["--model", str(tiny_model[0]), "--windows", "--window-overlap", "0", "--max-batch-tokens", "2048"],
+        ["--model", str(tiny_dir), "--windows", "--window-overlap", "0", "--max-batch-tokens", "2048"],
         env,
         tmp_path / "log",
     )
@@ -222,15 +226,16 @@ def test_sigterm_finishes_the_request_in_flight(tiny_model, tmp_path):
     assert log.index("Shutting down") < log.index('"POST /v1/rerank HTTP/1.1" 200'), "answered before SIGTERM"
 
 
-def test_windows_server_scores_a_document_as_large_as_the_body_limit(tiny_model, tmp_path):
+@pytest.mark.integration  # xlmr-np serve in a subprocess
+def test_windows_server_scores_a_document_as_large_as_the_body_limit(tiny_dir, tmp_path):
     """--windows with a 1 MB body limit and a 1 MB document (600 KB used to crash the server; the encoder's own
     test takes 2 MB): answered, every token scored, in bounded time."""
-    env = offline_hub(tiny_model[0], tmp_path / "hub")
+    env = offline_hub(tiny_dir, tmp_path / "hub")
     limit = 1_000_000
     server = ServerProcess(
         [
             "--model",
-            str(tiny_model[0]),
+            str(tiny_dir),
             "--windows",
             "--window-overlap",
             "0",
@@ -256,7 +261,7 @@ def test_windows_server_scores_a_document_as_large_as_the_body_limit(tiny_model,
         seconds = time.monotonic() - started
         assert response.status_code == 200, response.text[:200]
         answer = response.json()
-        short = Reranker.from_pretrained(tiny_model[0], max_length=128)
+        short = Reranker.from_pretrained(tiny_dir, max_length=128)
         encoded, _ = short.encode_documents("q", [document], EncodeOptions(windows=True, window_overlap=0))
         assert answer["usage"]["total_tokens"] == sum(len(e.ids) for e in encoded) > 200_000
         assert answer["results"][0]["truncated"] is False and 0 < answer["results"][0]["relevance_score"] < 1
@@ -533,13 +538,13 @@ def test_the_connections_own_errors_are_json_and_counted(reranker):
     assert sample(metrics, 'xlmr_np_requests_total{route="other",status="408"}') == 1
 
 
-def serve_process(tiny_model, tmp_path, *args, preexec_fn=None) -> ServerProcess:
+def serve_process(tiny_dir, tmp_path, *args, preexec_fn=None) -> ServerProcess:
     tmp_path.mkdir(exist_ok=True)
-    env = offline_hub(tiny_model[0], tmp_path / "hub")
-    return ServerProcess(["--model", str(tiny_model[0]), *args], env, tmp_path / "log", preexec_fn=preexec_fn)
+    env = offline_hub(tiny_dir, tmp_path / "hub")
+    return ServerProcess(["--model", str(tiny_dir), *args], env, tmp_path / "log", preexec_fn=preexec_fn)
 
 
-def test_too_few_file_descriptors_means_fewer_connections_not_silence(tiny_model, tmp_path):
+def test_too_few_file_descriptors_means_fewer_connections_not_silence(tiny_dir, tmp_path):
     """Before: with `ulimit -n 64`, 104k EMFILE tracebacks (42 MB of log in 10 s); with the common soft limit
     1024 and --max-connections 1024, /health went silent. Now the server fits --max-connections to the limit
     (raising the soft limit where the hard one allows), says so, and answers the connections beyond with
@@ -548,7 +553,7 @@ def test_too_few_file_descriptors_means_fewer_connections_not_silence(tiny_model
     def limit(n):
         return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
 
-    server = serve_process(tiny_model, tmp_path, preexec_fn=limit(128))
+    server = serve_process(tiny_dir, tmp_path, preexec_fn=limit(128))
     try:
         server.wait_ready()
         fitted = int(re.search(r"fits (\d+) connections", server.log()).group(1))
@@ -569,19 +574,19 @@ def test_too_few_file_descriptors_means_fewer_connections_not_silence(tiny_model
         assert server.stop() == 0
     log = server.log()
     assert "Traceback" not in log and log.count("Too many open files") <= 2, log[-2000:]
-    tiny = serve_process(tiny_model, tmp_path / "tiny", preexec_fn=limit(32))
+    tiny = serve_process(tiny_dir, tmp_path / "tiny", preexec_fn=limit(32))
     code = tiny.proc.wait(60)
     assert code == 1 and "leaves no room for connections" in tiny.log(), tiny.log()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, pytest.param(signal.SIGINT, marks=long_only)])
-def test_sighup_and_sigint_stop_gracefully_and_say_so_in_json(tiny_model, tmp_path, sig):
+def test_sighup_and_sigint_stop_gracefully_and_say_so_in_json(tiny_dir, tmp_path, sig):
     """Before: SIGHUP killed the server at once (20 of 20 requests in flight lost, nothing logged), and
     requests cancelled when --graceful-timeout ran out got a plain-text 500. Now SIGHUP and SIGINT stop it
     as SIGTERM does: no new connections, in-flight requests finish for --graceful-timeout, and those still
     running then get a JSON 503 with Retry-After; exit status 0."""
     server = serve_process(
-        tiny_model,
+        tiny_dir,
         tmp_path,
         "--windows",
         "--window-overlap",
@@ -609,12 +614,12 @@ def test_sighup_and_sigint_stop_gracefully_and_say_so_in_json(tiny_model, tmp_pa
     assert "Shutting down" in server.log() and "Traceback" not in server.log()
 
 
-def test_a_model_file_overwritten_under_the_server_stops_it(tiny_model, tmp_path):
+def test_a_model_file_overwritten_under_the_server_stops_it(tiny_dir, tmp_path):
     """Before: `cp other/model.safetensors served/model.safetensors` left the server answering 200 with the
     other model's scores. Now the next rerank is a 503 that says so, and the process stops with status 1 and
     one line on stderr (a supervisor restarts it on the new file)."""
     served = tmp_path / "served"
-    shutil.copytree(tiny_model[0], served)
+    shutil.copytree(tiny_dir, served)
     other = tmp_path / "other"
     build_model(other, seed=1, init_std=0.2)
     server = ServerProcess(["--model", str(served)], dict(os.environ, HF_HUB_OFFLINE="1"), tmp_path / "log")
@@ -630,11 +635,11 @@ def test_a_model_file_overwritten_under_the_server_stops_it(tiny_model, tmp_path
     assert code == 1 and "model file changed on disk after loading" in server.log(), server.log()[-1000:]
 
 
-def test_a_port_in_use_is_one_line_before_the_model_loads(tiny_model, tmp_path):
+def test_a_port_in_use_is_one_line_before_the_model_loads(tiny_dir, tmp_path):
     """Before: "cannot listen on 127.0.0.1:PORT (3)", after the model had loaded."""
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        env = offline_hub(tiny_model[0], tmp_path / "hub")
+        env = offline_hub(tiny_dir, tmp_path / "hub")
         started = time.monotonic()
         result = subprocess.run(
             [xlmr_np_command(), "serve", "--model", "/no/such/model", "--port", str(port)],
@@ -656,11 +661,11 @@ def rss_mb(pid: int) -> float:
 
 
 @long_only
-def test_long_1024_connections_at_the_common_soft_limit(tiny_model, tmp_path):
+def test_long_1024_connections_at_the_common_soft_limit(tiny_dir, tmp_path):
     """1,024 idle connections against the defaults under a soft limit of 1,024: /health never goes silent."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     server = serve_process(
-        tiny_model, tmp_path, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        tiny_dir, tmp_path, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
     )
     server.wait_ready()
     try:
@@ -675,10 +680,10 @@ def test_long_1024_connections_at_the_common_soft_limit(tiny_model, tmp_path):
 
 
 @long_only
-def test_long_thirty_clients_never_reading_8mb_answers(tiny_model, tmp_path):
+def test_long_thirty_clients_never_reading_8mb_answers(tiny_dir, tmp_path):
     """30 clients post an 8 MB return_documents request and never read: the byte budget refuses most (429),
     and 30 s later the server holds none of their memory."""
-    server = serve_process(tiny_model, tmp_path, "--request-timeout", "10")
+    server = serve_process(tiny_dir, tmp_path, "--request-timeout", "10")
     server.wait_ready()
     body = json.dumps({"query": QUERY, "documents": ["word " * 160_000] * 10, "return_documents": True}).encode()
     before = rss_mb(server.proc.pid)
@@ -700,10 +705,10 @@ def test_long_thirty_clients_never_reading_8mb_answers(tiny_model, tmp_path):
 
 
 @long_only
-def test_long_three_7mib_documents_at_once_under_windows(tiny_model, tmp_path):
+def test_long_three_7mib_documents_at_once_under_windows(tiny_dir, tmp_path):
     """Before: 3 concurrent 7 MiB documents under --windows took the server from 348 to 2,537 MB. Now each is
     refused (413) once the tokenizer passes the token budget, and RSS stays near where it was."""
-    server = serve_process(tiny_model, tmp_path, "--windows", "--request-timeout", "120")
+    server = serve_process(tiny_dir, tmp_path, "--windows", "--request-timeout", "120")
     server.wait_ready()
     document = "word " * (7 * 2**20 // 5)
     before = rss_mb(server.proc.pid)

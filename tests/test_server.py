@@ -24,6 +24,8 @@ from xlmr_np.reranker import document_scores
 from xlmr_np.serve import schema
 from xlmr_np.tokenizer import EncodeOptions
 
+pytestmark = pytest.mark.integration
+
 KEY = "test-key-5b0f6c1e"
 MAX_DOCUMENTS = 5
 MAX_BODY_BYTES = 20_000

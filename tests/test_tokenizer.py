@@ -1,12 +1,12 @@
 """Tokenization: ids and attention masks identical to transformers' XLMRobertaTokenizerFast, on the real
-250,002-piece XLM-R tokenizer.json, over edge cases and both truncation strategies."""
+250,002-piece XLM-R tokenizer.json, over edge cases and both truncation strategies (parity tier); the rules
+that hold for any vocabulary (input forms, padding, limits, errors) on the small tokenizer (unit tier)."""
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
+from helpers import SMALL_TOKENIZER
 
 from xlmr_np import InputError, PairTokenizer, TokenizerError
 from xlmr_np.testing import require, xlmr_tokenizer_json
@@ -40,9 +40,28 @@ def hf_tokenizer():
     return XLMRobertaTokenizerFast(tokenizer_file=str(xlmr_tokenizer_json()))
 
 
-@functools.cache
-def ours(max_length=512, truncation="longest_first"):
-    return PairTokenizer.from_file(xlmr_tokenizer_json(), max_length=max_length, truncation=truncation)
+@pytest.fixture(scope="module")
+def ours():
+    """ours(max_length, truncation): the real tokenizer, parsed once per setting, the copies of one truncation
+    strategy kept at a time (each holds about 270 MB; the tests take one strategy after the other)."""
+    made: dict = {}
+
+    def get(max_length=512, truncation="longest_first"):
+        if any(strategy != truncation for _, strategy in made):
+            made.clear()
+        if (max_length, truncation) not in made:
+            made[max_length, truncation] = PairTokenizer.from_file(
+                xlmr_tokenizer_json(), max_length=max_length, truncation=truncation
+            )
+        return made[max_length, truncation]
+
+    yield get
+    made.clear()
+
+
+def small(max_length=512, truncation="longest_first"):
+    """The small tokenizer (tests/fixtures/small-tokenizer), for the rules that hold whatever the vocabulary."""
+    return PairTokenizer.from_file(SMALL_TOKENIZER, max_length=max_length, truncation=truncation)
 
 
 def hf_pair(hf, query, document, **kwargs):
@@ -51,10 +70,16 @@ def hf_pair(hf, query, document, **kwargs):
     return hf([query], [document], **kwargs)["input_ids"][0]
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("max_length", [512, 32])
 @pytest.mark.parametrize("name", list(CASES))
-def test_longest_first_matches_transformers(hf_tokenizer, name, max_length):
+def test_longest_first_matches_transformers(hf_tokenizer, name, max_length, ours):
     query, document = CASES[name]
+    if max_length == 32:
+        # transformers cuts a pair into every combination of its texts' 32-token pieces: on "both long"
+        # whole, 1.5 GB. The first 4,000 characters of each are still far beyond 32 tokens, and beyond the
+        # prefix xlmr_np tokenizes a long text from (16 x max_length characters).
+        query, document = query[:4000], document[:4000]
     ref = hf_pair(hf_tokenizer, query, document, truncation="longest_first", max_length=max_length)
     [got] = ours(max_length=max_length).encode([(query, document)])
     assert got.ids == ref, f"{name}: {len(got.ids)} ids vs transformers' {len(ref)}"
@@ -74,9 +99,10 @@ def only_second_reference(hf, query, document, max_length):
     return [hf.cls_token_id, *q, hf.sep_token_id, hf.sep_token_id, *d[:room], hf.sep_token_id]
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("max_length", [512, 32])
 @pytest.mark.parametrize("name", list(CASES))
-def test_only_second_matches_transformers(hf_tokenizer, name, max_length):
+def test_only_second_matches_transformers(hf_tokenizer, name, max_length, ours):
     query, document = CASES[name]
     ref = only_second_reference(hf_tokenizer, query, document, max_length)
     [got] = ours(max_length=max_length, truncation="only_second").encode([(query, document)])
@@ -86,7 +112,8 @@ def test_only_second_matches_transformers(hf_tokenizer, name, max_length):
     assert got.truncated == (len(untruncated) > max_length or len(ref) < len(untruncated))
 
 
-def test_only_second_keeps_a_query_that_fits_whole(hf_tokenizer):
+@pytest.mark.parity
+def test_only_second_keeps_a_query_that_fits_whole(hf_tokenizer, ours):
     query, document = "a query of moderate length " * 10, LONG_DOC
     [got] = ours(truncation="only_second").encode([(query, document)])
     q = hf_tokenizer(query, add_special_tokens=False)["input_ids"]
@@ -94,7 +121,8 @@ def test_only_second_keeps_a_query_that_fits_whole(hf_tokenizer):
     assert len(got.ids) == 512 and got.truncated
 
 
-def test_padded_batch_matches_transformers(hf_tokenizer):
+@pytest.mark.parity
+def test_padded_batch_matches_transformers(hf_tokenizer, ours):
     pairs = list(CASES.values())
     ref = hf_tokenizer(
         [q for q, _ in pairs],
@@ -112,20 +140,20 @@ def test_padded_batch_matches_transformers(hf_tokenizer):
 
 def test_pairs_may_come_as_tuples_lists_generators_or_arrays():
     pairs = [("a query", "a document"), ("another", "")]
-    expected = [e.ids for e in ours().encode(pairs)]
+    expected = [e.ids for e in small().encode(pairs)]
     for form in ([list(p) for p in pairs], (p for p in pairs), np.array(pairs)):
-        assert [e.ids for e in ours().encode(form)] == expected
+        assert [e.ids for e in small().encode(form)] == expected
 
 
 def test_only_second_leaves_the_document_room_at_tiny_max_length():
     for max_length in range(6, 20):
-        [got] = ours(max_length=max_length, truncation="only_second").encode([("query " * 30, "document " * 30)])
+        [got] = small(max_length=max_length, truncation="only_second").encode([("query " * 30, "document " * 30)])
         assert len(got.ids) == max_length and got.truncated
         assert got.ids[-2] not in (0, 2)  # at least one document token before the closing </s>
 
 
 def test_padding_is_per_batch_not_to_max_length():
-    batch = ours()([("a", "b"), ("a", "b c d")])
+    batch = small()([("a", "b"), ("a", "b c d")])
     assert batch.input_ids.shape[1] == max(batch.lengths) < 512
     assert batch.input_ids[0, -1] == 1 and batch.attention_mask[0, -1] == 0
 
@@ -146,14 +174,14 @@ def test_padding_is_per_batch_not_to_max_length():
 )
 def test_bad_pairs_raise_input_error(pairs, message):
     with pytest.raises(InputError, match=message):
-        ours().encode(pairs)
+        small().encode(pairs)
 
 
 def test_bad_settings_and_files(tmp_path):
     with pytest.raises(ValueError, match="truncation"):
-        PairTokenizer.from_file(xlmr_tokenizer_json(), max_length=512, truncation="only_first")
+        PairTokenizer.from_file(SMALL_TOKENIZER, max_length=512, truncation="only_first")
     with pytest.raises(ValueError, match="max_length"):
-        PairTokenizer.from_file(xlmr_tokenizer_json(), max_length=3)
+        PairTokenizer.from_file(SMALL_TOKENIZER, max_length=3)
     with pytest.raises(TokenizerError, match="not found"):
         PairTokenizer.from_file(tmp_path / "tokenizer.json")
     (tmp_path / "tokenizer.json").write_text("{not json")

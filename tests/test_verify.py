@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from processes import HUB_REPO, ServerProcess, offline_hub, reranker_in_process, run
+from processes import HUB_REPO, ServerProcess, offline_hub, run
 from tokenizers import Tokenizer
 
 from xlmr_np.reranker import sigmoid64
@@ -115,8 +115,8 @@ def test_parse_results_names_bad_repeated_and_missing_indices():
 
 
 @pytest.fixture(scope="module")
-def reranker(tiny_model):
-    return reranker_in_process(tiny_model[0])
+def reranker(tiny_reranker):
+    return tiny_reranker
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +191,8 @@ def test_bad_arguments(verifier, kwargs, message):
 
 
 @pytest.fixture(scope="module")
-def env(tiny_model, tmp_path_factory):
-    return offline_hub(tiny_model[0], tmp_path_factory.mktemp("hub-cache"))
+def env(tiny_dir, tmp_path_factory):
+    return offline_hub(tiny_dir, tmp_path_factory.mktemp("hub-cache"))
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +207,7 @@ def server(env, tmp_path_factory):
         process.stop()
 
 
+@pytest.mark.integration  # xlmr-np serve / verify in a subprocess
 @pytest.mark.parametrize(
     "format, path, scale",
     [
@@ -225,6 +226,7 @@ def test_own_server_agrees_in_each_format(format, path, scale, server, verifier)
     assert report.analysis.scale.name == scale
 
 
+@pytest.mark.integration  # xlmr-np serve / verify in a subprocess
 def test_cli_against_own_server_with_json_report(server, env, tmp_path):
     """The README's example: default --model (the hub id, resolved from the cache), format detected."""
     out = tmp_path / "report.json"
@@ -242,6 +244,7 @@ def test_cli_against_own_server_with_json_report(server, env, tmp_path):
     assert len(report["probes"]) == 14 and report["probe_set"]["version"] == "1"
 
 
+@pytest.mark.integration  # xlmr-np serve / verify in a subprocess
 @pytest.mark.parametrize(
     "args, extra_env, message",
     [
@@ -284,12 +287,12 @@ def test_endpoint_url_forms():
 
 
 @pytest.fixture(scope="module")
-def perturbed_model(tiny_model, tmp_path_factory):
+def perturbed_model(tiny_dir, tmp_path_factory):
     """The tiny model with classifier.dense's weights moved by 1e-3: every logit shifts a little."""
     from safetensors.numpy import load_file, save_file
 
     directory = tmp_path_factory.mktemp("perturbed")
-    for f in tiny_model[0].iterdir():
+    for f in tiny_dir.iterdir():
         shutil.copy(f, directory / f.name)
     weights = load_file(directory / "model.safetensors")
     rng = np.random.default_rng(0)
@@ -299,7 +302,8 @@ def perturbed_model(tiny_model, tmp_path_factory):
     return directory
 
 
-def test_golden_round_trip(tiny_model, perturbed_model, env, tmp_path):
+@pytest.mark.integration  # xlmr-np serve / verify in a subprocess
+def test_golden_round_trip(tiny_dir, perturbed_model, env, tmp_path):
     golden = tmp_path / "golden.json"
     result = run(["verify", "--write-golden", str(golden)], env, timeout=300)
     assert result.returncode == 0, result.stderr

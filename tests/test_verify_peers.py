@@ -16,10 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from helpers import SMALL_TOKENIZER, SMALL_VOCAB
 
 from xlmr_np import Reranker
 from xlmr_np.testing import build_model
 from xlmr_np.verify import Verifier, verify_endpoint
+
+pytestmark = pytest.mark.parity
 
 ATOL = 1e-4
 FAULTS = ("separator", "gelu-head", "truncate-256", "only_second", "float16", "sigmoid", "shuffled")
@@ -110,9 +113,13 @@ def handler_for(peer: TorchPeer, format: str):
 
 @pytest.fixture(scope="module")
 def spread_model(torch, tmp_path_factory):
-    """A tiny random model whose logits spread over about -10..10, as a trained reranker's do."""
+    """A tiny random model whose logits spread over about -10..10, as a trained reranker's do; with the small
+    tokenizer (helpers.SMALL_TOKENIZER), so that the peers' transformers tokenizer and xlmr_np's each hold
+    a few MB, not 300."""
     directory = tmp_path_factory.mktemp("verify-peer-model")
-    return directory, build_model(directory, seed=1, init_std=0.2, head_scale=10.0)
+    model = build_model(directory, seed=1, init_std=0.2, head_scale=10.0, vocab_size=SMALL_VOCAB)
+    shutil.copy(SMALL_TOKENIZER, directory / "tokenizer.json")
+    return directory, model
 
 
 @pytest.fixture(scope="module")

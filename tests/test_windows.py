@@ -1,6 +1,7 @@
 """PairTokenizer.encode_windows: the same ids as the Encoding.merge construction it replaced, linear time
 and memory on long documents, and its document limits; the per-call EncodeOptions that choose it, and the
-bounds on what reading a long document costs."""
+bounds on what reading a long document costs; on the small tokenizer where the real one's segmentation of
+these texts is all a test needs (parsed in milliseconds)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import resource
 import time
 
 import pytest
+from helpers import SMALL_TOKENIZER
 from tokenizers import Encoding
 
 from xlmr_np import tokenizer as tokenizer_module
@@ -22,7 +24,7 @@ SENTENCE = "Paris is the capital and largest city of France, on the Seine. Êù±‰∫
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return PairTokenizer.from_file(xlmr_tokenizer_json(), max_length=48)
+    return PairTokenizer.from_file(SMALL_TOKENIZER, max_length=48)
 
 
 def merged_windows(tokenizer: PairTokenizer, pairs, overlap):
@@ -81,7 +83,7 @@ def test_limits_cut_the_document_and_flag_it(tokenizer):
 def test_two_megabyte_document_in_bounded_time_and_memory():
     """2 MB of text (about 400k tokens) at the real max_length: seconds, and memory of the order of the ids
     (the Encoding.merge construction needed tens of GB here)."""
-    tokenizer = PairTokenizer.from_file(xlmr_tokenizer_json(), max_length=512)
+    tokenizer = PairTokenizer.from_file(SMALL_TOKENIZER, max_length=512)
     document = "word " * 400_000  # 2,000,000 bytes
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
     start = time.perf_counter()

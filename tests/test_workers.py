@@ -5,52 +5,25 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import config, random_params
 
 from xlmr_np import Reranker, engine, workers
-from xlmr_np.config import XLMRobertaConfig
 from xlmr_np.errors import ConfigError
 from xlmr_np.testing import SAMPLE_PAIRS, assert_close
-from xlmr_np.weights import expected_shapes
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
 # Big enough that the products are multithreaded BLAS calls when run on the calling thread (OpenBLAS runs
 # anything under 4 x 65536 multiply-adds on one thread), odd enough to catch a transposed or mis-sliced row.
-CONFIG = XLMRobertaConfig(
-    model_type="xlm-roberta",
-    vocab_size=300,
-    hidden_size=96,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=300,
-    hidden_act="gelu",
-    max_position_embeddings=514,
-    type_vocab_size=1,
-    layer_norm_eps=1e-5,
-    pad_token_id=1,
-    num_labels=2,
-)
-BGE = XLMRobertaConfig(
-    **{
-        **CONFIG.__dict__,
-        "hidden_size": 768,
-        "num_attention_heads": 12,
-        "intermediate_size": 3072,
-        "num_hidden_layers": 12,
-    }
-)  # bge-reranker-base's sizes
+CONFIG = config(vocab_size=300, hidden_size=96, intermediate_size=300, num_labels=2)
+BGE = config(hidden_size=768, num_attention_heads=12, intermediate_size=3072, num_hidden_layers=12)  # bge-reranker-base
 LENGTHS = [300, 7, 129, 64, 1, 256, 33, 128, 511, 90, 2, 200, 45, 170, 12, 400]
 
 
 @pytest.fixture(scope="module")
 def params():
-    """Random weights of CONFIG under the checkpoint's key names (layer norms around 1, biases around 0)."""
-    rng = np.random.default_rng(0)
-    out = {}
-    for key, shape in expected_shapes(CONFIG).items():
-        value = rng.standard_normal(shape) * (0.1 if key.endswith(".bias") else 0.2)
-        out[key] = (value + (key.endswith("LayerNorm.weight"))).astype(np.float32)
-    return out
+    """Random weights of CONFIG under the checkpoint's key names."""
+    return random_params(CONFIG, seed=0)
 
 
 def padded(lengths, seed=1):
@@ -180,9 +153,9 @@ def test_blas_threads_are_restored_after_a_split_batch_and_after_a_failure(param
     pool.close()
 
 
-def test_the_reranker_scores_the_same_bits_with_any_worker_count(tiny_model):
+def test_the_reranker_scores_the_same_bits_with_any_worker_count(tiny_dir):
     crowd = SAMPLE_PAIRS * 6
-    one = Reranker.from_pretrained(tiny_model[0], workers=1)
+    one = Reranker.from_pretrained(tiny_dir, workers=1)
     assert one.pool.workers == 1
     expected = one.compute_score(crowd, batch_size=32)
     lengths = [len(e.ids) for e in one.tokenizer.encode(crowd[:32])]
@@ -246,10 +219,11 @@ def test_without_threadpoolctl_one_worker_is_the_default_and_more_are_refused(mo
         workers.Workers(2)
 
 
-def test_the_cli_takes_workers_and_gives_the_same_scores(tiny_model, tmp_path_factory):
+@pytest.mark.integration  # the CLI as a subprocess
+def test_the_cli_takes_workers_and_gives_the_same_scores(tiny_dir, tmp_path_factory):
     from processes import offline_hub, run
 
-    env = offline_hub(tiny_model[0], tmp_path_factory.mktemp("hub-cache"))
+    env = offline_hub(tiny_dir, tmp_path_factory.mktemp("hub-cache"))
     source = tmp_path_factory.mktemp("pairs") / "pairs.tsv"
     source.write_text("".join(f"{q}\t{d}\n" for q, d in SAMPLE_PAIRS * 4), encoding="utf-8")
     outputs = {}

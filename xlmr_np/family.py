@@ -38,6 +38,15 @@ class Published:
     source: str  # where the figure was published
 
 
+SHAPE_FIELDS = (  # config.json's fields that give a model of this architecture its shapes
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+)
+
+
 @dataclass(frozen=True)
 class KnownModel:
     """One model of the family, as its hub repository's config.json and tokenizer_config.json describe it."""
@@ -56,18 +65,13 @@ class KnownModel:
         """The repository's own name: "BAAI/bge-reranker-base" -> "bge-reranker-base"."""
         return self.repo_id.split("/")[-1]
 
+    def shapes(self) -> dict[str, int]:
+        """The model's shapes as config.json fields: {"num_hidden_layers": 12, "hidden_size": 768, ...}."""
+        return {name: getattr(self, name) for name in SHAPE_FIELDS}
+
     def matches(self, config: XLMRobertaConfig) -> bool:
         """Whether a config has this model's shapes (a directory merely named after it may not)."""
-        return all(
-            getattr(config, name) == getattr(self, name)
-            for name in (
-                "num_hidden_layers",
-                "hidden_size",
-                "num_attention_heads",
-                "intermediate_size",
-                "max_position_embeddings",
-            )
-        )
+        return all(getattr(config, name) == value for name, value in self.shapes().items())
 
 
 _CARD = "model card (model-index), full precision"

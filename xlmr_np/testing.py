@@ -87,13 +87,7 @@ def family_shape(name: str, layers: int | None = None) -> dict:
     known = known_by_name(name)
     if known is None:
         raise KeyError(f"{name!r} is not in xlmr_np.family.KNOWN_MODELS")
-    return dict(
-        num_hidden_layers=known.num_hidden_layers if layers is None else layers,
-        hidden_size=known.hidden_size,
-        num_attention_heads=known.num_attention_heads,
-        intermediate_size=known.intermediate_size,
-        max_position_embeddings=known.max_position_embeddings,
-    )
+    return known.shapes() | ({} if layers is None else {"num_hidden_layers": layers})
 
 
 def xlmr_tokenizer_json() -> Path:
