@@ -213,3 +213,32 @@ def test_ops_speed_times_every_op_against_its_reference(capsys):
     for op in ops:
         assert op in table, table
     assert table.count("ns/score; plain formula (one head): ") == 2, table
+
+
+@pytest.mark.integration
+def test_gpu_check_dry_run_on_the_cpu_writes_its_tables(torch, tmp_path):
+    """tools/gpu_check.py as a person with a GPU runs it, but --dry-run: array-api-strict for CuPy, torch on
+    the CPU, a tiny model. It checks the script end to end (its float64 truth, every engine's agreement, the
+    exactness table, JSON and markdown), not a GPU."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root))
+    command = [sys.executable, str(root / "tools" / "gpu_check.py"), "--dry-run", "--out", str(tmp_path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "gpu-check.json").read_text())
+    error = {r["engine"]: r["max |logit - float64 truth|"] for r in report["agreement and speed"]}
+    print(error)
+    assert error["xlmr_np engine, float64"] < 1e-12
+    assert max(error["xlmr_np engine, float32"], error["torch sdpa, float32"]) < 1e-5
+    assert 1e-4 < error["torch sdpa, bfloat16"] < 1.0  # bfloat16 keeps 8 bits: visibly off, still the same model
+    exact = report["exactness on the device"]
+    assert exact["same batches twice: pairs whose bits differ"] == 0
+    assert exact["batch 1 vs batch size: max |diff|"] < 1e-5
+    text = (tmp_path / "gpu-check.md").read_text()
+    assert "DRY RUN" in text and "| xlmr_np engine, float32 | " in text and done.stdout == text + "\n"

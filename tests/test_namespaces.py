@@ -15,7 +15,6 @@ import pytest
 from xlmr_np import Reranker, XLMRobertaConfig, engine
 from xlmr_np.arrays import NUMPY, ops_of, to_namespace, to_numpy
 from xlmr_np.errors import ConfigError
-from xlmr_np.random_model import write_random_model
 from xlmr_np.testing import assert_close, strict_array_api
 from xlmr_np.weights import load_params
 
@@ -90,9 +89,9 @@ def test_softmax_weights_below_the_floor_are_exactly_zero_on_array_api_strict(xs
     assert np.all(want[0, :kept] > 0) and np.array_equal(want[0, kept:], np.zeros(6 - kept))
 
 
-def test_a_reranker_on_array_api_strict_scores_as_on_numpy(xs, tmp_path):
+def test_a_reranker_on_array_api_strict_scores_as_on_numpy(xs, tiny_dir):
     """Reranker with its params on another namespace: whole batches through the engine there, numpy out."""
-    on_numpy = Reranker.from_pretrained(write_random_model(tmp_path / "tiny", std=0.2), workers=1)
+    on_numpy = Reranker.from_pretrained(tiny_dir, workers=1)
     strict = to_namespace(on_numpy.params, xs)
     on_strict = Reranker(strict, on_numpy.config, on_numpy.tokenizer, model_dir=on_numpy.model_dir)
     pairs = [("what is the capital of France?", "Paris is the capital of France."), ("q", ""), ("a " * 40, "b " * 40)]
@@ -117,10 +116,10 @@ def test_arrays_without_array_api_compat_get_a_clear_error(xs, monkeypatch):
     assert ops_of(np.zeros(2)) is NUMPY  # numpy needs nothing more
 
 
-def test_device_cuda_without_cupy_says_what_is_missing(monkeypatch, tmp_path):
+def test_device_cuda_without_cupy_says_what_is_missing(monkeypatch, tiny_dir):
     import sys
 
-    directory = write_random_model(tmp_path / "tiny")
+    directory = tiny_dir
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError, as on a machine without it
     with pytest.raises(
         ConfigError, match=r"^device 'cuda' needs CuPy, which is not installed here .*xlmr-np\[gpu\]"
@@ -131,7 +130,7 @@ def test_device_cuda_without_cupy_says_what_is_missing(monkeypatch, tmp_path):
         Reranker.from_pretrained(directory, device="gpu")
 
 
-def test_device_cuda_without_a_gpu_says_so(monkeypatch, tmp_path):
+def test_device_cuda_without_a_gpu_says_so(monkeypatch, tiny_dir):
     """CuPy installed but no driver or device: CuPy's own error, first line, after what is missing."""
     import sys
     from types import SimpleNamespace
@@ -142,7 +141,7 @@ def test_device_cuda_without_a_gpu_says_so(monkeypatch, tmp_path):
     cupy = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(getDeviceCount=no_device)))
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     with pytest.raises(ConfigError) as e:
-        Reranker.from_pretrained(write_random_model(tmp_path / "tiny"), device="cuda")
+        Reranker.from_pretrained(tiny_dir, device="cuda")
     assert (
         str(e.value)
         == "device 'cuda': CuPy finds no usable GPU (cudaErrorNoDevice: no CUDA-capable device is detected)"
