@@ -13,6 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from xlmr_np.commands.common import add_device_argument
+
 from .errors import BenchmarkError
 from .long import LongOptions
 from .peers import IMPLEMENTATIONS
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnxruntime runs the long workloads up to this many tokens per pair (its eager-attention graph holds "
         "[16, T, T] scores per layer: 4.3 GB at 8,192 tokens)",
     )
+    add_device_argument(p)  # cuda: the GPU column alone (xlmr_np on CuPy against torch on the same GPU)
     return p
 
 
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             documents=args.documents,
             long=long,
             command=command.strip(),
+            device=args.device,
             log=lambda m: print(m, file=sys.stderr, flush=True),
         )
     except BenchmarkError as e:

@@ -17,7 +17,9 @@ What it measures, and why this way:
 - onnxruntime-int8 (dynamic int8 quantisation) as a reference point, with the agreement of every implementation's
   logits with xlmr_np's float32 ones on the rerank workload;
 - load time, time to first score and peak RSS in a fresh process per implementation, since within one process
-  they would be shared or already paid.
+  they would be shared or already paid;
+- the GPU column (bench.gpu), when CuPy and a GPU are there: xlmr_np on CuPy against torch on the same GPU, on
+  the rerank workload; without them the report says why there is none. --device cuda measures it alone.
 
 Figures: docs/s; useful GFLOP/s (the FLOPs of the real tokens only: padding is not useful work) and its
 fraction of the machine's measured numpy sgemm peak; xlmr_np's ratio to each peer, and a one-line summary
@@ -37,6 +39,7 @@ import numpy as np
 
 from .coldstart import cold_start
 from .errors import BenchmarkError
+from .gpu import GPU_BATCH_SIZE, engine_forward, gpu_markdown, gpu_missing, gpu_section, score
 from .long import LongOptions, run_long
 from .machine import environment, sgemm_peak
 from .measure import agreement, best_batch_size, logits_in_order, measure
@@ -60,11 +63,13 @@ def run(
     log=print,
     documents: int = 100,
     long: LongOptions | None = None,
+    device: str = "cpu",
 ) -> str:
     """Build or reuse the model, measure every implementation on every workload, write report.md/.json/.png.
 
     pairs: size of the uniform 128/256 workloads (512: half); documents: size of the rerank and mixed ones;
-    long: the long-input part on its own model (bench.long), None to leave it out.
+    long: the long-input part on its own model (bench.long), None to leave it out. device "cuda": the GPU
+    column alone (BenchmarkError without a GPU); "cpu": everything, the GPU column where there is a GPU.
     """
     from xlmr_np.config import XLMRobertaConfig
     from xlmr_np.weights import load_params
@@ -75,6 +80,11 @@ def run(
     missing = [m for m in ("threadpoolctl", "matplotlib") if not _has(m)]
     if missing:  # before building: the build takes minutes
         raise BenchmarkError(f"the benchmark needs {', '.join(missing)}: pip install 'xlmr-np[bench]'")
+    if device == "cuda":
+        missing = gpu_missing()
+        if missing is not None:  # before building
+            raise BenchmarkError(f"--device cuda: {missing}")
+        return run_gpu(model_dir, out_dir, repeats, build, command, log, documents)
     if build:
         ensure_model(
             model_dir,
@@ -155,6 +165,8 @@ def run(
     )
     text += long_markdown(longs, subnormals) if longs else long_markdown_subnormals_only(subnormals)
     text += targets_markdown(results, colds, longs, subnormals)
+    gpu = measure_gpu(model_dir, config, workloads[3], repeats, log)
+    text += gpu_markdown(gpu, workloads[3].name)
     (out_dir / "report.md").write_text(text)
     (out_dir / "report.json").write_text(
         json.dumps(
@@ -168,6 +180,7 @@ def run(
                 "results": [dict(asdict(r), docs_per_s=r.docs_per_s, gflops=r.gflops) for r in results],
                 "cold_start": colds,
                 "subnormals": subnormals,
+                "gpu": gpu,
                 "long": None
                 if longs is None
                 else dict(
@@ -181,6 +194,35 @@ def run(
         )
     )
     report_chart(results, colds, out_dir / "bench.png")
+    return text
+
+
+def measure_gpu(model_dir: Path, config, workload, repeats: int, log) -> dict:
+    """The GPU column on one workload (bench.gpu.gpu_section), its reference the CPU engine's float32 logits."""
+    from xlmr_np.weights import load_params
+
+    missing = gpu_missing()
+    if missing is not None:
+        return {"missing": missing}
+    params = load_params(model_dir, config)
+    log(f"GPU column on {workload.name}: the CPU engine's logits first")
+    reference = score(engine_forward(params, config), workload.sequences, GPU_BATCH_SIZE, config.pad_token_id)
+    return gpu_section(params, config, workload.sequences, reference, repeats, log)
+
+
+def run_gpu(model_dir: Path, out_dir: Path, repeats: int, build: bool, command: str, log, documents: int) -> str:
+    """`--device cuda`: the GPU column alone, on the rerank workload; report.md and report.json."""
+    from xlmr_np.config import XLMRobertaConfig
+
+    if build:
+        ensure_model(model_dir, onnx=False)
+    config = XLMRobertaConfig.from_file(model_dir / "config.json")
+    workload = rerank(model_dir / "tokenizer.json", count=documents, max_length=min(512, config.max_tokens))
+    gpu = measure_gpu(model_dir, config, workload, repeats, log)
+    text = f"# xlmr_np on the GPU\n\n`{command}`\n" + gpu_markdown(gpu, workload.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.md").write_text(text)
+    (out_dir / "report.json").write_text(json.dumps({"command": command, "gpu": gpu}, indent=1, default=str))
     return text
 
 

@@ -35,12 +35,12 @@ def counting_engine_weights():
     counts = {"total": 0, "subnormal": 0, "zero": 0}
     weights = engine.softmax_weights
 
-    def counted(x, floor, scale=None):
-        sums = weights(x, floor, scale)
+    def counted(x, floor, scale=None, zero=None):
+        x, sums = weights(x, floor, scale, zero)
         counts["total"] += x.size
         counts["subnormal"] += count_subnormal(x)
         counts["zero"] += x.size - int(np.count_nonzero(x))
-        return sums
+        return x, sums
 
     engine.softmax_weights = counted
     try:

@@ -8,7 +8,7 @@ import helpers
 import numpy as np
 import pytest
 
-from bench import machine, measure, peers, report, workloads
+from bench import gpu, machine, measure, peers, report, workloads
 from bench.__main__ import main
 from bench.errors import BenchmarkError
 from bench.run import run
@@ -129,6 +129,31 @@ def test_full_run_on_the_tiny_model_writes_table_json_and_chart(tiny_model, tmp_
     assert cold["xlmr_np"]["peak_rss_mb"] > 0 and cold["xlmr_np"]["weights_file_rss_mb"] is not None
     # 6 short pairs touch a few hundred rows: the 32 MB table must not have been paged in by read-ahead
     assert 0 < cold["xlmr_np"]["embedding_resident_mb"] < cold["xlmr_np"]["embedding_mb"] / 4
+    missing = gpu.gpu_missing()  # the GPU column: measured where there is a GPU, else the reason, no numbers
+    if missing is None:
+        assert {r["engine"] for r in report["gpu"]["rows"]} >= {"xlmr_np engine, float32", "torch sdpa, float32"}
+    else:
+        assert report["gpu"] == {"missing": missing} and f"No GPU column: {missing}." in text.split("## GPU")[1]
+
+
+def test_device_cuda_without_cupy_says_why_before_building_anything(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    argv = ["--device", "cuda", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("python -m bench: error: --device cuda: device 'cuda' needs CuPy, which is not installed"), (
+        err
+    )
+    assert not (tmp_path / "model").exists() and not (tmp_path / "out").exists()
+
+
+def test_gpu_section_is_a_table_or_the_reason_there_is_none():
+    rows = [{"engine": "xlmr_np engine, float32", "docs_per_s": 812.25, "max_abs_vs_cpu": 1.1e-6}]
+    text = gpu.gpu_markdown({"environment": {"gpu": "X"}, "rows": rows}, "rerank 1x100")
+    assert "| xlmr_np engine, float32 | 812.2 | 1.10e-06 |" in text and "rerank 1x100, batches of 32" in text
+    assert gpu.gpu_markdown({"missing": "no GPU"}, "w").splitlines()[-1] == "No GPU column: no GPU."
 
 
 def test_agreement_reports_differences_and_rank_correlation():
@@ -227,3 +252,32 @@ def test_profile_forward_prints_each_op_family(tiny_dir, capsys):
     assert out.startswith("2 pairs x 32 tokens: forward "), out
     for label in profile_forward.OPS:
         assert re.search(rf"^\s*{re.escape(label.strip())}\s+\d+\.\d+ s\s+\d+\.\d%", out, re.M), (label, out)
+
+
+@pytest.mark.integration
+def test_gpu_check_dry_run_on_the_cpu_writes_its_tables(torch, tmp_path):
+    """tools/gpu_check.py as a person with a GPU runs it, but --dry-run: array-api-strict for CuPy, torch on
+    the CPU, a tiny model. It checks the script end to end (its float64 truth, every engine's agreement, the
+    exactness table, JSON and markdown), not a GPU."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root))
+    command = [sys.executable, str(root / "tools" / "gpu_check.py"), "--dry-run", "--out", str(tmp_path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "gpu-check.json").read_text())
+    error = {r["engine"]: r["max |logit - float64 truth|"] for r in report["agreement and speed"]}
+    print(error)
+    assert error["xlmr_np engine, float64"] < 1e-12
+    assert max(error["xlmr_np engine, float32"], error["torch sdpa, float32"]) < 1e-5
+    assert 1e-4 < error["torch sdpa, bfloat16"] < 1.0  # bfloat16 keeps 8 bits: visibly off, still the same model
+    exact = report["exactness on the device"]
+    assert exact["same batches twice: pairs whose bits differ"] == 0
+    assert exact["batch 1 vs batch size: max |diff|"] < 1e-5
+    text = (tmp_path / "gpu-check.md").read_text()
+    assert "DRY RUN" in text and "| xlmr_np engine, float32 | " in text and done.stdout == text + "\n"

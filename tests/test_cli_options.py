@@ -106,6 +106,7 @@ def test_the_same_option_means_the_same_thing_everywhere(capsys):
         "--cache-dir": "hub cache",
         "--revision": "hub branch, tag or commit",
         "--output": "write",
+        "--device": "where the model runs",
     }
     seen: dict[str, list[str]] = {}
     for command, sub in parser._subparsers._group_actions[0].choices.items():  # type: ignore[union-attr]
@@ -118,3 +119,42 @@ def test_the_same_option_means_the_same_thing_everywhere(capsys):
                     assert action.nargs == 0, (command, "--json takes no value")
     assert {"eval", "rerank", "score", "serve", "inspect", "verify"} <= set(seen["--revision"]), seen
     assert {"rerank", "score"} <= set(seen["--output"]), seen
+    assert {"rerank", "score", "serve", "eval"} <= set(seen["--device"]), seen
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rerank", QUERY, *DOCS],
+        ["score", "PAIRS"],
+        ["eval", "--task", "T2Reranking", "--data-dir", "DATA", "--out", "OUT"],
+    ],
+    ids=["rerank", "score", "eval"],
+)
+def test_device_cuda_without_cupy_is_one_line_naming_what_is_missing(model, argv, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from xlmr_np.cmteb.synthetic import write_synthetic
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # as on a machine without CuPy
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("q\td\n", encoding="utf-8")
+    if argv[0] == "eval":
+        write_synthetic(tmp_path / "data", "T2Reranking", 2, 2, 0)
+    argv = [{"PAIRS": str(pairs), "DATA": str(tmp_path / "data"), "OUT": str(tmp_path / "out")}.get(a, a) for a in argv]
+    status = main(
+        [
+            *argv,
+            "--model",
+            model,
+            "--device",
+            "cuda",
+            *(["--score-cache", str(tmp_path / "c")] if argv[0] == "eval" else []),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert err.splitlines() == [
+        f"xlmr-np {argv[0]}: error: device 'cuda' needs CuPy, which is not installed here "
+        f"(import of cupy halted; None in sys.modules): pip install 'xlmr-np[gpu]'"
+    ], err

@@ -88,6 +88,12 @@ MARKED: dict[tuple[str, str], tuple[str, str]] = {
         "skip",
         "writes 400,000 pairs and scores them on the full-size model (hours)",
     ),
+    ("docs/gpu.md", "pip install 'xlmr-np[gpu]'"): ("skip", "needs an NVIDIA GPU and CuPy"),
+    ("docs/gpu.md", 'device="cuda"'): ("skip", "needs an NVIDIA GPU and CuPy"),
+    ("docs/gpu.md", "tools/gpu_check.py --out gpu-check"): (
+        "skip",
+        "needs an NVIDIA GPU, CuPy and torch with CUDA (tests/test_bench.py runs gpu_check --dry-run on the CPU)",
+    ),
     ("docs/inspection.md", '--model M "QUERY" "DOCUMENT"'): (
         "skip",
         "a synopsis: M, QUERY, DOCUMENT and the brackets are placeholders",
@@ -130,6 +136,10 @@ MARKED: dict[tuple[str, str], tuple[str, str]] = {
         "needs sentence-transformers and the real bge-reranker-base",
     ),
     ("docs/verify.md", "scores = my_engine("): ("skip", "a sketch: my_engine stands for the reader's engine"),
+    ("docs/verify.md", "tests/test_verify_peers.py -q -s -p no:cacheprovider"): (
+        "skip",
+        "runs the parity tier's peers (minutes), from the repository's root; the parity tier runs them",
+    ),
 }
 
 

@@ -1,6 +1,8 @@
 """Committed fixtures, without torch: transformers' golden outputs for a tiny random model, and the small tokenizer.
 
 Regenerate with `python tools/make_fixtures.py` (provenance.json records the versions that made them).
+Each test runs on numpy and on array-api-strict (the array API standard alone, as CuPy runs the engine
+on a GPU: see tests/test_namespaces.py), against the same values within the same tolerances.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import numpy as np
 import pytest
 
 from xlmr_np import XLMRobertaConfig, engine, model
-from xlmr_np.testing import assert_close
+from xlmr_np.arrays import to_namespace, to_numpy
+from xlmr_np.testing import assert_close, strict_array_api
 from xlmr_np.tracing import Trace
 from xlmr_np.weights import load_params
 
@@ -29,28 +32,38 @@ def golden():
     return dict(np.load(FIXTURE / "golden.npz"))
 
 
-def load(dtype):
+@pytest.fixture(params=["numpy", "array-api-strict"])
+def namespace(request):
+    return request.param
+
+
+def load(dtype, namespace="numpy"):
     config = XLMRobertaConfig.from_file(FIXTURE / "config.json")
-    return load_params(FIXTURE, config, dtype), config
+    params = load_params(FIXTURE, config, dtype)
+    return (params if namespace == "numpy" else to_namespace(params, strict_array_api())), config
 
 
 def check(tag, states, logits, golden, atol):
     real = golden["attention_mask"].astype(bool)
     for i, state in enumerate(states):
         assert_close(
-            f"{tag} hidden_states[{i}]", state[real], golden[f"{tag}/hidden_states/{i}"][real], atol=atol, rtol=atol
+            f"{tag} hidden_states[{i}]",
+            to_numpy(state)[real],
+            golden[f"{tag}/hidden_states/{i}"][real],
+            atol=atol,
+            rtol=atol,
         )
-    assert_close(f"{tag} logits", logits, golden[f"{tag}/logits"], atol=atol, rtol=atol)
+    assert_close(f"{tag} logits", to_numpy(logits), golden[f"{tag}/logits"], atol=atol, rtol=atol)
 
 
 @pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-5), (np.float64, 1e-12)])
-def test_reference_matches_committed_transformers_outputs(golden, dtype, atol):
-    params, config = load(dtype)
+def test_reference_matches_committed_transformers_outputs(golden, dtype, atol, namespace):
+    params, config = load(dtype, namespace)
     names = ["embeddings"] + [f"encoder.layer.{i}.output" for i in range(config.num_hidden_layers)]
     trace = Trace(names + ["encoder.layer.*.attention.self.probs"])
     logits = model.forward(params, config, golden["input_ids"], golden["attention_mask"], trace)
     tag = np.dtype(dtype).name
-    assert logits.dtype == dtype
+    assert to_numpy(logits).dtype == dtype
     check(tag, [trace[name] for name in names], logits, golden, atol)
     real = golden["attention_mask"].astype(bool)
     pair_real = np.broadcast_to(real[:, None, :, None] & real[:, None, None, :], golden[f"{tag}/attentions/0"].shape)
@@ -60,11 +73,12 @@ def test_reference_matches_committed_transformers_outputs(golden, dtype, atol):
 
 
 @pytest.mark.parametrize("dtype, atol", [(np.float32, 2e-5), (np.float64, 1e-12)])
-def test_engine_matches_committed_transformers_outputs(golden, dtype, atol):
-    params, config = load(dtype)
+def test_engine_matches_committed_transformers_outputs(golden, dtype, atol, namespace):
+    params, config = load(dtype, namespace)
     states: list[np.ndarray] = []
     logits = engine.forward(params, config, golden["input_ids"], golden["attention_mask"], states)
-    assert logits.dtype == dtype
+    assert type(logits) is type(params["classifier.out_proj.weight"])  # computed on that namespace
+    assert to_numpy(logits).dtype == dtype
     check(np.dtype(dtype).name, states, logits, golden, atol)
 
 

@@ -129,8 +129,8 @@ def test_layer_norm_matches_torch(torch, dtype, atol, layer_norm):
 def engine_softmax(x):
     """The engine's softmax: its weights (in place, on a copy) over their row sums."""
     x = np.array(x)
-    sums = engine.softmax_weights(x, np.full(x.shape[-1], engine.weight_floor(x.dtype)[0], dtype=x.dtype))
-    return x / sums
+    weights, sums = engine.softmax_weights(x, np.full(x.shape[-1], engine.weight_floor(x.dtype)[0], dtype=x.dtype))
+    return weights / sums
 
 
 @pytest.mark.parity
@@ -171,7 +171,7 @@ def test_engine_softmax_weights_are_exactly_zero_below_the_floor_and_never_subno
     plain = np.exp(x - x.max(axis=-1, keepdims=True))
     assert numerics.count_subnormal(plain) > 100, "the test needs scores sharp enough to underflow"
     weights = x.copy()
-    sums = engine.softmax_weights(weights, np.full(x.shape[-1], engine.weight_floor(dtype)[0], dtype=dtype))
+    _, sums = engine.softmax_weights(weights, np.full(x.shape[-1], engine.weight_floor(dtype)[0], dtype=dtype))
     assert weights.dtype == sums.dtype == dtype and sums.shape == (6, 1)
     assert numerics.count_subnormal(weights) == 0 and weights.min() == 0
     below = plain < 2.0**-floor * 0.999  # (the shift is rounded to the dtype: leave its last bits out)

@@ -10,6 +10,11 @@ the reference leaves out:
 - cache blocking of the elementwise passes (GELU, layer norm), feed-forward in FFN_ROWS chunks, and
   work done in place in buffers the pass already owns.
 
+On another array namespace (xlmr_np.arrays: CuPy on a GPU) the same formulas run whole, without the
+numpy-only machinery, and attention pads each group of pairs to its longest (padded_attention): one
+batched product per group instead of a few per pair. Every function takes its namespace from its inputs
+(`xp = ops_of(x)`); `xp.standard` is False on numpy, where the code is numpy's as it always was.
+
 It records nothing but, on request, the hidden states at layer boundaries. The work is split in two:
 `pack` (checks and flattens a padded batch) and `run` (the layers on a packed batch). A pair only ever
 reads its own rows, and every row's numbers are independent of the others (GEMM_ROWS), so any split of a
@@ -31,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from . import numerics
+from .arrays import NUMPY, ops_of, params_ops
 from .config import XLMRobertaConfig
 from .model import check_batch, position_ids
 
@@ -58,8 +64,10 @@ def matmul_wt(x, weight):
 
     A few rows (under SMALL_ROWS) go to BLAS as one zero-padded call: a second, tail call would read the
     whole weight matrix again for a few rows of work. Many rows go as the bulk plus a padded tail block,
-    without copying the bulk.
+    without copying the bulk. On another namespace: one product (row blocks are a matter of the CPU's BLAS).
     """
+    if not isinstance(x, np.ndarray):
+        return x @ weight.T  # [N, in] -> [N, out]
     n = x.shape[0]
     bulk = n - n % GEMM_ROWS
     if bulk == n:
@@ -143,8 +151,7 @@ def product(x, weight, out=None):
 def linear(x, weight, bias):
     """torch.nn.Linear: weights are stored [out, in], so y = x W^T + b."""
     y = matmul_wt(x, weight)  # [N, in] -> [N, out]
-    y += bias
-    return y
+    return ops_of(y).add(y, bias, out=y)
 
 
 # Elementwise work (GELU, layer norm) walks its rows in blocks of about BLOCK_ELEMENTS values (512 KB in
@@ -166,11 +173,23 @@ def block_rows(row_size):
     return max(1, BLOCK_ELEMENTS // max(1, row_size))
 
 
-def blockwise(kernel, n, row_size):
-    """kernel(start, stop) over row blocks of an [n, row_size] array, about BLOCK_ELEMENTS values each."""
+def blockwise(kernel, n, row_size, out):
+    """kernel(start, stop) over row blocks of an [n, row_size] array, about BLOCK_ELEMENTS values each,
+    each writing its rows of out; returns out. out None (another namespace, no writes in place): one block,
+    the whole array, whose result kernel returns."""
+    if out is None:
+        return kernel(0, n)
     rows = block_rows(row_size)
     for start in range(0, n, rows):
         kernel(start, min(start + rows, n))
+    return out
+
+
+def output_buffer(xp, x, out):
+    """Where a blockwise op writes: out, or a new array like x; None on another namespace (see blockwise)."""
+    if xp.standard:
+        return None
+    return np.empty_like(x) if out is None else out
 
 
 def layer_norm(x, weight, bias, eps, out=None, add=()):
@@ -179,23 +198,22 @@ def layer_norm(x, weight, bias, eps, out=None, add=()):
     out: where to write (may be x itself: the norm is then done in place). add: arrays added to x first,
     in order, within the same cache-sized block (a dense layer's bias [D], then the residual [N, D]).
     """
-    out = np.empty_like(x) if out is None else out
-    eps = x.dtype.type(eps)
+    xp = ops_of(x)
+    out = output_buffer(xp, x, out)
+    eps = xp.scalar(eps, x.dtype)
 
     def kernel(start, stop):  # rows start:stop, [R, D] -> [R, D]
-        xb, ob = x[start:stop], out[start:stop]
+        xb, ob = x[start:stop, ...], None if out is None else out[start:stop]
         for a in add:
-            np.add(xb, a if a.ndim == 1 else a[start:stop], out=ob)
-            xb = ob
-        mean = xb.mean(axis=-1, keepdims=True)  # [R, D] -> [R, 1]
-        np.subtract(xb, mean, out=ob)  # centered
-        var = np.mean(ob * ob, axis=-1, keepdims=True)  # [R, D] -> [R, 1]
-        ob /= np.sqrt(var + eps)
-        ob *= weight
-        ob += bias
+            xb = xp.add(xb, a if a.ndim == 1 else a[start:stop, ...], out=ob)
+        mean = xp.mean(xb, axis=-1, keepdims=True)  # [R, D] -> [R, 1]
+        c = xp.subtract(xb, mean, out=ob)  # centered
+        var = xp.mean(c * c, axis=-1, keepdims=True)  # [R, D] -> [R, 1]
+        c = xp.divide(c, xp.sqrt(var + eps), out=c)
+        c = xp.multiply(c, weight, out=c)
+        return xp.add(c, bias, out=c)
 
-    blockwise(kernel, x.shape[0], x[:1].size)
-    return out
+    return blockwise(kernel, x.shape[0], x.shape[1], out)
 
 
 def gelu(x, bias=None, out=None):
@@ -204,22 +222,24 @@ def gelu(x, bias=None, out=None):
     The bias is added first in the same cache-sized block, so the [N, F] matrix is walked once. out: where
     to write (may be x: GELU in place). Runs blockwise on the calling thread.
     """
-    out = np.empty_like(x) if out is None else out
-    block = min(x.shape[0], block_rows(x[:1].size)) * x[:1].size  # values in the largest block
-    if x.dtype == np.float32:  # the kernel's 0 and cap operands, filled once for every block
+    xp = ops_of(x)
+    out = output_buffer(xp, x, out)
+    row_size = x.shape[1]
+    block = min(x.shape[0], block_rows(row_size)) * row_size  # values in the largest block
+    if out is not None and x.dtype == np.float32:  # the kernel's 0 and cap operands, filled once for every block
         zeros, cap = np.zeros(block, dtype=x.dtype), np.full(block, numerics.TAIL_CAP, dtype=x.dtype)
 
     def kernel(start, stop):  # rows start:stop, [R, F] -> [R, F]
-        xb, ob = x[start:stop], out[start:stop]
+        xb, ob = x[start:stop, ...], None if out is None else out[start:stop]
         if bias is not None:
-            xb = np.add(xb, bias, out=ob)
-        if x.dtype == np.float64:
-            numerics.gelu_float64(xb, out=ob)
-        else:
-            numerics.gelu_float32(xb, ob, zeros[: xb.size].reshape(xb.shape), cap[: xb.size].reshape(xb.shape))
+            xb = xp.add(xb, bias, out=ob)
+        if x.dtype == xp.float64:
+            return numerics.gelu_float64(xb, out=ob)
+        if ob is None:
+            return numerics.gelu_float32(xb)
+        return numerics.gelu_float32(xb, ob, zeros[: xb.size].reshape(xb.shape), cap[: xb.size].reshape(xb.shape))
 
-    blockwise(kernel, x.shape[0], x[:1].size)
-    return out
+    return blockwise(kernel, x.shape[0], row_size, out)
 
 
 # Softmax without subnormal floats. When a row's scores spread by more than about 87, exp(score - max) falls
@@ -241,9 +261,9 @@ def weight_floor(dtype) -> tuple[Any, Any]:
     return shift, np.exp(np.full(64, shift, dtype=dtype))[0]
 
 
-def softmax_weights(x, floor, scale=None):
-    """Softmax's numerators in place, exactly 0 below 2^-WEIGHT_FLOOR of the row's largest; returns the row
-    sums. x [..., n] -> the weights in x, and their sums [..., 1]; softmax is weights / sums.
+def softmax_weights(x, floor, scale=None, zero=None):
+    """Softmax's numerators (in place on numpy), exactly 0 below 2^-WEIGHT_FLOOR of the row's largest, and
+    their row sums: x [..., n] -> (weights [..., n], sums [..., 1]); softmax is weights / sums.
 
     exp(max(x - row max, shift)) - exp(shift): a weight at the floor becomes exactly 0, and every other one
     loses exp(shift), less than half an ulp of any weight above 2^-35 of the largest (2^-66 in float64), whose
@@ -251,16 +271,44 @@ def softmax_weights(x, floor, scale=None):
     maximum against a scalar runs 4x slower than against an array; a row of them stays in L1). scale
     multiplies x first (attention's 1/sqrt(Dh), as transformers' eager attention scales the scores). The
     caller divides: attention divides its context [..., Dh] rather than the weights [..., n], which saves a
-    pass over the scores.
+    pass over the scores. floor, zero: floor_row's (zero None: numpy's, weight_floor).
     """
-    _, zero = weight_floor(x.dtype)
+    xp = ops_of(x)
+    zero = weight_floor(x.dtype)[1] if zero is None else zero
     if scale is not None:
-        x *= scale
-    x -= x.max(axis=-1, keepdims=True)
-    np.maximum(x, floor, out=x)
-    np.exp(x, out=x)
-    x -= zero
-    return x.sum(axis=-1, keepdims=True)
+        x = xp.multiply(x, scale, out=x)
+    x = xp.subtract(x, xp.max(x, axis=-1, keepdims=True), out=x)
+    x = xp.maximum(x, floor, out=x)
+    x = xp.exp(x, out=x)
+    x = xp.subtract(x, zero, out=x)
+    return x, xp.sum(x, axis=-1, keepdims=True)
+
+
+def floor_row(xp, n, dtype):
+    """(floor, zero) for softmax_weights in namespace xp: a row of n values filled with the shift, and
+    exp(shift) as xp's own exp computes it (a [1] array on another namespace)."""
+    if not xp.standard:
+        shift, zero = weight_floor(dtype)
+        return np.full(n, shift, dtype=dtype), zero
+    shift = -WEIGHT_FLOOR[xp.numpy_dtype(dtype)] * math.log(2)  # rounded to dtype by full, as numpy rounds it
+    row = xp.full((max(n, 64),), shift, dtype)  # 64 values: exp's vectorised loop, as the scores get it
+    return row[:n], xp.exp(row)[:1]
+
+
+def attend(q, keys, values, floor, zero=None, scale=None, key_bias=None, scores=None, out=None):
+    """softmax(q keys [x scale]) values for one block of attention, with softmax_weights' floor:
+    q [..., m, Dh], keys [..., Dh, n], values [..., n, Dh] -> context [..., m, Dh].
+
+    key_bias [..., 1, n]: 0 for a real key, -inf for padding (padded_attention), whose weights then come
+    out exactly 0. scores, out: numpy buffers for the scores [..., m, n] and the context.
+    """
+    xp = ops_of(q)
+    s = xp.matmul(q, keys, out=scores)  # [..., m, n]
+    if key_bias is not None:
+        s = xp.add(s, key_bias, out=s)
+    s, sums = softmax_weights(s, floor, scale, zero)  # [..., m, n], [..., m, 1]
+    context = xp.matmul(s, values, out=out)  # [..., m, Dh]
+    return xp.divide(context, sums, out=context)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -269,10 +317,10 @@ def softmax_weights(x, floor, scale=None):
 
 def embeddings(ids, positions, params, config):
     """XLMRobertaEmbeddings on packed tokens: ids, positions [N] -> [N, D]."""
-    p = "roberta.embeddings."
-    x = params[p + "word_embeddings.weight"][ids]  # [N] -> [N, D]  (rows read on demand)
-    x += params[p + "token_type_embeddings.weight"][0]  # [D]: every token is type 0
-    x += params[p + "position_embeddings.weight"][positions]  # [N] -> [N, D]; torch's order of additions
+    p, xp = "roberta.embeddings.", params_ops(params)
+    x = xp.take_rows(params[p + "word_embeddings.weight"], ids)  # [N] -> [N, D]  (numpy: rows read on demand)
+    x = xp.add(x, params[p + "token_type_embeddings.weight"][0, ...], out=x)  # [D]: every token is type 0
+    x = xp.add(x, xp.take_rows(params[p + "position_embeddings.weight"], positions), out=x)  # torch's order
     return layer_norm(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps, out=x)
 
 
@@ -321,14 +369,14 @@ def self_attention(x, offsets, params, prefix, config, first_only=False):
     bits (scaling by 2^k is exact in every product and partial sum) in one pass over [N, D] instead of one
     over every pair's [H, n, n].
     """
-    p = prefix + "attention.self."
-    queries = x[offsets[:-1]] if first_only else x  # [B, D] or [N, D]
+    p, xp = prefix + "attention.self.", ops_of(x)
+    queries = xp.take_rows(x, offsets[:-1]) if first_only else x  # [B, D] or [N, D]
     q = linear(queries, params[p + "query.weight"], params[p + "query.bias"])  # [N or B, D] -> [N or B, D]
     k = linear(x, params[p + "key.weight"], params[p + "key.bias"])  # [N, D] -> [N, D]
     v = linear(x, params[p + "value.weight"], params[p + "value.bias"])  # [N, D] -> [N, D]
-    scale = x.dtype.type(config.head_size**-0.5)
+    scale = xp.scalar(config.head_size**-0.5, x.dtype)
     if power_of_two(float(scale)):
-        q *= scale
+        q = xp.multiply(q, scale, out=q)
         scale = None
     return attention(q, k, v, offsets, config.num_attention_heads, scale, first_only)  # [N or B, D]
 
@@ -339,8 +387,10 @@ def attention(q, k, v, offsets, heads, scale=None, first_only=False):
     q holds every pair's query rows (first_only: each pair's first row alone, [B, D]) and is overwritten by
     the context. Per pair, attention goes to BLAS a block at a time (attention_blocks): a few heads as stacked
     products over strided views of the packed Q, K, V, or, for a long pair, a block of one head's query rows
-    against a contiguous copy of that head's keys and values.
+    against a contiguous copy of that head's keys and values. Another namespace: padded_attention.
     """
+    if ops_of(q).standard:
+        return padded_attention(q, k, v, offsets, heads, scale, first_only)
     H, Dh = heads, q.shape[1] // heads
     lengths = np.diff(offsets)  # [B]
     q_offsets = np.arange(len(lengths) + 1) if first_only else offsets  # where each pair's query rows start
@@ -350,7 +400,7 @@ def attention(q, k, v, offsets, heads, scale=None, first_only=False):
     longest = int(lengths.max())
     room = max(SCORES_ELEMENTS, min(longest**2, HEAD_SCORES))  # the largest block's scores
     buffers = [Scratch(room, Dh, longest, q.dtype) for _ in range(tasks)]  # one per task, reused for every block
-    floor = np.full(longest, weight_floor(q.dtype)[0], dtype=q.dtype)  # [n], read by every task
+    floor, zero = floor_row(NUMPY, longest, q.dtype)  # [n], read by every task
     for b, n in enumerate(lengths):
         rows, q_rows = slice(offsets[b], offsets[b + 1]), slice(q_offsets[b], q_offsets[b + 1])
         m = q_rows.stop - q_rows.start  # query rows: n, or 1 when first_only
@@ -361,7 +411,7 @@ def attention(q, k, v, offsets, heads, scale=None, first_only=False):
         step, block = attention_blocks(m, n, H, tasks)
         units = [(a, min(a + step, H), r, min(r + block, m)) for a in range(0, H, step) for r in range(0, m, block)]
 
-        def attend(units, scratch, n=n, qh=qh, kt=kt, vh=vh, ch=ch, copy=block < m):  # the blocks, in order
+        def blocks(units, scratch, n=n, qh=qh, kt=kt, vh=vh, ch=ch, copy=block < m):  # the blocks, in order
             head = None
             for a, c, r0, r1 in units:
                 keys, values = kt[a:c], vh[a:c]  # [h, Dh, n], [h, n, Dh]
@@ -372,18 +422,14 @@ def attention(q, k, v, offsets, heads, scale=None, first_only=False):
                         head = a
                     keys, values = scratch.keys[None, :, :n], scratch.values[None, :n]  # [1, Dh, n], [1, n, Dh]
                 s = scratch.scores[: (c - a) * (r1 - r0) * n].reshape(c - a, r1 - r0, n)  # [h, rows, n]
-                np.matmul(qh[a:c, r0:r1], keys, out=s)
-                sums = softmax_weights(s, floor[:n], scale)  # [h, rows, 1]
-                out = ch[a:c, r0:r1]  # [h, rows, Dh]
-                np.matmul(s, values, out=out)
-                out /= sums
+                attend(qh[a:c, r0:r1], keys, values, floor[:n], zero, scale, scores=s, out=ch[a:c, r0:r1])
 
         if pool is None or len(units) == 1:
-            attend(units, buffers[0])
+            blocks(units, buffers[0])
         else:  # q's rows of a block are read by that block alone, before it overwrites them
             pool.map(
                 [
-                    lambda part=units[i:j], scratch=scratch: attend(part, scratch)
+                    lambda part=units[i:j], scratch=scratch: blocks(part, scratch)
                     for (i, j), scratch in zip(spans(len(units), tasks), buffers)
                 ]
             )
@@ -411,6 +457,73 @@ class Scratch:
         if self._values is None:
             self._values = np.empty(self.shape[::-1], dtype=self.dtype)  # [n, Dh]
         return self._values
+
+
+# Another namespace (a GPU) pads instead: a group of pairs gathered into [G, H, T, Dh] with T the group's
+# longest, padding keys masked, one batched product for the whole group rather than a few per pair and
+# block, which on a GPU would cost a kernel launch each. Sorted batches (Reranker sorts longest first) waste
+# little on padding. A group's scores [G, H, rows, T] stay within DEVICE_SCORES values (256 MB in float32),
+# a pair longer than that alone with its query rows in blocks.
+DEVICE_SCORES = 1 << 26
+
+
+def padded_groups(lengths, heads, first_only=False) -> list[tuple[int, int, int]]:
+    """[(first pair, stop pair, query rows per block)]: consecutive pairs, padded to their group's longest, as
+    many as keep a block's scores [G, H, rows, T] within DEVICE_SCORES.
+
+    >>> padded_groups([512] * 32, 12)   # [(0, 21, 512), (21, 32, 512)]: 21 x 12 x 512 x 512 fit
+    """
+    groups, start = [], 0
+    while start < len(lengths):
+        stop, longest = start + 1, int(lengths[start])
+        while stop < len(lengths):
+            t = max(longest, int(lengths[stop]))
+            if (stop + 1 - start) * heads * (1 if first_only else t) * t > DEVICE_SCORES:
+                break
+            stop, longest = stop + 1, t
+        m = 1 if first_only else longest
+        groups.append((start, stop, max(1, min(m, DEVICE_SCORES // ((stop - start) * heads * longest)))))
+        start = stop
+    return groups
+
+
+def padded_attention(q, k, v, offsets, heads, scale=None, first_only=False):
+    """attention on another namespace: each group of pairs (padded_groups) padded to its longest pair, with
+    padding keys masked, so that a group's heads go through attend as one batched block.
+
+    q [N or B, D] (first_only: each pair's first row), k, v [N, D] -> [N or B, D]. Padding query rows repeat
+    the pair's last token (finite numbers, dropped after) and padding keys get a -inf bias: weight 0.
+    """
+    xp = ops_of(k)
+    H, D = heads, k.shape[1]
+    lengths = np.diff(offsets)  # [B]
+    floor, zero = floor_row(xp, int(lengths.max()), k.dtype)
+    parts = []
+    for a, b, rows in padded_groups(lengths, H, first_only):
+        n = lengths[a:b, None]  # [G, 1]
+        G, T = b - a, int(n.max())
+        t = np.arange(T)  # [T]
+        index = offsets[a:b, None] + np.minimum(t, n - 1)  # [G, T]: packed rows, padding -> the pair's last
+
+        def heads_of(x, index):  # [G, m] rows of packed x [., D] -> [G, H, m, Dh]
+            gathered = xp.reshape(xp.take_rows(x, index), index.shape + (H, D // H))  # [G, m, H, Dh]
+            return xp.permute_dims(gathered, (0, 2, 1, 3))
+
+        keys = xp.permute_dims(heads_of(k, index), (0, 1, 3, 2))  # [G, H, Dh, T]
+        values = heads_of(v, index)  # [G, H, T, Dh]
+        bias = xp.asarray(np.where(t < n, 0.0, -np.inf).reshape(G, 1, 1, T), dtype=k.dtype)  # [G, 1, 1, T]
+        queries = heads_of(q, np.arange(a, b)[:, None] if first_only else index)  # [G, H, m, Dh]
+        m = queries.shape[2]
+        blocks = [  # [G, H, rows, Dh] each
+            attend(queries[:, :, r : min(r + rows, m), :], keys, values, floor[:T], zero, scale, bias)
+            for r in range(0, m, rows)
+        ]
+        context = blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=2)  # [G, H, m, Dh]
+        context = xp.reshape(xp.permute_dims(context, (0, 2, 1, 3)), (G * m, D))  # [G * m, D]
+        if not first_only:  # the real tokens' rows, in packed order
+            context = xp.take_rows(context, (np.arange(G)[:, None] * T + t)[t < n])  # [N_group, D]
+        parts.append(context)
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)  # [N or B, D]
 
 
 def attention_output(context, residual, params, prefix, config):
@@ -457,7 +570,9 @@ FFN_ROWS = 21 * GEMM_ROWS  # 1008 rows
 
 
 def feed_forward(a, params, prefix, config):
-    """XLMRobertaIntermediate then XLMRobertaOutput, FFN_ROWS rows at a time: [N, D] -> [N, D]."""
+    """XLMRobertaIntermediate then XLMRobertaOutput, FFN_ROWS rows at a time (on numpy): [N, D] -> [N, D]."""
+    if ops_of(a).standard:
+        return output(intermediate(a, params, prefix), a, params, prefix, config)  # [N, D] -> [N, F] -> [N, D]
     y = np.empty_like(a)  # [N, D]
     for start in range(0, a.shape[0], FFN_ROWS):
         rows = slice(start, start + FFN_ROWS)
@@ -472,7 +587,7 @@ def encoder_layer(x, offsets, params, i, config, first_only=False):
     """
     prefix = f"roberta.encoder.layer.{i}."
     context = self_attention(x, offsets, params, prefix, config, first_only)  # [N or B, D]
-    residual = x[offsets[:-1]] if first_only else x  # [B, D] or [N, D]
+    residual = ops_of(x).take_rows(x, offsets[:-1]) if first_only else x  # [B, D] or [N, D]
     a = attention_output(context, residual, params, prefix, config)  # [N or B, D]
     return feed_forward(a, params, prefix, config)  # [N or B, D] -> [N or B, F] -> [N or B, D]
 
@@ -487,10 +602,11 @@ def classification_head(first_tokens, params):
     and in float32 the rounding of that sum alone moves a full-size logit by up to 1e-5, a third of all
     the float32 error it carries (docs/numerics.md). In float64 it costs next to nothing: B rows.
     """
-    w = {key: params[key].astype(np.float64) for key in HEAD}
-    h = linear(first_tokens.astype(np.float64), w["classifier.dense.weight"], w["classifier.dense.bias"])  # [B, D]
-    logits = linear(np.tanh(h), w["classifier.out_proj.weight"], w["classifier.out_proj.bias"])  # [B, L]
-    return logits.astype(first_tokens.dtype)
+    xp = ops_of(first_tokens)
+    w = {key: xp.astype(params[key], xp.float64) for key in HEAD}
+    h = linear(xp.astype(first_tokens, xp.float64), w["classifier.dense.weight"], w["classifier.dense.bias"])  # [B, D]
+    logits = linear(xp.tanh(h), w["classifier.out_proj.weight"], w["classifier.out_proj.bias"])  # [B, L]
+    return xp.astype(logits, first_tokens.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -516,11 +632,16 @@ def pack(config: XLMRobertaConfig, input_ids, attention_mask) -> Packed:
     )
 
 
-def unpack(packed: Packed, x: np.ndarray) -> np.ndarray:
+def unpack(packed: Packed, x):
     """Packed token states [N, D] -> [B, T, D], zeros at padding."""
-    out = np.zeros(packed.mask.shape + x.shape[1:], dtype=x.dtype)  # [B, T, D]
-    out[packed.mask] = x
-    return out
+    xp = ops_of(x)
+    if not xp.standard:
+        out = np.zeros(packed.mask.shape + x.shape[1:], dtype=x.dtype)  # [B, T, D]
+        out[packed.mask] = x
+        return out
+    index = np.full(packed.mask.shape, x.shape[0])  # [B, T]: padding reads row N, a row of zeros
+    index[packed.mask] = np.arange(x.shape[0])
+    return xp.take_rows(xp.concat([x, xp.zeros((1, x.shape[1]), x.dtype)], axis=0), index)  # [B, T, D]
 
 
 def run(params, config: XLMRobertaConfig, packed: Packed, hidden_states: list | None = None) -> np.ndarray:
@@ -543,7 +664,7 @@ def run(params, config: XLMRobertaConfig, packed: Packed, hidden_states: list | 
         if hidden_states is not None:
             hidden_states.append(unpack(packed, x))
     if layers == 0:
-        return classification_head(x[packed.offsets[:-1]], params)  # [N, D] -> [B, D] -> [B, L]
+        return classification_head(ops_of(x).take_rows(x, packed.offsets[:-1]), params)  # [N, D] -> [B, D] -> [B, L]
     first = encoder_layer(x, packed.offsets, params, layers - 1, config, first_only=True)  # [N, D] -> [B, D]
     if hidden_states is not None:
         hidden_states.append(unpack(packed, encoder_layer(x, packed.offsets, params, layers - 1, config)))

@@ -5,6 +5,11 @@ order data flows, each reading that module's weights under the checkpoint's own 
 padded batch with its attention mask, in the weights' dtype (float32 or float64). The engine that serves
 scores (xlmr_np.engine) computes the same thing faster and is tested against this file layer by layer.
 
+`xp` is the array namespace of the weights (xlmr_np.arrays.ops_of): numpy itself, or CuPy's array API
+namespace when the weights are on a GPU, under the array API standard's names (`xp.permute_dims` is
+numpy's transpose). Token ids are checked and looked up on the host; everything else runs where the
+weights are.
+
 Every intermediate goes to `record(name, x)` under its transformers module name without "roberta."
 (`record("encoder.layer.3.output", x)`); the default records nothing, and xlmr_np.tracing.Trace keeps them.
 
@@ -18,6 +23,7 @@ import math
 
 import numpy as np
 
+from .arrays import ops_of, params_ops, to_numpy
 from .config import XLMRobertaConfig
 from .errors import InputError
 from .numerics import erf
@@ -34,9 +40,10 @@ def linear(x, weight, bias):
 
 def layer_norm(x, weight, bias, eps):
     """torch.nn.LayerNorm over the last axis, with the biased variance torch uses."""
-    mean = x.mean(axis=-1, keepdims=True)  # [..., D] -> [..., 1]
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)  # [..., D] -> [..., 1]
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
+    xp = ops_of(x)
+    mean = xp.mean(x, axis=-1, keepdims=True)  # [..., D] -> [..., 1]
+    var = xp.mean((x - mean) ** 2, axis=-1, keepdims=True)  # [..., D] -> [..., 1]
+    return (x - mean) / xp.sqrt(var + eps) * weight + bias
 
 
 def gelu(x):
@@ -46,8 +53,9 @@ def gelu(x):
 
 def softmax(x):
     """Softmax over the last axis, the row maximum subtracted first so exp never overflows."""
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    xp = ops_of(x)
+    e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
+    return e / xp.sum(e, axis=-1, keepdims=True)
 
 
 def _name(prefix: str) -> str:
@@ -69,12 +77,13 @@ def position_ids(input_ids, padding_idx):
 
 def embeddings(input_ids, params, config, record=no_record):
     """XLMRobertaEmbeddings: word + token type (type_vocab_size 1: all type 0) + position, then LayerNorm."""
-    p = "roberta.embeddings."
-    word = params[p + "word_embeddings.weight"][input_ids]  # [B, T] -> [B, T, D]
-    position = params[p + "position_embeddings.weight"][position_ids(input_ids, config.pad_token_id)]  # -> [B, T, D]
+    p, xp = "roberta.embeddings.", params_ops(params)
+    word = xp.take_rows(params[p + "word_embeddings.weight"], input_ids)  # [B, T] -> [B, T, D]
+    positions = position_ids(input_ids, config.pad_token_id)  # [B, T]
+    position = xp.take_rows(params[p + "position_embeddings.weight"], positions)  # [B, T] -> [B, T, D]
     record("embeddings.word_embeddings", word)
     record("embeddings.position_embeddings", position)
-    x = word + params[p + "token_type_embeddings.weight"][0] + position  # torch's order of additions
+    x = word + params[p + "token_type_embeddings.weight"][0, ...] + position  # torch's order of additions
     x = layer_norm(x, params[p + "LayerNorm.weight"], params[p + "LayerNorm.bias"], config.layer_norm_eps)
     record("embeddings", x)
     return x  # [B, T, D]
@@ -83,7 +92,7 @@ def embeddings(input_ids, params, config, record=no_record):
 def self_attention(x, mask, params, prefix, config, record=no_record):
     """XLMRobertaSelfAttention: per head, softmax(Q K^T / sqrt(Dh)) V over the pair's real tokens.
 
-    mask: [B, T] bool, True for real tokens. Padding keys get a score of -inf, so exactly zero weight.
+    mask: [B, T] bool (in xp), True for real tokens. Padding keys get a score of -inf, so exactly zero weight.
 
     The plain formula holds every head's [T, T] scores at once, several times over (scores, masked, shifted,
     exponentiated): at 8,192 tokens (bge-reranker-v2-m3's limit) a head's scores take 268 MB in float32, and
@@ -92,7 +101,7 @@ def self_attention(x, mask, params, prefix, config, record=no_record):
     (xlmr_np.engine) computes the same thing in cache-sized blocks. Trained models' sharp heads also give
     subnormal probabilities here, which the engine rounds to 0 (engine.WEIGHT_FLOOR).
     """
-    p, name = prefix + "attention.self.", _name(prefix + "attention.self")
+    p, name, xp = prefix + "attention.self.", _name(prefix + "attention.self"), ops_of(x)
     B, T, D = x.shape
     H = config.num_attention_heads
     q = linear(x, params[p + "query.weight"], params[p + "query.bias"])  # [B, T, D]
@@ -103,12 +112,12 @@ def self_attention(x, mask, params, prefix, config, record=no_record):
     record(name + ".value", v)
 
     def heads(t):
-        return t.reshape(B, T, H, D // H).transpose(0, 2, 1, 3)  # [B, T, D] -> [B, H, T, Dh]
+        return xp.permute_dims(xp.reshape(t, (B, T, H, D // H)), (0, 2, 1, 3))  # [B, T, D] -> [B, H, T, Dh]
 
-    scores = heads(q) @ heads(k).transpose(0, 1, 3, 2) * (D // H) ** -0.5  # [B, H, T, Dh] -> [B, H, T, T]
-    probs = softmax(np.where(mask[:, None, None, :], scores, -np.inf))  # [B, H, T, T]
+    scores = heads(q) @ xp.permute_dims(heads(k), (0, 1, 3, 2)) * (D // H) ** -0.5  # -> [B, H, T, T]
+    probs = softmax(xp.where(mask[:, None, None, :], scores, -xp.inf))  # [B, H, T, T]
     record(name + ".probs", probs)
-    context = (probs @ heads(v)).transpose(0, 2, 1, 3).reshape(B, T, D)  # [B, H, T, Dh] -> [B, T, D]
+    context = xp.reshape(xp.permute_dims(probs @ heads(v), (0, 2, 1, 3)), (B, T, D))  # [B, H, T, Dh] -> [B, T, D]
     record(name, context)
     return context  # [B, T, D]
 
@@ -161,9 +170,10 @@ def classification_head(x, params, record=no_record):
     XLM-R quirk: it reads only the first token, <s>, then dense -> tanh -> out_proj (tanh, not GELU: a port
     that used GELU here shipped wrong scores).
     """
-    h = linear(x[:, 0], params["classifier.dense.weight"], params["classifier.dense.bias"])  # [B, T, D] -> [B, D]
+    xp = ops_of(x)
+    h = linear(x[:, 0, :], params["classifier.dense.weight"], params["classifier.dense.bias"])  # [B, T, D] -> [B, D]
     record("classifier.dense", h)
-    logits = linear(np.tanh(h), params["classifier.out_proj.weight"], params["classifier.out_proj.bias"])  # -> [B, L]
+    logits = linear(xp.tanh(h), params["classifier.out_proj.weight"], params["classifier.out_proj.bias"])  # -> [B, L]
     record("classifier.out_proj", logits)
     return logits  # [B, L]
 
@@ -173,15 +183,15 @@ def forward(params, config: XLMRobertaConfig, input_ids, attention_mask, record=
 
     input_ids, attention_mask: as a tokenizer returns them (right-padded; mask 1 for real tokens).
     """
-    input_ids, mask = check_batch(input_ids, attention_mask, config)
+    input_ids, mask = check_batch(input_ids, attention_mask, config)  # on the host
     x = embeddings(input_ids, params, config, record)  # [B, T] -> [B, T, D]
-    x = encoder(x, mask, params, config, record)  # [B, T, D]
+    x = encoder(x, params_ops(params).asarray(mask), params, config, record)  # [B, T, D]
     return classification_head(x, params, record)  # [B, T, D] -> [B, L]
 
 
 def check_batch(input_ids, attention_mask, config):
-    """(input_ids, mask as bool), or an InputError saying what is wrong with the batch."""
-    input_ids, mask = np.asarray(input_ids), np.asarray(attention_mask).astype(bool)
+    """(input_ids, mask as bool) as host numpy arrays, or an InputError saying what is wrong with the batch."""
+    input_ids, mask = to_numpy(input_ids), to_numpy(attention_mask).astype(bool)
     if input_ids.ndim != 2 or mask.shape != input_ids.shape:
         raise InputError(f"input_ids and attention_mask must both be [B, T]; got {input_ids.shape} and {mask.shape}")
     if input_ids.shape[0] == 0:

@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from .arrays import ops_of
+
 # erf(x) ~= x * P(x^2) / Q(x^2) on |x| <= 3.92 (beyond it erf rounds to +-1 in float32); max abs error
 # 1.6e-8 in float64 arithmetic.
 _ERF_P = (
@@ -41,22 +43,22 @@ def erf_rational(x):
     """erf in float64 arithmetic, accurate to float32: max abs error 1.6e-8 (5e-8 once rounded to float32).
 
     Evaluated in float64: in float32 arithmetic the rational's own rounding reaches 4e-7 near |x| = 3.6.
-    x: a float64 array the caller owns, overwritten (clipped) here: every pass runs in place.
+    x: a float64 array the caller owns, overwritten (clipped) here: every pass runs in place (on numpy).
     """
-    x = np.clip(x, -_ERF_CLIP, _ERF_CLIP, out=x)
+    xp = ops_of(x)
+    x = xp.clip(x, -_ERF_CLIP, _ERF_CLIP, out=x)
     t = x * x
     p = t * _ERF_P[-1]
     q = t * _ERF_Q[-1]
-    p += _ERF_P[-2]
-    q += _ERF_Q[-2]
+    p = xp.add(p, _ERF_P[-2], out=p)
+    q = xp.add(q, _ERF_Q[-2], out=q)
     for cp, cq in zip(_ERF_P[-3::-1], _ERF_Q[-3::-1]):
-        p *= t
-        p += cp
-        q *= t
-        q += cq
-    p *= x
-    p /= q
-    return p
+        p = xp.multiply(p, t, out=p)
+        p = xp.add(p, cp, out=p)
+        q = xp.multiply(q, t, out=q)
+        q = xp.add(q, cq, out=q)
+    p = xp.multiply(p, x, out=p)
+    return xp.divide(p, q, out=p)
 
 
 def erf_series(x):
@@ -66,18 +68,19 @@ def erf_series(x):
     nothing cancels; it is summed until the last term is below 1e-17 of the sum (~100 terms at |x| = 6,
     beyond which erf is +-1 in float64).
     """
-    x = np.clip(x, -6.0, 6.0)
+    xp = ops_of(x)
+    x = xp.clip(x, -6.0, 6.0)
     x2 = x * x
-    term = x.copy()
-    total = x.copy()
+    term = xp.copy(x)
+    total = xp.copy(x)
     n = 0
     while True:
         n += 1
-        term *= x2 * (2.0 / (2 * n + 1))
-        total += term
-        if n % 8 == 0 and np.all(np.abs(term) <= 1e-17 * np.abs(total)):
+        term = xp.multiply(term, x2 * (2.0 / (2 * n + 1)), out=term)
+        total = xp.add(total, term, out=total)
+        if n % 8 == 0 and bool(xp.all(xp.abs(term) <= 1e-17 * xp.abs(total))):
             break
-    return (2.0 / math.sqrt(math.pi)) * np.exp(-x2) * total
+    return (2.0 / math.sqrt(math.pi)) * xp.exp(-x2) * total
 
 
 def erf(x):
@@ -86,9 +89,10 @@ def erf(x):
 
     >>> erf(np.array([0.0, 0.5, -3.0], dtype=np.float32))   # -> [0., 0.5205, -0.99998]
     """
-    x = np.asarray(x)
-    x64 = x.astype(np.float64)
-    return (erf_series(x64) if x.dtype == np.float64 else erf_rational(x64)).astype(x.dtype)
+    x = np.asarray(x) if isinstance(x, (int, float, list, tuple, np.generic)) else x
+    xp = ops_of(x)
+    x64 = xp.astype(x, xp.float64)
+    return xp.astype(erf_series(x64) if x.dtype == xp.float64 else erf_rational(x64), x.dtype)
 
 
 # The normal upper tail Q(a) = erfc(a / sqrt 2) / 2 = exp(-a^2 / 2) * R(a) for a >= 0, with R(a) ~= P(a) /
@@ -115,39 +119,40 @@ def gelu_float32(x, out=None, zeros=None, cap=None):
     (numpy's maximum/minimum against a scalar run 3x slower than against an array, so the engine fills
     them once per call and passes them for every block).
     """
-    f32 = x.dtype.type
-    out = np.empty_like(x) if out is None else out
+    xp = ops_of(x)
+    f32 = lambda value: xp.scalar(value, x.dtype)  # noqa: E731
+    out = np.empty_like(x) if out is None and not xp.standard else out
     zeros = f32(0) if zeros is None else zeros
     cap = f32(TAIL_CAP) if cap is None else cap
-    a = np.abs(x)
-    np.maximum(x, zeros, out=out)  # max(x, 0); out may be x, which is not needed after this
-    np.minimum(a, cap, out=a)  # the tail term held at its value at the cap (TAIL_CAP)
-    g = np.square(a)
-    g *= f32(-0.5)
-    np.exp(g, out=g)  # exp(-a^2 / 2)
+    a = xp.abs(x)
+    y = xp.maximum(x, zeros, out=out)  # max(x, 0); out may be x, which is not needed after this
+    a = xp.minimum(a, cap, out=a)  # the tail term held at its value at the cap (TAIL_CAP)
+    g = xp.square(a)
+    g = xp.multiply(g, f32(-0.5), out=g)
+    g = xp.exp(g, out=g)  # exp(-a^2 / 2)
     p = a * f32(_TAIL_P[-1])
-    p += f32(_TAIL_P[-2])
+    p = xp.add(p, f32(_TAIL_P[-2]), out=p)
     for c in _TAIL_P[-3::-1]:
-        p *= a
-        p += f32(c)
+        p = xp.multiply(p, a, out=p)
+        p = xp.add(p, f32(c), out=p)
     q = a * f32(_TAIL_Q[-1])
-    q += f32(_TAIL_Q[-2])
+    q = xp.add(q, f32(_TAIL_Q[-2]), out=q)
     for c in _TAIL_Q[-3::-1]:
-        q *= a
-        q += f32(c)
-    p /= q
-    p *= g
-    p *= a  # a Q(a)
-    out -= p
-    return out
+        q = xp.multiply(q, a, out=q)
+        q = xp.add(q, f32(c), out=q)
+    p = xp.divide(p, q, out=p)
+    p = xp.multiply(p, g, out=p)
+    p = xp.multiply(p, a, out=p)  # a Q(a)
+    return xp.subtract(y, p, out=y)
 
 
 def gelu_float64(x, out=None):
     """x Phi(x) = x/2 (1 + erf(x / sqrt 2)) in float64, with the series erf."""
+    xp = ops_of(x)
     phi = erf_series(x * (1 / math.sqrt(2)))  # erf(x / sqrt 2)
-    phi += 1.0
-    phi *= 0.5
-    return np.multiply(phi, x, out=out)
+    phi = xp.add(phi, 1.0, out=phi)
+    phi = xp.multiply(phi, 0.5, out=phi)
+    return xp.multiply(phi, x, out=out)
 
 
 def count_subnormal(x) -> int:
@@ -162,4 +167,4 @@ def count_subnormal(x) -> int:
 
 def gelu(x, out=None):
     """The exact GELU x Phi(x) (transformers' "gelu"), accurate to the rounding of x's dtype."""
-    return gelu_float64(x, out) if x.dtype == np.float64 else gelu_float32(x, out)
+    return gelu_float64(x, out) if x.dtype == ops_of(x).float64 else gelu_float32(x, out)

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from . import engine, model
+from .arrays import params_ops, to_namespace, to_numpy
 from .config import XLMRobertaConfig
+from .device import DEFAULT_DEVICE, device_namespace
 from .errors import ConfigError, InputError
 from .family import resolve_max_length
 from .hub import resolve_model_dir
@@ -64,7 +66,8 @@ def document_scores(n_documents: int, encoded, owners, sequence_logits, raw_scor
 
 class Reranker:
     """A cross-encoder reranker: the numpy engine scores, the reference forward pass explains, tokenizers
-    tokenizes."""
+    tokenizes. With params on another array namespace (device "cuda": CuPy) the engine runs there, on whole
+    batches, and the results come back as numpy arrays."""
 
     def __init__(
         self,
@@ -74,13 +77,15 @@ class Reranker:
         dtype=np.float32,
         model_dir: str | None = None,
         workers: int | None = None,
+        device: str = DEFAULT_DEVICE,
     ):
         self.params = params
         self.config = config
         self.tokenizer = tokenizer
         self.dtype = np.dtype(dtype)
         self.model_dir = model_dir
-        self.pool = Workers(workers)  # scoring threads (xlmr_np.workers); None: one per core
+        self.device = device  # where params live (xlmr_np.device); the engine follows the params
+        self.pool = Workers(workers)  # scoring threads (xlmr_np.workers) on numpy params; None: one per core
         self.mapped_files: list[FileStamp] = []  # the weights files the params map (from_pretrained, mmap=True)
 
     @classmethod
@@ -96,6 +101,7 @@ class Reranker:
         token=None,
         mmap: bool = True,
         workers: int | None = None,
+        device: str = DEFAULT_DEVICE,
     ) -> Reranker:
         """Load config.json, model.safetensors (or its sharded index) and tokenizer.json from a directory.
 
@@ -111,12 +117,19 @@ class Reranker:
         overwritten in place under a mapping crashes the process with SIGBUS, so replace a model with a new
         file and a rename (as the hub cache does); mmap=False copies the weights into memory instead.
         workers: threads each batch is split among (xlmr_np.workers); None: one per core; 1: the calling
-        thread only. The scores are the same bits for any count.
+        thread only. The scores are the same bits for any count. CPU only.
+        device: "cpu" (default), or "cuda": the weights are copied once to the GPU and every batch is scored
+        there by CuPy (pip install 'xlmr-np[gpu]'); docs/gpu.md says what its numbers promise.
         """
         model_dir = resolve_model_dir(
             path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
         )
         check_workers(workers)  # before the weights are read
+        xp, where = device_namespace(device)  # CuPy and a GPU, before the weights are read
+        if device != "cpu" and workers not in (None, 1):
+            raise ConfigError(
+                f"workers={workers} splits batches among CPU threads; on device {device!r} a batch runs whole"
+            )
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype}")
@@ -125,9 +138,12 @@ class Reranker:
         tokenizer = PairTokenizer.from_file(
             model_dir / "tokenizer.json", max_length=max_length, truncation=truncation, pad_token_id=config.pad_token_id
         )
-        stamps = [FileStamp.of(f) for f in weight_files(model_dir)] if mmap else []  # before mapping: see changed
+        on_cpu = device == "cpu"
+        stamps = [FileStamp.of(f) for f in weight_files(model_dir)] if mmap and on_cpu else []  # see changed
         params = load_params(model_dir, config, dtype, mmap=mmap)
-        reranker = cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir), workers=workers)
+        if not on_cpu:
+            params = to_namespace(params, xp, where)  # copied: the mapping is closed with the host params
+        reranker = cls(params, config, tokenizer, dtype=dtype, model_dir=str(model_dir), workers=workers, device=device)
         reranker.mapped_files = stamps
         return reranker
 
@@ -164,17 +180,17 @@ class Reranker:
         layers = range(self.config.num_hidden_layers)
         if not (output_attentions or trace):
             if not output_hidden_states:  # the scoring path, bit for bit
-                return ModelOutput(logits=self.pool.forward(self.params, self.config, input_ids, attention_mask))
+                return ModelOutput(logits=self.batch_logits(input_ids, attention_mask))
             states: list[np.ndarray] = []
             logits = engine.forward(self.params, self.config, input_ids, attention_mask, states)
-            return ModelOutput(logits=logits, hidden_states=tuple(states))
+            return ModelOutput(logits=to_numpy(logits), hidden_states=tuple(to_numpy(s) for s in states))
         names = None if trace is True else [trace] if isinstance(trace, str) else list(trace or [])
         if names is not None and output_hidden_states:
             names += ["embeddings"] + [f"encoder.layer.{i}.output" for i in layers]
         if names is not None and output_attentions:
             names += [f"encoder.layer.{i}.attention.self.probs" for i in layers]
-        recorder = Trace(names)
-        logits = model.forward(self.params, self.config, input_ids, attention_mask, recorder)
+        recorder = Trace(names)  # keeps numpy copies
+        logits = to_numpy(model.forward(self.params, self.config, input_ids, attention_mask, recorder))
         real = np.asarray(attention_mask).astype(bool)  # [B, T]
         out = ModelOutput(logits=logits, trace=dict(recorder) if trace else None)
         if output_hidden_states:  # zeros at padding, as the engine gives them
@@ -188,6 +204,13 @@ class Reranker:
                 np.where(pairs, recorder[f"encoder.layer.{i}.attention.self.probs"], 0) for i in layers
             )
         return out
+
+    def batch_logits(self, input_ids, attention_mask) -> np.ndarray:
+        """The engine's logits [B, L] of one padded batch [B, T], as a numpy array: split among the worker
+        threads on numpy params (xlmr_np.workers), whole on another namespace's."""
+        if not params_ops(self.params).standard:
+            return self.pool.forward(self.params, self.config, input_ids, attention_mask)
+        return to_numpy(engine.forward(self.params, self.config, input_ids, attention_mask))
 
     def predict_logits(
         self, pairs, batch_size: int = 32, progress: bool | None = None
@@ -213,7 +236,7 @@ class Reranker:
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 batch = self.tokenizer.pad([encoded[i] for i in chunk])
-                logits[chunk] = self.pool.forward(self.params, self.config, batch.input_ids, batch.attention_mask)
+                logits[chunk] = self.batch_logits(batch.input_ids, batch.attention_mask)
                 bar.update(len(chunk))
         if not np.isfinite(logits).all():
             bad = np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist()

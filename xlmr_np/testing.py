@@ -244,3 +244,13 @@ def execute_notebook(source, timeout: int = 300):
         else:
             os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = saved
     return notebook
+
+
+def strict_array_api() -> ModuleType:
+    """array-api-strict, which rejects every call the array API standard lacks, set to the 2023.12 standard
+    (older than CuPy's) without data-dependent shapes (which a GPU pays for with a synchronisation): a
+    stand-in for CuPy where there is no GPU. Skips or fails as `require` does without it."""
+    strict = require("array_api_strict", "the engine on an array namespace other than numpy")
+    require("array_api_compat", "the engine on an array namespace other than numpy")
+    strict.set_array_api_strict_flags(api_version="2023.12", boolean_indexing=False, data_dependent_shapes=False)
+    return strict

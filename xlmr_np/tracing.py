@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import engine, model
+from .arrays import to_numpy
 from .errors import InputError
 from .tokenizer import EncodedPair, check_pairs
 
@@ -51,9 +52,9 @@ class Trace(dict):
     def wants(self, name: str) -> bool:
         return self.names is None or any(fnmatch.fnmatchcase(name, p) for p in self.names)
 
-    def __call__(self, name: str, x: np.ndarray) -> None:
+    def __call__(self, name: str, x) -> None:
         if self.wants(name):
-            self[name] = x
+            self[name] = to_numpy(x)  # a GPU's arrays are copied to the host
 
 
 # ----------------------------------------------------------------------------------------------------

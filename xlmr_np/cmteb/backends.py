@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..device import DEFAULT_DEVICE
 from ..errors import InputError, XlmrNpError
 from .runner import run_eval
 
@@ -56,6 +57,7 @@ class ShardSpec:
     cores: int  # BLAS threads of the shard
     revision: str | None = None  # of a hub repo id: branch, tag or commit (None: main)
     data_dir: str | None = None  # the datasets' files, instead of the hub (the same path on every worker)
+    device: str = DEFAULT_DEVICE  # where the shard computes its scores (xlmr_np.device)
 
 
 def run_shard(spec: ShardSpec, i: int) -> dict:
@@ -83,6 +85,7 @@ def run_shard(spec: ShardSpec, i: int) -> dict:
                 revision=spec.revision,
                 data_dir=spec.data_dir,
                 stream=io.StringIO(),
+                device=spec.device,
             )
             files = {path.name: path.read_text(encoding="utf-8") for path in done["files"]}
     except XlmrNpError as e:

@@ -48,6 +48,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ..device import DEFAULT_DEVICE
 from ..errors import InputError
 from ..hub import resolve_model_dir
 from .backends import Backend, ExecutorError, ShardSpec, SlurmOptions, local_cores, make_backend
@@ -104,9 +105,10 @@ def survey(
     truncation: str,
     revision: str | None = None,
     data_dir: str | Path | None = None,
+    device: str = DEFAULT_DEVICE,
 ) -> Survey:
     """Plan every task as the shards will, and count the pairs the score cache lacks, batch by batch."""
-    settings = scoring_settings(max_length, truncation)
+    settings = scoring_settings(max_length, truncation, device)
     fingerprint = model_fingerprint(resolve_model_dir(model, revision=revision))
     root = cache_root(cache_dir, fingerprint, settings)
     tasks = []
@@ -319,6 +321,7 @@ def run_on_backend(
     data_dir: str | Path | None = None,
     stream: TextIO | None = None,
     interval: float = 5.0,
+    device: str = DEFAULT_DEVICE,
 ) -> dict:
     """run_eval's results, computed as `shards` shards on a backend (see the module docstring).
 
@@ -343,7 +346,9 @@ def run_on_backend(
     # one length for every shard
     max_length = ModelToEvaluate.resolve(model, max_length, truncation, revision).settings["max_length"]
     data = str(Path(data_dir).absolute()) if data_dir is not None else None
-    plan = survey(str(model), task_name, cache, batch_size, max_queries, seed, max_length, truncation, revision, data)
+    plan = survey(
+        str(model), task_name, cache, batch_size, max_queries, seed, max_length, truncation, revision, data, device
+    )
     try:
         backend.start()
         n = shards or backend.slots
@@ -362,6 +367,7 @@ def run_on_backend(
             cores_per_shard,
             revision,
             data,
+            device,
         )
         print(f"{executor}: {n} shards, {sum(plan.todo(n)):,} pairs to score", file=log, flush=True)
         values = fan_out(backend, spec, plan, retries, log, interval, keep=_write_files(out / "shards"))

@@ -28,6 +28,7 @@ from typing import TextIO
 import numpy as np
 
 from ..config import XLMRobertaConfig
+from ..device import DEFAULT_DEVICE, check_device
 from ..errors import InputError
 from ..family import identify, resolve_max_length
 from ..hub import resolve_model_dir
@@ -56,9 +57,12 @@ class TaskRun:
     sample: dict | None
 
 
-def scoring_settings(max_length: int, truncation: str) -> dict:
-    """What, besides the model's files, decides a score: part of the score cache's key."""
-    return {"max_length": max_length, "truncation": truncation, "dtype": "float32"}
+def scoring_settings(max_length: int, truncation: str, device: str = DEFAULT_DEVICE) -> dict:
+    """What, besides the model's files, decides a score: part of the score cache's key. A GPU's float32
+    scores differ from the CPU's in their last bits, so they are cached apart (and shards of both are not
+    merged); "device" is left out for the CPU, so the CPU's cache keys stay as they were."""
+    settings = {"max_length": max_length, "truncation": truncation, "dtype": "float32"}
+    return settings if device == DEFAULT_DEVICE else dict(settings, device=check_device(device))
 
 
 @dataclass(frozen=True)
@@ -73,12 +77,17 @@ class ModelToEvaluate:
 
     @classmethod
     def resolve(
-        cls, model: str | Path, max_length: int | None, truncation: str, revision: str | None = None
+        cls,
+        model: str | Path,
+        max_length: int | None,
+        truncation: str,
+        revision: str | None = None,
+        device: str = DEFAULT_DEVICE,
     ) -> ModelToEvaluate:
         directory = resolve_model_dir(model, revision=revision)  # a directory, or a hub repo id (its cache)
         fingerprint = model_fingerprint(directory)  # first: it names every missing file at once
         config = XLMRobertaConfig.from_file(directory / "config.json")
-        settings = scoring_settings(resolve_max_length(directory, config, max_length), truncation)
+        settings = scoring_settings(resolve_max_length(directory, config, max_length), truncation, device)
         known = identify(config, str(model)) or identify(config, directory)
         return cls(directory, fingerprint, settings, known.repo_id if known is not None else None)
 
@@ -144,6 +153,7 @@ def run_eval(
     revision: str | None = None,
     data_dir: str | Path | None = None,
     stream: TextIO | None = None,
+    device: str = DEFAULT_DEVICE,
 ) -> dict:
     """Evaluate a model (directory or hub repo id) on one task or "all"; returns the results (None for a
     shard), the files written and the number of pairs scored (those the cache lacked).
@@ -151,13 +161,14 @@ def run_eval(
     Without shard: writes out_dir/results.json (the table and the per-query figures). With shard=(i, n):
     writes out_dir/<task>.shard-<i>-of-<n>.json per task, for merge_shards(). revision: the hub branch,
     tag or commit of a hub repo id (default: main). data_dir: a directory holding the datasets' files
-    (xlmr_np.cmteb.tasks.local_dataset_file) instead of the hub.
+    (xlmr_np.cmteb.tasks.local_dataset_file) instead of the hub. device: where the scores are computed
+    (xlmr_np.device), in this process or each worker process.
     """
     if shard is not None and not (0 <= shard[0] < shard[1]):
         raise InputError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
     out = Path(out_dir)
     check_output_dir(out)  # before hours of scoring, not after
-    model = ModelToEvaluate.resolve(model_dir, max_length, truncation, revision)
+    model = ModelToEvaluate.resolve(model_dir, max_length, truncation, revision, device)
     directory, fingerprint, settings = model.directory, model.fingerprint, model.settings
     root = cache_root(cache_dir, fingerprint, settings)
     writer = "all" if shard is None else f"shard-{shard[0]}-of-{shard[1]}"

@@ -36,10 +36,17 @@ def model_fingerprint(model_dir: Path) -> str:
 
 
 def load_reranker(model_dir: Path, settings: dict) -> Reranker:
-    """The float32 Reranker of a resolved model directory, refused unless it has one relevance logit."""
+    """The float32 Reranker of a resolved model directory on the settings' device, refused unless it has one
+    relevance logit."""
+    from ..device import DEFAULT_DEVICE
     from ..reranker import Reranker
 
-    reranker = Reranker.from_pretrained(model_dir, max_length=settings["max_length"], truncation=settings["truncation"])
+    reranker = Reranker.from_pretrained(
+        model_dir,
+        max_length=settings["max_length"],
+        truncation=settings["truncation"],
+        device=settings.get("device", DEFAULT_DEVICE),
+    )
     reranker.require_single_logit()
     return reranker
 

@@ -126,4 +126,5 @@ def run_from_args(args) -> dict:
         slurm=slurm,
         revision=args.revision,
         data_dir=args.data_dir,
+        device=args.device,
     )

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..device import DEFAULT_DEVICE, DEVICES
 from ..errors import InputError, OutputError, UsageError, XlmrNpError
 
 DEFAULT_MODEL = "BAAI/bge-reranker-base"
@@ -99,7 +100,8 @@ class _Deprecated(argparse.Action):
 # ---- the model options of rerank, score, serve and inspect ----
 
 
-def add_model_arguments(parser) -> None:
+def add_model_arguments(parser):
+    """The model options, in a "model" group (returned, for add_device_argument)."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"a hub repo id or a local model directory (default: {DEFAULT_MODEL})"
@@ -134,6 +136,18 @@ def add_model_arguments(parser) -> None:
         help="copy the weights into memory instead of mapping the file: a model file "
         "overwritten in place cannot crash this process (costs RAM of the model's size)",
     )
+    return group
+
+
+def add_device_argument(parser) -> None:
+    """--device, where scores are computed (xlmr_np.device): rerank, score, serve, eval and python -m bench."""
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default=DEFAULT_DEVICE,
+        help=f"where the model runs (default: {DEFAULT_DEVICE}): cpu is numpy; cuda is an NVIDIA GPU through CuPy "
+        "(pip install 'xlmr-np[gpu]'), its float32 in full float32; see docs/gpu.md",
+    )
 
 
 def load_reranker(args):
@@ -149,6 +163,7 @@ def load_reranker(args):
             cache_dir=args.cache_dir,
             mmap=not getattr(args, "in_memory", False),
             workers=getattr(args, "workers", None),
+            device=getattr(args, "device", DEFAULT_DEVICE),
         )
     except InputError as e:
         if e.where in ("max_length", "truncation"):

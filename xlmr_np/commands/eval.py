@@ -12,6 +12,7 @@ from .common import (
     DEFAULT_MODEL,
     EXIT_INTERRUPTED,
     add_deprecated_alias,
+    add_device_argument,
     nonnegative_int,
     positive_int,
     reports_errors,
@@ -91,6 +92,7 @@ def register(subparsers) -> None:
         p, "--cache-dir", "--score-cache", "score_cache", "--cache-dir is the hub cache in the other commands"
     )
     p.add_argument("--out", default="eval-results", help="directory for results.json or shard files")
+    add_device_argument(p)  # every process and shard on it: one GPU each, or all on one
     cluster.add_arguments(p)
     p.set_defaults(func=reports_errors(eval_command))
 
@@ -145,6 +147,7 @@ def eval_command(args) -> int:
                 truncation=args.truncation,
                 revision=args.revision,
                 data_dir=args.data_dir,
+                device=args.device,
             )
     except KeyboardInterrupt:
         print(

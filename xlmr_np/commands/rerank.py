@@ -9,6 +9,7 @@ from ..errors import InputError
 from ..tokenizer import check_text
 from .common import (
     OutputFile,
+    add_device_argument,
     add_model_arguments,
     document_text,
     is_jsonl,
@@ -53,7 +54,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--window-overlap", type=nonnegative_int, default=64, help="tokens shared by adjacent windows (64)"
     )
-    add_model_arguments(parser)
+    add_device_argument(add_model_arguments(parser))
     parser.set_defaults(func=reports_errors(run))
 
 

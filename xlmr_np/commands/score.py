@@ -16,6 +16,7 @@ from ..errors import ConfigError, InputError
 from ..tokenizer import check_text
 from .common import (
     OutputFile,
+    add_device_argument,
     add_model_arguments,
     is_jsonl,
     load_reranker,
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
     parser.add_argument("--jsonl", action="store_true", help="the input is JSONL (implied by .jsonl)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write scores to FILE (default: stdout)")
     parser.add_argument("--raw-scores", action="store_true", help="write raw logits instead of sigmoid scores (0..1)")
-    add_model_arguments(parser)
+    add_device_argument(add_model_arguments(parser))
     parser.set_defaults(func=reports_errors(run))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..serve.settings import MIN_INFLIGHT_TOKENS, SEQUENCES_PER_BATCH, ServerSettings, default
-from .common import add_model_arguments, load_reranker, port_number, reports_errors
+from .common import add_device_argument, add_model_arguments, load_reranker, port_number, reports_errors
 
 API_KEY_ENV = "XLMR_NP_API_KEY"
 
@@ -144,7 +144,7 @@ def register(subparsers) -> None:
         help="POST /rerank (TEI): cut over-long pairs when a request does not say 'truncate' "
         "(default: such a pair is a 413, as TEI)",
     )
-    add_model_arguments(parser)
+    add_device_argument(add_model_arguments(parser))
     parser.set_defaults(func=reports_errors(run))
 
 
