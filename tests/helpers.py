@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from xlmr_np.config import XLMRobertaConfig
+from xlmr_np.random_model import write_safetensors
 from xlmr_np.testing import TINY, assert_close
 from xlmr_np.weights import expected_shapes
 
@@ -77,23 +78,11 @@ def random_params(cfg: XLMRobertaConfig, seed: int = 0, std: float = 0.2) -> dic
 
 
 def write_random_safetensors(path: Path, cfg: XLMRobertaConfig, seed: int, std: float, head_scale: float) -> None:
-    """random_params(cfg, seed, std) written one tensor at a time, so that a full-size model (1.1 GB) never
-    sits in memory whole; the header is safetensors' (8-byte length, JSON, data; format "pt", as
-    transformers writes it, which its from_pretrained reads)."""
-    shapes = expected_shapes(cfg)
-    header: dict = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for key, shape in shapes.items():
-        size = 4 * int(np.prod(shape))
-        header[key] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    """random_params(cfg, seed, std) written one tensor at a time by xlmr_np.random_model's safetensors writer,
+    so that a full-size model (1.1 GB) never sits in memory whole."""
     rng = np.random.default_rng(seed)
-    with open(path, "wb") as f:
-        f.write(len(raw).to_bytes(8, "little") + raw)
-        for key, shape in shapes.items():
-            f.write(random_tensor(rng, key, shape, std, head_scale).tobytes())
+    tensors = ((key, random_tensor(rng, key, shape, std, head_scale)) for key, shape in expected_shapes(cfg).items())
+    write_safetensors(path, cfg, tensors)
 
 
 def write_model(
