@@ -14,6 +14,7 @@ import json
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import version
 
 import numpy as np
 import pytest
@@ -543,3 +544,47 @@ def test_rerankers_cross_encoder(hub_dir, verifier):
     table_row(f"rerankers {version} cross-encoder".replace("  ", " "), "float32", report)
     assert report.analysis.scale.name == "logits", report.analysis.scale
     assert_named(report, "float32")
+
+
+def test_text_classification_pipeline(hub_dir, verifier):
+    """transformers' text-classification pipeline on the hub's files, as a user scores pairs with it: one
+    {"text", "text_pair"} per pair, truncation on, the raw logit (function_to_apply="none"). It tokenizes one
+    pair per call, so under transformers >= 5 tokenizer(q, "") drops an empty document."""
+    transformers = pytest.importorskip("transformers")
+    classify = transformers.pipeline("text-classification", model=str(hub_dir), device="cpu")
+
+    def pipeline_scores(query, documents):
+        pairs = [{"text": query, "text_pair": d} for d in documents]
+        return [a["score"] for a in classify(pairs, function_to_apply="none", truncation=True)]
+
+    report = verifier.check(pipeline_scores, source="transformers text-classification pipeline", atol=ATOL)
+    table_row(f"transformers {transformers.__version__} text-classification pipeline", "float32", report)
+    assert report.analysis.scale.name == "logits", report.analysis.scale
+    if transformers_major() < 5:
+        assert report.agrees, str(report)
+        return
+    assert not report.agrees, str(report)
+    first = report.diagnosis[0]
+    assert 'tokenizer(q, "") encodes an empty document as the single sequence <s> q </s>' in first, report.diagnosis
+    assert "reproduces every answer within the tolerance" in first, report.diagnosis
+
+
+def test_flagembedding_reranker(hub_dir, verifier):
+    """FlagEmbedding's FlagReranker on the hub's files, float32 on CPU, its defaults (max_length 512, the
+    query cut at 3/4 of it, only_second truncation). Under transformers >= 5 it decodes each text's ids back
+    to text and tokenizes the pair again, which moves a text whose pieces do not spell it back (an <unk> inside
+    a word, emoji joined by zero-width joiners)."""
+    flag = pytest.importorskip("FlagEmbedding")
+    ranker = flag.FlagReranker(str(hub_dir), use_fp16=False, devices="cpu")
+
+    def flag_scores(query, documents):
+        return np.atleast_1d(ranker.compute_score([[query, d] for d in documents])).tolist()
+
+    report = verifier.check(flag_scores, source="FlagEmbedding FlagReranker", atol=ATOL)
+    table_row(f"FlagEmbedding {version('FlagEmbedding')} FlagReranker", "float32", report)
+    assert report.analysis.scale.name == "logits", report.analysis.scale
+    assert not report.agrees, str(report)  # only_second at 512 cuts the long-query probe's pairs
+    first = report.diagnosis[0]
+    expected = "FlagEmbedding's FlagReranker under transformers >= 5" if transformers_major() >= 5 else "only_second"
+    assert expected in first, report.diagnosis
+    assert "reproduces every answer within the tolerance" in first, report.diagnosis

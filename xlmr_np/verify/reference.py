@@ -77,6 +77,15 @@ def truncation_lengths(max_length: int) -> list[int]:
     return sorted({n for n in COMMON_LENGTHS if n < max_length} | {max_length - 2})
 
 
+def flag_length(max_length: int) -> int:
+    """FlagEmbedding's FlagReranker cuts pairs at its own max_length, 512 unless its caller sets another,
+    whatever the model takes; the query alone at 3/4 of it."""
+    return min(FLAG_MAX_LENGTH, max_length)
+
+
+FLAG_MAX_LENGTH = 512
+
+
 def variants(max_length: int = 512) -> list[Variant]:
     """Every single fault tried against a model whose limit is max_length tokens."""
     out = [
@@ -101,6 +110,14 @@ def variants(max_length: int = 512) -> list[Variant]:
             "the tokenizer is transformers >= 5's XLMRobertaTokenizer called one pair at a time (the pipeline "
             "rebuilt without tokenizer.json's Replace and with WhitespaceSplit, so the piece for a text's trailing "
             'whitespace is dropped; and tokenizer(q, "") encodes an empty document as the single sequence <s> q </s>)',
+            "tokens",
+        ),
+        Variant(
+            "flagembedding-transformers5",
+            f"FlagEmbedding's FlagReranker under transformers >= 5 (max_length {flag_length(max_length)}): query and "
+            "document tokenized apart by the rebuilt XLMRobertaTokenizer (trailing whitespace pieces dropped), cut "
+            f"to {flag_length(max_length) * 3 // 4} and {flag_length(max_length)} tokens, decoded back to text and "
+            "tokenized again as a pair (only_second truncation; an empty document as the single sequence <s> q </s>)",
             "tokens",
         ),
         Variant("gelu-head", "the classification head applies GELU where the model has tanh", "head"),
@@ -365,8 +382,32 @@ class LocalScores:
                         single = pipeline.encode(text)
                         encoded[i] = EncodedPair(single.ids, bool(single.overflowing))
             return encoded
+        if key == "flagembedding-transformers5":
+            return self._flagembedding_transformers5()
         strategy, length = key.rsplit("-", 1)
         return self._pair_tokenizer(self.private_tokenizer(), int(length), strategy).encode(self.pairs)
+
+    def _flagembedding_transformers5(self) -> list[EncodedPair]:
+        """FlagReranker.compute_score's ids under transformers >= 5: each text tokenized alone without
+        specials and cut (the query at 3/4 of the limit), then, since transformers 5 has no id-level
+        prepare_for_model, decoded back to text with its specials kept and tokenized again as a pair."""
+        length = flag_length(self.max_length)
+        pipeline = transformers5_pipeline(self.private_tokenizer())
+        pipeline.no_truncation()
+        pipeline.no_padding()
+
+        def round_trip(text: str, tokens: int) -> str:
+            ids = pipeline.encode(text, add_special_tokens=False).ids[:tokens]
+            return pipeline.decode(ids, skip_special_tokens=False)
+
+        texts = [(round_trip(q, length * 3 // 4), round_trip(d, length)) for q, d in self.pairs]
+        encoded = self._pair_tokenizer(pipeline, length, "only_second").encode(texts)
+        pipeline.enable_truncation(length)
+        for i, (query, document) in enumerate(texts):
+            if document == "":  # tokenizer(q, "") drops the empty second text: <s> q </s>
+                single = pipeline.encode(query)
+                encoded[i] = EncodedPair(single.ids, bool(single.overflowing))
+        return encoded
 
     def _rerun(self, encoded: list[EncodedPair]) -> np.ndarray:
         """Logits of sequences, running only those whose ids differ from the reference's."""
