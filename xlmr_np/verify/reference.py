@@ -77,17 +77,18 @@ def truncation_lengths(max_length: int) -> list[int]:
     return sorted({n for n in COMMON_LENGTHS if n < max_length} | {max_length - 2})
 
 
-def flag_length(max_length: int) -> int:
-    """FlagEmbedding's FlagReranker cuts pairs at its own max_length, 512 unless its caller sets another,
-    whatever the model takes; the query alone at 3/4 of it."""
-    return min(FLAG_MAX_LENGTH, max_length)
-
-
+# FlagEmbedding's FlagReranker cuts pairs at its own max_length, 512 unless its caller sets another, whatever
+# the model takes (capped here by the model's limit); the query alone at 3/4 of it.
 FLAG_MAX_LENGTH = 512
+
+
+def flag_length(max_length: int) -> int:
+    return min(FLAG_MAX_LENGTH, max_length)
 
 
 def variants(max_length: int = 512) -> list[Variant]:
     """Every single fault tried against a model whose limit is max_length tokens."""
+    flag = flag_length(max_length)
     out = [
         Variant(
             "separator-bos", "the pair template joins query and document with </s><s> instead of </s></s>", "tokens"
@@ -114,9 +115,9 @@ def variants(max_length: int = 512) -> list[Variant]:
         ),
         Variant(
             "flagembedding-transformers5",
-            f"FlagEmbedding's FlagReranker under transformers >= 5 (max_length {flag_length(max_length)}): query and "
-            "document tokenized apart by the rebuilt XLMRobertaTokenizer (trailing whitespace pieces dropped), cut "
-            f"to {flag_length(max_length) * 3 // 4} and {flag_length(max_length)} tokens, decoded back to text and "
+            f"FlagEmbedding's FlagReranker under transformers >= 5 (max_length {flag}): query and document "
+            "tokenized apart by the rebuilt XLMRobertaTokenizer (trailing whitespace pieces dropped), cut to "
+            f"{flag * 3 // 4} and {flag} tokens, decoded back to text and "
             "tokenized again as a pair (only_second truncation; an empty document as the single sequence <s> q </s>)",
             "tokens",
         ),
@@ -215,6 +216,19 @@ def transformers5_pipeline(tokenizer: Tokenizer) -> Tokenizer:
         spec["normalizer"] = precompiled[0] if precompiled else None
     spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, spec["pre_tokenizer"]]}
     return Tokenizer.from_str(json.dumps(spec))
+
+
+def empty_as_single(
+    pipeline: Tokenizer, max_length: int, pairs: list[tuple[str, str]], encoded: list[EncodedPair]
+) -> list[EncodedPair]:
+    """transformers >= 5's tokenizer(q, "") drops the empty second text: each pair with an empty document
+    becomes the single sequence <s> q </s> (in place, and returned)."""
+    pipeline.enable_truncation(max_length)
+    for i, (query, document) in enumerate(pairs):
+        if document == "":
+            single = pipeline.encode(query)
+            encoded[i] = EncodedPair(single.ids, bool(single.overflowing))
+    return encoded
 
 
 def model_dir_of(reranker: Reranker) -> Path:
@@ -375,12 +389,8 @@ class LocalScores:
         if key.startswith("transformers5-tokenizer"):
             pipeline = transformers5_pipeline(self.private_tokenizer())
             encoded = self._pair_tokenizer(pipeline, self.max_length, truncation).encode(self.pairs)
-            if key.endswith("-empty"):  # tokenizer(q, "") drops the empty second text: <s> q </s>
-                pipeline.enable_truncation(self.max_length)
-                for i, (text, second) in enumerate(self.pairs):
-                    if second == "":
-                        single = pipeline.encode(text)
-                        encoded[i] = EncodedPair(single.ids, bool(single.overflowing))
+            if key.endswith("-empty"):
+                empty_as_single(pipeline, self.max_length, self.pairs, encoded)
             return encoded
         if key == "flagembedding-transformers5":
             return self._flagembedding_transformers5()
@@ -402,12 +412,7 @@ class LocalScores:
 
         texts = [(round_trip(q, length * 3 // 4), round_trip(d, length)) for q, d in self.pairs]
         encoded = self._pair_tokenizer(pipeline, length, "only_second").encode(texts)
-        pipeline.enable_truncation(length)
-        for i, (query, document) in enumerate(texts):
-            if document == "":  # tokenizer(q, "") drops the empty second text: <s> q </s>
-                single = pipeline.encode(query)
-                encoded[i] = EncodedPair(single.ids, bool(single.overflowing))
-        return encoded
+        return empty_as_single(pipeline, length, texts, encoded)
 
     def _rerun(self, encoded: list[EncodedPair]) -> np.ndarray:
         """Logits of sequences, running only those whose ids differ from the reference's."""
