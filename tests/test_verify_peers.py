@@ -10,18 +10,18 @@ reduced precision, so a clean peer agrees within 1e-4 on logits.
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import json
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib.metadata import version
 
 import numpy as np
 import pytest
 from helpers import SMALL_TOKENIZER, SMALL_VOCAB
 
 from xlmr_np import Reranker
-from xlmr_np.testing import build_model
+from xlmr_np.testing import build_model, require
 from xlmr_np.verify import Verifier, verify_endpoint
 from xlmr_np.verify.reference import FLAVOURS
 
@@ -338,7 +338,7 @@ def test_transformers_tokenizer_as_the_hub_files_load_it(spread_model, hub_token
 def test_transformers_tokenizer_one_pair_at_a_time(spread_model, hub_tokenizer, verifier):
     """The text-classification pipeline's way: tokenizer(q, d) per pair, where transformers 5 encodes
     an empty document as the single sequence <s> q </s>."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     model = spread_model[1]
 
     def one_at_a_time(query, documents):
@@ -405,7 +405,7 @@ def test_long_context_model_probed_up_to_its_limit(fault, long_model, hf_tokeniz
 @pytest.fixture(scope="module")
 def onnx_dir(spread_model, tmp_path_factory):
     """The test model with an ONNX export beside it (onnx/model.onnx), as bench exports it."""
-    pytest.importorskip("onnxruntime")
+    require("onnxruntime", "verify against onnxruntime")
     from bench.models import export_onnx
 
     model_dir = tmp_path_factory.mktemp("with-onnx")
@@ -512,8 +512,8 @@ def assert_named(report, setting: str) -> None:
 def test_sentence_transformers_cross_encoder(setting, hub_dir, verifier):
     """sentence-transformers' CrossEncoder on the hub's files, in float32, float16, bfloat16 and with its
     linear layers dynamically quantised to int8."""
-    torch = pytest.importorskip("torch")
-    st = pytest.importorskip("sentence_transformers")
+    torch = require("torch")
+    st = require("sentence_transformers", "verify against sentence-transformers")
     dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(setting, torch.float32)
     model = st.CrossEncoder(str(hub_dir), device="cpu", model_kwargs={"dtype": dtype})
     if setting == "int8-dynamic":  # in place: the CrossEncoder is itself a torch module holding the model
@@ -530,8 +530,8 @@ def test_sentence_transformers_cross_encoder(setting, hub_dir, verifier):
 
 def test_rerankers_cross_encoder(hub_dir, verifier):
     """The rerankers library's transformers cross-encoder on the hub's files (float32 on CPU)."""
-    torch = pytest.importorskip("torch")
-    rerankers = pytest.importorskip("rerankers")
+    torch = require("torch")
+    rerankers = require("rerankers", "verify against the rerankers library")
     ranker = rerankers.Reranker(str(hub_dir), model_type="cross-encoder", dtype=torch.float32, verbose=0)
 
     def rerankers_scores(query, documents):
@@ -550,7 +550,7 @@ def test_text_classification_pipeline(hub_dir, verifier):
     """transformers' text-classification pipeline on the hub's files, as a user scores pairs with it: one
     {"text", "text_pair"} per pair, truncation on, the raw logit (function_to_apply="none"). It tokenizes one
     pair per call, so under transformers >= 5 tokenizer(q, "") drops an empty document."""
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     classify = transformers.pipeline("text-classification", model=str(hub_dir), device="cpu")
 
     def pipeline_scores(query, documents):
@@ -574,14 +574,14 @@ def test_flagembedding_reranker(hub_dir, verifier):
     query cut at 3/4 of it, only_second truncation). Under transformers >= 5 it decodes each text's ids back
     to text and tokenizes the pair again, which moves a text whose pieces do not spell it back (an <unk> inside
     a word, emoji joined by zero-width joiners)."""
-    flag = pytest.importorskip("FlagEmbedding")
+    flag = require("FlagEmbedding", "verify against FlagEmbedding")
     ranker = flag.FlagReranker(str(hub_dir), use_fp16=False, devices="cpu")
 
     def flag_scores(query, documents):
         return np.atleast_1d(ranker.compute_score([[query, d] for d in documents])).tolist()
 
     report = verifier.check(flag_scores, source="FlagEmbedding FlagReranker", atol=ATOL)
-    table_row(f"FlagEmbedding {version('FlagEmbedding')} FlagReranker", "float32", report)
+    table_row(f"FlagEmbedding {importlib.metadata.version('FlagEmbedding')} FlagReranker", "float32", report)
     assert report.analysis.scale.name == "logits", report.analysis.scale
     assert not report.agrees, str(report)  # only_second at 512 cuts the long-query probe's pairs
     first = report.diagnosis[0]
